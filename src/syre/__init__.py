@@ -1,0 +1,29 @@
+"""syre: remove parameter symmetries from neural-network training.
+
+Decay toward a fixed random anchor instead of toward the origin::
+
+    syre = syre.attach(optimizer, model, gamma=0.1)   # one added line
+
+See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss term) and
+``syre.reparametrize`` (the paper's literal ``theta + theta0`` form).
+"""
+from ._version import __version__
+from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
+from .optim import Syre, attach
+from .penalty import Penalty
+from .reparam import Reparametrization, reparametrize
+from .select import NORM_TYPES
+
+__all__ = [
+    "Anchor",
+    "DEFAULT_D_SPREAD",
+    "DEFAULT_SIGMA0",
+    "NORM_TYPES",
+    "Penalty",
+    "Reparametrization",
+    "Syre",
+    "__version__",
+    "anchor",
+    "attach",
+    "reparametrize",
+]

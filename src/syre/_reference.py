@@ -1,0 +1,58 @@
+"""The paper's equations as slow, obvious code: the test oracle. Not used by the library.
+
+* ``philox4x32_10``: Philox4x32-10 on Python ints, written from Salmon et al. (2011).
+* ``anchor``: theta0 and D from it, one element at a time (numpy float64).
+* ``decay``: one decoupled syre step ``p - lr * gamma * D * (p - theta0)`` in float64.
+* ``penalty``/``penalty_grad``: the coupled term and its gradient ``2 gamma D (p - theta0)``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .anchors import stream_key
+
+M = 0xFFFFFFFF
+
+
+def philox4x32_10(ctr, key):
+    c = list(ctr)
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0 = (k0 + 0x9E3779B9) & M
+            k1 = (k1 + 0xBB67AE85) & M
+        p0 = 0xD2511F53 * c[0]
+        p1 = 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k0) & M, p1 & M, ((p0 >> 32) ^ c[3] ^ k1) & M, p0 & M]
+    return tuple(c)
+
+
+def anchor(seed: int, name: str, numel: int, sigma0: float, d_spread: float):
+    """(theta0, d) as float64 numpy arrays, element by element."""
+    key = stream_key(seed, name)
+    theta0 = np.zeros(numel)
+    d = np.ones(numel)
+    for i in range(numel):
+        x0, x1, x2, _ = philox4x32_10((i & M, i >> 32, 0, 0), key)
+        u1 = (x0 + 1) / 2.0**32
+        u2 = x1 / 2.0**32
+        theta0[i] = sigma0 * (math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2))
+        d[i] = 1.0 + d_spread * (2.0 * (x2 + 0.5) / 2.0**32 - 1.0)
+    return theta0, d
+
+
+def decay(p, theta0, d, lr: float, gamma: float):
+    p = np.asarray(p, dtype=np.float64)
+    return p - lr * gamma * d * (p - theta0)
+
+
+def penalty(p, theta0, d, gamma: float) -> float:
+    p = np.asarray(p, dtype=np.float64)
+    return float(gamma * np.sum(d * (p - theta0) ** 2))
+
+
+def penalty_grad(p, theta0, d, gamma: float):
+    p = np.asarray(p, dtype=np.float64)
+    return 2.0 * gamma * d * (p - theta0)

@@ -1,0 +1,565 @@
+"""Attach syre to any torch optimizer: decoupled decay toward a fixed random anchor.
+
+``syre.attach(optimizer, model, gamma=...)`` registers hooks on the user's optimizer (it stays
+the user's object, of the user's class) so that every ``optimizer.step()`` first applies, to
+each covered parameter ``p`` that has a gradient::
+
+    p <- p - lr * gamma * D * (p - theta0)
+
+with ``lr`` the parameter group's current learning rate (schedulers apply) and ``gamma`` the
+group's syre strength. This is the **decoupled** convention of ``torch.optim.AdamW``: with
+``sigma0 = 0`` and ``d_spread = 0`` it is bitwise AdamW's ``p.mul_(1 - lr * weight_decay)``,
+applied before the optimizer's own update as AdamW does. It equals the coupled (paper)
+objective ``l(p) + gamma_c ||p - theta0||_D^2`` only for plain SGD without momentum, and there
+with ``gamma = 2 * gamma_c`` (the gradient of ``gamma_c ||x||^2`` is ``2 gamma_c x``).
+
+A step the optimizer does not take (for example one that AMP's ``GradScaler`` skips on an
+inf/NaN gradient) applies no decay: the hook runs inside ``optimizer.step()``. Parameters whose
+``.grad`` is ``None`` at the step are left alone, as torch optimizers leave them.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from . import functional as F
+from ._version import __version__
+from .anchors import (
+    DEFAULT_D_SPREAD,
+    DEFAULT_SIGMA0,
+    Anchor,
+    _check_seed,
+    anchor_like,
+    check_d_spread,
+    check_nonneg_float,
+    check_sigma0_spec,
+    resolve_sigma0,
+)
+from .select import ParamInfo, check_rule, collect, is_selected, unwrap_model
+
+__all__ = ["Syre", "attach", "FORMAT_VERSION"]
+
+#: Version of the format of ``Syre.state_dict()``; loading a newer one is refused.
+FORMAT_VERSION = 1
+MODES = ("stored", "seeded")
+#: Param-group key that sets syre's gamma for that group (overrides ``attach(gamma=...)``).
+GROUP_KEY = "syre_gamma"
+#: Key under which syre's state rides along in ``optimizer.state_dict()``.
+OPTIMIZER_STATE_KEY = "syre"
+
+
+class _Entry:
+    """One parameter the optimizer holds, and what syre does with it."""
+
+    __slots__ = ("name", "param", "group", "info", "sigma0", "covered", "reason", "theta0", "xi")
+
+    def __init__(self, info: ParamInfo, group: int, covered: bool, reason: str, sigma0: float):
+        self.name = info.name
+        self.param = info.param
+        self.info = info
+        self.group = group
+        self.covered = covered
+        self.reason = reason
+        self.sigma0 = sigma0
+        self.theta0: Optional[torch.Tensor] = None
+        self.xi: Optional[torch.Tensor] = None
+
+
+def _as_float(x) -> float:
+    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def _is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
+    if isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay") is True:
+        return True
+    # Plain SGD without momentum: coupled and decoupled decay are the same update.
+    return (
+        type(optimizer) is torch.optim.SGD
+        and not group.get("momentum", 0)
+        and not group.get("nesterov", False)
+    )
+
+
+def _anchor_dtype(p: torch.Tensor) -> torch.dtype:
+    return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
+class Syre:
+    """syre attached to a torch optimizer (see the module docstring for the update rule).
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` (SGD, Adam, AdamW, RMSprop, Adagrad, or a class
+            syre has never seen); it stays the user's object.
+        model: the ``nn.Module`` whose parameters the optimizer holds (bare, or wrapped by DDP,
+            DataParallel or ``torch.compile``: the anchors are the same).
+        gamma: decoupled strength (AdamW's ``weight_decay`` convention: the pull per step is
+            ``lr * gamma``). ``None`` takes over each group's ``weight_decay`` and sets it to 0
+            there, exact for decoupled optimizers (AdamW, ``decoupled_weight_decay=True``) and
+            plain SGD; refused for coupled ones (Adam, RMSprop, SGD with momentum, ...), whose
+            ``weight_decay`` acts through the adaptive update and has no decoupled equal. A
+            group key ``syre_gamma`` sets gamma for that group.
+        sigma0: ``"lecun"`` (default: 0.01/sqrt(fan_in)), ``"kaiming"``, ``"xavier"``, an absolute
+            float, or a callable ``(name, param) -> float``. See ``syre.anchors.resolve_sigma0``.
+        d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
+        seed: the anchors' seed (an int in [0, 2**64)); never the global RNG.
+        mode: ``"stored"`` keeps theta0 (and xi) in fp32 (or fp64 for fp64 parameters);
+            ``"seeded"`` regenerates them at every step and keeps nothing per parameter. Both give
+            identical parameters.
+        include, exclude: rules choosing parameters (see ``syre.select``).
+        strict: a trainable parameter of the model that the optimizer does not hold is an error
+            (``False``: it is listed in ``summary()`` and left alone).
+        foreach: ``None`` (multi-tensor kernels when there is more than one tensor), or a bool.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        *,
+        gamma: Optional[float] = None,
+        sigma0=DEFAULT_SIGMA0,
+        d_spread: float = DEFAULT_D_SPREAD,
+        seed: int = 0,
+        mode: str = "stored",
+        include=None,
+        exclude=None,
+        strict: bool = True,
+        foreach: Optional[bool] = None,
+    ):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"Invalid optimizer: {type(optimizer).__name__}; expected a torch.optim.Optimizer")
+        self._model = unwrap_model(model)
+        self._gamma = None if gamma is None else check_nonneg_float("gamma", gamma)
+        check_sigma0_spec(sigma0)
+        self._d_spread = check_d_spread(d_spread)
+        _check_seed(seed)
+        if mode not in MODES:
+            raise ValueError(f"Invalid mode value: {mode!r}; expected one of {MODES}")
+        check_rule("include", include)
+        check_rule("exclude", exclude)
+        if not isinstance(strict, bool):
+            raise TypeError(f"Invalid strict value: {strict!r}; expected a bool")
+        if foreach is not None and not isinstance(foreach, bool):
+            raise TypeError(f"Invalid foreach value: {foreach!r}; expected None or a bool")
+        self._optimizer = optimizer
+        self._sigma0_spec = sigma0
+        self._seed = seed
+        self._mode = mode
+        self._include = include
+        self._exclude = exclude
+        self._strict = strict
+        self._foreach = foreach
+        self._entries: List[_Entry] = []
+        self._by_group: List[List[_Entry]] = []
+        self._unheld: List[str] = []
+        self._takeover: Dict[int, float] = {}
+        self._handles: list = []
+        self._layout: tuple = ()
+        self._pending: Optional[dict] = None
+        # Everything is checked before anything is changed.
+        entries, by_group, unheld = self._plan()
+        takeover = self._plan_takeover(range(len(optimizer.param_groups)))
+        self._apply_takeover(takeover)
+        self._install(entries, by_group, unheld)
+        self._handles.append(optimizer.register_step_pre_hook(self._pre_step))
+        if hasattr(optimizer, "register_state_dict_post_hook"):
+            self._handles.append(optimizer.register_state_dict_post_hook(self._optimizer_state_dict_hook))
+            self._handles.append(optimizer.register_load_state_dict_pre_hook(self._optimizer_load_pre_hook))
+            self._handles.append(optimizer.register_load_state_dict_post_hook(self._optimizer_load_post_hook))
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self):
+        infos = collect(self._model)
+        opt = self._optimizer
+        entries: List[_Entry] = []
+        by_group: List[List[_Entry]] = []
+        held = set()
+        for gi, group in enumerate(opt.param_groups):
+            if "lr" not in group:
+                raise ValueError(f"Invalid param group {gi} of {type(opt).__name__}: it has no 'lr'; syre's decay is lr * gamma")
+            _as_float(group["lr"])
+            if GROUP_KEY in group:
+                check_nonneg_float(f"param_groups[{gi}]['{GROUP_KEY}']", group[GROUP_KEY])
+            row: List[_Entry] = []
+            for pi, p in enumerate(group["params"]):
+                info = infos.get(id(p))
+                if info is None:
+                    raise ValueError(
+                        f"Parameter {pi} of param group {gi} (shape {tuple(p.shape)}, dtype {p.dtype}) is held by the optimizer "
+                        f"but is not a parameter of the model {type(self._model).__name__}; pass the model that owns it"
+                    )
+                held.add(id(p))
+                row.append(self._make_entry(info, gi))
+            by_group.append(row)
+            entries.extend(row)
+        unheld = [i.name for pid, i in infos.items() if pid not in held and i.param.requires_grad]
+        if unheld and self._strict:
+            shown = ", ".join(repr(n) for n in unheld[:8]) + (" ..." if len(unheld) > 8 else "")
+            raise ValueError(
+                f"{len(unheld)} trainable parameter(s) of the model are not held by the optimizer: {shown}; "
+                "add them to the optimizer, freeze them (requires_grad=False), or pass strict=False to leave them alone"
+            )
+        return entries, by_group, unheld
+
+    def _make_entry(self, info: ParamInfo, gi: int) -> _Entry:
+        p = info.param
+        if p.is_sparse or p.layout != torch.strided:
+            raise ValueError(f"Parameter {info.name!r} has layout {p.layout}; syre supports dense (strided) parameters only")
+        if p.is_complex() or not p.is_floating_point():
+            raise ValueError(f"Parameter {info.name!r} has dtype {p.dtype}; syre supports real floating-point parameters only")
+        if not p.requires_grad:
+            return _Entry(info, gi, False, "frozen", 0.0)
+        if not is_selected(info, self._include, self._exclude):
+            return _Entry(info, gi, False, "excluded", 0.0)
+        sigma0 = resolve_sigma0(self._sigma0_spec, info.name, p, info.module, info.attr)
+        return _Entry(info, gi, True, "", sigma0)
+
+    def _plan_takeover(self, group_indices) -> Dict[int, float]:
+        """Which groups' weight_decay gamma=None takes over (checked, not yet applied)."""
+        opt = self._optimizer
+        plan: Dict[int, float] = {}
+        for gi in group_indices:
+            group = opt.param_groups[gi]
+            if GROUP_KEY in group:
+                continue
+            wd = group.get("weight_decay", None)
+            if self._gamma is not None:
+                if wd:
+                    warnings.warn(
+                        f"param group {gi} of {type(opt).__name__} still applies weight_decay={wd} on top of syre's "
+                        f"gamma={self._gamma}; set weight_decay=0 there, or attach with gamma=None to take it over",
+                        stacklevel=4,
+                    )
+                continue
+            if wd is None:
+                raise ValueError(
+                    f"gamma=None takes over each param group's weight_decay, but param group {gi} of "
+                    f"{type(opt).__name__} has none; pass gamma=... explicitly"
+                )
+            wd = check_nonneg_float(f"param_groups[{gi}]['weight_decay']", _as_float(wd))
+            if wd and not _is_decoupled(opt, group):
+                raise ValueError(
+                    f"gamma=None cannot take over weight_decay={wd} of param group {gi}: {type(opt).__name__} applies it "
+                    "coupled (added to the gradient, then through momentum or the adaptive update), which no decoupled "
+                    "decay equals. Pass gamma=... explicitly (syre's decay is decoupled, as AdamW's), set weight_decay=0, "
+                    "or use syre.Penalty for the coupled form"
+                )
+            plan[gi] = wd
+        return plan
+
+    def _apply_takeover(self, plan: Dict[int, float]) -> None:
+        for gi, wd in plan.items():
+            group = self._optimizer.param_groups[gi]
+            group[GROUP_KEY] = wd
+            if "weight_decay" in group:
+                group["weight_decay"] = 0.0 if not isinstance(group["weight_decay"], torch.Tensor) else group["weight_decay"].zero_()
+            self._takeover[gi] = wd
+
+    def _install(self, entries, by_group, unheld) -> None:
+        self._entries, self._by_group, self._unheld = entries, by_group, unheld
+        self._layout = self._current_layout()
+        if self._mode == "stored":
+            for e in entries:
+                self._materialise(e)
+
+    def _current_layout(self) -> tuple:
+        return tuple(len(g["params"]) for g in self._optimizer.param_groups)
+
+    def _generate(self, e: _Entry):
+        if not e.covered or (e.sigma0 == 0.0 and self._d_spread == 0.0):
+            return None, None
+        return anchor_like(self._seed, e.name, e.param, sigma0=e.sigma0, d_spread=self._d_spread)
+
+    def _materialise(self, e: _Entry) -> None:
+        e.theta0, e.xi = self._generate(e)
+
+    # ------------------------------------------------------------------ the step
+    def _sync_new_params(self) -> None:
+        """Pick up parameters added with ``optimizer.add_param_group`` since the last step."""
+        opt = self._optimizer
+        old_groups = len(self._by_group)
+        infos = collect(self._model)
+        for gi in range(len(opt.param_groups)):
+            group = opt.param_groups[gi]
+            row = self._by_group[gi] if gi < old_groups else []
+            known = {id(e.param) for e in row}
+            for p in group["params"]:
+                if id(p) in known:
+                    continue
+                info = infos.get(id(p))
+                if info is None:
+                    raise ValueError(
+                        f"A parameter added to param group {gi} (shape {tuple(p.shape)}) is not a parameter of the model "
+                        f"{type(self._model).__name__}"
+                    )
+                e = self._make_entry(info, gi)
+                if self._mode == "stored":
+                    self._materialise(e)
+                row.append(e)
+                self._entries.append(e)
+                if info.name in self._unheld:
+                    self._unheld.remove(info.name)
+            if gi >= old_groups:
+                self._by_group.append(row)
+        if len(opt.param_groups) > old_groups:
+            self._apply_takeover(self._plan_takeover(range(old_groups, len(opt.param_groups))))
+        self._layout = self._current_layout()
+
+    def group_gamma(self, group_index: int) -> float:
+        """The gamma syre applies to param group ``group_index`` now."""
+        group = self._optimizer.param_groups[group_index]
+        g = group.get(GROUP_KEY, self._gamma)
+        return 0.0 if g is None else _as_float(g)
+
+    @torch.no_grad()
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        if self._current_layout() != self._layout:
+            self._sync_new_params()
+        seeded = self._mode == "seeded"
+        for gi, group in enumerate(optimizer.param_groups):
+            gamma = self.group_gamma(gi)
+            if gamma == 0.0:
+                continue
+            weight = _as_float(group["lr"]) * gamma
+            ps, ts, xs = [], [], []
+            for e in self._by_group[gi]:
+                if not e.covered or e.param.grad is None:
+                    continue
+                if seeded:
+                    t, x = self._generate(e)
+                    F.decay_([e.param], [t], [x], weight=weight, foreach=False)
+                    continue
+                ps.append(e.param)
+                ts.append(e.theta0)
+                xs.append(e.xi)
+            if ps:
+                F.decay_(ps, ts, xs, weight=weight, foreach=self._foreach)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._optimizer
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def d_spread(self) -> float:
+        return self._d_spread
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    def names(self) -> List[str]:
+        """Canonical names of the covered parameters."""
+        return [e.name for e in self._entries if e.covered]
+
+    def _entry(self, name: str) -> _Entry:
+        for e in self._entries:
+            if e.name == name:
+                return e
+        known = [e.name for e in self._entries]
+        raise KeyError(f"Unknown parameter name {name!r}; syre knows {known[:10]}{' ...' if len(known) > 10 else ''}")
+
+    def anchor(self, name: str) -> Anchor:
+        """``Anchor(theta0, d)`` of parameter ``name``: fp32 (fp64 for fp64 parameters), full shape.
+
+        For a parameter syre does not cover, theta0 is 0 and d is 1 (no decay toward anything).
+        """
+        e = self._entry(name)
+        p = e.param
+        dtype = _anchor_dtype(p)
+        t, x = (e.theta0, e.xi) if self._mode == "stored" else self._generate(e)
+        theta0 = torch.zeros(p.shape, dtype=dtype, device=p.device) if t is None else t.detach().clone().contiguous()
+        d = torch.ones(p.shape, dtype=dtype, device=p.device) if x is None else (1.0 + x).contiguous()
+        return Anchor(theta0, d)
+
+    def coverage(self) -> List[Dict[str, Any]]:
+        """One row per parameter: name, shape, module type, group, covered, reason, sigma0, gamma, strength."""
+        rows = []
+        for e in self._entries:
+            gamma = self.group_gamma(e.group) if e.covered else 0.0
+            rows.append(
+                {
+                    "name": e.name,
+                    "shape": list(e.param.shape),
+                    "numel": e.param.numel(),
+                    "module": e.info.module_type,
+                    "group": e.group,
+                    "covered": e.covered,
+                    "reason": e.reason,
+                    "sigma0": e.sigma0,
+                    "gamma": gamma,
+                    "strength": gamma * e.sigma0,
+                }
+            )
+        for name in self._unheld:
+            rows.append({"name": name, "shape": None, "numel": 0, "module": "", "group": None, "covered": False,
+                         "reason": "not in optimizer", "sigma0": 0.0, "gamma": 0.0, "strength": 0.0})
+        return rows
+
+    def summary(self) -> str:
+        """A table of what is covered, with sigma0, gamma and the breaking strength gamma * sigma0."""
+        rows = self.coverage()
+        head = ("parameter", "shape", "module", "group", "syre", "sigma0", "gamma", "gamma*sigma0")
+        body = []
+        for r in rows:
+            body.append((
+                r["name"],
+                "x".join(map(str, r["shape"])) if r["shape"] is not None else "-",
+                r["module"],
+                "-" if r["group"] is None else str(r["group"]),
+                "yes" if r["covered"] else f"no ({r['reason']})",
+                f"{r['sigma0']:.3g}" if r["covered"] else "-",
+                f"{r['gamma']:.3g}" if r["covered"] else "-",
+                f"{r['strength']:.3g}" if r["covered"] else "-",
+            ))
+        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        covered = [r for r in rows if r["covered"]]
+        n_cov = sum(r["numel"] for r in covered)
+        n_all = sum(r["numel"] for r in rows)
+        lines = [
+            f"syre {__version__}: seed={self._seed} mode={self._mode} d_spread={self._d_spread:g} "
+            f"sigma0={self._sigma0_spec if not callable(self._sigma0_spec) else 'callable'}",
+            f"covers {len(covered)}/{len(rows)} parameters ({n_cov:,}/{n_all:,} elements)",
+            fmt.format(*head),
+            fmt.format(*("-" * w for w in widths)),
+        ]
+        lines += [fmt.format(*b) for b in body]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Syre(optimizer={type(self._optimizer).__name__}, gamma={self._gamma}, seed={self._seed}, "
+                f"d_spread={self._d_spread}, mode={self._mode!r}, covered={len(self.names())})")
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        """Small, ``weights_only``-safe state: seed, configuration, names, shapes, sigma0; no anchors."""
+        return {
+            "format": "syre",
+            "version": FORMAT_VERSION,
+            "library_version": __version__,
+            "seed": self._seed,
+            "gamma": self._gamma,
+            "d_spread": self._d_spread,
+            "mode": self._mode,
+            "takeover": {int(k): float(v) for k, v in self._takeover.items()},
+            "params": [
+                {"name": e.name, "shape": list(e.param.shape), "sigma0": float(e.sigma0)}
+                for e in self._entries
+                if e.covered
+            ],
+        }
+
+    def _validate_state(self, sd) -> Dict[str, Any]:
+        if not isinstance(sd, dict):
+            raise TypeError(f"Invalid syre state: expected a dict from Syre.state_dict(), got {type(sd).__name__}")
+        if sd.get("format") != "syre":
+            raise ValueError(f"Invalid syre state: 'format' is {sd.get('format')!r}, expected 'syre'; this is not a Syre.state_dict()")
+        version = sd.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"Invalid syre state: 'version' is {version!r}; expected an int")
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"syre state has format version {version}, newer than this syre {__version__} reads "
+                f"(<= {FORMAT_VERSION}); upgrade torch-syre to load it"
+            )
+        for key in ("seed", "d_spread", "params", "takeover", "gamma"):
+            if key not in sd:
+                raise ValueError(f"Invalid syre state: missing key {key!r} (truncated or corrupted)")
+        _check_seed(sd["seed"])
+        check_d_spread(sd["d_spread"])
+        if sd["gamma"] is not None:
+            check_nonneg_float("gamma", sd["gamma"])
+        if not isinstance(sd["params"], list) or not isinstance(sd["takeover"], dict):
+            raise ValueError("Invalid syre state: 'params' must be a list and 'takeover' a dict (corrupted)")
+        saved = {}
+        for item in sd["params"]:
+            if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("shape"), list)):
+                raise ValueError(f"Invalid syre state: bad parameter record {item!r} (corrupted)")
+            check_nonneg_float(f"sigma0 of {item['name']!r}", item.get("sigma0"))
+            saved[item["name"]] = item
+        mine = {e.name: e for e in self._entries if e.covered}
+        missing = sorted(set(mine) - set(saved))
+        unexpected = sorted(set(saved) - set(mine))
+        shapes = [
+            f"{n}: saved {tuple(saved[n]['shape'])}, model {tuple(mine[n].param.shape)}"
+            for n in sorted(set(mine) & set(saved))
+            if list(saved[n]["shape"]) != list(mine[n].param.shape)
+        ]
+        if missing or unexpected or shapes:
+            parts = []
+            if missing:
+                parts.append(f"covered here but not in the saved state: {missing}")
+            if unexpected:
+                parts.append(f"in the saved state but not covered here: {unexpected}")
+            if shapes:
+                parts.append(f"shape mismatch: {shapes}")
+            raise ValueError("syre state does not match this model; nothing was changed. " + "; ".join(parts))
+        return saved
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore seed, gamma, d_spread and per-parameter sigma0 (the anchors follow).
+
+        Names and shapes must match the covered parameters exactly; otherwise a ``ValueError``
+        names the differences and nothing changes. The current ``mode`` is kept (it does not
+        change the numbers).
+        """
+        saved = self._validate_state(state_dict)
+        self._seed = int(state_dict["seed"])
+        self._d_spread = float(state_dict["d_spread"])
+        self._gamma = None if state_dict["gamma"] is None else float(state_dict["gamma"])
+        self._takeover = {int(k): float(v) for k, v in state_dict["takeover"].items()}
+        for e in self._entries:
+            if e.covered:
+                e.sigma0 = float(saved[e.name]["sigma0"])
+                if self._mode == "stored":
+                    self._materialise(e)
+
+    def _optimizer_state_dict_hook(self, optimizer, state_dict):
+        state_dict[OPTIMIZER_STATE_KEY] = self.state_dict()
+        return state_dict
+
+    def _optimizer_load_pre_hook(self, optimizer, state_dict):
+        if OPTIMIZER_STATE_KEY not in state_dict:
+            return None
+        state_dict = dict(state_dict)
+        pending = state_dict.pop(OPTIMIZER_STATE_KEY)
+        self._validate_state(pending)
+        self._pending = pending
+        return state_dict
+
+    def _optimizer_load_post_hook(self, optimizer) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.load_state_dict(pending)
+
+    def remove(self) -> None:
+        """Detach the hooks, give back the weight decay taken over, and free the anchors."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for gi, wd in self._takeover.items():
+            if gi < len(self._optimizer.param_groups):
+                group = self._optimizer.param_groups[gi]
+                group.pop(GROUP_KEY, None)
+                if "weight_decay" in group:
+                    group["weight_decay"] = wd
+        self._takeover = {}
+        for e in self._entries:
+            e.theta0 = e.xi = None
+
+
+def attach(optimizer: torch.optim.Optimizer, model: nn.Module, **kwargs) -> Syre:
+    """Attach syre to ``optimizer``: one added line. Returns the ``Syre`` object.
+
+    ``syre.attach(opt, model, gamma=0.1)`` makes every ``opt.step()`` first apply
+    ``p <- p - lr * gamma * D * (p - theta0)`` (AdamW's decoupled convention). See ``Syre``.
+    """
+    return Syre(optimizer, model, **kwargs)

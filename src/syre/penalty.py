@@ -1,0 +1,62 @@
+"""The coupled (paper) objective in anchor form, as an ``nn.Module``.
+
+``syre.Penalty(model, gamma=g)()`` returns ``g * sum_p sum(D * (p - theta0)**2)`` over the
+covered parameters. Add it to the loss::
+
+    loss = criterion(model(x), y) + penalty()
+
+Its gradient is ``2 * g * D * (p - theta0)`` (the factor-2 convention of ``g ||x||^2``), so
+with plain SGD (no momentum) it is the same update as ``syre.attach(..., gamma=2 * g)``.
+With momentum or adaptive optimizers the decay goes through the optimizer (coupled), as the
+paper's ``l(theta + theta0) + gamma ||theta||^2`` does.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import nn
+
+from . import functional as F
+from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, _check_seed, anchor_like, check_d_spread, check_nonneg_float, check_sigma0_spec, resolve_sigma0
+from .select import covered
+
+__all__ = ["Penalty"]
+
+
+class Penalty(nn.Module):
+    """``gamma * sum(D * (p - theta0)**2)`` over the covered parameters of ``model``.
+
+    Args: as ``syre.attach`` (``gamma`` is required here and uses the coupled convention).
+    The anchors are non-persistent buffers: ``.to(device)`` moves them, ``state_dict()`` holds
+    none of them (they are regenerated from the seed). The model's parameters are referenced,
+    not registered, so ``penalty.parameters()`` is empty.
+    """
+
+    def __init__(self, model: nn.Module, *, gamma: float, sigma0=DEFAULT_SIGMA0, d_spread: float = DEFAULT_D_SPREAD,
+                 seed: int = 0, include=None, exclude=None):
+        super().__init__()
+        self.gamma = check_nonneg_float("gamma", gamma)
+        check_sigma0_spec(sigma0)
+        self.d_spread = check_d_spread(d_spread)
+        _check_seed(seed)
+        self.seed = seed
+        self._params: List[torch.Tensor] = []
+        self.names: List[str] = []
+        self.sigma0s: List[float] = []
+        for i, info in enumerate(covered(model, include, exclude)):
+            s0 = resolve_sigma0(sigma0, info.name, info.param, info.module, info.attr)
+            t, x = anchor_like(seed, info.name, info.param.detach(), sigma0=s0, d_spread=self.d_spread)
+            self.register_buffer(f"theta0_{i}", t, persistent=False)
+            self.register_buffer(f"xi_{i}", x, persistent=False)
+            self._params.append(info.param)
+            self.names.append(info.name)
+            self.sigma0s.append(s0)
+
+    def forward(self) -> torch.Tensor:
+        n = len(self._params)
+        return F.penalty(self._params, [getattr(self, f"theta0_{i}") for i in range(n)],
+                         [getattr(self, f"xi_{i}") for i in range(n)], self.gamma)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, d_spread={self.d_spread}, seed={self.seed}, params={len(self._params)}"

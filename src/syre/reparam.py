@@ -1,0 +1,100 @@
+"""The paper's literal form: the forward pass uses ``theta + theta0``, ``theta`` is trained.
+
+``h = syre.reparametrize(model, sigma0=..., seed=...)`` registers a
+``torch.nn.utils.parametrize`` parametrization on every covered parameter, so that reading
+``module.weight`` gives the effective weight ``theta + theta0`` while the trained tensor is
+``module.parametrizations.weight.original`` (``theta``), started at ``w - theta0`` so the
+effective weights are unchanged. Decay ``theta`` toward 0 with the optimizer's own weight decay
+(decoupled, AdamW convention) or with ``h.penalty(gamma)`` (coupled, ``gamma * theta^T D theta``):
+that is ``l(theta + theta0) + gamma * ||theta||_D^2``, the paper's objective.
+
+``h.remove()`` undoes it and leaves plain parameters holding the effective weights.
+The anchors are the same as ``syre.attach`` and ``syre.Penalty`` give for the same seed, sigma0
+and parameter name (names are read through the parametrization).
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from . import functional as F
+from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, _check_seed, anchor_like, check_d_spread, check_nonneg_float, check_sigma0_spec, resolve_sigma0
+from .select import covered
+
+__all__ = ["Reparametrization", "reparametrize", "AnchorShift"]
+
+
+class AnchorShift(nn.Module):
+    """Parametrization ``theta -> theta + theta0`` (``theta0`` a non-persistent buffer)."""
+
+    def __init__(self, theta0: torch.Tensor):
+        super().__init__()
+        self.register_buffer("theta0", theta0, persistent=False)
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return theta + self.theta0.to(theta.dtype)
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight - self.theta0.to(weight.dtype)
+
+
+class Reparametrization:
+    """Handle returned by ``reparametrize``: the trained ``theta`` tensors, the penalty, undo."""
+
+    def __init__(self, entries: List[Tuple[nn.Module, str, str, float, torch.Tensor]], seed: int, d_spread: float):
+        self._entries = entries  # (module, attr, name, sigma0, xi)
+        self.seed = seed
+        self.d_spread = d_spread
+        self._removed = False
+
+    @property
+    def names(self) -> List[str]:
+        return [e[2] for e in self._entries]
+
+    def parameters(self) -> List[torch.Tensor]:
+        """The trained tensors ``theta`` (the parametrizations' ``original``)."""
+        return [getattr(m.parametrizations, attr).original for m, attr, _, _, _ in self._entries]
+
+    def penalty(self, gamma: float) -> torch.Tensor:
+        """``gamma * sum(D * theta**2)``: the coupled decay of ``theta`` toward 0."""
+        gamma = check_nonneg_float("gamma", gamma)
+        if self._removed:
+            raise RuntimeError("this reparametrization was removed")
+        thetas = self.parameters()
+        return F.penalty(thetas, [None] * len(thetas), [e[4] for e in self._entries], gamma)
+
+    def remove(self) -> None:
+        """Undo: plain parameters holding the effective weights ``theta + theta0``."""
+        if self._removed:
+            return
+        for module, attr, _, _, _ in self._entries:
+            parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+        self._removed = True
+
+
+def reparametrize(model: nn.Module, *, sigma0=DEFAULT_SIGMA0, seed: int = 0, d_spread: float = DEFAULT_D_SPREAD,
+                  include=None, exclude=None) -> Reparametrization:
+    """Make the forward pass of ``model`` use ``theta + theta0`` for every covered parameter."""
+    check_sigma0_spec(sigma0)
+    d_spread = check_d_spread(d_spread)
+    _check_seed(seed)
+    infos = covered(model, include, exclude)
+    for info in infos:
+        if parametrize.is_parametrized(info.module, info.attr):
+            raise ValueError(f"Parameter {info.name!r} is already parametrized; remove that parametrization first")
+    planned = []
+    for info in infos:
+        s0 = resolve_sigma0(sigma0, info.name, info.param, info.module, info.attr)
+        t, x = anchor_like(seed, info.name, info.param.detach(), sigma0=s0, d_spread=d_spread)
+        if t is None:
+            t = torch.zeros_like(info.param.detach(), dtype=torch.float64 if info.param.dtype == torch.float64 else torch.float32)
+        planned.append((info, s0, t, x))
+    entries = []
+    with torch.no_grad():
+        for info, s0, t, x in planned:
+            parametrize.register_parametrization(info.module, info.attr, AnchorShift(t))
+            entries.append((info.module, info.attr, info.name, s0, x))
+    return Reparametrization(entries, seed, d_spread)
