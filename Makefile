@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints-dev.txt -e '.[dev]'
 	touch $(STAMP)
 
