@@ -27,6 +27,7 @@ from torch import nn
 
 from . import functional as F
 from ._version import __version__
+from .anchors import _blocks as _anchor_blocks
 from .anchors import (
     DEFAULT_D_SPREAD,
     DEFAULT_SIGMA0,
@@ -319,24 +320,51 @@ class Syre:
         if self._current_layout() != self._layout:
             self._sync_new_params()
         seeded = self._mode == "seeded"
+        covered = self._covered_by_group()
         for gi, group in enumerate(optimizer.param_groups):
+            entries = covered[gi]
+            if not entries:
+                continue
             gamma = self.group_gamma(gi)
             if gamma == 0.0:
                 continue
             weight = _as_float(group["lr"]) * gamma
-            ps, ts, xs = [], [], []
-            for e in self._by_group[gi]:
-                if not e.covered or e.param.grad is None:
-                    continue
-                if seeded:
-                    t, x = self._generate(e)
-                    F.decay_([e.param], [t], [x], weight=weight, foreach=False)
-                    continue
-                ps.append(e.param)
-                ts.append(e.theta0)
-                xs.append(e.xi)
-            if ps:
-                F.decay_(ps, ts, xs, weight=weight, foreach=self._foreach)
+            live = [e for e in entries if e.param.grad is not None]
+            if seeded:
+                self._seeded_decay(live, weight)
+            elif live:
+                F.decay_([e.param for e in live], [e.theta0 for e in live], [e.xi for e in live],
+                         weight=weight, foreach=self._foreach)
+
+    def _covered_by_group(self) -> List[List[_Entry]]:
+        """The covered entries of each param group, rebuilt only when the layout changes."""
+        cache = getattr(self, "_covered_cache", None)
+        if cache is None or cache[0] != self._layout or cache[1] is not self._by_group:
+            cache = (self._layout, self._by_group, [[e for e in row if e.covered] for row in self._by_group])
+            self._covered_cache = cache
+        return cache[2]
+
+    def _seeded_decay(self, entries: List[_Entry], weight: float) -> None:
+        """Seeded mode: regenerate each anchor block by block (in cache) and decay that block.
+
+        Nothing per parameter outlives the step; the scratch is a few blocks of 64Ki elements. Each
+        block gets the same elementwise operations as in stored mode, so both modes agree bitwise.
+        """
+        plain: List[torch.Tensor] = []
+        for e in entries:
+            p = e.param
+            if e.sigma0 == 0.0 and self._d_spread == 0.0:
+                plain.append(p)  # the origin with D = I: AdamW's decay
+            elif type(p.data) is torch.Tensor and p.is_contiguous():
+                flat = p.detach().view(-1)
+                dtype = _anchor_dtype(p)
+                for lo, hi, t, x in _anchor_blocks(self._seed, e.name, 0, flat.numel(), e.sigma0, self._d_spread, dtype, p.device):
+                    F.decay_([flat[lo:hi]], [t], [x], weight=weight, foreach=False)
+            else:  # strided layouts, tensor subclasses: the whole anchor at once
+                t, x = self._generate(e)
+                F.decay_([p], [t], [x], weight=weight, foreach=False)
+        if plain:
+            F.decay_(plain, [None] * len(plain), [None] * len(plain), weight=weight, foreach=self._foreach)
 
     # ------------------------------------------------------------------ public API
     @property
