@@ -159,7 +159,7 @@ def _probe_ar(with_theta: bool):
 _AR_FUSED = LazyKernel("advanced-removal decay kernel", _ar_fused, _probe_ar(True), budget=1 << 30)
 _AR0_FUSED = LazyKernel("advanced-removal decay kernel", _ar0_fused, _probe_ar(False), budget=1 << 30)
 #: Tensors below this many elements go through the blocked path (per-call overhead).
-_FUSED_MIN = 1 << 20
+_FUSED_MIN = 1 << 16
 
 
 def _ar_multi(ps: List[torch.Tensor], ts: Optional[List[torch.Tensor]], xs: List[torch.Tensor], weight: float) -> None:
