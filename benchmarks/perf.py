@@ -39,6 +39,8 @@ from syre import functional as F  # noqa: E402
 HERE = Path(__file__).resolve().parent
 #: name -> (width, depth): depth Linear(width, width) layers with GELU between them.
 SIZES = {"1M": (512, 4), "10M": (1600, 4), "50M": (3584, 4)}
+#: Repetitions are multiplied by this for the smaller models.
+REPS_SCALE = {"1M": 5, "10M": 2, "50M": 1}
 GAMMA = 0.1
 LR = 1e-4
 D_SPREAD = 0.1
@@ -98,8 +100,20 @@ def anchor_bytes(s: syre.Syre) -> int:
     return total
 
 
-def bench(variants: dict, reps: int) -> dict:
-    """Median seconds of each callable, interleaved: each repetition runs every variant once."""
+_FLUSH = None
+
+
+def flush_caches() -> None:
+    """Evict the caches (write 64 MiB), so every variant starts from DRAM as after a backward pass."""
+    global _FLUSH
+    if _FLUSH is None:
+        _FLUSH = torch.empty(16 << 20, dtype=torch.float32)
+    _FLUSH.fill_(1.0)
+
+
+def bench(variants: dict, reps: int, flush: bool = True) -> dict:
+    """Seconds of each callable, interleaved: each repetition runs every variant once, in rotating
+    order, each after a cache flush. Returns median, min and the raw times (ms)."""
     names = list(variants)
     for f in variants.values():  # warm-up (allocations, first-call paths)
         f()
@@ -110,12 +124,22 @@ def bench(variants: dict, reps: int) -> dict:
         for r in range(reps):
             order = names[r % len(names):] + names[: r % len(names)]
             for k in order:
+                if flush:
+                    flush_caches()
                 t0 = time.perf_counter()
                 variants[k]()
                 times[k].append(time.perf_counter() - t0)
     finally:
         gc.enable()
-    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "reps": len(v)} for k, v in times.items()}
+    return {
+        k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "reps": len(v), "times_ms": [1e3 * t for t in v]}
+        for k, v in times.items()
+    }
+
+
+def paired_ratio(table: dict, a: str, b: str) -> float:
+    """Median over repetitions of time(a) / time(b) measured in the same repetition (drift cancels)."""
+    return statistics.median(x / y for x, y in zip(table[a]["times_ms"], table[b]["times_ms"]))
 
 
 def build_kernels() -> dict:
@@ -249,8 +273,7 @@ def evaluate(results: dict) -> list:
     sizes = results["sizes"]
 
     def ratio(size, a, b, table="step"):
-        t = sizes[size][table]
-        return t[a]["median_ms"] / t[b]["median_ms"]
+        return paired_ratio(sizes[size][table], a, b)
 
     add("stored basic: syre's pass / read-read-write floor", TARGETS["basic_extra_over_rrw"],
         {s: ratio(s, "syre_pass_basic_stored", "floor_rrw (lerp_)") for s in sizes})
@@ -264,6 +287,11 @@ def evaluate(results: dict) -> list:
         {s: ratio(s, "adamw+syre_basic_stored", "fused_adamw(wd)", "train_step") for s in sizes}, "{:.3f}x")
     add("whole step, AR stored: with / without syre", TARGETS["whole_step_slowdown"],
         {s: ratio(s, "adamw+syre_ar_stored", "fused_adamw(wd)", "train_step") for s in sizes}, "{:.3f}x")
+    for kind in ("basic", "ar"):
+        # The same slowdown estimated from quieter numbers: syre's pass (ms) over the whole step.
+        add(f"whole step, {'AR' if kind == 'ar' else kind} stored, estimate 1 + pass / step", TARGETS["whole_step_slowdown"],
+            {s: 1 + sizes[s]["step"][f"syre_pass_{kind}_stored"]["median_ms"] / sizes[s]["train_step"]["fused_adamw(wd)"]["median_ms"]
+             for s in sizes}, "{:.3f}x")
     add("seeded basic: AdamW + syre / fused AdamW", TARGETS["seeded_basic_vs_fused_adamw"],
         {s: ratio(s, "adamw+syre_basic_seeded", "fused_adamw(wd)") for s in sizes})
     add("seeded AR: AdamW + syre / fused AdamW", TARGETS["seeded_ar_vs_fused_adamw"],
@@ -296,23 +324,39 @@ def machine() -> dict:
 
 
 def table(results: dict) -> str:
+    """Markdown tables: medians in ms, and in brackets the paired ratio to fused AdamW (or to no syre)."""
     sizes = results["sizes"]
     labels = list(sizes)
-    rows = list(next(iter(sizes.values()))["step"])
-    head = "| optimizer step (ms, median) | " + " | ".join(f"{s} ({sizes[s]['params'] / 1e6:.1f}M)" for s in labels) + " | x fused AdamW |"
-    lines = [head, "|" + "---|" * (len(labels) + 2)]
-    for r in rows:
-        cells = [f"{sizes[s]['step'][r]['median_ms']:.2f}" for s in labels]
-        big = labels[-1]
-        rel = sizes[big]["step"][r]["median_ms"] / sizes[big]["step"]["fused_adamw(wd)"]["median_ms"]
-        lines.append(f"| {r} | " + " | ".join(cells) + f" | {rel:.2f} ({big}) |")
-    lines += ["", "| whole training step (ms, median) | " + " | ".join(labels) + " | x without syre |", "|" + "---|" * (len(labels) + 2)]
-    for r in next(iter(sizes.values()))["train_step"]:
-        cells = [f"{sizes[s]['train_step'][r]['median_ms']:.1f}" for s in labels]
-        rel = " / ".join(f"{sizes[s]['train_step'][r]['median_ms'] / sizes[s]['train_step']['fused_adamw(wd)']['median_ms']:.3f}" for s in labels)
-        lines.append(f"| {r} | " + " | ".join(cells) + f" | {rel} |")
-    lines += ["", "| persistent memory added by syre (bytes per parameter) | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
-    for k in next(iter(sizes.values()))["persistent_bytes_per_param"]:
+    first = next(iter(sizes.values()))
+    lines = [
+        "| optimizer step: median ms (x fused AdamW) | " + " | ".join(f"{s} ({sizes[s]['params'] / 1e6:.1f}M)" for s in labels) + " |",
+        "|" + "---|" * (len(labels) + 1),
+    ]
+    for r in first["step"]:
+        cells = [f"{sizes[s]['step'][r]['median_ms']:.2f} ({paired_ratio(sizes[s]['step'], r, 'fused_adamw(wd)'):.2f})" for s in labels]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| syre's own pass / its floor (paired median) | " + " | ".join(labels) + " |",
+        "|" + "---|" * (len(labels) + 1),
+    ]
+    for r, floor in (("syre_pass_basic_stored", "floor_rrw (lerp_)"), ("syre_pass_ar_stored", "floor_rrrw (addcmul_)"),
+                     ("syre_pass_basic_seeded", "floor_rrw (lerp_)"), ("syre_pass_ar_seeded", "floor_rrrw (addcmul_)")):
+        lines.append(f"| {r} / {floor} | " + " | ".join(f"{paired_ratio(sizes[s]['step'], r, floor):.2f}" for s in labels) + " |")
+    lines += [
+        "",
+        "| whole training step: median ms (x without syre) | " + " | ".join(labels) + " |",
+        "|" + "---|" * (len(labels) + 1),
+    ]
+    for r in first["train_step"]:
+        cells = [f"{sizes[s]['train_step'][r]['median_ms']:.1f} ({paired_ratio(sizes[s]['train_step'], r, 'fused_adamw(wd)'):.3f})" for s in labels]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| persistent memory added by syre (bytes per parameter) | " + " | ".join(labels) + " |",
+        "|" + "---|" * (len(labels) + 1),
+    ]
+    for k in first["persistent_bytes_per_param"]:
         lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['persistent_bytes_per_param'][k]:g}" for s in labels) + " |")
     return "\n".join(lines)
 
@@ -352,11 +396,17 @@ def main(argv=None) -> int:
     results["sizes"] = {}
     for s in sizes:
         width, depth = SIZES[s]
-        results["sizes"][s] = run_size(s, width, depth, args.reps, args.batch, args.step_reps)
+        scale = REPS_SCALE.get(s, 1)  # small models: more repetitions (cheap, and noisier)
+        results["sizes"][s] = run_size(s, width, depth, args.reps * scale, args.batch, args.step_reps * scale)
     if not args.no_anchor_creation:
         big = sizes[-1]
-        log(f"anchor creation on the {big} model")
-        results["anchor_creation"] = anchor_creation(*SIZES[big])
+        results["anchor_creation_by_threads"] = {}
+        for threads in sorted({args.threads, os.cpu_count() or 1}):
+            log(f"anchor creation on the {big} model, {threads} thread(s)")
+            torch.set_num_threads(threads)
+            results["anchor_creation_by_threads"][threads] = anchor_creation(*SIZES[big])
+        torch.set_num_threads(args.threads)
+        results["anchor_creation"] = min(results["anchor_creation_by_threads"].values(), key=lambda r: r["ar_s"])
     results["targets"] = evaluate(results)
     results["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
 
@@ -385,11 +435,11 @@ def main(argv=None) -> int:
         t,
         "",
     ]
-    if "anchor_creation" in results:
-        ac = results["anchor_creation"]
+    for threads, ac in results.get("anchor_creation_by_threads", {}).items():
         md += [
-            f"Anchor creation, stored mode, {ac['params']:,} parameters: basic {ac['basic_s']:.2f} s, AR {ac['ar_s']:.2f} s "
-            f"(eager generator: {ac['eager_ns_per_element']:.0f} ns per element, about {ac['eager_estimate_s']:.0f} s).",
+            f"Anchor creation, stored mode, {ac['params']:,} parameters, {threads} thread(s): basic {ac['basic_s']:.2f} s, "
+            f"AR {ac['ar_s']:.2f} s (the eager generator: {ac['eager_ns_per_element']:.0f} ns per element, "
+            f"about {ac['eager_estimate_s']:.0f} s).",
             "",
         ]
     md += ["## Targets", "", tt, ""]

@@ -347,8 +347,9 @@ class Syre:
     def _seeded_decay(self, entries: List[_Entry], weight: float) -> None:
         """Seeded mode: regenerate each anchor block by block (in cache) and decay that block.
 
-        Nothing per parameter outlives the step; the scratch is a few blocks of 64Ki elements. Each
-        block gets the same elementwise operations as in stored mode, so both modes agree bitwise.
+        Nothing per parameter outlives the step; the scratch is a few buffers of one block (2**18
+        elements). Each block gets the same elementwise operations as in stored mode, so both modes
+        agree bitwise. Parameters with another layout or a tensor subclass take the whole anchor.
         """
         plain: List[torch.Tensor] = []
         for e in entries:
@@ -360,7 +361,7 @@ class Syre:
                 dtype = _anchor_dtype(p)
                 for lo, hi, t, x in _anchor_blocks(self._seed, e.name, 0, flat.numel(), e.sigma0, self._d_spread, dtype, p.device):
                     F.decay_([flat[lo:hi]], [t], [x], weight=weight, foreach=False)
-            else:  # strided layouts, tensor subclasses: the whole anchor at once
+            else:
                 t, x = self._generate(e)
                 F.decay_([p], [t], [x], weight=weight, foreach=False)
         if plain:
