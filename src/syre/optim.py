@@ -61,6 +61,9 @@ OPTIMIZER_STATE_KEY = "syre"
 PRECISION_CHECK_EVERY = 100
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 class PrecisionWarning(UserWarning):
     """syre's decay cannot move most elements of fp16/bf16 parameters (issued once per attach)."""
 
@@ -435,9 +438,8 @@ class Syre:
     def _pre_step(self, optimizer, args, kwargs) -> None:
         if self._current_layout() != self._layout:
             self._sync_new_params()
-        if not self._precision_warned and self._steps % PRECISION_CHECK_EVERY == 0:
-            self._check_precision()
-        self._steps += 1
+        if not self._precision_warned and any(e.param.dtype in _LOW_PRECISION for e in self._entries):
+            self._tick_precision()
         seeded = self._mode == "seeded"
         for gi, group in enumerate(optimizer.param_groups):
             gamma = self.group_gamma(gi)
@@ -458,6 +460,13 @@ class Syre:
             if ps:
                 F.decay_(ps, ts, xs, weight=weight, foreach=self._foreach)
 
+    @torch.compiler.disable
+    def _tick_precision(self) -> None:
+        # Out of torch.compile's graph, so that the step count does not make it recompile.
+        if self._steps % PRECISION_CHECK_EVERY == 0:
+            self._check_precision()
+        self._steps += 1
+
     def _check_precision(self) -> None:
         """Warn once when the pull is below half an ulp for most elements of fp16/bf16 parameters."""
         stalled = pulled = 0
@@ -467,7 +476,7 @@ class Syre:
             if weight == 0.0:
                 continue
             for e in self._by_group[gi]:
-                if not e.covered or e.param.grad is None or e.param.dtype not in (torch.float16, torch.bfloat16):
+                if not e.covered or e.param.grad is None or e.param.dtype not in _LOW_PRECISION:
                     continue
                 t, x = (e.theta0, e.xi) if self._mode == "stored" else self._generate(e)
                 a, b = F.stalled_pull(e.local(), t, x, weight)
