@@ -147,13 +147,13 @@ def _ddp(rank: int, world: int) -> dict:
     return res
 
 
-def _fsdp2_model(init_seed: int = 0):
+def _fsdp2_model(init_seed: int = 0, mesh=None):
     from torch.distributed.fsdp import fully_shard
 
     m = make_model(init_seed)
     for i in (0, 3, 5):
-        fully_shard(m[i])
-    fully_shard(m)
+        fully_shard(m[i], mesh=mesh)
+    fully_shard(m, mesh=mesh)
     return m
 
 
@@ -187,6 +187,16 @@ def _fsdp2(rank: int, world: int, out: Path) -> dict:
     res["resume12_anchors"] = anchors(s)
     train(m, opt, N, 2 * N, rank, world)
     res["resume12_2N"] = full_params(m)
+
+    # HSDP: a 2-D mesh, placements (Replicate(), Shard(0)); replicas of size 1 here.
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard"))
+    m = _fsdp2_model(mesh=mesh)
+    res["hsdp_placements"] = str(m[0].weight.placements)
+    opt, s = make_opt(m)
+    train(m, opt, 0, N, rank, world)
+    res["hsdp_N"] = full_params(m)
     return res
 
 

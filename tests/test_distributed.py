@@ -137,6 +137,12 @@ def test_fsdp2_gathered_params_match_one_process(runs):
         _assert_close(r["fsdp2"]["2N"], runs["single"]["2N"])
 
 
+def test_hsdp_two_dimensional_mesh_matches_one_process(runs):
+    for r in runs["ranks"]:
+        assert r["fsdp2"]["hsdp_placements"] == "(Replicate(), Shard(dim=0))"
+        _assert_close(r["fsdp2"]["hsdp_N"], runs["single"]["N"])
+
+
 def test_fsdp2_seeded_mode_equals_stored_mode(runs):
     for r in runs["ranks"]:
         for n in NAMES:

@@ -434,12 +434,16 @@ class Syre:
         g = group.get(GROUP_KEY, self._gamma)
         return 0.0 if g is None else _as_float(g)
 
+    # Eager under torch.compile: a compiled step would otherwise guard on lr * gamma (a Python
+    # float) and on syre's step count, and recompile whenever the learning rate changes.
+    @torch.compiler.disable
     @torch.no_grad()
     def _pre_step(self, optimizer, args, kwargs) -> None:
         if self._current_layout() != self._layout:
             self._sync_new_params()
-        if not self._precision_warned and any(e.param.dtype in _LOW_PRECISION for e in self._entries):
-            self._tick_precision()
+        if not self._precision_warned and self._steps % PRECISION_CHECK_EVERY == 0:
+            self._check_precision()
+        self._steps += 1
         seeded = self._mode == "seeded"
         for gi, group in enumerate(optimizer.param_groups):
             gamma = self.group_gamma(gi)
@@ -459,13 +463,6 @@ class Syre:
                 xs.append(e.xi)
             if ps:
                 F.decay_(ps, ts, xs, weight=weight, foreach=self._foreach)
-
-    @torch.compiler.disable
-    def _tick_precision(self) -> None:
-        # Out of torch.compile's graph, so that the step count does not make it recompile.
-        if self._steps % PRECISION_CHECK_EVERY == 0:
-            self._check_precision()
-        self._steps += 1
 
     def _check_precision(self) -> None:
         """Warn once when the pull is below half an ulp for most elements of fp16/bf16 parameters."""
