@@ -15,9 +15,9 @@ import warnings
 import pytest
 import torch
 
-pytest.importorskip("torch.distributed.fsdp", reason="needs torch.distributed")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("needs torch.distributed with the gloo backend", allow_module_level=True)
+pytest.importorskip("torch.distributed.fsdp", reason="needs FSDP2 (torch >= 2.4)")
 
 import torch.multiprocessing as mp  # noqa: E402
 
