@@ -1,8 +1,9 @@
-"""Collapse instruments: metrics of weights and representations.
+"""Collapse instruments: metrics of weights and representations, and unit detectors.
 
 ``syre.diagnostics.metrics`` holds the pure metrics (``numerical_rank``, ``effective_rank``,
 ``rankme``, ``low_rank_fraction``, ``embedding_std``), each documented with its value at full
-collapse and at none.
+collapse and at none. ``syre.diagnostics.neurons`` finds duplicated and dead units and measures
+the distance of a layer to its permutation, sign-flip, rescaling and rotation mirrors.
 """
 from .metrics import (
     DEFAULT_LOW_RANK_THRESHOLD,
@@ -13,9 +14,33 @@ from .metrics import (
     rankme,
     singular_values,
 )
+from .neurons import (
+    MirrorScan,
+    activation_families,
+    dead_units,
+    duplicate_units,
+    inactive_units,
+    permutation_mirrors,
+    rescaling_mirrors,
+    rotation_mirrors,
+    sign_flip_mirrors,
+    unit_matrix,
+    zero_units,
+)
 
 __all__ = [
     "DEFAULT_LOW_RANK_THRESHOLD",
+    "MirrorScan",
+    "activation_families",
+    "dead_units",
+    "duplicate_units",
+    "inactive_units",
+    "permutation_mirrors",
+    "rescaling_mirrors",
+    "rotation_mirrors",
+    "sign_flip_mirrors",
+    "unit_matrix",
+    "zero_units",
     "effective_rank",
     "embedding_std",
     "low_rank_fraction",
