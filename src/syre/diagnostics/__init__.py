@@ -4,7 +4,10 @@
 ``rankme``, ``low_rank_fraction``, ``embedding_std``), each documented with its value at full
 collapse and at none. ``syre.diagnostics.neurons`` finds duplicated and dead units and measures
 the distance of a layer to its permutation, sign-flip, rescaling and rotation mirrors.
+``audit(model, inputs, syre=None)`` walks any model, finds its mirror families and reports per
+layer which collapsed states it sits in.
 """
+from .audit import LayerReport, Report, audit
 from .metrics import (
     DEFAULT_LOW_RANK_THRESHOLD,
     effective_rank,
@@ -29,6 +32,9 @@ from .neurons import (
 )
 
 __all__ = [
+    "LayerReport",
+    "Report",
+    "audit",
     "DEFAULT_LOW_RANK_THRESHOLD",
     "MirrorScan",
     "activation_families",
