@@ -5,7 +5,8 @@
 collapse and at none. ``syre.diagnostics.neurons`` finds duplicated and dead units and measures
 the distance of a layer to its permutation, sign-flip, rescaling and rotation mirrors.
 ``audit(model, inputs, syre=None)`` walks any model, finds its mirror families and reports per
-layer which collapsed states it sits in.
+layer which collapsed states it sits in. ``Monitor`` records chosen metrics every k steps of a
+training loop to CSV or JSON lines.
 """
 from .audit import LayerReport, Report, audit
 from .metrics import (
@@ -17,6 +18,7 @@ from .metrics import (
     rankme,
     singular_values,
 )
+from .monitor import METRICS, Monitor, plot_log, read_log
 from .neurons import (
     MirrorScan,
     activation_families,
@@ -33,6 +35,10 @@ from .neurons import (
 
 __all__ = [
     "LayerReport",
+    "METRICS",
+    "Monitor",
+    "plot_log",
+    "read_log",
     "Report",
     "audit",
     "DEFAULT_LOW_RANK_THRESHOLD",

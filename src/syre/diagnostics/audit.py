@@ -85,7 +85,7 @@ class _Chain:
 
 def _unit_layout(op: Op) -> _Layout:
     shape = op.out_shapes[0]
-    if op.name == "linear":
+    if op.name == "linear" and len(shape) != 2:  # [N, T, H]: units last; [N, H] is also "channel"
         return _Layout("last", shape[-1])
     return _Layout("channel", shape[1] if len(shape) > 1 else shape[0])
 
@@ -103,7 +103,8 @@ def _step_layout(layout: _Layout, op: Op, unit_params: Dict[str, torch.Tensor]) 
     if name in NORM_OPS:
         if name == "layer_norm":
             ns = op.scalars.get("arg1") or op.scalars.get("normalized_shape")
-            if layout.kind != "last" or tuple(ns or ()) != (layout.units,):
+            units_last = layout.kind == "last" or (layout.kind == "channel" and len(in_shape) == 2)
+            if not units_last or tuple(ns or ()) != (layout.units,):
                 return None
         elif layout.kind != "channel":
             return None
@@ -506,7 +507,58 @@ def _mha_layers(model: nn.Module, rtol: float, atol: float) -> List[LayerReport]
     return out
 
 
-@torch.no_grad()
+class _eval_mode:
+    """Put every module in eval mode and restore each module's own flag on exit."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.flags = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        self.grad = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        return self.model
+
+    def __exit__(self, *exc):
+        torch.set_grad_enabled(self.grad)
+        for m, t in self.flags.items():
+            m.train(t)
+        return False
+
+
+class TraceMismatch(RuntimeError):
+    """The model ran a different sequence of torch calls than when its structure was traced."""
+
+
+def _trace(model: nn.Module, args: tuple, kwargs: dict):
+    tracer = Tracer(model)
+    tracer.run(args, kwargs)
+    return tracer.ops, tracer.output_keys
+
+
+def _capture(model: nn.Module, ops: List[Op], chains: List[_Chain], args: tuple, kwargs: dict,
+             max_rows: int, seed: int, layers: Optional[set] = None):
+    """Run the model once more and capture each chain's end representation (and attention outputs)."""
+    fns: Dict[int, list] = {}
+    for c in chains:
+        if layers is None or c.layer in layers:
+            fns.setdefault(c.end_op, []).append((c.layer, _capture_fn(c.layout, c.end_pos, max_rows, seed)))
+    modules = dict(model.named_modules())
+    mha_fn = {n: _module_capture(_Layout("last", m.embed_dim), max_rows, seed) for n, m in modules.items()
+              if isinstance(m, nn.MultiheadAttention) and (layers is None or n in layers)}
+    tracer = Tracer(model, capture={i: (lambda outs, fl=fl: {lay: f(outs) for lay, f in fl}) for i, fl in fns.items()},
+                    module_capture=mha_fn)
+    tracer.run(args, kwargs)
+    if [(o.name, o.out_shapes) for o in tracer.ops] != [(o.name, o.out_shapes) for o in ops]:
+        raise TraceMismatch("The model ran a different sequence of torch calls on a second pass over the same "
+                            "inputs; the audit needs a forward pass that is deterministic in eval mode")
+    caps = {}
+    for per in tracer.captured.values():
+        caps.update(per)
+    return caps, tracer.module_captured
+
+
 def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, atol: float = 0.0,
           low_rank_threshold: float = M.DEFAULT_LOW_RANK_THRESHOLD, max_rows: int = 4096, seed: int = 0) -> Report:
     """Audit ``model`` on the batch ``inputs`` for symmetry-induced collapse; returns a ``Report``.
@@ -537,31 +589,11 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
     model = unwrap_model(model)
     modules = dict(model.named_modules())
     params = {n: p for n, p in model.named_parameters()}
-    flags = {m: m.training for m in model.modules()}
     notes: List[str] = []
-    try:
-        model.eval()
-        tracer = Tracer(model)
-        tracer.run(args, kwargs)
-        chains = _chains(tracer.ops, tracer.output_keys, modules, params)
-        capture = {}
-        for c in chains:
-            capture.setdefault(c.end_op, {})[c.end_pos] = c
-        fns = {}
-        for idx, per in capture.items():
-            for pos, c in per.items():
-                fns.setdefault(idx, []).append((c.layer, _capture_fn(c.layout, pos, max_rows, seed)))
-        mha = {n for n, m in modules.items() if isinstance(m, nn.MultiheadAttention)}
-        mha_fn = {n: _module_capture(_Layout("last", modules[n].embed_dim), max_rows, seed) for n in mha}
-        tracer2 = Tracer(model, capture={i: (lambda outs, fl=fl: {lay: f(outs) for lay, f in fl}) for i, fl in fns.items()},
-                         module_capture=mha_fn)
-        tracer2.run(args, kwargs)
-        if [(o.name, o.out_shapes) for o in tracer2.ops] != [(o.name, o.out_shapes) for o in tracer.ops]:
-            raise RuntimeError("The model ran a different sequence of torch calls on the second pass over the same "
-                               "inputs; the audit needs a forward pass that is deterministic in eval mode")
-    finally:
-        for m, t in flags.items():
-            m.train(t)
+    with _eval_mode(model):
+        ops, output_keys = _trace(model, args, kwargs)
+        chains = _chains(ops, output_keys, modules, params)
+        caps, mha_caps = _capture(model, ops, chains, args, kwargs, max_rows, seed)
 
     layers: List[LayerReport] = []
     fam_totals: Dict[str, int] = {}
@@ -574,7 +606,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
         wf = w.detach().flatten(1) if w.dim() > 1 else w.detach()[:, None]
         lr.weight_rank = M.numerical_rank(wf)
         lr.weight_effective_rank = M.effective_rank(wf)
-        cap = tracer2.captured.get(c.end_op, {}).get(c.layer)
+        cap = caps.get(c.layer)
         if cap is not None:
             lr.representation = _rep_stats(cap, low_rank_threshold)
             lr.inactive_units = _inactive_from_std(cap["std"], rtol, atol)
@@ -619,7 +651,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
         layers.append(lr)
     att = _mha_layers(model, rtol, atol)
     for a in att:
-        cap = tracer2.module_captured.get(a.name)
+        cap = mha_caps.get(a.name)
         if cap is not None:
             a.representation = _rep_stats(cap, low_rank_threshold)
         for f, d in a.families.items():
