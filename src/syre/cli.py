@@ -15,6 +15,7 @@ from ._version import __version__
 #: Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES = [
     "syre.demo",
+    "syre.diagnose",
 ]
 
 
