@@ -19,6 +19,14 @@ For each layer the report gives the mirror families, the share of each family's 
 tolerance (the degree of symmetry), duplicated units, dead units (zero weights or no activity on
 the batch), low-rank directions, ranks of the weight and of the representation, and with a
 ``Syre`` object the distance ``||p - theta0||`` of the layer's parameters to their anchors.
+
+Two thresholds, on purpose. ``low%`` in the table is ``metrics.low_rank_fraction`` at
+``low_rank_threshold`` (1e-3 on eigenvalues, the convention of the SimCLR-style "share of
+near-zero eigenvalues"), a measurement that also counts the tail of a smooth, healthy spectrum.
+A layer is *flagged* low rank only on the mirrors' own tolerance: a rotation mirror within
+``rtol``, or representation directions whose standard deviation is below ``rtol`` times the top
+direction's (eigenvalues below ``rtol**2``) beyond those the duplicated and dead units explain.
+Symmetric states put such directions at float round-off, far below either threshold.
 """
 from __future__ import annotations
 
@@ -289,11 +297,11 @@ class Report:
                 out.append(f"{l.name}: {len(l.dead_units)} of {l.units} units dead ({', '.join(why)})")
             if l.low_rank_directions:
                 out.append(f"{l.name}: {l.low_rank_directions} of {l.units} hidden directions unused (rotation mirrors)")
-            if "low rank" in l.collapse and l.representation:
-                r = l.representation
-                out.append(f"{l.name}: representation low rank: {r['low_rank_fraction']:.0%} of covariance "
-                           f"eigenvalues below {self.meta['low_rank_threshold']:g} of the largest "
-                           f"(effective rank {r['effective_rank']:.1f} of {r['dim']})")
+            r = l.representation
+            if r and r.get("collapsed_beyond_units"):
+                out.append(f"{l.name}: representation low rank: {r['collapsed_directions']} of {r['dim']} directions "
+                           f"with a std below rtol={self.meta['rtol']:g} of the top one, {r['collapsed_beyond_units']} "
+                           f"beyond the duplicated/dead units (effective rank {r['effective_rank']:.1f})")
         return out
 
     @property
@@ -322,7 +330,7 @@ class Report:
         """The per-layer table of ``str(report)``."""
         has_anchor = any(l.anchor_distance is not None for l in self.layers)
         head = ["layer", "type", "units", "next", "act", "near mirrors (of family)", "dup", "dead", "rank W",
-                "rep rank num/eff", "low%"]
+                "rep rank num/eff", "low%", "collapse"]
         if has_anchor:
             head.append("|p-theta0|")
         rows = []
@@ -338,7 +346,7 @@ class Report:
             row = [l.name, l.type, str(l.units), ",".join(l.next) or f"({l.stop})", l.activation if l.next else "-",
                    " ".join(fams) or "-", str(dup), str(len(l.dead_units)),
                    f"{l.weight_rank}/{min(l.shape[0], int(math.prod(l.shape[1:])))}" if l.weight_rank is not None else "-",
-                   rep + (f" of {r['dim']}" if r else ""), low]
+                   rep + (f" of {r['dim']}" if r else ""), low, ",".join(l.collapse) or "-"]
             if has_anchor:
                 row.append("-" if l.anchor_distance is None else f"{l.anchor_distance:.4g}")
             rows.append(row)
@@ -461,7 +469,7 @@ def _check_num(value, arg, lo, hi, lo_open=False):
         raise ValueError(f"Invalid {arg}: {value!r}; expected {'>' if lo_open else '>='} {lo} and < {hi}")
 
 
-def _rep_stats(cap: Dict[str, Any], threshold: float) -> Dict[str, Any]:
+def _rep_stats(cap: Dict[str, Any], threshold: float, rtol: float) -> Dict[str, Any]:
     rows = cap["rows"]
     d = rows.shape[1]
     out = {"dim": d, "samples": cap["samples"], "rows_used": rows.shape[0]}
@@ -469,6 +477,10 @@ def _rep_stats(cap: Dict[str, Any], threshold: float) -> Dict[str, Any]:
     out["effective_rank"] = M.effective_rank(rows)
     # a batch of fewer than D + 1 rows cannot show D directions: no low-rank verdict then
     out["low_rank_fraction"] = M.low_rank_fraction(rows, threshold=threshold) if rows.shape[0] > d else None
+    # collapsed directions: std below rtol of the top direction's (the mirrors' tolerance), i.e.
+    # covariance eigenvalues below rtol**2 of the largest; a smooth spectrum's tail is not counted
+    out["collapsed_directions"] = (round(M.low_rank_fraction(rows, threshold=rtol * rtol) * d)
+                                   if rows.shape[0] > d and rtol > 0 else None)
     out["embedding_std"] = M.embedding_std(rows) * math.sqrt(d) if rows.shape[0] > 1 else None
     return out
 
@@ -608,7 +620,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
         lr.weight_effective_rank = M.effective_rank(wf)
         cap = caps.get(c.layer)
         if cap is not None:
-            lr.representation = _rep_stats(cap, low_rank_threshold)
+            lr.representation = _rep_stats(cap, low_rank_threshold, rtol)
             lr.inactive_units = _inactive_from_std(cap["std"], rtol, atol)
         if c.consumers:
             fams, desc, last_norm = _families(c.path)
@@ -645,15 +657,16 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
             lr.collapse.append("dead")
         rep = lr.representation
         explained = sum(len(g) - 1 for g in lr.duplicate_groups) + len(lr.dead_units) + (lr.low_rank_directions or 0)
-        if lr.low_rank_directions or (rep and rep.get("low_rank_fraction") is not None and
-                                      round(rep["low_rank_fraction"] * rep["dim"]) > explained):
+        if rep and rep.get("collapsed_directions") is not None:
+            rep["collapsed_beyond_units"] = max(rep["collapsed_directions"] - explained, 0)
+        if lr.low_rank_directions or (rep and rep.get("collapsed_beyond_units")):
             lr.collapse.append("low rank")
         layers.append(lr)
     att = _mha_layers(model, rtol, atol)
     for a in att:
         cap = mha_caps.get(a.name)
         if cap is not None:
-            a.representation = _rep_stats(cap, low_rank_threshold)
+            a.representation = _rep_stats(cap, low_rank_threshold, rtol)
         for f, d in a.families.items():
             fam_totals[f] = fam_totals.get(f, 0) + d["count"]
     layers += att
