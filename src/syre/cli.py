@@ -16,6 +16,7 @@ from ._version import __version__
 COMMAND_MODULES = [
     "syre.demo",
     "syre.bench.cli",
+    "syre.diagnose",
 ]
 
 
