@@ -54,7 +54,7 @@ DEFAULTS: Dict[str, Any] = {
     "trap_stay": 1e-12,
     "trap_escape": 1e-6,
 }
-QUICK = {"scaling_draws": 400, "scaling_n": [1, 10, 100], "ridge_steps": 400, "trap_steps": 500}
+QUICK = {"scaling_draws": 300, "scaling_n": [1, 10, 100], "ridge_steps": 300, "trap_steps": 300}
 
 
 def _two_layer(seed: int, d_in: int = 5, hidden: int = 6, d_out: int = 2) -> nn.Module:

@@ -24,7 +24,7 @@ from syre.data import teacher_student
 from . import stats
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms
 from .common import mlp
-from ._metrics import numerical_rank
+from syre.diagnostics.metrics import numerical_rank
 from .registry import Experiment
 
 CLAIM = ("A 2-layer ReLU net started with duplicated hidden neurons stays duplicated under vanilla training (and weight decay); "
@@ -44,7 +44,7 @@ DEFAULTS: Dict[str, Any] = {
     "rank_rtol": 1e-3,
     "curve_points": 20,
 }
-QUICK = {"steps": 600, "n_test": 256, "arms": ["none", "wd", "syre"], "curve_points": 8}
+QUICK = {"steps": 300, "n_train": 128, "n_test": 256, "arms": ["none", "wd", "syre"], "curve_points": 8}
 
 
 def _separation(net, h: int) -> torch.Tensor:

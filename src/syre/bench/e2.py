@@ -50,7 +50,7 @@ DEFAULTS: Dict[str, Any] = {
     "ridge_d": 50,
     "ridge_gamma": 0.1,
 }
-QUICK = {"sigma0_grid": [0.01, 0.2, "lecun"], "epochs": 1, "n_train": 1000, "n_test": 500}
+QUICK = {"sigma0_grid": [0.01, "lecun"], "epochs": 1, "n_train": 600, "n_test": 300}
 
 
 def cnn(channels, size: int, seed: int) -> nn.Module:

@@ -51,7 +51,7 @@ DEFAULTS: Dict[str, Any] = {
     "steps": 3000,
     "dead_tol": 1e-3,
 }
-QUICK = {"steps": 800, "arms": ["wd", "wfix", "syre"]}
+QUICK = {"steps": 400, "arms": ["wd", "wfix", "syre"]}
 
 
 class Diagonal(nn.Module):
