@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -242,6 +242,7 @@ class LayerReport:
     param_norm: Optional[float] = None
     anchor_norm: Optional[float] = None
     collapse: List[str] = field(default_factory=list)
+    analysis_s: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: _json_safe(v) for k, v in self.__dict__.items()}
@@ -470,18 +471,22 @@ def _check_num(value, arg, lo, hi, lo_open=False):
 
 
 def _rep_stats(cap: Dict[str, Any], threshold: float, rtol: float) -> Dict[str, Any]:
+    """Ranks of a captured ``[rows, units]`` representation: one uncentred and one centred spectrum."""
     rows = cap["rows"]
-    d = rows.shape[1]
-    out = {"dim": d, "samples": cap["samples"], "rows_used": rows.shape[0]}
-    out["numerical_rank"] = M.numerical_rank(rows)
-    out["effective_rank"] = M.effective_rank(rows)
+    n, d = rows.shape
+    out = {"dim": d, "samples": cap["samples"], "rows_used": n}
+    s, sc = M._fast_spectra(rows)
+    out["numerical_rank"] = M._rank_from_sv(s, (n, d), rows.dtype, None)
+    out["effective_rank"] = M._entropy_rank(s, 0.0)
     # a batch of fewer than D + 1 rows cannot show D directions: no low-rank verdict then
-    out["low_rank_fraction"] = M.low_rank_fraction(rows, threshold=threshold) if rows.shape[0] > d else None
-    # collapsed directions: std below rtol of the top direction's (the mirrors' tolerance), i.e.
-    # covariance eigenvalues below rtol**2 of the largest; a smooth spectrum's tail is not counted
-    out["collapsed_directions"] = (round(M.low_rank_fraction(rows, threshold=rtol * rtol) * d)
-                                   if rows.shape[0] > d and rtol > 0 else None)
-    out["embedding_std"] = M.embedding_std(rows) * math.sqrt(d) if rows.shape[0] > 1 else None
+    if n > d:
+        out["low_rank_fraction"] = M._low_rank_from_sv(sc, d, threshold)
+        # collapsed directions: std below rtol of the top direction's (the mirrors' tolerance), i.e.
+        # covariance eigenvalues below rtol**2 of the largest; a smooth spectrum's tail is not counted
+        out["collapsed_directions"] = round(M._low_rank_from_sv(sc, d, rtol * rtol) * d) if rtol > 0 else None
+    else:
+        out["low_rank_fraction"] = out["collapsed_directions"] = None
+    out["embedding_std"] = M.embedding_std(rows) * math.sqrt(d) if n > 1 else None
     return out
 
 
@@ -602,22 +607,27 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
     modules = dict(model.named_modules())
     params = {n: p for n, p in model.named_parameters()}
     notes: List[str] = []
+    t0 = time.perf_counter()
     with _eval_mode(model):
         ops, output_keys = _trace(model, args, kwargs)
         chains = _chains(ops, output_keys, modules, params)
+        t1 = time.perf_counter()
         caps, mha_caps = _capture(model, ops, chains, args, kwargs, max_rows, seed)
+    t2 = time.perf_counter()
 
     layers: List[LayerReport] = []
     fam_totals: Dict[str, int] = {}
     for c in chains:
+        t_layer = time.perf_counter()
         mod = modules.get(c.layer)
         w = params[c.op.params[0]]
         b = params.get(c.op.params[1]) if len(c.op.params) > 1 else None
         lr = LayerReport(c.layer, type(mod).__name__ if mod is not None else WEIGHT_OPS[c.op.name], list(w.shape),
                          c.layout.units, [x.params[0].rsplit(".", 1)[0] for x in c.consumers], "", c.stop)
         wf = w.detach().flatten(1) if w.dim() > 1 else w.detach()[:, None]
-        lr.weight_rank = M.numerical_rank(wf)
-        lr.weight_effective_rank = M.effective_rank(wf)
+        sw = M._fast_singular_values(wf)
+        lr.weight_rank = M._rank_from_sv(sw, tuple(wf.shape), wf.dtype, None)
+        lr.weight_effective_rank = M._entropy_rank(sw, 0.0)
         cap = caps.get(c.layer)
         if cap is not None:
             lr.representation = _rep_stats(cap, low_rank_threshold, rtol)
@@ -631,7 +641,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
             w_out = [params[x.params[0]] for x in c.consumers]
             perm = N.permutation_mirrors(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
             lr.families["permutation"] = _fam(perm)
-            lr.duplicate_groups = N.duplicate_units(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
+            lr.duplicate_groups = N.groups_from_pairs(perm.near)
             if last_norm >= 0:
                 u_in = [params[p] for p in c.path[last_norm].params]
                 u_b = None
@@ -661,6 +671,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
             rep["collapsed_beyond_units"] = max(rep["collapsed_directions"] - explained, 0)
         if lr.low_rank_directions or (rep and rep.get("collapsed_beyond_units")):
             lr.collapse.append("low rank")
+        lr.analysis_s = time.perf_counter() - t_layer
         layers.append(lr)
     att = _mha_layers(model, rtol, atol)
     for a in att:
@@ -680,6 +691,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
     if unpaired:
         notes.append("mirrors not enumerated for " + ", ".join(f"{l.name} ({l.stop})" for l in layers
                                                               if l.name in unpaired))
+    t3 = time.perf_counter()
     meta = {
         "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -691,6 +703,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
         "mirror_families": fam_totals,
         "syre": syre is not None,
         "notes": notes,
+        "timings_s": {"trace": t1 - t0, "capture": t2 - t1, "analysis": t3 - t2, "total": t3 - t0},
     }
     return Report(layers, anchors, meta)
 
