@@ -204,6 +204,7 @@ def main(argv=None):
     if bad:
         p.error(f"unknown --models {bad}; choose from {sorted(MODELS)}")
     torch.set_num_threads(a.threads)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows = []
     start = time.time()
     for i, name in enumerate(names):
@@ -222,9 +223,14 @@ def main(argv=None):
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     (out / "audit_cost.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
     plotted = plot(rows, out / "audit_cost.png")
+    if load_before is not None:
+        print(f"load average before/after: {load_before[0]:.1f} / {meta['loadavg_after'][0]:.1f} "
+              f"on {os.cpu_count()} cores (other work on the machine slows every number alike)")
     print(f"wrote {out / 'audit_cost.json'}" + (f" and {out / 'audit_cost.png'}" if plotted else ""), file=sys.stderr)
     return 0
 

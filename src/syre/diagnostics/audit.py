@@ -389,24 +389,28 @@ class Report:
             raise ImportError("Report.plot needs matplotlib: pip install 'torch-syre[plots]'") from exc
         names = [l.name for l in self.layers]
         x = list(range(len(names)))
-        fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.1 * len(names) * 3), 3.6))
+        fig, axes = plt.subplots(1, 3, figsize=(max(10.0, min(30.0, 1.6 * len(names))), 3.8))
         fams = ["permutation", "sign", "rescaling", "rotation"]
         wbar = 0.8 / len(fams)
         for k, f in enumerate(fams):
-            vals = [100 * l.families[f]["degree"] if f in l.families else 0.0 for l in self.layers]
+            vals = []
+            for l in self.layers:  # attention's "rotation QK"/"rotation VO" count as rotation
+                ds = [d for k, d in l.families.items() if k == f or k.startswith(f + " ")]
+                near, count = sum(d["near"] for d in ds), sum(d["count"] for d in ds)
+                vals.append(100 * near / count if count else 0.0)
             axes[0].bar([i + (k - 1.5) * wbar for i in x], vals, wbar, label=f)
-        axes[0].set_title("degree of symmetry (% of mirrors near)")
+        axes[0].set_title("degree of symmetry\n(% of mirrors within tolerance)", fontsize=9)
         axes[0].legend(fontsize=7)
         dup = [100 * sum(len(g) for g in l.duplicate_groups) / max(l.units, 1) for l in self.layers]
         dead = [100 * len(l.dead_units) / max(l.units, 1) for l in self.layers]
         axes[1].bar([i - 0.2 for i in x], dup, 0.4, label="duplicated")
         axes[1].bar([i + 0.2 for i in x], dead, 0.4, label="dead")
-        axes[1].set_title("% of units")
+        axes[1].set_title("units in a collapsed state\n(% of the layer)", fontsize=9)
         axes[1].legend(fontsize=7)
         eff = [100 * l.representation["effective_rank"] / l.representation["dim"] if l.representation else 0.0
                for l in self.layers]
         axes[2].bar(x, eff)
-        axes[2].set_title("representation effective rank (% of width)")
+        axes[2].set_title("representation effective rank\n(% of width)", fontsize=9)
         for ax in axes:
             ax.set_xticks(x)
             ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
