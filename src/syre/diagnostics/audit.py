@@ -177,7 +177,9 @@ def _chains(ops: List[Op], output_keys, modules: Dict[str, nn.Module], params: D
                 stop = "feeds " + ", ".join(sorted({c.name for c in cs}))
                 break
             nxt = cs[0]
-            if not nxt.inputs or nxt.inputs[0] != cur or len(set(nxt.inputs)) != 1 and nxt.name not in NORM_OPS:
+            # the op must read this tensor as its main input and no other activation (norms also
+            # read their running statistics, which are buffers)
+            if not nxt.inputs or nxt.inputs[0] != cur or (len(set(nxt.inputs)) != 1 and nxt.name not in NORM_OPS):
                 stop = f"feeds {nxt.name}"
                 break
             new_layout = _step_layout(layout, nxt, params)
@@ -220,7 +222,19 @@ def _families(path: List[Op]) -> Tuple[Tuple[str, ...], str, int]:
 # ----------------------------------------------------------------------------- report
 @dataclass
 class LayerReport:
-    """One weight layer (or attention module) of the audit; see ``Report``."""
+    """One weight layer (or attention module) of the audit.
+
+    ``next``: the weight layers its units feed (empty when unpaired; ``stop`` says why);
+    ``activation``: the unit-wise ops in between; ``families``: per mirror family, ``near``,
+    ``count``, ``degree`` (near / count) and ``min_distance`` (relative to the layer's RMS unit
+    norm); ``duplicate_groups``, ``dead_units`` (= ``zero_units`` | ``inactive_units``),
+    ``low_rank_directions`` (near rotation mirrors): unit indices and counts;
+    ``weight_rank``/``weight_effective_rank`` of the weight flattened to ``[out, in]``;
+    ``representation``: ``dim``, ``numerical_rank``, ``effective_rank``, ``low_rank_fraction``,
+    ``collapsed_directions``, ``collapsed_beyond_units``, ``embedding_std`` (times sqrt(dim));
+    ``anchor_distance``/``param_norm``/``anchor_norm`` with a ``Syre`` object; ``collapse``: the
+    flags (``duplicated``, ``dead``, ``low rank``); ``analysis_s``: seconds spent on this layer.
+    """
 
     name: str
     type: str

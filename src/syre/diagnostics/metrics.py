@@ -184,7 +184,7 @@ def effective_rank(x: torch.Tensor, *, center: bool = False) -> float:
 
     Full collapse: 0.0 for a zero matrix (no direction at all; ``center=True`` and equal rows
     also give 0.0), 1.0 for any rank-one matrix (e.g. equal non-zero rows). None: close to
-    ``min(N, D)``; an isotropic Gaussian ``[N, D]`` with ``N = 50 D`` gives about ``0.99 D``.
+    ``min(N, D)``; an isotropic Gaussian ``[N, D]`` with ``N = 50 D`` gives about ``0.997 D``.
     """
     return _entropy_rank(singular_values(x, center=center), 0.0)
 

@@ -169,7 +169,7 @@ class Monitor:
                 if self._plan is None:
                     self._structure(args, kwargs)
                 ops, chains, _ = self._plan
-                if needs_rep or "duplicate_fraction" in self.metrics:
+                if needs_rep:
                     try:
                         caps, _ = _capture(self.model, ops, chains, args, kwargs, self.max_rows, self.seed)
                     except TraceMismatch:  # the forward changed (another input shape): trace again
