@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -59,7 +60,9 @@ def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, 
         if not isinstance(o, torch.optim.Optimizer):
             raise TypeError(f"Invalid optimizer {i}: {type(o).__name__}; syre attaches to torch.optim.Optimizer instances")
     if len(optimizers) == 1:
-        return [attach(optimizers[0], model, **kwargs)]
+        syres = [attach(optimizers[0], model, **kwargs)]
+        _warn_if_idle(syres)
+        return syres
     strict = kwargs.get("strict", True)
     each = dict(kwargs, strict=False)
     syres = [attach(o, model, **each) for o in optimizers]
@@ -74,7 +77,19 @@ def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, 
                 f"{len(unheld)} trainable parameter(s) are held by none of the {len(optimizers)} optimizers: {shown}; "
                 "add them to an optimizer, freeze them, or pass strict=False to leave them alone"
             )
+    _warn_if_idle(syres)
     return syres
+
+
+def _warn_if_idle(syres) -> None:
+    rows = [r for s in syres for r in s.coverage() if r["covered"]]
+    if rows and all(r["gamma"] == 0.0 for r in rows):
+        warnings.warn(
+            "syre is attached with gamma = 0 on every parameter, so it does nothing: gamma=None took over a "
+            "weight_decay of 0. Set the optimizer's weight_decay (TrainingArguments(weight_decay=...) for the "
+            "transformers Trainer) or pass gamma=... explicitly",
+            stacklevel=3,
+        )
 
 
 def check_state_list(states: Optional[list], n: int, where: str) -> None:
