@@ -38,8 +38,9 @@ class Regressor(pl.LightningModule):
 def main():
     data = teacher_student(n_train=512, n_test=512, seed=0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train), batch_size=64)
-    common = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     with tempfile.TemporaryDirectory() as tmp:
+        common = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp)
         ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, every_n_train_steps=80, save_top_k=-1)
         syre_cb = SyreCallback(d_spread=0.1, seed=7, verbose=True)  # gamma=None: AdamW's weight_decay
         torch.manual_seed(0)
