@@ -69,6 +69,7 @@ from .anchors import (
     _check_seed,
     check_d_spread,
     check_nonneg_float,
+    check_sigma0_spec,
     stream_key,
 )
 
@@ -319,24 +320,13 @@ def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict) -> float:
     return check_nonneg_float("sigma0", spec)
 
 
-def _check_sigma0_spec(spec) -> None:
-    if isinstance(spec, str):
-        if spec not in SIGMA0_PRESETS:
-            raise ValueError(
-                f"Invalid sigma0 value: {spec!r}; expected one of {sorted(SIGMA0_PRESETS)}, a float >= 0, "
-                "or a callable (name, param) -> float"
-            )
-    elif not callable(spec):
-        check_nonneg_float("sigma0", spec)
-
-
 def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dict:
     """``{name: sigma0}`` that ``syre_decay(..., sigma0=sigma0, kernel_layout=...)`` uses for ``params``.
 
     A check that the presets read a model's kernels as intended (see the module doc).
     """
     jax, _, _ = _import()
-    _check_sigma0_spec(sigma0)
+    check_sigma0_spec(sigma0)
     if kernel_layout not in LAYOUTS:
         raise ValueError(f"Invalid kernel_layout value: {kernel_layout!r}; expected one of {LAYOUTS}")
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -379,7 +369,7 @@ def syre_decay(
     jax, jnp, np = _import()
     if not callable(gamma):
         gamma = check_nonneg_float("gamma", gamma)
-    _check_sigma0_spec(sigma0)
+    check_sigma0_spec(sigma0)
     d_spread = check_d_spread(d_spread)
     _check_seed(seed)
     if kernel_layout not in LAYOUTS:

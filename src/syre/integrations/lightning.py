@@ -22,8 +22,9 @@ which also covers strategies that save optimizer states their own way. Resuming 
 ``trainer.fit(module, ckpt_path=...)`` restores the saved configuration, whatever this callback
 was constructed with, so the anchors of the resumed run are those of the saved one.
 
-Works with ``lightning`` (``import lightning.pytorch``) and, when only that is installed, with
-the older ``pytorch_lightning`` package. Install: ``pip install 'torch-syre[lightning]'``.
+The callback derives from ``lightning.pytorch.Callback`` (from ``pytorch_lightning.Callback``
+where only that older package is installed) and works with the ``Trainer`` of either package.
+Install: ``pip install 'torch-syre[lightning]'``.
 """
 from __future__ import annotations
 
