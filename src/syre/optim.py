@@ -13,6 +13,10 @@ applied before the optimizer's own update as AdamW does. It equals the coupled (
 objective ``l(p) + gamma_c ||p - theta0||_D^2`` only for plain SGD without momentum, and there
 with ``gamma = 2 * gamma_c`` (the gradient of ``gamma_c ||x||^2`` is ``2 gamma_c x``).
 
+With ``optimizer.step(closure)`` (LBFGS, PyTorch Lightning's automatic optimization) the
+gradients are computed inside the step: the decay then runs once, right after the first
+evaluation of the closure and before the optimizer's own update.
+
 A step the optimizer does not take (for example one that AMP's ``GradScaler`` skips on an
 inf/NaN gradient) applies no decay: the hook runs inside ``optimizer.step()``. Parameters whose
 ``.grad`` is ``None`` at the step are left alone, as torch optimizers leave them.
@@ -434,11 +438,34 @@ class Syre:
         g = group.get(GROUP_KEY, self._gamma)
         return 0.0 if g is None else _as_float(g)
 
+    @torch.compiler.disable
+    def _pre_step(self, optimizer, args, kwargs):
+        # ``args`` starts with the optimizer itself (torch passes ``step``'s own arguments).
+        closure = kwargs.get("closure") if "closure" in kwargs else (args[1] if len(args) > 1 else None)
+        if closure is None:
+            self._decay(optimizer)
+            return None
+        # ``step(closure)`` computes the gradients inside the step, after this hook: decay once,
+        # right after the first evaluation of the closure (as AdamW decays after it), so that the
+        # parameters that get a gradient in this step are decayed in this step.
+        done = []
+
+        def closure_then_decay():
+            loss = closure()
+            if not done:
+                done.append(True)
+                self._decay(optimizer)
+            return loss
+
+        if "closure" in kwargs:
+            return args, dict(kwargs, closure=closure_then_decay)
+        return (args[0], closure_then_decay) + tuple(args[2:]), kwargs
+
     # Eager under torch.compile: a compiled step would otherwise guard on lr * gamma (a Python
     # float) and on syre's step count, and recompile whenever the learning rate changes.
     @torch.compiler.disable
     @torch.no_grad()
-    def _pre_step(self, optimizer, args, kwargs) -> None:
+    def _decay(self, optimizer) -> None:
         if self._current_layout() != self._layout:
             self._sync_new_params()
         if not self._precision_warned and self._steps % PRECISION_CHECK_EVERY == 0:
