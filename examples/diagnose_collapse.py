@@ -25,7 +25,7 @@ from syre.diagnostics import Monitor, audit
 
 
 def train(arm: str, data, steps: int, out: Path):
-    m = duplicated_start()
+    m = duplicated_start(0)
     opt = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
     s = syre.attach(opt, m, seed=0) if arm == "syre" else None  # the one added line
     mon = Monitor(m, every=max(steps // 12, 1), path=out / f"monitor-{arm.replace(' ', '-')}.csv",
