@@ -15,6 +15,8 @@ from ._version import __version__
 #: Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES = [
     "syre.demo",
+    "syre.bench.cli",
+    "syre.diagnose",
 ]
 
 
