@@ -123,6 +123,9 @@ def fashion_mnist(
     _check_seed(seed)
     if size not in (28, 14, 7):
         raise ValueError(f"Invalid size: {size!r}; expected 28, 14 or 7")
+    for arg, limit in (("n_train", n_train), ("n_test", n_test)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+            raise ValueError(f"Invalid {arg}: {limit!r}; expected a positive int or None")
     dirs = fashion_mnist_dirs(root)
     out = []
     for split, limit in (("train", n_train), ("test", n_test)):
@@ -138,8 +141,6 @@ def fashion_mnist(
         x = torch.from_numpy(_read_idx(img_path).astype(np.float32) / 255.0)
         y = torch.from_numpy(_read_idx(lab_path).astype(np.int64))
         if limit is not None:
-            if not isinstance(limit, int) or limit <= 0:
-                raise ValueError(f"Invalid n_{split}: {limit!r}; expected a positive int")
             gen = torch.Generator().manual_seed(seed + (0 if split == "train" else 1))
             idx = torch.randperm(len(x), generator=gen)[:limit]
             x, y = x[idx], y[idx]
