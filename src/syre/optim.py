@@ -19,6 +19,7 @@ inf/NaN gradient) applies no decay: the hook runs inside ``optimizer.step()``. P
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Dict, List, Optional
 
@@ -40,7 +41,7 @@ from .anchors import (
 )
 from .select import ParamInfo, check_rule, collect, is_selected, unwrap_model
 
-__all__ = ["Syre", "attach", "FORMAT_VERSION"]
+__all__ = ["Syre", "attach", "FORMAT_VERSION", "WeakPullWarning"]
 
 #: Version of the format of ``Syre.state_dict()``; loading a newer one is refused.
 FORMAT_VERSION = 1
@@ -49,6 +50,19 @@ MODES = ("stored", "seeded")
 GROUP_KEY = "syre_gamma"
 #: Key under which syre's state rides along in ``optimizer.state_dict()``.
 OPTIMIZER_STATE_KEY = "syre"
+#: The pull check: over the first PROBE_STEPS steps, each covered parameter's per-step pull toward
+#: its anchor, ``lr * gamma * sigma0``, is compared with the RMS of the optimizer's own update of
+#: that parameter, measured on at most PROBE_ELEMENTS of its elements.
+PROBE_STEPS = 3
+PROBE_ELEMENTS = 4096
+#: Pull / update ratio below which syre's symmetry breaking is negligible (measured: docs/defaults.md).
+WEAK_PULL_RATIO = 1e-4
+#: Share of the covered elements that must be below WEAK_PULL_RATIO for the warning.
+WEAK_PULL_SHARE = 0.5
+
+
+class WeakPullWarning(UserWarning):
+    """syre's pull toward the anchors is orders of magnitude below the optimizer's own updates."""
 
 
 class _Entry:
@@ -165,6 +179,16 @@ class Syre:
         self._apply_takeover(takeover)
         self._install(entries, by_group, unheld)
         self._handles.append(optimizer.register_step_pre_hook(self._pre_step))
+        # The pull check: registered after _pre_step, so the snapshot follows syre's decay and the
+        # difference at the post-step hook is the optimizer's own update.
+        self._probe_steps = 0
+        self._probe_snap: Dict[int, torch.Tensor] = {}
+        self._probe_ratios: Dict[str, List[float]] = {}
+        self._pull_ratio: Dict[str, float] = {}
+        self._probe_handles = [
+            optimizer.register_step_pre_hook(self._probe_pre),
+            optimizer.register_step_post_hook(self._probe_post),
+        ]
         if hasattr(optimizer, "register_state_dict_post_hook"):
             self._handles.append(optimizer.register_state_dict_post_hook(self._optimizer_state_dict_hook))
             self._handles.append(optimizer.register_load_state_dict_pre_hook(self._optimizer_load_pre_hook))
@@ -338,6 +362,80 @@ class Syre:
             if ps:
                 F.decay_(ps, ts, xs, weight=weight, foreach=self._foreach)
 
+    # ------------------------------------------------------------------ the pull check
+    def _probed(self):
+        """(entry, weight = lr * gamma) of the parameters the pull check looks at this step."""
+        for gi, group in enumerate(self._optimizer.param_groups):
+            if gi >= len(self._by_group):
+                continue
+            gamma = self.group_gamma(gi)
+            if gamma == 0.0:
+                continue
+            weight = _as_float(group["lr"]) * gamma
+            for e in self._by_group[gi]:
+                if e.covered and e.sigma0 > 0.0 and e.param.grad is not None:
+                    yield e, weight
+
+    @torch.no_grad()
+    def _probe_pre(self, optimizer, args, kwargs) -> None:
+        self._probe_snap = {
+            id(e): e.param.detach().reshape(-1)[:PROBE_ELEMENTS].to(_anchor_dtype(e.param), copy=True)
+            for e, _ in self._probed()
+        }
+
+    @torch.no_grad()
+    def _probe_post(self, optimizer, args, kwargs) -> None:
+        """Measure pull / update on the first PROBE_STEPS steps; then warn once if it is negligible."""
+        for e, weight in self._probed():
+            before = self._probe_snap.get(id(e))
+            if before is None or before.numel() == 0:
+                continue
+            upd = e.param.detach().reshape(-1)[:PROBE_ELEMENTS].to(before.dtype) - before
+            rms = float(upd.square().mean().sqrt())
+            if rms > 0.0 and math.isfinite(rms):
+                self._probe_ratios.setdefault(e.name, []).append(weight * e.sigma0 / rms)
+        self._probe_snap = {}
+        self._probe_steps += 1
+        if self._probe_steps >= PROBE_STEPS:
+            self._stop_probe()
+            self._check_pull()
+
+    def _stop_probe(self) -> None:
+        for h in self._probe_handles:
+            h.remove()
+        self._probe_handles = []
+        self._probe_snap = {}
+
+    def _check_pull(self) -> None:
+        for name, ratios in self._probe_ratios.items():
+            self._pull_ratio[name] = float(sorted(ratios)[len(ratios) // 2])
+        self._probe_ratios = {}
+        sizes = {e.name: e.param.numel() for e in self._entries if e.name in self._pull_ratio}
+        total = sum(sizes.values())
+        if not total:
+            return
+        weak = [n for n, r in self._pull_ratio.items() if r < WEAK_PULL_RATIO]
+        share = sum(sizes[n] for n in weak) / total
+        if share > WEAK_PULL_SHARE:
+            ratios = sorted(self._pull_ratio.values())
+            warnings.warn(
+                f"syre's pull toward the anchors is negligible: for {len(weak)} of {len(self._pull_ratio)} parameters "
+                f"({share:.0%} of their elements) the per-step pull lr * gamma * sigma0 is below {WEAK_PULL_RATIO:g} x the "
+                f"RMS of the optimizer's own update (median ratio {ratios[len(ratios) // 2]:.2g}), so training will be hard "
+                "to tell from plain weight decay. Raise sigma0 (e.g. sigma0='lecun:1') or gamma; Syre.summary() lists the "
+                "ratio per parameter",
+                WeakPullWarning,
+                stacklevel=3,
+            )
+
+    def pull_ratios(self) -> Dict[str, float]:
+        """Measured per-step pull / optimizer update of each checked parameter (empty before step PROBE_STEPS).
+
+        The pull is ``lr * gamma * sigma0``, the update the RMS of the optimizer's own change of the
+        parameter in that step (syre's decay excluded); the median over the first PROBE_STEPS steps.
+        """
+        return dict(self._pull_ratio)
+
     # ------------------------------------------------------------------ public API
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -380,7 +478,11 @@ class Syre:
         return Anchor(theta0, d)
 
     def coverage(self) -> List[Dict[str, Any]]:
-        """One row per parameter: name, shape, module type, group, covered, reason, sigma0, gamma, strength."""
+        """One row per parameter: name, shape, module type, group, covered, reason, sigma0, gamma, strength.
+
+        ``strength`` is the breaking strength ``gamma * sigma0``; ``pull_ratio`` the measured pull /
+        update of ``pull_ratios()`` (None until measured).
+        """
         rows = []
         for e in self._entries:
             gamma = self.group_gamma(e.group) if e.covered else 0.0
@@ -396,17 +498,20 @@ class Syre:
                     "sigma0": e.sigma0,
                     "gamma": gamma,
                     "strength": gamma * e.sigma0,
+                    "pull_ratio": self._pull_ratio.get(e.name),
                 }
             )
         for name in self._unheld:
             rows.append({"name": name, "shape": None, "numel": 0, "module": "", "group": None, "covered": False,
-                         "reason": "not in optimizer", "sigma0": 0.0, "gamma": 0.0, "strength": 0.0})
+                         "reason": "not in optimizer", "sigma0": 0.0, "gamma": 0.0, "strength": 0.0,
+                         "pull_ratio": None})
         return rows
 
     def summary(self) -> str:
-        """A table of what is covered, with sigma0, gamma and the breaking strength gamma * sigma0."""
+        """A table of what is covered, with sigma0, gamma, the breaking strength gamma * sigma0 and,
+        after the first PROBE_STEPS steps, the measured pull / update ratio."""
         rows = self.coverage()
-        head = ("parameter", "shape", "module", "group", "syre", "sigma0", "gamma", "gamma*sigma0")
+        head = ("parameter", "shape", "module", "group", "syre", "sigma0", "gamma", "gamma*sigma0", "pull/update")
         body = []
         for r in rows:
             body.append((
@@ -418,6 +523,7 @@ class Syre:
                 f"{r['sigma0']:.3g}" if r["covered"] else "-",
                 f"{r['gamma']:.3g}" if r["covered"] else "-",
                 f"{r['strength']:.3g}" if r["covered"] else "-",
+                f"{r['pull_ratio']:.2g}" if r["pull_ratio"] is not None else "-",
             ))
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -545,6 +651,7 @@ class Syre:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._stop_probe()
         for gi, wd in self._takeover.items():
             if gi < len(self._optimizer.param_groups):
                 group = self._optimizer.param_groups[gi]

@@ -20,6 +20,7 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e3": "syre.bench.e3",
     "e4": "syre.bench.e4",
     "e5": "syre.bench.e5",
+    "sigma-sweep": "syre.bench.sigma_sweep",
 }
 
 _LOADED: Dict[str, "Experiment"] = {}
