@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-__all__ = ["register", "parse_set"]
+__all__ = ["register", "parse_set", "main"]
 
 
 def parse_set(items: List[str]) -> Dict[str, Any]:
@@ -55,6 +55,16 @@ def register(subparsers) -> None:
     pt.set_defaults(func=_cmd_table)
 
 
+def main(argv=None) -> int:
+    """``python -m syre.bench ...``: the ``syre bench`` command on its own (same arguments)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m syre.bench")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench"] + argv)
+    args.argv = ["syre", "bench"] + argv
+    return int(args.func(args) or 0)
+
+
 def _cmd_list(args) -> int:
     from .registry import experiment_ids, get_experiment
 
@@ -91,8 +101,9 @@ def _cmd_run(args) -> int:
             out = Path(args.out)
         else:
             out = Path(args.out) / exp_id
+        command = getattr(args, "argv", None) or (["syre"] + sys.argv[1:])
         summary = run_experiment(exp_id, seeds=args.seeds, quick=args.quick, out=out, overrides=overrides,
-                                 verbose=not args.quiet, command=["syre"] + sys.argv[1:] if sys.argv else None)
+                                 verbose=not args.quiet, command=command)
         verdicts.append(summary)
     print(table(verdicts), end="")
     return 0

@@ -43,7 +43,7 @@ DEFAULTS: Dict[str, Any] = {
     "sigma0_big": "abs:0.1",
     "methods": list(METHODS),
     "n": 32,
-    "steps": 1000,
+    "steps": 800,
     "lr": 0.05,
     "sym_tol": 0.05,
     "near_std": 1e-3,
