@@ -34,6 +34,7 @@ with the scale.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -147,8 +148,8 @@ def _scalars(metrics: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def available(ids: Sequence[str]) -> List[str]:
-    """The ids of ``ids`` that are registered (the others are skipped with a note)."""
-    return [i for i in ids if i in EXPERIMENT_MODULES]
+    """The ids of ``ids`` that are registered and whose module exists (the others are skipped with a note)."""
+    return [i for i in ids if i in EXPERIMENT_MODULES and importlib.util.find_spec(EXPERIMENT_MODULES[i]) is not None]
 
 
 def _gammas(cfg, exp_id: str, exp_cfg: Dict[str, Any]) -> List[float]:
