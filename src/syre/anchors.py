@@ -62,8 +62,9 @@ _CHUNK = 1 << 20  # elements per generator chunk: bounds the int64 temporaries t
 
 #: Default spread of D: D_ii ~ Uniform(1 - 0.1, 1 + 0.1). See ``docs``/README "Choosing eps".
 DEFAULT_D_SPREAD = 0.1
-#: Default scale of the sigma0 presets: ``"lecun"`` means sigma0 = DEFAULT_SIGMA0_SCALE / sqrt(fan_in).
-DEFAULT_SIGMA0_SCALE = 0.01
+#: Default scale of the sigma0 presets: ``"lecun"`` means sigma0 = DEFAULT_SIGMA0_SCALE / sqrt(fan_in),
+#: half the LeCun init std. Chosen by the sigma-sweep benchmark (docs/defaults.md).
+DEFAULT_SIGMA0_SCALE = 0.5
 #: Default sigma0 spec (a preset relative to the LeCun init std; see ``resolve_sigma0``).
 DEFAULT_SIGMA0 = "lecun"
 
@@ -247,8 +248,10 @@ _NORM_TYPES = (
     nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-#: The init std of parameters with no fan-in (normalisation weights and biases, loose 1-D
-#: parameters) under the relative presets: their sigma0 is ``scale * UNIT_SIGMA0``.
+#: The reference std of parameters with no fan-in (normalisation weights and biases, loose 1-D
+#: parameters) under the relative presets: their sigma0 is ``scale * UNIT_SIGMA0``. Not "fan_in = 1"
+#: (``scale * 1``): anchoring LayerNorm weights at N(0, scale^2) turned units dead and cost rank and
+#: accuracy in the sigma-sweep benchmark, while 0.01 was indistinguishable from the origin there.
 UNIT_SIGMA0 = 0.01
 
 
@@ -281,7 +284,7 @@ def init_std(preset: str, param: torch.Tensor, module: Optional[nn.Module] = Non
     its module's weight. Normalisation layers and loose 1-D parameters have none (``None``).
     """
     if preset not in PRESETS:
-        raise ValueError(f"Invalid sigma0 preset: {preset!r}; expected one of {list(PRESETS)}")
+        raise ValueError(f"Invalid sigma0 preset: {preset!r}; expected one of {sorted(PRESETS)}")
     fans = _fans(param, module, attr)
     if fans is None:
         return None
@@ -299,9 +302,13 @@ PRESETS = ("lecun", "kaiming", "xavier")
 SIGMA0_PRESETS = {name: DEFAULT_SIGMA0_SCALE for name in PRESETS}
 
 _SPEC_HELP = (
-    "expected a preset 'lecun', 'kaiming' or 'xavier' (sigma0 = {scale:g} x that init std), a preset with a scale "
-    "such as 'lecun:0.3' (0.3 x the init std), an absolute float >= 0, or a callable (name, param) -> float"
+    "expected one of {presets} (sigma0 = {scale:g} x that init std), a preset with a scale such as 'lecun:0.3' "
+    "(0.3 x the LeCun init std), an absolute float >= 0, or a callable (name, param) -> float"
 )
+
+
+def _spec_help() -> str:
+    return _SPEC_HELP.format(presets=sorted(PRESETS), scale=DEFAULT_SIGMA0_SCALE)
 
 
 def parse_sigma0(spec) -> Tuple[str, float]:
@@ -311,11 +318,11 @@ def parse_sigma0(spec) -> Tuple[str, float]:
     names the bad value and the forms allowed.
     """
     if not isinstance(spec, str):
-        raise TypeError(f"Invalid sigma0 value: {spec!r}; a relative spec is a str, " + _SPEC_HELP.format(scale=DEFAULT_SIGMA0_SCALE))
+        raise TypeError(f"Invalid sigma0 value: {spec!r}; a relative spec is a str, " + _spec_help())
     name, sep, raw = spec.partition(":")
     name = name.strip()
     if name not in PRESETS:
-        raise ValueError(f"Invalid sigma0 value: {spec!r}; " + _SPEC_HELP.format(scale=DEFAULT_SIGMA0_SCALE))
+        raise ValueError(f"Invalid sigma0 value: {spec!r}; " + _spec_help())
     if not sep:
         return name, SIGMA0_PRESETS[name]
     try:
@@ -355,7 +362,7 @@ def resolve_sigma0(spec: Sigma0Spec, name: str, param: torch.Tensor, module: Opt
 
 def _check_sigma0_number(spec) -> float:
     if isinstance(spec, bool) or not isinstance(spec, (int, float)):
-        raise TypeError(f"Invalid sigma0 value: {spec!r}; " + _SPEC_HELP.format(scale=DEFAULT_SIGMA0_SCALE))
+        raise TypeError(f"Invalid sigma0 value: {spec!r}; " + _spec_help())
     return check_nonneg_float("sigma0", spec)
 
 

@@ -65,6 +65,18 @@ class WeakPullWarning(UserWarning):
     """syre's pull toward the anchors is orders of magnitude below the optimizer's own updates."""
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside syre and torch (the ``optimizer.step()`` line)."""
+    import os
+    import sys
+
+    skip = tuple(os.path.dirname(m.__file__) for m in (torch, sys.modules[__package__]))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class _Entry:
     """One parameter the optimizer holds, and what syre does with it."""
 
@@ -425,7 +437,7 @@ class Syre:
                 "to tell from plain weight decay. Raise sigma0 (e.g. sigma0='lecun:1') or gamma; Syre.summary() lists the "
                 "ratio per parameter",
                 WeakPullWarning,
-                stacklevel=3,
+                stacklevel=_user_stacklevel(),
             )
 
     def pull_ratios(self) -> Dict[str, float]:
