@@ -59,15 +59,17 @@ def test_scale_records_have_distance_and_pull_ratio(quick):
     wd = [r for r in rows if r["arm"] == "wd"]
     assert wd and all(r["dist_wd"] == 0.0 for r in wd)
     assert {r["point"]["experiment"] for r in rows if r["arm"] == "none"} == {"e1", "e5"}
-    # the pull grows in proportion to sigma0: same gamma and seed, scale 1 vs 0.01 -> ratio 100
+    # the pull grows in proportion to sigma0: same gamma and seed, scale hi vs lo -> ratio hi / lo
+    lo_s, hi_s = min(cfg["scales"]), max(cfg["scales"])
+    assert hi_s / lo_s >= 10
     by = {(r["point"]["experiment"], r["point"]["gamma"], r["point"]["scale"], r["seed"]): r["pull_ratio"] for r in syre_rows}
     for (e, g, s, seed), v in by.items():
-        if s == 0.01:
-            assert by[(e, g, 1.0, seed)] / v == pytest.approx(100.0, rel=0.05)
+        if s == lo_s:
+            assert by[(e, g, hi_s, seed)] / v == pytest.approx(hi_s / lo_s, rel=0.05)
     # a larger anchor moves the trained weights further from weight decay's
     for e in ("e1", "e5"):
-        lo = [r["dist_wd"] for r in syre_rows if r["point"]["experiment"] == e and r["point"]["scale"] == 0.01]
-        hi = [r["dist_wd"] for r in syre_rows if r["point"]["experiment"] == e and r["point"]["scale"] == 1.0]
+        lo = [r["dist_wd"] for r in syre_rows if r["point"]["experiment"] == e and r["point"]["scale"] == lo_s]
+        hi = [r["dist_wd"] for r in syre_rows if r["point"]["experiment"] == e and r["point"]["scale"] == hi_s]
         assert sum(hi) > sum(lo)
 
 
@@ -82,7 +84,7 @@ def test_norm_and_spread_records(quick):
     assert trap[0.0] < 1e-12 < 1e-6 < trap[0.1]  # basic syre stays on the rotation mirror, AR leaves it
     assert {r["point"]["d_spread"] for r in rows if r["arm"] == "spread"} == {0.0, 0.1}
     names = [t["name"] for t in summary["tests"]]
-    assert any(f"default scale {DEFAULT_SIGMA0_SCALE:g}" in n for n in names) or DEFAULT_SIGMA0_SCALE not in (0.01, 1.0)
+    assert any(f"no significant harm at the default scale {DEFAULT_SIGMA0_SCALE:g}" in n for n in names)
 
 
 def test_norm_rules_give_the_documented_sigma0():

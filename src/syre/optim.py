@@ -36,7 +36,9 @@ from .anchors import (
     anchor_like,
     check_d_spread,
     check_nonneg_float,
+    UNIT_SIGMA0,
     check_sigma0_spec,
+    parse_sigma0,
     resolve_sigma0,
 )
 from .select import ParamInfo, check_rule, collect, is_selected, unwrap_model
@@ -109,6 +111,16 @@ def _is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
     )
 
 
+def _describe_sigma0(spec) -> str:
+    """``lecun (0.5 x lecun init std; 1-D without fan-in: 0.005)``, ``0.1 (absolute)``, ``callable``."""
+    if callable(spec):
+        return "callable"
+    if isinstance(spec, str):
+        preset, scale = parse_sigma0(spec)
+        return f"{spec} ({scale:g} x {preset} init std; 1-D without fan-in: {scale * UNIT_SIGMA0:g})"
+    return f"{spec:g} (absolute)"
+
+
 def _anchor_dtype(p: torch.Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
@@ -127,8 +139,10 @@ class Syre:
             plain SGD; refused for coupled ones (Adam, RMSprop, SGD with momentum, ...), whose
             ``weight_decay`` acts through the adaptive update and has no decoupled equal. A
             group key ``syre_gamma`` sets gamma for that group.
-        sigma0: ``"lecun"`` (default: 0.01/sqrt(fan_in)), ``"kaiming"``, ``"xavier"``, an absolute
-            float, or a callable ``(name, param) -> float``. See ``syre.anchors.resolve_sigma0``.
+        sigma0: ``"lecun"`` (default: 0.5/sqrt(fan_in), half the LeCun init std), ``"kaiming"``,
+            ``"xavier"`` (the same multiple of those stds), a preset with its own scale such as
+            ``"lecun:1"`` (1 x the init std), an absolute float, or a callable
+            ``(name, param) -> float``. See ``syre.anchors.resolve_sigma0`` and docs/defaults.md.
         d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
         seed: the anchors' seed (an int in [0, 2**64)); never the global RNG.
         mode: ``"stored"`` keeps theta0 (and xi) in fp32 (or fp64 for fp64 parameters);
@@ -544,7 +558,7 @@ class Syre:
         n_all = sum(r["numel"] for r in rows)
         lines = [
             f"syre {__version__}: seed={self._seed} mode={self._mode} d_spread={self._d_spread:g} "
-            f"sigma0={self._sigma0_spec if not callable(self._sigma0_spec) else 'callable'}",
+            f"sigma0={_describe_sigma0(self._sigma0_spec)}",
             f"covers {len(covered)}/{len(rows)} parameters ({n_cov:,}/{n_all:,} elements)",
             fmt.format(*head),
             fmt.format(*("-" * w for w in widths)),
