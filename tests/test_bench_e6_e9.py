@@ -94,7 +94,7 @@ def test_quick_metrics_are_in_range(quick_run):
             assert r["acc_last"] == pytest.approx(np.mean(r["task_acc"][-cfg["last_tasks"]:]))
         elif exp_id == "e9":
             assert len(r["phase_final_return"]) == len(r["phase_eff_rank"]) == cfg["phases"]
-            assert all(8 <= x <= 500 for x in r["phase_final_return"])  # CartPole returns: at least 8 steps, at most 500
+            assert all(5 <= x <= 500 for x in r["phase_final_return"])  # CartPole episodes: a few steps at least, 500 at most
             assert r["return_last"] == pytest.approx(np.mean(r["phase_final_return"][-cfg["last_phases"]:]))
 
 

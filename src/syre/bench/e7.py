@@ -73,7 +73,7 @@ DEFAULTS: Dict[str, Any] = {
     "noise": 0.1,
     "low_rank_threshold": 1e-3,
 }
-QUICK = {"arms": ["wd", "syre_big"], "steps": 20, "batch": 64, "n_train": 1000, "n_test": 300, "n_probe": 300, "probe_iters": 20}
+QUICK = {"arms": ["wd", "syre"], "steps": 20, "batch": 64, "n_train": 1000, "n_test": 300, "n_probe": 300, "probe_iters": 20}
 
 
 class SimCLRNet(nn.Module):

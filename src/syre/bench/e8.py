@@ -42,8 +42,8 @@ DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
     "arms": ["none", "wd", "syre", "syre_big", "l2init", "sp"],
     "gamma": 10.0,
-    "sp_noise": 0.01,
-    "tasks": 10,
+    "sp_noise": 0.05,
+    "tasks": 20,
     "epochs": 5,
     "n_per_task": 2000,
     "n_train": 20000,
@@ -53,9 +53,9 @@ DEFAULTS: Dict[str, Any] = {
     "lr": 1e-3,
     "batch": 64,
     "n_rank": 1000,
-    "last_tasks": 3,
+    "last_tasks": 5,
 }
-QUICK = {"arms": ["wd", "syre_big", "sp"], "tasks": 3, "epochs": 1, "n_per_task": 500, "n_train": 2000, "n_test": 500,
+QUICK = {"arms": ["wd", "syre", "sp"], "tasks": 3, "epochs": 2, "n_per_task": 500, "n_train": 2000, "n_test": 500,
          "width": 64, "n_rank": 300, "last_tasks": 1}
 
 SP_ARM = Arm("sp", "Shrink and Perturb", decay="wd")

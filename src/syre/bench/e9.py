@@ -49,14 +49,14 @@ DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
     "arms": ["none", "wd", "syre", "syre_big"],
     "gamma": 1.0,
-    "phases": 12,
-    "phase_steps": 30720,
+    "phases": 8,
+    "phase_steps": 24576,
     "length_range": [0.25, 1.0],
     "masspole_range": [0.05, 0.5],
     "gravity_range": [7.0, 13.0],
     "n_envs": 16,
-    "n_steps": 128,
-    "epochs": 4,
+    "n_steps": 64,
+    "epochs": 8,
     "minibatches": 4,
     "lr": 1e-3,
     "discount": 0.99,
@@ -67,9 +67,9 @@ DEFAULTS: Dict[str, Any] = {
     "max_grad_norm": 0.5,
     "width": 64,
     "activation": "relu",
-    "last_phases": 3,
+    "last_phases": 2,
 }
-QUICK = {"arms": ["none", "syre"], "phases": 3, "phase_steps": 4096, "n_envs": 8, "n_steps": 64, "last_phases": 1}
+QUICK = {"arms": ["none", "syre"], "phases": 2, "phase_steps": 2048, "n_envs": 8, "epochs": 4, "last_phases": 1}
 
 
 # ----------------------------------------------------------------------------- the environment
