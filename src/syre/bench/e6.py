@@ -54,7 +54,7 @@ DEFAULTS: Dict[str, Any] = {
     "active_threshold": 0.01,
     "n_show": 8,
 }
-QUICK = {"arms": ["wd", "syre_big"], "gammas": [10.0], "epochs": 2, "n_train": 1000, "n_test": 300, "hidden": 64}
+QUICK = {"arms": ["wd", "syre"], "gammas": [10.0], "epochs": 2, "n_train": 1000, "n_test": 300, "hidden": 64}
 
 
 class VAE(nn.Module):
