@@ -102,13 +102,18 @@ def test_quick_metrics_are_in_range(quick_run):
 def test_e7_sigma0_10x_scales_every_spec():
     from syre.bench.e7 import scaled_sigma0
 
-    assert scaled_sigma0("lecun", 10.0) == "rel:0.1"
-    assert scaled_sigma0("rel:0.5", 10.0) == "rel:5"
+    from syre.anchors import DEFAULT_SIGMA0_SCALE as S
+    from syre.bench.arms import sigma0_values
+
+    assert scaled_sigma0("lecun", 10.0) == f"lecun:{10 * S:g}"
+    assert scaled_sigma0("rel:0.5", 10.0) == "lecun:5"
     assert scaled_sigma0(0.02, 10.0) == pytest.approx(0.2)
     assert scaled_sigma0("abs:0.03", 10.0) == pytest.approx(0.3)
-    assert scaled_sigma0("kaiming", 10.0) == f"rel:{0.1 * math.sqrt(2):g}"
-    with pytest.raises(ValueError, match="sigma0_10x"):
-        scaled_sigma0("xavier", 10.0)
+    assert scaled_sigma0("kaiming", 10.0) == f"kaiming:{10 * S:g}"
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4))
+    for spec in ("lecun", "kaiming:0.3", "xavier"):
+        ten, one = sigma0_values(scaled_sigma0(spec, 10.0), net), sigma0_values(spec, net)
+        assert ten == pytest.approx({k: 10 * v for k, v in one.items()})
 
 
 def test_e7_augment_is_seeded_and_changes_the_image():

@@ -146,16 +146,10 @@ def linear_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Ten
 
 
 def scaled_sigma0(spec, factor: float):
-    """The sigma0 spec ``factor`` times ``spec`` (``"lecun"`` -> ``"rel:0.01 * factor"``, ...)."""
-    kind, x = _parse(spec)
-    if kind == "preset":
-        if x == "lecun":
-            return f"rel:{0.01 * factor:g}"
-        if x == "kaiming":
-            return f"rel:{0.01 * math.sqrt(2.0) * factor:g}"
-        raise ValueError(f"Invalid sigma0 for sigma0_10x='auto': {spec!r}; set sigma0_10x to an explicit spec (e.g. 'rel:0.1')")
+    """The sigma0 spec ``factor`` times ``spec`` (``"lecun"`` -> ``"lecun:<default scale * factor>"``, ...)."""
+    kind, preset, x = _parse(spec)
     if kind == "rel":
-        return f"rel:{x * factor:g}"
+        return f"{preset}:{x * factor:g}"
     return x * factor
 
 
