@@ -142,7 +142,7 @@ def test_weak_pull_warns_once_for_a_tiny_sigma0(opt):
     s, caught = _train("lecun:1e-5", opt=opt)
     assert len(caught) == 1
     msg = str(caught[0].message)
-    assert "negligible" in msg and "lecun:1" in msg and "pull_ratio" not in msg
+    assert "negligible" in msg and "sigma0='lecun'" in msg and f"{WEAK_PULL_RATIO:g}" in msg
     ratios = s.pull_ratios()
     assert set(ratios) == set(s.names()) and max(ratios.values()) < WEAK_PULL_RATIO
     assert s._probe_handles == []  # the check costs nothing after the first steps

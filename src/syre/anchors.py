@@ -63,8 +63,8 @@ _CHUNK = 1 << 20  # elements per generator chunk: bounds the int64 temporaries t
 #: Default spread of D: D_ii ~ Uniform(1 - 0.1, 1 + 0.1). See ``docs``/README "Choosing eps".
 DEFAULT_D_SPREAD = 0.1
 #: Default scale of the sigma0 presets: ``"lecun"`` means sigma0 = DEFAULT_SIGMA0_SCALE / sqrt(fan_in),
-#: half the LeCun init std. Chosen by the sigma-sweep benchmark (docs/defaults.md).
-DEFAULT_SIGMA0_SCALE = 0.5
+#: the LeCun init std itself. Chosen by the sigma-sweep benchmark (docs/defaults.md).
+DEFAULT_SIGMA0_SCALE = 1.0
 #: Default sigma0 spec (a preset relative to the LeCun init std; see ``resolve_sigma0``).
 DEFAULT_SIGMA0 = "lecun"
 

@@ -112,7 +112,7 @@ def _is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
 
 
 def _describe_sigma0(spec) -> str:
-    """``lecun (0.5 x lecun init std; 1-D without fan-in: 0.005)``, ``0.1 (absolute)``, ``callable``."""
+    """``lecun (1 x lecun init std; 1-D without fan-in: 0.01)``, ``0.1 (absolute)``, ``callable``."""
     if callable(spec):
         return "callable"
     if isinstance(spec, str):
@@ -139,9 +139,9 @@ class Syre:
             plain SGD; refused for coupled ones (Adam, RMSprop, SGD with momentum, ...), whose
             ``weight_decay`` acts through the adaptive update and has no decoupled equal. A
             group key ``syre_gamma`` sets gamma for that group.
-        sigma0: ``"lecun"`` (default: 0.5/sqrt(fan_in), half the LeCun init std), ``"kaiming"``,
-            ``"xavier"`` (the same multiple of those stds), a preset with its own scale such as
-            ``"lecun:1"`` (1 x the init std), an absolute float, or a callable
+        sigma0: ``"lecun"`` (default: 1/sqrt(fan_in), the LeCun init std), ``"kaiming"``,
+            ``"xavier"`` (those init stds), a preset with its own scale such as ``"lecun:0.3"``
+            (0.3 x the init std), an absolute float, or a callable
             ``(name, param) -> float``. See ``syre.anchors.resolve_sigma0`` and docs/defaults.md.
         d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
         seed: the anchors' seed (an int in [0, 2**64)); never the global RNG.
@@ -448,7 +448,7 @@ class Syre:
                 f"syre's pull toward the anchors is negligible: for {len(weak)} of {len(self._pull_ratio)} parameters "
                 f"({share:.0%} of their elements) the per-step pull lr * gamma * sigma0 is below {WEAK_PULL_RATIO:g} x the "
                 f"RMS of the optimizer's own update (median ratio {ratios[len(ratios) // 2]:.2g}), so training will be hard "
-                "to tell from plain weight decay. Raise sigma0 (e.g. sigma0='lecun:1') or gamma; Syre.summary() lists the "
+                "to tell from plain weight decay. Raise sigma0 (sigma0='lecun' is the init std) or gamma; Syre.summary() lists the "
                 "ratio per parameter",
                 WeakPullWarning,
                 stacklevel=_user_stacklevel(),

@@ -63,7 +63,9 @@ CLAIM = (
 #: Weight decay "collapses" a rank metric when its mean falls below this share of no decay's.
 COLLAPSE_SHARE = 0.9
 
-#: id -> (call, performance metric, "max" | "min", rank metric). ``call(module, cfg, arm, seed, gamma)``.
+#: id -> {"call", "perf" (metric), "better" ("max" | "min"), "rank" (a rank metric, higher is fuller),
+#: "also" (more metrics for the table)}; ``call(module, cfg, arm, seed, gamma) -> metrics``. An experiment
+#: not listed here can define ``SIGMA_SWEEP`` (the same dict) in its module.
 Adapter = Dict[str, Any]
 
 
@@ -82,9 +84,10 @@ def _call_gamma_arg(mod, cfg, arm, seed, gamma):
 ADAPTERS: Dict[str, Adapter] = {
     "e1": {"call": _call_gamma_key, "perf": "test_loss", "better": "min", "rank": "distinct_units"},
     "e5": {"call": _call_e5, "perf": "test_acc", "better": "max", "rank": "rank_last"},
-    "e6": {"call": _call_gamma_arg, "perf": "recon", "better": "min", "rank": "rank_mu"},
-    "e7": {"call": _call_gamma_key, "perf": "probe_proj", "better": "max", "rank": "eff_rank_proj"},
-    "e8": {"call": _call_gamma_key, "perf": "acc_last", "better": "max", "rank": "eff_rank_last"},
+    "e6": {"call": _call_gamma_arg, "perf": "recon", "better": "min", "rank": "rank_mu", "also": ["active_units"]},
+    "e7": {"call": _call_gamma_key, "perf": "probe_proj", "better": "max", "rank": "eff_rank_proj",
+           "also": ["probe_backbone", "lowrank_proj"]},
+    "e8": {"call": _call_gamma_key, "perf": "acc_last", "better": "max", "rank": "eff_rank_last", "also": ["dead_last"]},
 }
 
 DEFAULTS: Dict[str, Any] = {
@@ -454,15 +457,19 @@ def scale_report(ctx, part, tests, tables, findings) -> None:
         margin0 = float(cfg["harm_margin"].get(perf, 0.0))
         none = {"experiment": exp_id, "gamma": 0.0}
         rows = [f"### {exp_id}: {perf} ({'higher' if better == 'max' else 'lower'} is better), {rank}, distance from weight decay",
-                "", f"no decay: {perf} {_cell(ctx.values('none', perf, none), '.4g')}, {rank} {_cell(ctx.values('none', rank, none))}.", ""]
-        rows.append("| gamma | sigma0 scale | " + f"{md_cell(perf)} | {md_cell(rank)} | dist_wd | pull/update | vs wd (p) |")
-        rows.append("|---|---|---|---|---|---|---|")
+                "", f"no decay: {perf} {_cell(ctx.values('none', perf, none), '.4g')}, {rank} {_cell(ctx.values('none', rank, none))}"
+                + "".join(f", {a} {_cell(ctx.values('none', a, none))}" for a in ad.get("also", [])) + ".", ""]
+        also = list(ad.get("also", []))
+        rows.append("| gamma | sigma0 scale | " + f"{md_cell(perf)} | {md_cell(rank)} | "
+                    + "".join(f"{md_cell(a)} | " for a in also) + "dist_wd | pull/update | vs wd (p) |")
+        rows.append("|---|---|---|---|" + "---|" * len(also) + "---|---|---|")
         for gamma in gammas:
             wp = {"experiment": exp_id, "gamma": gamma}
             wd_perf = ctx.values("wd", perf, wp)
             # relative margin for losses, absolute for accuracies
             margin = margin0 * abs(float(np.mean(wd_perf))) if (better == "min" and wd_perf) else margin0
-            rows.append(f"| {gamma:g} | wd (0) | {_cell(wd_perf, '.4g')} | {_cell(ctx.values('wd', rank, wp))} | 0 | - | - |")
+            rows.append(f"| {gamma:g} | wd (0) | {_cell(wd_perf, '.4g')} | {_cell(ctx.values('wd', rank, wp))} | "
+                        + "".join(f"{_cell(ctx.values('wd', a, wp))} | " for a in also) + "0 | - | - |")
             hurt, helps = [], []
             for s in scales:
                 p = {**wp, "scale": s}
@@ -478,7 +485,8 @@ def scale_report(ctx, part, tests, tables, findings) -> None:
                 if worse_t["passed"]:
                     hurt.append(s)
                 rows.append(f"| {gamma:g} | {s:g} | {_cell(v, '.4g')} | {_cell(ctx.values('syre', rank, p))} | "
-                            f"{_cell(ctx.values('syre', 'dist_wd', p), '.2g')} | {_cell(ctx.values('syre', 'pull_ratio', p), '.2g')} | "
+                            + "".join(f"{_cell(ctx.values('syre', a, p))} | " for a in also)
+                            + f"{_cell(ctx.values('syre', 'dist_wd', p), '.2g')} | {_cell(ctx.values('syre', 'pull_ratio', p), '.2g')} | "
                             f"{verdict}{'' if pval is None else f' ({pval:.2g})'} |")
                 if s == default:
                     _default_tests(ctx, tests, exp_id, gamma, s, perf, rank, better, v, wd_perf, worse_t, better_t, margin)
