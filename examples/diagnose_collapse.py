@@ -20,23 +20,12 @@ from torch import nn
 
 import syre
 from syre.data import digits
+from syre.demo import duplicated_start
 from syre.diagnostics import Monitor, audit
 
 
-def duplicated_start(seed: int = 0, width: int = 32, distinct: int = 4) -> nn.Sequential:
-    g = torch.Generator().manual_seed(seed)
-    m = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
-    with torch.no_grad():
-        idx = torch.arange(width) % distinct
-        m[0].weight.copy_((torch.randn(distinct, 64, generator=g) / 8.0)[idx])
-        m[0].bias.zero_()
-        m[2].weight.copy_((torch.randn(10, distinct, generator=g) / width**0.5)[:, idx])
-        m[2].bias.zero_()
-    return m
-
-
 def train(arm: str, data, steps: int, out: Path):
-    m = duplicated_start()
+    m = duplicated_start(0)
     opt = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
     s = syre.attach(opt, m, seed=0) if arm == "syre" else None  # the one added line
     mon = Monitor(m, every=max(steps // 12, 1), path=out / f"monitor-{arm.replace(' ', '-')}.csv",

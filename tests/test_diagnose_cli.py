@@ -161,3 +161,15 @@ def test_mismatched_checkpoint_names_keys_and_shapes(models, tmp_path, capsys):
     code, _, err = main(["diagnose", "--model", "diag_models:mlp", "--checkpoint", str(tmp_path / "nested.pt"),
                          "--key", "weights", "--data", "synthetic"], capsys)
     assert code == 0, err
+
+
+def test_fashion_mnist_source(models, tmp_path, capsys):
+    from syre.data import fashion_mnist_dirs
+
+    if not any((d / "t10k-images-idx3-ubyte.gz").exists() or (d / "t10k-images-idx3-ubyte").exists()
+               for d in fashion_mnist_dirs()):
+        pytest.skip("Fashion-MNIST IDX files are not installed here")
+    x = diagnose.load_inputs("fashion-mnist", batch=64, size=7, images=True)
+    assert x.shape == (64, 1, 7, 7) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    code, _, err = main(["diagnose", "--model", "diag_models:mlp", "--data", "fashion-mnist", "--size", "5"], capsys)
+    assert code == 2 and "invalid --size 5" in err

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .data import digits
+from .diagnostics import dead_units, duplicate_units, numerical_rank
 from .optim import attach
 
 ARMS = ("no decay", "weight decay", "syre")
@@ -43,19 +44,10 @@ def _unit_vectors(m: nn.Sequential) -> torch.Tensor:
     return torch.cat([m[0].weight, m[0].bias[:, None], m[2].weight.T], 1).detach()
 
 
-def count_distinct(m: nn.Sequential, rtol: float = 1e-4) -> int:
-    """Number of groups of hidden units whose (in, bias, out) weights agree within ``rtol``."""
-    w = _unit_vectors(m)
-    dist = torch.cdist(w, w, compute_mode="donot_use_mm_for_euclid_dist")  # exact zeros for exact ties
-    scale = w.norm(dim=1).clamp_min(1e-12)
-    same = dist <= rtol * scale[:, None]
-    seen = torch.zeros(len(w), dtype=torch.bool)
-    groups = 0
-    for i in range(len(w)):
-        if not seen[i]:
-            groups += 1
-            seen |= same[i]
-    return groups
+def count_distinct(m: nn.Sequential) -> int:
+    """Number of distinct hidden units: duplicated groups (``syre.diagnostics.duplicate_units``) count once."""
+    groups = duplicate_units(m[0].weight.detach(), m[2].weight.detach(), b_in=m[0].bias.detach())
+    return m[0].out_features - sum(len(g) - 1 for g in groups)
 
 
 def copy_spread(m: nn.Sequential, distinct: int = 4) -> float:
@@ -70,14 +62,13 @@ def copy_spread(m: nn.Sequential, distinct: int = 4) -> float:
     return spread
 
 
-def weight_rank(m: nn.Sequential, rtol: float = 1e-4) -> int:
-    s = torch.linalg.svdvals(m[0].weight.detach().double())
-    return int((s > rtol * s[0]).sum())
+def weight_rank(m: nn.Sequential) -> int:
+    return numerical_rank(m[0].weight.detach(), rtol=1e-4)
 
 
-def dead_units(m: nn.Sequential, x: torch.Tensor) -> int:
+def count_dead(m: nn.Sequential, x: torch.Tensor) -> int:
     with torch.no_grad():
-        return int(((m[0](x) > 0).sum(0) == 0).sum())
+        return len(dead_units(activations=torch.relu(m[0](x))))
 
 
 def run_arm(arm: str, seed: int, steps: int, gamma: float, lr: float, data, every: int) -> Dict:
@@ -107,7 +98,7 @@ def run_arm(arm: str, seed: int, steps: int, gamma: float, lr: float, data, ever
         "seed": seed,
         "distinct_neurons": count_distinct(m),
         "weight_rank": weight_rank(m),
-        "dead_units": dead_units(m, data.x_train),
+        "dead_units": count_dead(m, data.x_train),
         "train_loss": train_loss,
         "test_acc": curve[-1]["test_acc"],
         "curve": curve,

@@ -11,9 +11,9 @@ with ``torch.save``, or a dict holding one under ``model``, ``state_dict`` or
 checkpoint also holds a syre state (``Syre.state_dict()`` under ``syre``, or inside the
 optimizer's state under ``optimizer``), the report gives each layer's distance to its anchors.
 
-Data: ``digits`` and ``fashion-mnist`` (test images; ``--images`` for ``[N, 1, H, W]`` instead
-of flat vectors), ``synthetic`` (standard Gaussian inputs of ``--shape``, inferred from the first
-``Linear`` when omitted) or a ``.npz`` file of inputs (the array ``--key``, else ``x``, ``inputs``,
+Data: ``digits`` and ``fashion-mnist`` (test images, ``--size`` 28, 14 or 7; ``--images`` for
+``[N, 1, H, W]`` instead of flat vectors), ``synthetic`` (standard Gaussian inputs of ``--shape``, inferred from the first
+``Linear`` when omitted) or a ``.npz`` file of inputs (the array ``--data-key``, else ``x``, ``inputs``,
 ``x_test`` or the only array).
 """
 from __future__ import annotations
@@ -199,7 +199,7 @@ def _parse_shape(text: Optional[str]) -> Optional[Tuple[int, ...]]:
 
 def load_inputs(data: str, *, batch: int = 1024, shape: Optional[Tuple[int, ...]] = None, images: bool = False,
                 key: Optional[str] = None, model: Optional[nn.Module] = None, seed: int = 0,
-                center: bool = False) -> torch.Tensor:
+                center: bool = False, size: int = 28) -> torch.Tensor:
     """A batch of at most ``batch`` inputs from ``data`` (see the module docstring), float32."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
         raise DiagnoseError(f"invalid --batch {batch!r}: expected an int >= 2")
@@ -212,9 +212,11 @@ def load_inputs(data: str, *, batch: int = 1024, shape: Optional[Tuple[int, ...]
         from .data import DataNotFoundError, fashion_mnist
 
         try:
-            s = fashion_mnist(n_train=1, n_test=min(batch, 10000), flat=not images, seed=seed)
+            s = fashion_mnist(n_train=1, n_test=min(batch, 10000), flat=not images, seed=seed, size=size)
         except DataNotFoundError as exc:
             raise DiagnoseError(str(exc)) from exc
+        except ValueError as exc:
+            raise DiagnoseError(f"invalid --size {size!r}: {exc}") from exc
         x = s.x_test
     elif data == "synthetic":
         if shape is None:
@@ -284,7 +286,7 @@ def run(args: argparse.Namespace, out=None) -> int:
     else:
         print("note: no --checkpoint; auditing the model as its factory builds it", file=sys.stderr)
     x = load_inputs(args.data, batch=args.batch, shape=_parse_shape(args.shape), images=args.images,
-                    key=args.data_key, model=model, seed=args.seed, center=args.center)
+                    key=args.data_key, model=model, seed=args.seed, center=args.center, size=args.size)
     anchors = SavedAnchors(syre_state, {k: v for k, v in model.named_parameters()}) if syre_state else None
     print(f"auditing {args.model} on {tuple(x.shape)} inputs from {args.data} ...", file=sys.stderr)
     try:
@@ -329,6 +331,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1024, help="number of inputs (default 1024)")
     p.add_argument("--shape", default=None, help="input shape without the batch, e.g. 64 or 1,28,28")
     p.add_argument("--images", action="store_true", help="digits/fashion-mnist as [N, 1, H, W] instead of flat")
+    p.add_argument("--size", type=int, default=28, help="fashion-mnist image side: 28, 14 or 7 (default 28)")
     p.add_argument("--center", action="store_true", help="subtract the batch mean from the inputs")
     p.add_argument("--rtol", type=float, default=1e-3, help="mirror tolerance relative to the layer scale (1e-3)")
     p.add_argument("--max-rows", type=int, default=4096, help="rows per representation for its SVD (4096)")

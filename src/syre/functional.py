@@ -21,12 +21,13 @@ upcast, decayed and rounded back once.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import List, Optional, Sequence
 
 import torch
 
-__all__ = ["decay_", "penalty"]
+__all__ = ["decay_", "penalty", "stalled_pull"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -46,6 +47,32 @@ def _decay_one(p: torch.Tensor, theta0: Optional[torch.Tensor], xi: Optional[tor
         work.sub_(diff, alpha=weight)
     if work is not p:
         p.copy_(work)
+
+
+def stalled_pull(p: torch.Tensor, theta0: Optional[torch.Tensor], xi: Optional[torch.Tensor], weight: float):
+    """``(stalled, pulled)``: how many elements of ``p`` the decay pull cannot move, of how many.
+
+    ``pulled`` counts the elements whose pull ``weight * D * |p - theta0|`` (computed in fp32 or
+    wider) is nonzero, ``stalled`` those of them where it is below half the spacing of ``p``'s
+    storage dtype next to ``p``, in the direction of the pull, so that rounding the decayed value
+    back to that dtype returns ``p``. The spacing is ``eps * 2**floor(log2 |p|)`` (that of the
+    smallest normal number for subnormals and zero), halved below an exact power of two.
+    """
+    ref = theta0 if theta0 is not None else xi
+    work = p.detach().to(ref.dtype if ref is not None else torch.float32)
+    diff = work - theta0 if theta0 is not None else work.clone()
+    if xi is not None:
+        diff.addcmul_(diff, xi)
+    info = torch.finfo(p.dtype)
+    mant, exp = torch.frexp(work)  # |p| = |m| * 2**exp with |m| in [0.5, 1): floor(log2 |p|) = exp - 1
+    # Moving toward zero from an exact power of two, the spacing below is half the one above.
+    exp = exp - 1 - ((mant.abs() == 0.5) & (torch.sign(diff) == torch.sign(work))).to(exp.dtype)
+    min_exp = int(math.log2(info.smallest_normal))
+    exp = torch.where(work == 0, min_exp, exp).clamp_(min=min_exp)
+    half_spacing = torch.ldexp(torch.full_like(work, 0.5 * info.eps), exp)
+    pull = diff.abs_().mul_(weight)
+    moving = pull > 0
+    return int((moving & (pull < half_spacing)).sum()), int(moving.sum())
 
 
 def decay_(

@@ -13,15 +13,25 @@ applied before the optimizer's own update as AdamW does. It equals the coupled (
 objective ``l(p) + gamma_c ||p - theta0||_D^2`` only for plain SGD without momentum, and there
 with ``gamma = 2 * gamma_c`` (the gradient of ``gamma_c ||x||^2`` is ``2 gamma_c x``).
 
+With ``optimizer.step(closure)`` (LBFGS, PyTorch Lightning's automatic optimization) the
+gradients are computed inside the step: the decay then runs once, right after the first
+evaluation of the closure and before the optimizer's own update.
+
 A step the optimizer does not take (for example one that AMP's ``GradScaler`` skips on an
 inf/NaN gradient) applies no decay: the hook runs inside ``optimizer.step()``. Parameters whose
 ``.grad`` is ``None`` at the step are left alone, as torch optimizers leave them.
+
+Distributed training needs no communication: anchors depend on (seed, name, element index)
+only. Under FSDP2 (``torch.distributed.fsdp.fully_shard``) a parameter is a DTensor sharded on
+dim 0; each rank generates the anchor of its local shard alone, from the shard's offset in the
+flattened full parameter, and decays ``p.to_local()`` in place. The older
+``FullyShardedDataParallel`` is refused (its flat parameters hide the full shapes).
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -34,6 +44,7 @@ from .anchors import (
     Anchor,
     _check_seed,
     anchor_like,
+    anchor_slice,
     check_d_spread,
     check_nonneg_float,
     UNIT_SIGMA0,
@@ -43,7 +54,7 @@ from .anchors import (
 )
 from .select import ParamInfo, check_rule, collect, is_selected, unwrap_model
 
-__all__ = ["Syre", "attach", "FORMAT_VERSION", "WeakPullWarning"]
+__all__ = ["Syre", "attach", "FORMAT_VERSION", "PrecisionWarning", "WeakPullWarning"]
 
 #: Version of the format of ``Syre.state_dict()``; loading a newer one is refused.
 FORMAT_VERSION = 1
@@ -52,6 +63,17 @@ MODES = ("stored", "seeded")
 GROUP_KEY = "syre_gamma"
 #: Key under which syre's state rides along in ``optimizer.state_dict()``.
 OPTIMIZER_STATE_KEY = "syre"
+#: Low-precision parameters are checked for a stalled pull at the first step and every this many.
+PRECISION_CHECK_EVERY = 100
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class PrecisionWarning(UserWarning):
+    """syre's decay cannot move most elements of fp16/bf16 parameters (issued once per attach)."""
+
+
 #: The pull check: over the first PROBE_STEPS steps, each covered parameter's per-step pull toward
 #: its anchor, ``lr * gamma * sigma0``, is compared with the RMS of the optimizer's own update of
 #: that parameter, measured on at most PROBE_ELEMENTS of its elements.
@@ -82,7 +104,7 @@ def _user_stacklevel() -> int:
 class _Entry:
     """One parameter the optimizer holds, and what syre does with it."""
 
-    __slots__ = ("name", "param", "group", "info", "sigma0", "covered", "reason", "theta0", "xi")
+    __slots__ = ("name", "param", "group", "info", "sigma0", "covered", "reason", "theta0", "xi", "shard")
 
     def __init__(self, info: ParamInfo, group: int, covered: bool, reason: str, sigma0: float):
         self.name = info.name
@@ -94,6 +116,12 @@ class _Entry:
         self.sigma0 = sigma0
         self.theta0: Optional[torch.Tensor] = None
         self.xi: Optional[torch.Tensor] = None
+        #: (start, stop) of a DTensor parameter's local shard in the flattened full parameter.
+        self.shard: Optional[Tuple[int, int]] = None
+
+    def local(self) -> torch.Tensor:
+        """The tensor the decay writes to: the local shard of a DTensor, else the parameter."""
+        return self.param if self.shard is None else self.param.to_local()
 
 
 def _as_float(x) -> float:
@@ -123,6 +151,81 @@ def _describe_sigma0(spec) -> str:
 
 def _anchor_dtype(p: torch.Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
+def _dtensor_classes():
+    """``(DTensor, Shard, Replicate)``, or None where torch has no torch.distributed."""
+    if not torch.distributed.is_available():
+        return None
+    try:
+        from torch.distributed.tensor import DTensor, Replicate, Shard
+    except ImportError:  # torch < 2.4
+        try:
+            from torch.distributed._tensor import DTensor, Replicate, Shard
+        except ImportError:
+            return None
+    return DTensor, Shard, Replicate
+
+
+def _shard_range(name: str, p: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """``(start, stop)`` of DTensor ``p``'s local shard in its flattened full parameter.
+
+    None when ``p`` is not a DTensor. Supports ``Replicate`` and ``Shard(0)`` placements on any
+    mesh dimensions (FSDP2, HSDP), with ``torch.chunk`` splitting as DTensor does: uneven last
+    shards and empty shards included. Other placements (``Shard(d)`` for ``d > 0``, as in tensor
+    parallelism, ``Partial``, strided shards) are refused: their local shard is not a
+    contiguous slice of the flattened parameter.
+    """
+    classes = _dtensor_classes()
+    if classes is None or not isinstance(p, classes[0]):
+        return None
+    _, Shard, Replicate = classes
+    mesh, placements = p.device_mesh, p.placements
+    shape = tuple(p.shape)
+    coord = mesh.get_coordinate()
+    local = p.to_local()
+    if coord is None:  # this rank is outside the mesh: it holds nothing
+        return 0, 0
+    start, length = 0, shape[0] if shape else 1
+    for dim, pl in enumerate(placements):
+        if isinstance(pl, Replicate):
+            continue
+        if type(pl) is Shard and shape and pl.dim % len(shape) == 0:
+            world, rank = mesh.size(dim), coord[dim]
+            chunk = -(-length // world)
+            lo = min(rank * chunk, length)
+            hi = min(lo + chunk, length)
+            start, length = start + lo, hi - lo
+            continue
+        raise ValueError(
+            f"Parameter {name!r} is a DTensor with placements {tuple(placements)}; syre supports Replicate and "
+            "Shard(0) placements (FSDP2's fully_shard, HSDP), whose local shard is a contiguous slice of the "
+            "flattened parameter. Exclude this parameter (exclude=...) or shard it on dim 0"
+        )
+    row = math.prod(shape[1:])
+    expected = (length,) + shape[1:] if shape else ()
+    if tuple(local.shape) != expected:
+        raise ValueError(
+            f"Parameter {name!r}: the local shard has shape {tuple(local.shape)}, but rows [{start}, {start + length}) "
+            f"of the full shape {shape} under placements {tuple(placements)} were expected; syre cannot place this "
+            "shard in the full parameter"
+        )
+    return start * row, (start + length) * row
+
+
+def _refuse_fsdp1(model: nn.Module) -> None:
+    if not torch.distributed.is_available():
+        return
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:
+        return
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        raise ValueError(
+            "The model contains FullyShardedDataParallel (FSDP1) modules; their flattened, resharded parameters "
+            "hide each parameter's full shape and position, so syre cannot give them topology-independent anchors. "
+            "Shard with FSDP2 instead (torch.distributed.fsdp.fully_shard), which syre supports"
+        )
 
 
 class Syre:
@@ -199,6 +302,8 @@ class Syre:
         self._handles: list = []
         self._layout: tuple = ()
         self._pending: Optional[dict] = None
+        self._steps = 0
+        self._precision_warned = False
         # Everything is checked before anything is changed.
         entries, by_group, unheld = self._plan()
         takeover = self._plan_takeover(range(len(optimizer.param_groups)))
@@ -222,6 +327,7 @@ class Syre:
 
     # ------------------------------------------------------------------ planning
     def _plan(self):
+        _refuse_fsdp1(self._model)
         infos = collect(self._model)
         opt = self._optimizer
         entries: List[_Entry] = []
@@ -265,7 +371,9 @@ class Syre:
         if not is_selected(info, self._include, self._exclude):
             return _Entry(info, gi, False, "excluded", 0.0)
         sigma0 = resolve_sigma0(self._sigma0_spec, info.name, p, info.module, info.attr)
-        return _Entry(info, gi, True, "", sigma0)
+        e = _Entry(info, gi, True, "", sigma0)
+        e.shard = _shard_range(info.name, p)
+        return e
 
     def _plan_takeover(self, group_indices) -> Dict[int, float]:
         """Which groups' weight_decay gamma=None takes over (checked, not yet applied)."""
@@ -319,9 +427,26 @@ class Syre:
         return tuple(len(g["params"]) for g in self._optimizer.param_groups)
 
     def _generate(self, e: _Entry):
+        """``(theta0, xi)`` shaped like ``e.local()``: the local shard's slice for a DTensor."""
         if not e.covered or (e.sigma0 == 0.0 and self._d_spread == 0.0):
             return None, None
-        return anchor_like(self._seed, e.name, e.param, sigma0=e.sigma0, d_spread=self._d_spread)
+        if e.shard is None:
+            return anchor_like(self._seed, e.name, e.param, sigma0=e.sigma0, d_spread=self._d_spread)
+        local = e.local()
+        dtype = _anchor_dtype(local)
+        start, stop = e.shard
+        out = anchor_slice(self._seed, e.name, start, stop, sigma0=e.sigma0, d_spread=self._d_spread,
+                           device=local.device, dtype=dtype)
+        return tuple(None if t is None else torch.empty_like(local, dtype=dtype).copy_(t.view(local.shape)) for t in out)
+
+    def _generate_full(self, e: _Entry, dtype, device):
+        """``(theta0, xi)`` of the full parameter (``Syre.anchor`` of a DTensor), or Nones."""
+        if e.sigma0 == 0.0 and self._d_spread == 0.0:
+            return None, None
+        shape = e.param.shape
+        out = anchor_slice(self._seed, e.name, 0, shape.numel(), sigma0=e.sigma0, d_spread=self._d_spread,
+                           device=device, dtype=dtype)
+        return tuple(None if t is None else t.view(shape) for t in out)
 
     def _materialise(self, e: _Entry) -> None:
         e.theta0, e.xi = self._generate(e)
@@ -364,10 +489,39 @@ class Syre:
         g = group.get(GROUP_KEY, self._gamma)
         return 0.0 if g is None else _as_float(g)
 
+    @torch.compiler.disable
+    def _pre_step(self, optimizer, args, kwargs):
+        # ``args`` starts with the optimizer itself (torch passes ``step``'s own arguments).
+        closure = kwargs.get("closure") if "closure" in kwargs else (args[1] if len(args) > 1 else None)
+        if closure is None:
+            self._decay(optimizer)
+            return None
+        # ``step(closure)`` computes the gradients inside the step, after this hook: decay once,
+        # right after the first evaluation of the closure (as AdamW decays after it), so that the
+        # parameters that get a gradient in this step are decayed in this step.
+        done = []
+
+        def closure_then_decay():
+            loss = closure()
+            if not done:
+                done.append(True)
+                self._decay(optimizer)
+            return loss
+
+        if "closure" in kwargs:
+            return args, dict(kwargs, closure=closure_then_decay)
+        return (args[0], closure_then_decay) + tuple(args[2:]), kwargs
+
+    # Eager under torch.compile: a compiled step would otherwise guard on lr * gamma (a Python
+    # float) and on syre's step count, and recompile whenever the learning rate changes.
+    @torch.compiler.disable
     @torch.no_grad()
-    def _pre_step(self, optimizer, args, kwargs) -> None:
+    def _decay(self, optimizer) -> None:
         if self._current_layout() != self._layout:
             self._sync_new_params()
+        if not self._precision_warned and self._steps % PRECISION_CHECK_EVERY == 0:
+            self._check_precision()
+        self._steps += 1
         seeded = self._mode == "seeded"
         for gi, group in enumerate(optimizer.param_groups):
             gamma = self.group_gamma(gi)
@@ -380,9 +534,9 @@ class Syre:
                     continue
                 if seeded:
                     t, x = self._generate(e)
-                    F.decay_([e.param], [t], [x], weight=weight, foreach=False)
+                    F.decay_([e.local()], [t], [x], weight=weight, foreach=False)
                     continue
-                ps.append(e.param)
+                ps.append(e.local())
                 ts.append(e.theta0)
                 xs.append(e.xi)
             if ps:
@@ -405,7 +559,7 @@ class Syre:
     @torch.no_grad()
     def _probe_pre(self, optimizer, args, kwargs) -> None:
         self._probe_snap = {
-            id(e): e.param.detach().reshape(-1)[:PROBE_ELEMENTS].to(_anchor_dtype(e.param), copy=True)
+            id(e): e.local().detach().reshape(-1)[:PROBE_ELEMENTS].to(_anchor_dtype(e.param), copy=True)
             for e, _ in self._probed()
         }
 
@@ -416,7 +570,7 @@ class Syre:
             before = self._probe_snap.get(id(e))
             if before is None or before.numel() == 0:
                 continue
-            upd = e.param.detach().reshape(-1)[:PROBE_ELEMENTS].to(before.dtype) - before
+            upd = e.local().detach().reshape(-1)[:PROBE_ELEMENTS].to(before.dtype) - before
             rms = float(upd.square().mean().sqrt())
             if rms > 0.0 and math.isfinite(rms):
                 self._probe_ratios.setdefault(e.name, []).append(weight * e.sigma0 / rms)
@@ -462,6 +616,33 @@ class Syre:
         """
         return dict(self._pull_ratio)
 
+    def _check_precision(self) -> None:
+        """Warn once when the pull is below half an ulp for most elements of fp16/bf16 parameters."""
+        stalled = pulled = 0
+        dtypes = set()
+        for gi, group in enumerate(self._optimizer.param_groups):
+            weight = _as_float(group["lr"]) * self.group_gamma(gi)
+            if weight == 0.0:
+                continue
+            for e in self._by_group[gi]:
+                if not e.covered or e.param.grad is None or e.param.dtype not in _LOW_PRECISION:
+                    continue
+                t, x = (e.theta0, e.xi) if self._mode == "stored" else self._generate(e)
+                a, b = F.stalled_pull(e.local(), t, x, weight)
+                stalled, pulled = stalled + a, pulled + b
+                dtypes.add(str(e.param.dtype).replace("torch.", ""))
+        if pulled and stalled > pulled / 2:
+            self._precision_warned = True
+            warnings.warn(
+                f"syre: for {stalled / pulled:.0%} of the elements of the {'/'.join(sorted(dtypes))} parameters, the "
+                "decay's pull per step lr * gamma * D * |p - theta0| is below half an ulp of the storage dtype, so "
+                "rounding undoes it and the decay does nothing there. Keep fp32 master weights (fp32 parameters with "
+                "torch.autocast, or FSDP2's MixedPrecisionPolicy(param_dtype=...) over fp32 sharded parameters), "
+                "or raise lr * gamma. (Issued once.)",
+                PrecisionWarning,
+                stacklevel=5,
+            )
+
     # ------------------------------------------------------------------ public API
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -494,13 +675,20 @@ class Syre:
         """``Anchor(theta0, d)`` of parameter ``name``: fp32 (fp64 for fp64 parameters), full shape.
 
         For a parameter syre does not cover, theta0 is 0 and d is 1 (no decay toward anything).
+        For a DTensor (FSDP2) parameter it is the full anchor, on the local shard's device,
+        generated for this call (the step only ever generates the local shard's slice).
         """
         e = self._entry(name)
         p = e.param
         dtype = _anchor_dtype(p)
-        t, x = (e.theta0, e.xi) if self._mode == "stored" else self._generate(e)
-        theta0 = torch.zeros(p.shape, dtype=dtype, device=p.device) if t is None else t.detach().clone().contiguous()
-        d = torch.ones(p.shape, dtype=dtype, device=p.device) if x is None else (1.0 + x).contiguous()
+        device = p.device
+        if e.shard is not None:
+            device = e.local().device
+            t, x = self._generate_full(e, dtype, device)
+        else:
+            t, x = (e.theta0, e.xi) if self._mode == "stored" else self._generate(e)
+        theta0 = torch.zeros(p.shape, dtype=dtype, device=device) if t is None else t.detach().clone().contiguous()
+        d = torch.ones(p.shape, dtype=dtype, device=device) if x is None else (1.0 + x).contiguous()
         return Anchor(theta0, d)
 
     def coverage(self) -> List[Dict[str, Any]]:

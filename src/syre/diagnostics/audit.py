@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -177,7 +177,9 @@ def _chains(ops: List[Op], output_keys, modules: Dict[str, nn.Module], params: D
                 stop = "feeds " + ", ".join(sorted({c.name for c in cs}))
                 break
             nxt = cs[0]
-            if not nxt.inputs or nxt.inputs[0] != cur or len(set(nxt.inputs)) != 1 and nxt.name not in NORM_OPS:
+            # the op must read this tensor as its main input and no other activation (norms also
+            # read their running statistics, which are buffers)
+            if not nxt.inputs or nxt.inputs[0] != cur or (len(set(nxt.inputs)) != 1 and nxt.name not in NORM_OPS):
                 stop = f"feeds {nxt.name}"
                 break
             new_layout = _step_layout(layout, nxt, params)
@@ -220,7 +222,19 @@ def _families(path: List[Op]) -> Tuple[Tuple[str, ...], str, int]:
 # ----------------------------------------------------------------------------- report
 @dataclass
 class LayerReport:
-    """One weight layer (or attention module) of the audit; see ``Report``."""
+    """One weight layer (or attention module) of the audit.
+
+    ``next``: the weight layers its units feed (empty when unpaired; ``stop`` says why);
+    ``activation``: the unit-wise ops in between; ``families``: per mirror family, ``near``,
+    ``count``, ``degree`` (near / count) and ``min_distance`` (relative to the layer's RMS unit
+    norm); ``duplicate_groups``, ``dead_units`` (= ``zero_units`` | ``inactive_units``),
+    ``low_rank_directions`` (near rotation mirrors): unit indices and counts;
+    ``weight_rank``/``weight_effective_rank`` of the weight flattened to ``[out, in]``;
+    ``representation``: ``dim``, ``numerical_rank``, ``effective_rank``, ``low_rank_fraction``,
+    ``collapsed_directions``, ``collapsed_beyond_units``, ``embedding_std`` (times sqrt(dim));
+    ``anchor_distance``/``param_norm``/``anchor_norm`` with a ``Syre`` object; ``collapse``: the
+    flags (``duplicated``, ``dead``, ``low rank``); ``analysis_s``: seconds spent on this layer.
+    """
 
     name: str
     type: str
@@ -242,6 +256,7 @@ class LayerReport:
     param_norm: Optional[float] = None
     anchor_norm: Optional[float] = None
     collapse: List[str] = field(default_factory=list)
+    analysis_s: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: _json_safe(v) for k, v in self.__dict__.items()}
@@ -388,24 +403,28 @@ class Report:
             raise ImportError("Report.plot needs matplotlib: pip install 'torch-syre[plots]'") from exc
         names = [l.name for l in self.layers]
         x = list(range(len(names)))
-        fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.1 * len(names) * 3), 3.6))
+        fig, axes = plt.subplots(1, 3, figsize=(max(10.0, min(30.0, 1.6 * len(names))), 3.8))
         fams = ["permutation", "sign", "rescaling", "rotation"]
         wbar = 0.8 / len(fams)
         for k, f in enumerate(fams):
-            vals = [100 * l.families[f]["degree"] if f in l.families else 0.0 for l in self.layers]
+            vals = []
+            for l in self.layers:  # attention's "rotation QK"/"rotation VO" count as rotation
+                ds = [d for k, d in l.families.items() if k == f or k.startswith(f + " ")]
+                near, count = sum(d["near"] for d in ds), sum(d["count"] for d in ds)
+                vals.append(100 * near / count if count else 0.0)
             axes[0].bar([i + (k - 1.5) * wbar for i in x], vals, wbar, label=f)
-        axes[0].set_title("degree of symmetry (% of mirrors near)")
+        axes[0].set_title("degree of symmetry\n(% of mirrors within tolerance)", fontsize=9)
         axes[0].legend(fontsize=7)
         dup = [100 * sum(len(g) for g in l.duplicate_groups) / max(l.units, 1) for l in self.layers]
         dead = [100 * len(l.dead_units) / max(l.units, 1) for l in self.layers]
         axes[1].bar([i - 0.2 for i in x], dup, 0.4, label="duplicated")
         axes[1].bar([i + 0.2 for i in x], dead, 0.4, label="dead")
-        axes[1].set_title("% of units")
+        axes[1].set_title("units in a collapsed state\n(% of the layer)", fontsize=9)
         axes[1].legend(fontsize=7)
         eff = [100 * l.representation["effective_rank"] / l.representation["dim"] if l.representation else 0.0
                for l in self.layers]
         axes[2].bar(x, eff)
-        axes[2].set_title("representation effective rank (% of width)")
+        axes[2].set_title("representation effective rank\n(% of width)", fontsize=9)
         for ax in axes:
             ax.set_xticks(x)
             ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
@@ -470,18 +489,22 @@ def _check_num(value, arg, lo, hi, lo_open=False):
 
 
 def _rep_stats(cap: Dict[str, Any], threshold: float, rtol: float) -> Dict[str, Any]:
+    """Ranks of a captured ``[rows, units]`` representation: one uncentred and one centred spectrum."""
     rows = cap["rows"]
-    d = rows.shape[1]
-    out = {"dim": d, "samples": cap["samples"], "rows_used": rows.shape[0]}
-    out["numerical_rank"] = M.numerical_rank(rows)
-    out["effective_rank"] = M.effective_rank(rows)
+    n, d = rows.shape
+    out = {"dim": d, "samples": cap["samples"], "rows_used": n}
+    s, sc = M._fast_spectra(rows)
+    out["numerical_rank"] = M._rank_from_sv(s, (n, d), rows.dtype, None)
+    out["effective_rank"] = M._entropy_rank(s, 0.0)
     # a batch of fewer than D + 1 rows cannot show D directions: no low-rank verdict then
-    out["low_rank_fraction"] = M.low_rank_fraction(rows, threshold=threshold) if rows.shape[0] > d else None
-    # collapsed directions: std below rtol of the top direction's (the mirrors' tolerance), i.e.
-    # covariance eigenvalues below rtol**2 of the largest; a smooth spectrum's tail is not counted
-    out["collapsed_directions"] = (round(M.low_rank_fraction(rows, threshold=rtol * rtol) * d)
-                                   if rows.shape[0] > d and rtol > 0 else None)
-    out["embedding_std"] = M.embedding_std(rows) * math.sqrt(d) if rows.shape[0] > 1 else None
+    if n > d:
+        out["low_rank_fraction"] = M._low_rank_from_sv(sc, d, threshold)
+        # collapsed directions: std below rtol of the top direction's (the mirrors' tolerance), i.e.
+        # covariance eigenvalues below rtol**2 of the largest; a smooth spectrum's tail is not counted
+        out["collapsed_directions"] = round(M._low_rank_from_sv(sc, d, rtol * rtol) * d) if rtol > 0 else None
+    else:
+        out["low_rank_fraction"] = out["collapsed_directions"] = None
+    out["embedding_std"] = M.embedding_std(rows) * math.sqrt(d) if n > 1 else None
     return out
 
 
@@ -602,22 +625,27 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
     modules = dict(model.named_modules())
     params = {n: p for n, p in model.named_parameters()}
     notes: List[str] = []
+    t0 = time.perf_counter()
     with _eval_mode(model):
         ops, output_keys = _trace(model, args, kwargs)
         chains = _chains(ops, output_keys, modules, params)
+        t1 = time.perf_counter()
         caps, mha_caps = _capture(model, ops, chains, args, kwargs, max_rows, seed)
+    t2 = time.perf_counter()
 
     layers: List[LayerReport] = []
     fam_totals: Dict[str, int] = {}
     for c in chains:
+        t_layer = time.perf_counter()
         mod = modules.get(c.layer)
         w = params[c.op.params[0]]
         b = params.get(c.op.params[1]) if len(c.op.params) > 1 else None
         lr = LayerReport(c.layer, type(mod).__name__ if mod is not None else WEIGHT_OPS[c.op.name], list(w.shape),
                          c.layout.units, [x.params[0].rsplit(".", 1)[0] for x in c.consumers], "", c.stop)
         wf = w.detach().flatten(1) if w.dim() > 1 else w.detach()[:, None]
-        lr.weight_rank = M.numerical_rank(wf)
-        lr.weight_effective_rank = M.effective_rank(wf)
+        sw = M._fast_singular_values(wf)
+        lr.weight_rank = M._rank_from_sv(sw, tuple(wf.shape), wf.dtype, None)
+        lr.weight_effective_rank = M._entropy_rank(sw, 0.0)
         cap = caps.get(c.layer)
         if cap is not None:
             lr.representation = _rep_stats(cap, low_rank_threshold, rtol)
@@ -631,7 +659,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
             w_out = [params[x.params[0]] for x in c.consumers]
             perm = N.permutation_mirrors(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
             lr.families["permutation"] = _fam(perm)
-            lr.duplicate_groups = N.duplicate_units(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
+            lr.duplicate_groups = N.groups_from_pairs(perm.near)
             if last_norm >= 0:
                 u_in = [params[p] for p in c.path[last_norm].params]
                 u_b = None
@@ -661,6 +689,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
             rep["collapsed_beyond_units"] = max(rep["collapsed_directions"] - explained, 0)
         if lr.low_rank_directions or (rep and rep.get("collapsed_beyond_units")):
             lr.collapse.append("low rank")
+        lr.analysis_s = time.perf_counter() - t_layer
         layers.append(lr)
     att = _mha_layers(model, rtol, atol)
     for a in att:
@@ -680,6 +709,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
     if unpaired:
         notes.append("mirrors not enumerated for " + ", ".join(f"{l.name} ({l.stop})" for l in layers
                                                               if l.name in unpaired))
+    t3 = time.perf_counter()
     meta = {
         "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -691,6 +721,7 @@ def audit(model: nn.Module, inputs, syre=None, *, rtol: float = N.DEFAULT_RTOL, 
         "mirror_families": fam_totals,
         "syre": syre is not None,
         "notes": notes,
+        "timings_s": {"trace": t1 - t0, "capture": t2 - t1, "analysis": t3 - t2, "total": t3 - t0},
     }
     return Report(layers, anchors, meta)
 

@@ -87,6 +87,64 @@ def singular_values(x: torch.Tensor, *, center: bool = False) -> torch.Tensor:
     return torch.linalg.svdvals(x)
 
 
+def _default_rtol(shape, dtype) -> float:
+    return min(max(shape[0], shape[-1]) * torch.finfo(dtype).eps, 1e-2)
+
+
+def _rank_from_sv(s: torch.Tensor, shape, dtype, rtol: Optional[float]) -> int:
+    """``numerical_rank`` from singular values ``s`` of a matrix of ``shape`` stored in ``dtype``."""
+    if rtol is None:
+        rtol = _default_rtol(shape, dtype)
+    smax = float(s.max()) if s.numel() else 0.0
+    if smax == 0.0:
+        return 0
+    return int((s > rtol * smax).sum())
+
+
+def _low_rank_from_sv(s_centered: torch.Tensor, d: int, threshold: float) -> float:
+    """``low_rank_fraction`` from the singular values of the centred ``[N, d]`` batch."""
+    ev = s_centered * s_centered
+    top = float(ev.max()) if ev.numel() else 0.0
+    if top == 0.0:
+        return 1.0
+    return (d - int((ev >= threshold * top).sum())) / d
+
+
+def _fast_singular_values(x: torch.Tensor, center: bool = False) -> torch.Tensor:
+    """Singular values (float64, descending) from the eigenvalues of the smaller Gram matrix.
+
+    Three to five times faster than ``svdvals`` on large matrices; values below about ``1e-8``
+    of the largest are round-off (the Gram matrix squares them). Used by the audit and the
+    monitor, whose thresholds on float32 weights and representations are ``1e-4`` or coarser
+    relative to the largest singular value (``1e-8`` or coarser on eigenvalues).
+    """
+    x = _check_matrix(x)
+    if center:
+        x = x - x.mean(dim=0, keepdim=True)
+    g = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
+    ev = torch.linalg.eigvalsh(g).clamp_min(0.0)
+    return ev.flip(0).sqrt()
+
+
+def _fast_spectra(x: torch.Tensor):
+    """``(_fast_singular_values(x), _fast_singular_values(x, center=True))`` from one Gram matrix."""
+    x = _check_matrix(x)
+    n, d = x.shape
+    if n >= d:
+        g = x.T @ x
+        mu = x.mean(dim=0)
+        gc = g - n * torch.outer(mu, mu)
+    else:
+        g = x @ x.T
+        r = g.mean(dim=1, keepdim=True)
+        gc = g - r - r.T + g.mean()
+    out = []
+    for m in (g, gc):
+        m = (m + m.T) / 2
+        out.append(torch.linalg.eigvalsh(m).clamp_min(0.0).flip(0).sqrt())
+    return out[0], out[1]
+
+
 def _entropy_rank(s: torch.Tensor, eps: float) -> float:
     total = float(s.sum())
     if total == 0.0:
@@ -111,13 +169,8 @@ def numerical_rank(x: torch.Tensor, *, rtol: Optional[float] = None, center: boo
     if rtol is not None:
         if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not (0.0 <= rtol < 1.0) or math.isnan(rtol):
             raise ValueError(f"Invalid rtol: {rtol!r}; expected a float with 0 <= rtol < 1, or None")
-    if isinstance(x, torch.Tensor) and x.is_floating_point() and rtol is None:
-        rtol = min(max(x.shape[0], x.shape[-1]) * torch.finfo(x.dtype).eps, 1e-2) if x.dim() == 2 else 0.0
     s = singular_values(x, center=center)
-    smax = float(s[0])
-    if smax == 0.0:
-        return 0
-    return int((s > rtol * smax).sum())
+    return _rank_from_sv(s, tuple(x.shape), x.dtype, rtol)
 
 
 @torch.no_grad()
@@ -131,7 +184,7 @@ def effective_rank(x: torch.Tensor, *, center: bool = False) -> float:
 
     Full collapse: 0.0 for a zero matrix (no direction at all; ``center=True`` and equal rows
     also give 0.0), 1.0 for any rank-one matrix (e.g. equal non-zero rows). None: close to
-    ``min(N, D)``; an isotropic Gaussian ``[N, D]`` with ``N = 50 D`` gives about ``0.99 D``.
+    ``min(N, D)``; an isotropic Gaussian ``[N, D]`` with ``N = 50 D`` gives about ``0.997 D``.
     """
     return _entropy_rank(singular_values(x, center=center), 0.0)
 
@@ -182,13 +235,7 @@ def low_rank_fraction(x: torch.Tensor, *, threshold: float = DEFAULT_LOW_RANK_TH
     n, d = xt.shape
     if n < 2:
         raise ValueError(f"Invalid x: a batch of {n} row; the covariance needs at least 2 rows (and N well above D={d})")
-    s = singular_values(xt, center=True)
-    ev = s * s / (n - 1)
-    top = float(ev[0])
-    if top == 0.0:
-        return 1.0
-    above = int((ev >= threshold * top).sum())
-    return (d - above) / d
+    return _low_rank_from_sv(singular_values(xt, center=True), d, threshold)
 
 
 @torch.no_grad()

@@ -169,7 +169,7 @@ class Monitor:
                 if self._plan is None:
                     self._structure(args, kwargs)
                 ops, chains, _ = self._plan
-                if needs_rep or "duplicate_fraction" in self.metrics:
+                if needs_rep:
                     try:
                         caps, _ = _capture(self.model, ops, chains, args, kwargs, self.max_rows, self.seed)
                     except TraceMismatch:  # the forward changed (another input shape): trace again
@@ -192,26 +192,34 @@ class Monitor:
     def _layer_metrics(self, row, chain, params, cap):
         name = chain.layer
         rows = cap["rows"] if cap is not None else None
+        spectra = {}
+
+        def spectrum(center):  # one Gram matrix per layer, shared by the metrics
+            if not spectra:
+                spectra[False], spectra[True] = M._fast_spectra(rows)
+            return spectra[center]
+
         for m in self.metrics:
             key = f"{name}/{m}"
             if m in _REP:
                 if rows is None:
                     row[key] = None
                 elif m == "effective_rank":
-                    row[key] = M.effective_rank(rows)
+                    row[key] = M._entropy_rank(spectrum(False), 0.0)
                 elif m == "numerical_rank":
-                    row[key] = M.numerical_rank(rows)
+                    row[key] = M._rank_from_sv(spectrum(False), tuple(rows.shape), rows.dtype, None)
                 elif m == "rankme":
-                    row[key] = M.rankme(rows)
+                    row[key] = M._entropy_rank(spectrum(False), M.RANKME_EPS)
                 elif m == "low_rank_fraction":
-                    row[key] = M.low_rank_fraction(rows) if rows.shape[0] > rows.shape[1] else None
+                    row[key] = (M._low_rank_from_sv(spectrum(True), rows.shape[1], M.DEFAULT_LOW_RANK_THRESHOLD)
+                                if rows.shape[0] > rows.shape[1] else None)
                 elif m == "embedding_std":
                     row[key] = M.embedding_std(rows) * math.sqrt(rows.shape[1])
                 elif m == "dead_fraction":
                     row[key] = len(_inactive_from_std(cap["std"], self.rtol, 0.0)) / rows.shape[1]
             elif m == "weight_effective_rank":
                 w = params[chain.op.params[0]].detach()
-                row[key] = M.effective_rank(w.flatten(1) if w.dim() > 1 else w[:, None])
+                row[key] = M._entropy_rank(M._fast_singular_values(w.flatten(1) if w.dim() > 1 else w[:, None]), 0.0)
             elif m == "duplicate_fraction":
                 if not chain.consumers:
                     row[key] = None

@@ -312,6 +312,11 @@ def duplicate_units(w_in: Optional[Tensors] = None, w_out: Optional[Tensors] = N
     members, each sorted, listed by first member. Empty on a random initialisation.
     """
     scan = permutation_mirrors(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
+    return groups_from_pairs(scan.near)
+
+
+def groups_from_pairs(pairs) -> List[List[int]]:
+    """Connected components (two or more members, each sorted, by first member) of unit pairs."""
     parent = {}
 
     def find(a):
@@ -319,12 +324,12 @@ def duplicate_units(w_in: Optional[Tensors] = None, w_out: Optional[Tensors] = N
             a = parent[a]
         return a
 
-    for i, j in scan.near:
+    for i, j in pairs:
         ri, rj = find(i), find(j)
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
     groups = {}
-    for i, j in scan.near:
+    for i, j in pairs:
         for k in (i, j):
             groups.setdefault(find(k), set()).add(k)
     return sorted(sorted(g) for g in groups.values())

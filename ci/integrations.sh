@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Integration tests against the real frameworks, and the documentation build (warnings are errors).
+#
+#   bash ci/integrations.sh            # creates .venv-integrations on first use, then reuses it
+#   VENV=/path/to/venv bash ci/integrations.sh
+#
+# Installs torch-syre (editable) with the extras lightning, transformers, sb3, jax and docs next to
+# the pinned CPU torch of constraints-dev.txt, checks that torch was not replaced, runs
+# tests/test_integration_*.py (which must not skip: the frameworks are installed here) and builds
+# docs/ with docs/build.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv-integrations}"
+EXTRAS="dev,lightning,transformers,sb3,jax,docs"
+start=$(date +%s)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+STAMP="$VENV/.integrations-stamp"
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints-dev.txt -nt "$STAMP" ]; then
+  "$PY" -m pip install -q -c constraints-dev.txt -e ".[$EXTRAS]"
+  touch "$STAMP"
+fi
+installed=$(date +%s)
+
+"$PY" - <<'PYCHECK'
+import importlib, sys
+import torch
+pinned = [l.split("==")[1].strip() for l in open("constraints-dev.txt") if l.startswith("torch==")][0]
+if not torch.__version__.startswith(pinned):
+    sys.exit(f"torch {torch.__version__} was installed instead of the pinned {pinned}")
+for m in ("lightning", "transformers", "accelerate", "stable_baselines3", "gymnasium", "jax", "optax", "sphinx", "myst_parser"):
+    importlib.import_module(m)
+print(f"torch {torch.__version__}; all integration packages import")
+PYCHECK
+
+# -W error::pytest.PytestSkipWarning is not enough for importorskip: count skips instead.
+report=$(mktemp)
+set +e
+"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_step_closure.py 2>&1 | tee "$report"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
+if grep -q "^SKIPPED" "$report"; then
+  echo "integration tests were skipped although their frameworks are installed" >&2
+  exit 1
+fi
+tested=$(date +%s)
+
+PYTHON="$PY" bash docs/build.sh
+done_at=$(date +%s)
+echo "integrations: install $((installed - start)) s, tests $((tested - installed)) s, docs $((done_at - tested)) s, total $((done_at - start)) s"

@@ -1,0 +1,421 @@
+"""JAX/optax: ``syre_decay``, decoupled decay toward the same anchors as the torch entry points.
+
+::
+
+    import optax
+    from syre.optax import syre_decay
+
+    tx = optax.chain(
+        optax.scale_by_adam(),
+        syre_decay(1e-2, d_spread=0.1, seed=0),   # in place of optax.add_decayed_weights(1e-2)
+        optax.scale_by_learning_rate(3e-4),
+    )
+
+``syre_decay(gamma)`` adds ``gamma * D * (params - theta0)`` to the updates, where
+``optax.add_decayed_weights(gamma)`` adds ``gamma * params``. Placed before
+``scale_by_learning_rate(lr)`` (as above, or as the ``weight_decay`` of ``optax.adamw``) the step
+is ``params <- params - lr * (adam_update + gamma * D * (params - theta0))``: the decoupled
+convention of ``syre.attach`` and of torch's AdamW, where the pull per step is ``lr * gamma``.
+
+**Same anchors as torch.** ``theta0`` and ``D = 1 + xi`` come from the counter-based generator of
+``syre.anchors`` (Philox4x32-10 keyed by ``blake2b(seed || name)``, counter = row-major element
+index, Box-Muller on the first two words, ``xi`` from the third), written here with ``uint32``
+``jax.numpy`` operations so it runs inside ``jit`` on any backend. For the same seed, name,
+shape, sigma0 and ``d_spread``, the JAX and torch anchors agree: bitwise after rounding to
+float32 (but for a rare last-bit difference of the float64 ``log``/``cos``) when
+``jax_enable_x64`` is on, and to within a few float32 ulps otherwise (the float32 path is
+written to keep that accuracy: ``log1p`` near ``u1 = 1``, exact quadrant reduction of the
+angle).
+
+**Names.** A parameter's name is its key path in the params pytree, joined with ``.``: dict keys
+as they are, sequence indices as numbers, attribute names of dataclass-like nodes. So
+``{"enc": {"weight": w}}`` is ``enc.weight``, as torch names ``model.enc.weight``, and a flax
+``{"params": {"Dense_0": {"kernel": k}}}`` is ``params.Dense_0.kernel`` (pass
+``variables["params"]`` to get ``Dense_0.kernel``). ``param_names(params)`` lists them.
+
+**State.** Only integers: a step count (for a ``gamma`` schedule) and each parameter's Philox key
+(two ``uint32``). The anchors are regenerated from the key at every update and never stored, so
+checkpointing the optimizer state keeps the anchors, and costs 8 bytes per parameter tensor.
+
+**sigma0 presets and JAX kernel layouts.** ``"lecun"`` (default, ``0.01 / sqrt(fan_in)``),
+``"kaiming"`` (``0.01 * sqrt(2 / fan_in)``) and ``"xavier"`` (``0.01 * sqrt(2 / (fan_in +
+fan_out))``) read the fans from the shape. JAX libraries store kernels input-first: a flax or
+haiku ``Dense`` kernel is ``(in, out)`` and a ``Conv`` kernel ``(*window, in, out)``, the
+transpose of torch's ``(out, in)`` and ``(out, in, *window)``. With ``kernel_layout="jax"``
+(default) the fans are read as ``jax.nn.initializers`` reads them: ``fan_in = shape[-2] *
+prod(shape[:-2])``, ``fan_out = shape[-1] * prod(shape[:-2])``; ``kernel_layout="torch"`` reads
+torch's layout (``fan_in = shape[1] * prod(shape[2:])``, as equinox stores ``Linear`` weights).
+As in torch, an embedding table (a leaf named ``embedding`` or ``embeddings``) has ``fan_in =
+1``; a 1-D ``bias`` (or ``b``) takes the fan-in of its sibling ``kernel`` (or ``weight``, ``w``);
+other 1-D leaves (normalisation ``scale`` and ``bias``) get the absolute ``0.01`` of
+``syre.anchors.UNIT_SIGMA0``. Kernels whose axes are not ``(..., in, out)`` (flax
+``DenseGeneral`` attention kernels ``(features, heads, head_dim)``) are read by that rule all
+the same: give them a float or a callable ``(name, param) -> float`` sigma0. The same model
+written in torch and in flax has transposed kernels, hence different anchors element by
+element (equal in distribution): the anchors agree across frameworks for equal names and shapes.
+
+Install: ``pip install 'torch-syre[jax]'`` (jax and optax, CPU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
+
+from .anchors import (
+    DEFAULT_D_SPREAD,
+    DEFAULT_SIGMA0,
+    SIGMA0_PRESETS,
+    UNIT_SIGMA0,
+    _check_seed,
+    check_d_spread,
+    check_nonneg_float,
+    check_sigma0_spec,
+    stream_key,
+)
+
+__all__ = ["SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
+
+_M0 = 0xD2511F53
+_M1 = 0xCD9E8D57
+_W0 = 0x9E3779B9
+_W1 = 0xBB67AE85
+LAYOUTS = ("jax", "torch")
+_KERNEL_NAMES = ("kernel", "weight", "w")
+_BIAS_NAMES = ("bias", "b")
+_EMBEDDING_NAMES = ("embedding", "embeddings")
+
+
+def _import():
+    try:
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+    except ImportError as exc:
+        raise ImportError("syre.optax needs JAX, which is not installed: pip install 'torch-syre[jax]'") from exc
+    return jax, jnp, np
+
+
+def _import_optax():
+    try:
+        import optax
+    except ImportError as exc:
+        raise ImportError("syre.optax needs optax, which is not installed: pip install 'torch-syre[jax]'") from exc
+    return optax
+
+
+class SyreDecayState(NamedTuple):
+    """State of ``syre_decay``: integers only.
+
+    ``count`` (int32) counts updates for a ``gamma`` schedule; ``keys`` has the structure of the
+    params, with each parameter's Philox key (``uint32[2]``, ``blake2b(seed || name)``).
+    """
+
+    count: Any
+    keys: Any
+
+
+# ----------------------------------------------------------------------------- generator
+def _mulhilo(a, b: int):
+    """High and low 32-bit words of ``a * b`` (``a`` uint32 array, ``b`` a 32-bit constant)."""
+    _, jnp, np = _import()
+    lo16 = np.uint32(0xFFFF)
+    s16 = np.uint32(16)
+    b_lo, b_hi = np.uint32(b & 0xFFFF), np.uint32(b >> 16)
+    a_lo, a_hi = a & lo16, a >> s16
+    ll, lh, hl, hh = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
+    mid = (ll >> s16) + (lh & lo16) + (hl & lo16)
+    hi = hh + (lh >> s16) + (hl >> s16) + (mid >> s16)
+    return hi, a * np.uint32(b)
+
+
+def _philox(c0, k0, k1, rounds: int = 10):
+    """Philox4x32-``rounds`` on counters ``(c0, 0, 0, 0)``; ``k0``, ``k1`` uint32 scalars (may be traced)."""
+    _, jnp, np = _import()
+    z = jnp.zeros_like(c0)
+    x0, x1, x2, x3 = c0, z, z, z
+    for r in range(rounds):
+        if r:
+            k0 = k0 + np.uint32(_W0)
+            k1 = k1 + np.uint32(_W1)
+        hi0, lo0 = _mulhilo(x0, _M0)
+        hi1, lo1 = _mulhilo(x2, _M1)
+        x0, x1, x2, x3 = hi1 ^ x1 ^ k0, lo1, hi0 ^ x3 ^ k1, lo0
+    return x0, x1, x2, x3
+
+
+def _normal_f32(x0, x1):
+    """Box-Muller ``sqrt(-2 ln u1) cos(2 pi u2)`` in float32, as close as float32 allows to float64."""
+    _, jnp, np = _import()
+    f32 = jnp.float32
+    two_m32 = f32(2.0**-32)
+    # ln(u1), u1 = (x0 + 1) / 2**32: directly below 1/2; as log1p(-(2**32 - 1 - x0) / 2**32) above,
+    # where u1 rounds to 1 in float32.
+    small = x0 < np.uint32(2**31)
+    ln_low = jnp.log((jnp.where(small, x0, np.uint32(0)) + np.uint32(1)).astype(f32) * two_m32)
+    ln_high = jnp.log1p(-((~x0).astype(f32) * two_m32))
+    r = jnp.sqrt(f32(-2.0) * jnp.where(small, ln_low, ln_high))
+    # cos(2 pi u2), u2 = x1 / 2**32 = t + dt with t = (x1 >> 8) / 2**24 (exact) and dt < 2**-24.
+    # Write 4t = q + f with q the nearest integer: cos(2 pi u2) = cos(q pi/2 + a), |a| <= pi/4 + tiny.
+    t4 = (x1 >> np.uint32(8)).astype(f32) * f32(2.0**-22)  # 4t, exact
+    q = jnp.round(t4)
+    f = (t4 - q) * f32(0.25) + (x1 & np.uint32(0xFF)).astype(f32) * two_m32
+    a = f32(2.0 * math.pi) * f
+    c, s = jnp.cos(a), jnp.sin(a)
+    qi = q.astype(jnp.int32) & 3
+    cos = jnp.where(qi == 0, c, jnp.where(qi == 1, -s, jnp.where(qi == 2, -c, s)))
+    return r * cos
+
+
+def _unit_xi_f32(x2):
+    """``2 u3 - 1`` in float32, ``u3 = (x2 + 0.5) / 2**32``: it is ``(s + 0.5) / 2**31`` with ``s = x2 - 2**31``."""
+    jax, jnp, np = _import()
+    s = jax.lax.bitcast_convert_type(x2 ^ np.uint32(0x80000000), jnp.int32)
+    return (s.astype(jnp.float32) + jnp.float32(0.5)) * jnp.float32(2.0**-31)
+
+
+def _x64_enabled() -> bool:
+    jax, _, _ = _import()
+    return bool(jax.config.jax_enable_x64)
+
+
+def _unit_draws(c0, k0, k1, normal: bool, spread: bool, wide: bool):
+    """Unit normals ``z`` and ``2 u3 - 1`` (``None`` where not asked) at counters ``c0`` under keys ``(k0, k1)``.
+
+    The keys are scalars or arrays shaped like ``c0`` (several parameters drawn at once). ``wide``:
+    float64, the same operations as ``syre.anchors``; else the float32 path.
+    """
+    _, jnp, _ = _import()
+    x0, x1, x2, _ = _philox(c0, k0, k1)
+    z = u = None
+    if wide:
+        f64 = jnp.float64
+        if normal:
+            u1 = (x0.astype(f64) + 1.0) * 2.0**-32
+            u2 = x1.astype(f64) * 2.0**-32
+            z = jnp.sqrt(-2.0 * jnp.log(u1)) * jnp.cos((2.0 * math.pi) * u2)
+        if spread:
+            u = 2.0 * ((x2.astype(f64) + 0.5) * 2.0**-32) - 1.0
+    else:
+        if normal:
+            z = _normal_f32(x0, x1)
+        if spread:
+            u = _unit_xi_f32(x2)
+    return z, u
+
+
+def _scale(z, u, sigma0: float, d_spread: float):
+    """``(theta0, xi) = (sigma0 * z, d_spread * u)`` in the draws' precision (``None`` where off)."""
+    theta0 = None if (z is None or sigma0 == 0.0) else z * z.dtype.type(sigma0)
+    xi = None if (u is None or d_spread == 0.0) else u * u.dtype.type(d_spread)
+    return theta0, xi
+
+
+def _check_size(name: str, n: int) -> None:
+    if n >= 2**32:
+        raise ValueError(f"Parameter {name!r} has {n} elements; syre.optax supports fewer than 2**32 per parameter")
+
+
+def _generate(key, n: int, sigma0: float, d_spread: float, wide: bool):
+    """Flat ``(theta0, xi)`` (``None`` where off) of ``n`` elements under Philox ``key`` (uint32[2])."""
+    _, jnp, _ = _import()
+    if sigma0 == 0.0 and d_spread == 0.0:
+        return None, None
+    z, u = _unit_draws(jnp.arange(n, dtype=jnp.uint32), key[0], key[1], sigma0 != 0.0, d_spread != 0.0, wide)
+    return _scale(z, u, sigma0, d_spread)
+
+
+_GENERATE_JIT = []
+
+
+def _generate_jit():
+    """``_generate`` compiled once per (size, sigma0, d_spread, precision): far faster than op by op."""
+    if not _GENERATE_JIT:
+        jax, _, _ = _import()
+        _GENERATE_JIT.append(jax.jit(_generate, static_argnums=(1, 2, 3, 4)))
+    return _GENERATE_JIT[0]
+
+
+def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0, dtype=None):
+    """``(theta0, d)`` of parameter ``name`` as JAX arrays: ``syre.anchors.anchor`` computed in JAX.
+
+    ``d = 1 + xi`` is the diagonal of D. ``dtype`` defaults to float32. With ``jax_enable_x64``
+    the generator works in float64 like the torch one and rounds once; without it, in float32.
+    """
+    _, jnp, np = _import()
+    _check_seed(seed)
+    sigma0 = check_nonneg_float("sigma0", sigma0)
+    d_spread = check_d_spread(d_spread)
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    dtype = jnp.float32 if dtype is None else dtype
+    _check_size(name, n)
+    key = jnp.asarray(stream_key(seed, name), dtype=jnp.uint32)
+    theta0, xi = _generate_jit()(key, n, sigma0, d_spread, _x64_enabled())
+    theta0 = jnp.zeros(shape, dtype) if theta0 is None else theta0.astype(dtype).reshape(shape)
+    d = jnp.ones(shape, dtype) if xi is None else (1.0 + xi.astype(dtype)).reshape(shape)
+    return theta0, d
+
+
+# ----------------------------------------------------------------------------- names and sigma0
+def _key_str(k) -> str:
+    jax, _, _ = _import()
+    tu = jax.tree_util
+    if isinstance(k, tu.DictKey):
+        return str(k.key)
+    if isinstance(k, tu.SequenceKey):
+        return str(k.idx)
+    if isinstance(k, tu.GetAttrKey):
+        return str(k.name)
+    if isinstance(k, tu.FlattenedIndexKey):
+        return str(k.key)
+    return str(k)
+
+
+def _path_name(path) -> str:
+    return ".".join(_key_str(k) for k in path)
+
+
+def param_names(params) -> List[str]:
+    """The name of each leaf of ``params`` (key path joined with ``.``), in leaf order."""
+    jax, _, _ = _import()
+    return [_path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _fans(name: str, shape: Tuple[int, ...], layout: str, shapes: dict) -> Optional[Tuple[int, int]]:
+    parent, _, last = name.rpartition(".")
+    if last in _EMBEDDING_NAMES and len(shape) >= 2:
+        return 1, int(shape[-1])
+    if len(shape) >= 2:
+        if layout == "jax":
+            receptive = math.prod(shape[:-2])
+            return int(shape[-2]) * receptive, int(shape[-1]) * receptive
+        receptive = math.prod(shape[2:])
+        return int(shape[1]) * receptive, int(shape[0]) * receptive
+    if last in _BIAS_NAMES:
+        for k in _KERNEL_NAMES:
+            sib = f"{parent}.{k}" if parent else k
+            if sib in shapes and len(shapes[sib]) >= 2:
+                return _fans(sib, shapes[sib], layout, shapes)
+    return None
+
+
+def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict) -> float:
+    if isinstance(spec, str):
+        fans = _fans(name, tuple(leaf.shape), layout, shapes)
+        if fans is None:
+            return UNIT_SIGMA0
+        fan_in, fan_out = fans
+        std = {"lecun": 1.0 / math.sqrt(fan_in), "kaiming": math.sqrt(2.0 / fan_in),
+               "xavier": math.sqrt(2.0 / (fan_in + fan_out))}[spec]
+        return SIGMA0_PRESETS[spec] * std
+    if callable(spec):
+        value = spec(name, leaf)
+        try:
+            return check_nonneg_float("sigma0", value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; "
+                "expected a finite float >= 0"
+            ) from exc
+    return check_nonneg_float("sigma0", spec)
+
+
+def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dict:
+    """``{name: sigma0}`` that ``syre_decay(..., sigma0=sigma0, kernel_layout=...)`` uses for ``params``.
+
+    A check that the presets read a model's kernels as intended (see the module doc).
+    """
+    jax, _, _ = _import()
+    check_sigma0_spec(sigma0)
+    if kernel_layout not in LAYOUTS:
+        raise ValueError(f"Invalid kernel_layout value: {kernel_layout!r}; expected one of {LAYOUTS}")
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    named = [(_path_name(p), leaf) for p, leaf in flat]
+    shapes = {n: tuple(leaf.shape) for n, leaf in named}
+    return {n: _resolve_sigma0(sigma0, n, leaf, kernel_layout, shapes) for n, leaf in named}
+
+
+# ----------------------------------------------------------------------------- the transformation
+def syre_decay(
+    gamma: Union[float, Callable[[Any], Any]],
+    *,
+    sigma0: Union[str, float, Callable[[str, Any], float]] = DEFAULT_SIGMA0,
+    d_spread: float = DEFAULT_D_SPREAD,
+    seed: int = 0,
+    mask: Union[Any, Callable[[Any], Any], None] = None,
+    kernel_layout: str = "jax",
+):
+    """Add ``gamma * D * (params - theta0)`` to the updates (see the module doc for conventions).
+
+    Args:
+        gamma: decay strength, a float ``>= 0`` or a schedule ``count -> gamma`` as in
+            ``optax.add_decayed_weights``. Before ``scale_by_learning_rate(lr)`` the pull per step
+            is ``lr * gamma`` (AdamW's and ``syre.attach``'s decoupled convention).
+        sigma0: ``"lecun"`` (default), ``"kaiming"``, ``"xavier"`` (fans read per
+            ``kernel_layout``), an absolute float, or a callable ``(name, param) -> float``.
+        d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
+        seed: the anchors' seed, an int in ``[0, 2**64)``; equal seeds and names give the
+            anchors ``syre.attach`` gives in torch.
+        mask: as ``optax.add_decayed_weights``: a pytree of bools with the structure of (or a
+            prefix of) the params, or a callable ``params -> such a pytree``; ``True`` where syre
+            applies. Names are key paths in the full params tree either way.
+        kernel_layout: ``"jax"`` (kernels ``(..., in, out)``, flax and haiku) or ``"torch"``
+            (``(out, in, ...)``, equinox) for the fan-in of the sigma0 presets.
+
+    Returns:
+        An ``optax.GradientTransformation`` whose state (``SyreDecayState``) holds only integers.
+    """
+    optax = _import_optax()
+    jax, jnp, np = _import()
+    if not callable(gamma):
+        gamma = check_nonneg_float("gamma", gamma)
+    check_sigma0_spec(sigma0)
+    d_spread = check_d_spread(d_spread)
+    _check_seed(seed)
+    if kernel_layout not in LAYOUTS:
+        raise ValueError(f"Invalid kernel_layout value: {kernel_layout!r}; expected one of {LAYOUTS}")
+
+    def _leaves(params):
+        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+        names = [_path_name(p) for p, _ in flat]
+        return names, [leaf for _, leaf in flat], treedef
+
+    def init_fn(params):
+        names, leaves, treedef = _leaves(params)
+        for name, leaf in zip(names, leaves):
+            _check_size(name, int(np.prod(np.shape(leaf), dtype=np.int64)))
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                raise ValueError(f"Parameter {name!r} has dtype {jnp.result_type(leaf)}; syre_decay supports floating-point parameters only")
+        keys = [jnp.asarray(stream_key(seed, n), dtype=jnp.uint32) for n in names]
+        return SyreDecayState(count=jnp.zeros([], jnp.int32), keys=jax.tree_util.tree_unflatten(treedef, keys))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("syre_decay needs the current params: call update(updates, state, params)")
+        names, leaves, treedef = _leaves(params)
+        u_leaves = treedef.flatten_up_to(updates)
+        k_leaves = treedef.flatten_up_to(state.keys)
+        count_inc = optax.safe_int32_increment(state.count)
+        if not callable(gamma) and gamma == 0.0:
+            return updates, SyreDecayState(count_inc, state.keys)
+        g = gamma(state.count) if callable(gamma) else gamma
+        shapes = {n: tuple(leaf.shape) for n, leaf in zip(names, leaves)}
+        sizes = [int(np.prod(p.shape, dtype=np.int64)) if p.shape else 1 for p in leaves]
+        s0s = [_resolve_sigma0(sigma0, n, p, kernel_layout, shapes) for n, p in zip(names, leaves)]
+        wide = _x64_enabled()
+        # One generator per parameter tensor, fused with that tensor's update. (Drawing several
+        # tensors at once and slicing does not help: XLA fuses the generator into every slice.)
+        drawn = [_generate(k, n, s0, d_spread, wide) for k, n, s0 in zip(k_leaves, sizes, s0s)]
+        out = []
+        for p, u, (theta0, xi) in zip(leaves, u_leaves, drawn):
+            work = jnp.float64 if p.dtype == jnp.float64 else jnp.float32
+            diff = p.astype(work) if theta0 is None else p.astype(work) - theta0.astype(work).reshape(p.shape)
+            if xi is not None:
+                diff = diff + diff * xi.astype(work).reshape(p.shape)
+            out.append((u.astype(work) + g * diff).astype(u.dtype))
+        return jax.tree_util.tree_unflatten(treedef, out), SyreDecayState(count_inc, state.keys)
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    if mask is not None:
+        return optax.masked(tx, mask)
+    return tx
