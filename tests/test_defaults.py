@@ -145,7 +145,7 @@ def test_weak_pull_warns_once_for_a_tiny_sigma0(opt):
     assert "negligible" in msg and "sigma0='lecun'" in msg and f"{WEAK_PULL_RATIO:g}" in msg
     ratios = s.pull_ratios()
     assert set(ratios) == set(s.names()) and max(ratios.values()) < WEAK_PULL_RATIO
-    assert s._probe_handles == []  # the check costs nothing after the first steps
+    assert s._probe_snap == {}  # nothing kept after the first steps
     assert "pull/update" in s.summary()
 
 
@@ -172,6 +172,21 @@ def test_pull_ratio_matches_its_definition_for_adam():
     assert r["0.weight"] < 0.5 * 0.2 * 3
     row = {x["name"]: x for x in s.coverage()}["0.weight"]
     assert row["pull_ratio"] == r["0.weight"] and row["strength"] == pytest.approx(0.1)
+
+
+def test_the_check_leaves_other_step_hooks_alone():
+    """Hooks registered after syre's run at every step, also at the step where the check ends."""
+    m = nn.Sequential(nn.Linear(8, 4))
+    o = torch.optim.SGD(m.parameters(), lr=0.1)
+    syre.attach(o, m, gamma=0.1)
+    calls = []
+    o.register_step_pre_hook(lambda *a: calls.append("pre"))
+    o.register_step_post_hook(lambda *a: calls.append("post"))
+    for _ in range(PROBE_STEPS + 2):
+        o.zero_grad()
+        m(torch.ones(2, 8)).sum().backward()
+        o.step()
+    assert calls == ["pre", "post"] * (PROBE_STEPS + 2)
 
 
 def test_no_check_without_syre_pull():

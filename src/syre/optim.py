@@ -558,6 +558,8 @@ class Syre:
 
     @torch.no_grad()
     def _probe_pre(self, optimizer, args, kwargs) -> None:
+        if self._probe_steps >= PROBE_STEPS:
+            return
         self._probe_snap = {
             id(e): e.local().detach().reshape(-1)[:PROBE_ELEMENTS].to(_anchor_dtype(e.param), copy=True)
             for e, _ in self._probed()
@@ -565,7 +567,13 @@ class Syre:
 
     @torch.no_grad()
     def _probe_post(self, optimizer, args, kwargs) -> None:
-        """Measure pull / update on the first PROBE_STEPS steps; then warn once if it is negligible."""
+        """Measure pull / update on the first PROBE_STEPS steps; then warn once if it is negligible.
+
+        The hooks stay registered (a return at the top) until ``remove()``: removing a hook from
+        inside torch's loop over the step hooks would break that loop for the hooks after it.
+        """
+        if self._probe_steps >= PROBE_STEPS:
+            return
         for e, weight in self._probed():
             before = self._probe_snap.get(id(e))
             if before is None or before.numel() == 0:
@@ -577,7 +585,6 @@ class Syre:
         self._probe_snap = {}
         self._probe_steps += 1
         if self._probe_steps >= PROBE_STEPS:
-            self._stop_probe()
             self._check_pull()
 
     def _stop_probe(self) -> None:
