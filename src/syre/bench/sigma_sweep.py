@@ -5,8 +5,8 @@ outcome as a function of the scale of sigma0 relative to each parameter's init s
 (``sigma0 = "lecun:X"``: X / sqrt(fan_in); a bias takes its layer's fan-in), from X = 0.01 (the
 paper's "1% of the LeCun init std") to X = 3. Three parts (``parts``):
 
-1. **scale**: the experiments in ``experiments`` (those registered; E1, E5, E6, ...), each run
-   through its own trial function, at each gamma of ``gammas[id]``: weight decay (the control,
+1. **scale**: the experiments in ``experiments`` (E1, E5, E6 by default; E7 and E8 have adapters
+   but are slow, run them apart), each run through its own trial function, at each gamma of ``gammas[id]``: weight decay (the control,
    sigma0 = 0), basic syre (D = I) at every scale of ``scales``, and no decay once (gamma = 0).
    Per trial, besides the experiment's own metrics: ``dist_wd``, the relative distance
    ``||phi - phi_wd|| / ||phi_wd||`` of all trained weights from weight decay's trained weights
@@ -27,9 +27,10 @@ paper's "1% of the LeCun init std") to X = 3. Three parts (``parts``):
    anchors): the distance from the mirror after ``trap_steps`` steps, per eps; (b) E5's trial at
    ``spread_gamma`` with syre AR at ``study_scale`` per eps: what a spread costs.
 
-The verdict checks the library's default (``DEFAULT_SIGMA0_SCALE``, ``DEFAULT_D_SPREAD``): not
-worse than weight decay anywhere in the scale part, and the distance from weight decay growing
-with the scale.
+The verdict checks the library's default (``DEFAULT_SIGMA0_SCALE``, ``DEFAULT_D_SPREAD``): no
+significant harm against weight decay where weight decay helps, a higher rank wherever weight
+decay collapses it, the distance from weight decay growing with the scale, and AR at the default
+spread leaving the rotation mirror. docs/defaults.md reads the results.
 """
 from __future__ import annotations
 
