@@ -202,3 +202,24 @@ def test_no_check_without_syre_pull():
                 m(torch.ones(2, 8)).sum().backward()
                 o.step()
         assert s.pull_ratios() == {}
+
+
+def test_the_jax_port_resolves_the_same_presets():
+    """syre.optax reads torch-layout shapes as torch does: the same sigma0 for every spec form."""
+    from syre import optax as sx
+
+    class Leaf:
+        def __init__(self, shape):
+            self.shape = shape
+
+    lin = nn.Linear(6, 4)
+    shapes = {"0.weight": (4, 6), "0.bias": (4,), "norm.scale": (4,)}
+    for spec in ("lecun", "kaiming:0.3", "xavier:2", 0.05):
+        for name, p, attr in (("0.weight", lin.weight, "weight"), ("0.bias", lin.bias, "bias")):
+            got = sx._resolve_sigma0(spec, name, Leaf(shapes[name]), "torch", shapes)
+            assert got == pytest.approx(A.resolve_sigma0(spec, name, p, lin, attr))
+    ln = nn.LayerNorm(4)
+    assert sx._resolve_sigma0("lecun:0.5", "norm.scale", Leaf((4,)), "torch", shapes) == pytest.approx(
+        A.resolve_sigma0("lecun:0.5", "n", ln.weight, ln, "weight"))
+    with pytest.raises(ValueError, match="'lecun:-2'"):
+        sx._resolve_sigma0("lecun:-2", "0.weight", Leaf((4, 6)), "torch", shapes)
