@@ -111,21 +111,22 @@ def test_small_spread_stays_distinct_in_fp32():
 
 
 def test_sigma0_presets():
+    s = A.DEFAULT_SIGMA0_SCALE  # a bare preset is that multiple of the init std
     lin = nn.Linear(64, 32)
-    assert A.resolve_sigma0("lecun", "w", lin.weight, lin, "weight") == pytest.approx(0.01 / 8)
-    assert A.resolve_sigma0("kaiming", "w", lin.weight, lin, "weight") == pytest.approx(0.01 * math.sqrt(2 / 64))
-    assert A.resolve_sigma0("xavier", "w", lin.weight, lin, "weight") == pytest.approx(0.01 * math.sqrt(2 / 96))
-    assert A.resolve_sigma0("lecun", "b", lin.bias, lin, "bias") == pytest.approx(0.01 / 8)
+    assert A.resolve_sigma0("lecun", "w", lin.weight, lin, "weight") == pytest.approx(s / 8)
+    assert A.resolve_sigma0("kaiming", "w", lin.weight, lin, "weight") == pytest.approx(s * math.sqrt(2 / 64))
+    assert A.resolve_sigma0("xavier", "w", lin.weight, lin, "weight") == pytest.approx(s * math.sqrt(2 / 96))
+    assert A.resolve_sigma0("lecun", "b", lin.bias, lin, "bias") == pytest.approx(s / 8)
     conv = nn.Conv2d(3, 8, kernel_size=3)
-    assert A.resolve_sigma0("lecun", "c", conv.weight, conv, "weight") == pytest.approx(0.01 / math.sqrt(27))
-    assert A.resolve_sigma0("lecun", "c", conv.bias, conv, "bias") == pytest.approx(0.01 / math.sqrt(27))
+    assert A.resolve_sigma0("lecun", "c", conv.weight, conv, "weight") == pytest.approx(s / math.sqrt(27))
+    assert A.resolve_sigma0("lecun", "c", conv.bias, conv, "bias") == pytest.approx(s / math.sqrt(27))
     emb = nn.Embedding(100, 16)
-    assert A.resolve_sigma0("lecun", "e", emb.weight, emb, "weight") == pytest.approx(0.01)
+    assert A.resolve_sigma0("lecun", "e", emb.weight, emb, "weight") == pytest.approx(s)
     ln = nn.LayerNorm(16)
-    assert A.resolve_sigma0("lecun", "n", ln.weight, ln, "weight") == A.UNIT_SIGMA0
-    assert A.resolve_sigma0("kaiming", "n", ln.bias, ln, "bias") == A.UNIT_SIGMA0
+    assert A.resolve_sigma0("lecun", "n", ln.weight, ln, "weight") == pytest.approx(s * A.UNIT_SIGMA0)
+    assert A.resolve_sigma0("kaiming", "n", ln.bias, ln, "bias") == pytest.approx(s * A.UNIT_SIGMA0)
     mha = nn.MultiheadAttention(16, 2)
-    assert A.resolve_sigma0("lecun", "m", mha.in_proj_bias, mha, "in_proj_bias") == pytest.approx(0.01 / 4)
+    assert A.resolve_sigma0("lecun", "m", mha.in_proj_bias, mha, "in_proj_bias") == pytest.approx(s / 4)
     assert A.resolve_sigma0(0.2, "x", lin.weight) == 0.2
     assert A.resolve_sigma0(lambda n, p: 0.05 * p.dim(), "x", lin.weight) == pytest.approx(0.1)
 

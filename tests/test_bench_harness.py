@@ -11,6 +11,7 @@ from torch import nn
 from syre.bench import Experiment, run_experiment
 from syre.bench import cli as bench_cli
 from syre.bench import stats
+from syre.anchors import DEFAULT_SIGMA0_SCALE
 from syre.bench.arms import ARMS, apply_arm, arms, dropout_rate, sigma0_label, sigma0_values
 from syre.bench.registry import experiment_ids, get_experiment
 
@@ -119,7 +120,8 @@ def test_relative_sigma0_is_a_multiple_of_the_lecun_init_std():
     net = _net()
     vals = sigma0_values("rel:2.0", net)
     assert vals["0.weight"] == pytest.approx(2.0 / math.sqrt(6)) and vals["2.bias"] == pytest.approx(2.0 / math.sqrt(5))
-    assert sigma0_values("rel:0.01", net) == pytest.approx(sigma0_values("lecun", net))
+    assert sigma0_values(f"rel:{DEFAULT_SIGMA0_SCALE}", net) == pytest.approx(sigma0_values("lecun", net))
+    assert sigma0_values("rel:0.3", net) == pytest.approx(sigma0_values("lecun:0.3", net))
     assert sigma0_values(0.3, net)["0.weight"] == 0.3 == sigma0_values("abs:0.3", net)["2.weight"]
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     h = apply_arm(ARMS["syre_big"], net, opt, gamma=0.1, seed=0, cfg={"sigma0_big": "rel:2.0"})

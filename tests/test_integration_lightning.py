@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 pl = pytest.importorskip("lightning.pytorch")
 
+from syre.anchors import DEFAULT_SIGMA0_SCALE  # noqa: E402
 from syre.integrations.lightning import SyreCallback  # noqa: E402
 
 from syre_probe import DecayProbe  # noqa: E402
@@ -95,7 +96,8 @@ def test_gamma_none_takes_over_adamw_weight_decay(tmp_path):
     group = cb.syres[0].optimizer.param_groups[0]
     assert group["weight_decay"] == 0.0 and group["syre_gamma"] == 0.3
     rows = {r["name"]: r for r in cb.syres[0].coverage()}
-    assert rows["net.0.weight"]["sigma0"] == pytest.approx(0.01 * (2 / 5) ** 0.5)  # fan_in 5 of nn.Linear(5, 8)
+    # kaiming at the default scale, fan_in 5 of nn.Linear(5, 8)
+    assert rows["net.0.weight"]["sigma0"] == pytest.approx(DEFAULT_SIGMA0_SCALE * (2 / 5) ** 0.5)
     probe.probes[0].check(min_steps=4)
 
 

@@ -174,14 +174,16 @@ def test_flax_layout_presets():
         "LayerNorm_0": {"scale": jnp.ones(4), "bias": jnp.zeros(4)},
     }
     s = so.sigma0s(params)
-    assert s["Dense_0.kernel"] == pytest.approx(0.01 / math.sqrt(5)) and s["Dense_0.bias"] == s["Dense_0.kernel"]
-    assert s["Conv_0.kernel"] == pytest.approx(0.01 / math.sqrt(3 * 3 * 2)) and s["Conv_0.bias"] == s["Conv_0.kernel"]
-    assert s["Embed_0.embedding"] == pytest.approx(0.01)
-    assert s["LayerNorm_0.scale"] == s["LayerNorm_0.bias"] == A.UNIT_SIGMA0
+    k = A.DEFAULT_SIGMA0_SCALE  # a bare preset is that multiple of the init std
+    assert s["Dense_0.kernel"] == pytest.approx(k / math.sqrt(5)) and s["Dense_0.bias"] == s["Dense_0.kernel"]
+    assert s["Conv_0.kernel"] == pytest.approx(k / math.sqrt(3 * 3 * 2)) and s["Conv_0.bias"] == s["Conv_0.kernel"]
+    assert s["Embed_0.embedding"] == pytest.approx(k)
+    assert s["LayerNorm_0.scale"] == s["LayerNorm_0.bias"] == pytest.approx(k * A.UNIT_SIGMA0)
     x = so.sigma0s(params, "xavier")
-    assert x["Dense_0.kernel"] == pytest.approx(0.01 * math.sqrt(2 / 9))
+    assert x["Dense_0.kernel"] == pytest.approx(k * math.sqrt(2 / 9))
+    assert so.sigma0s(params, "lecun:0.3")["Dense_0.kernel"] == pytest.approx(0.3 / math.sqrt(5))
     # torch layout reads the Dense kernel (5, 4) as (out=5, in=4)
-    assert so.sigma0s(params, kernel_layout="torch")["Dense_0.kernel"] == pytest.approx(0.01 / 2)
+    assert so.sigma0s(params, kernel_layout="torch")["Dense_0.kernel"] == pytest.approx(k / 2)
 
 
 def test_bfloat16_params_keep_their_dtype():

@@ -9,7 +9,7 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 """
 from ._version import __version__
 from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
-from .optim import Syre, attach
+from .optim import Syre, WeakPullWarning, attach
 from .penalty import Penalty
 from .reparam import Reparametrization, reparametrize
 from .select import NORM_TYPES
@@ -22,6 +22,7 @@ __all__ = [
     "Penalty",
     "Reparametrization",
     "Syre",
+    "WeakPullWarning",
     "__version__",
     "anchor",
     "attach",

@@ -45,11 +45,14 @@ __all__ = [
     "Anchor",
     "DEFAULT_D_SPREAD",
     "DEFAULT_SIGMA0",
+    "DEFAULT_SIGMA0_SCALE",
+    "PRESETS",
     "SIGMA0_PRESETS",
     "anchor",
     "anchor_like",
     "anchor_slice",
     "init_std",
+    "parse_sigma0",
     "philox4x32",
     "resolve_sigma0",
     "stream_key",
@@ -65,7 +68,10 @@ _CHUNK = 1 << 20  # elements per generator chunk: bounds the int64 temporaries t
 
 #: Default spread of D: D_ii ~ Uniform(1 - 0.1, 1 + 0.1). See ``docs``/README "Choosing eps".
 DEFAULT_D_SPREAD = 0.1
-#: Default sigma0 preset: 1% of the LeCun init std, 0.01 / sqrt(fan_in) (the paper's choice).
+#: Default scale of the sigma0 presets: ``"lecun"`` means sigma0 = DEFAULT_SIGMA0_SCALE / sqrt(fan_in),
+#: the LeCun init std itself. Chosen by the sigma-sweep benchmark (docs/defaults.md).
+DEFAULT_SIGMA0_SCALE = 1.0
+#: Default sigma0 spec (a preset relative to the LeCun init std; see ``resolve_sigma0``).
 DEFAULT_SIGMA0 = "lecun"
 
 Sigma0Spec = Union[str, float, int, Callable[[str, torch.Tensor], float]]
@@ -359,10 +365,10 @@ _NORM_TYPES = (
     nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-#: sigma0 of 1-D parameters that have no fan-in: normalisation weights and biases and loose
-#: 1-D parameters. Norm weights start at exactly 1 and biases at 0; an absolute 0.01 is 1% of
-#: that unit scale, the same relative size the presets give weight matrices. Reading them as
-#: "fan_in = 1" would tie their anchor to a preset's formula that has no meaning for them.
+#: The reference std of parameters with no fan-in (normalisation weights and biases, loose 1-D
+#: parameters) under the relative presets: their sigma0 is ``scale * UNIT_SIGMA0``. Not "fan_in = 1"
+#: (``scale * 1``): anchoring LayerNorm weights at N(0, scale^2) turned units dead and cost rank and
+#: accuracy in the sigma-sweep benchmark, while 0.01 was indistinguishable from the origin there.
 UNIT_SIGMA0 = 0.01
 
 
@@ -394,6 +400,8 @@ def init_std(preset: str, param: torch.Tensor, module: Optional[nn.Module] = Non
     parameter of 2 or more dimensions, is 1 for Embedding rows, and a bias takes the fan-in of
     its module's weight. Normalisation layers and loose 1-D parameters have none (``None``).
     """
+    if preset not in PRESETS:
+        raise ValueError(f"Invalid sigma0 preset: {preset!r}; expected one of {sorted(PRESETS)}")
     fans = _fans(param, module, attr)
     if fans is None:
         return None
@@ -402,41 +410,82 @@ def init_std(preset: str, param: torch.Tensor, module: Optional[nn.Module] = Non
         return 1.0 / math.sqrt(fan_in)
     if preset == "kaiming":
         return math.sqrt(2.0 / fan_in)
-    if preset == "xavier":
-        return math.sqrt(2.0 / (fan_in + fan_out))
-    raise ValueError(f"Invalid sigma0 preset: {preset!r}; expected one of {sorted(SIGMA0_PRESETS)}")
+    return math.sqrt(2.0 / (fan_in + fan_out))
 
 
-#: Preset name -> fraction of that init std used as sigma0 (the paper's 1%).
-SIGMA0_PRESETS = {"lecun": 0.01, "kaiming": 0.01, "xavier": 0.01}
+#: The relative presets: sigma0 = scale * the init std of that name (see ``init_std``).
+PRESETS = ("lecun", "kaiming", "xavier")
+#: Preset name -> the scale a bare preset name uses (``"lecun"`` means ``"lecun:<scale>"``).
+SIGMA0_PRESETS = {name: DEFAULT_SIGMA0_SCALE for name in PRESETS}
+
+_SPEC_HELP = (
+    "expected one of {presets} (sigma0 = {scale:g} x that init std), a preset with a scale such as 'lecun:0.3' "
+    "(0.3 x the LeCun init std), an absolute float >= 0, or a callable (name, param) -> float"
+)
+
+
+def _spec_help() -> str:
+    return _SPEC_HELP.format(presets=sorted(PRESETS), scale=DEFAULT_SIGMA0_SCALE)
+
+
+def parse_sigma0(spec) -> Tuple[str, float]:
+    """``(preset, scale)`` of a relative sigma0 spec: ``"lecun"`` or ``"lecun:0.3"``.
+
+    A bare preset name takes ``SIGMA0_PRESETS[name]`` (the default scale). A ``ValueError``
+    names the bad value and the forms allowed.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"Invalid sigma0 value: {spec!r}; a relative spec is a str, " + _spec_help())
+    name, sep, raw = spec.partition(":")
+    name = name.strip()
+    if name not in PRESETS:
+        raise ValueError(f"Invalid sigma0 value: {spec!r}; " + _spec_help())
+    if not sep:
+        return name, SIGMA0_PRESETS[name]
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = math.nan
+    if not math.isfinite(scale) or scale < 0.0:
+        raise ValueError(
+            f"Invalid sigma0 value: {spec!r}; the scale after '{name}:' must be a finite number >= 0 "
+            f"(e.g. '{name}:0.3' is 0.3 x the {name} init std)"
+        )
+    return name, scale
 
 
 def resolve_sigma0(spec: Sigma0Spec, name: str, param: torch.Tensor, module: Optional[nn.Module] = None, attr: str = "") -> float:
-    """The sigma0 of one parameter under ``spec`` (a preset name, a float, or a callable).
+    """The sigma0 of one parameter under ``spec``: relative to its init std, absolute, or a callable's.
 
-    * preset ``"lecun" | "kaiming" | "xavier"``: ``0.01 * init_std(preset)``; parameters without
-      a fan-in (normalisation weights and biases, loose 1-D parameters) get ``UNIT_SIGMA0``;
+    * ``"lecun" | "kaiming" | "xavier"``: ``DEFAULT_SIGMA0_SCALE * init_std(preset)``;
+      ``"lecun:0.3"``: ``0.3 * init_std("lecun")`` (any preset, any scale >= 0). A bias takes its
+      module's fan-in; parameters without a fan-in (normalisation weights and biases, loose 1-D
+      parameters) get ``scale * UNIT_SIGMA0``;
     * a float: that absolute value for every parameter;
     * a callable ``(name, param) -> float``: its value, validated.
     """
     if isinstance(spec, str):
-        if spec not in SIGMA0_PRESETS:
-            raise ValueError(f"Invalid sigma0 value: {spec!r}; expected one of {sorted(SIGMA0_PRESETS)}, a float >= 0, or a callable (name, param) -> float")
-        std = init_std(spec, param, module, attr)
-        return UNIT_SIGMA0 if std is None else SIGMA0_PRESETS[spec] * std
+        preset, scale = parse_sigma0(spec)
+        std = init_std(preset, param, module, attr)
+        return scale * (UNIT_SIGMA0 if std is None else std)
     if callable(spec):
         value = spec(name, param)
         try:
             return check_nonneg_float("sigma0", value)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; expected a finite float >= 0") from exc
+    return _check_sigma0_number(spec)
+
+
+def _check_sigma0_number(spec) -> float:
+    if isinstance(spec, bool) or not isinstance(spec, (int, float)):
+        raise TypeError(f"Invalid sigma0 value: {spec!r}; " + _spec_help())
     return check_nonneg_float("sigma0", spec)
 
 
 def check_sigma0_spec(spec) -> None:
     """Validate a sigma0 spec without a parameter (so errors come before anything is applied)."""
     if isinstance(spec, str):
-        if spec not in SIGMA0_PRESETS:
-            raise ValueError(f"Invalid sigma0 value: {spec!r}; expected one of {sorted(SIGMA0_PRESETS)}, a float >= 0, or a callable (name, param) -> float")
+        parse_sigma0(spec)
     elif not callable(spec):
-        check_nonneg_float("sigma0", spec)
+        _check_sigma0_number(spec)

@@ -37,9 +37,10 @@ as they are, sequence indices as numbers, attribute names of dataclass-like node
 (two ``uint32``). The anchors are regenerated from the key at every update and never stored, so
 checkpointing the optimizer state keeps the anchors, and costs 8 bytes per parameter tensor.
 
-**sigma0 presets and JAX kernel layouts.** ``"lecun"`` (default, ``0.01 / sqrt(fan_in)``),
-``"kaiming"`` (``0.01 * sqrt(2 / fan_in)``) and ``"xavier"`` (``0.01 * sqrt(2 / (fan_in +
-fan_out))``) read the fans from the shape. JAX libraries store kernels input-first: a flax or
+**sigma0 presets and JAX kernel layouts.** As in torch, ``"lecun"`` (default, ``1 / sqrt(fan_in)``),
+``"kaiming"`` (``sqrt(2 / fan_in)``) and ``"xavier"`` (``sqrt(2 / (fan_in + fan_out))``) are the
+library's default scale times those init stds, and ``"lecun:X"`` is X times it; they read the
+fans from the shape. JAX libraries store kernels input-first: a flax or
 haiku ``Dense`` kernel is ``(in, out)`` and a ``Conv`` kernel ``(*window, in, out)``, the
 transpose of torch's ``(out, in)`` and ``(out, in, *window)``. With ``kernel_layout="jax"``
 (default) the fans are read as ``jax.nn.initializers`` reads them: ``fan_in = shape[-2] *
@@ -47,8 +48,8 @@ prod(shape[:-2])``, ``fan_out = shape[-1] * prod(shape[:-2])``; ``kernel_layout=
 torch's layout (``fan_in = shape[1] * prod(shape[2:])``, as equinox stores ``Linear`` weights).
 As in torch, an embedding table (a leaf named ``embedding`` or ``embeddings``) has ``fan_in =
 1``; a 1-D ``bias`` (or ``b``) takes the fan-in of its sibling ``kernel`` (or ``weight``, ``w``);
-other 1-D leaves (normalisation ``scale`` and ``bias``) get the absolute ``0.01`` of
-``syre.anchors.UNIT_SIGMA0``. Kernels whose axes are not ``(..., in, out)`` (flax
+other 1-D leaves (normalisation ``scale`` and ``bias``) get ``X * 0.01``
+(``syre.anchors.UNIT_SIGMA0``). Kernels whose axes are not ``(..., in, out)`` (flax
 ``DenseGeneral`` attention kernels ``(features, heads, head_dim)``) are read by that rule all
 the same: give them a float or a callable ``(name, param) -> float`` sigma0. The same model
 written in torch and in flax has transposed kernels, hence different anchors element by
@@ -64,12 +65,12 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 from .anchors import (
     DEFAULT_D_SPREAD,
     DEFAULT_SIGMA0,
-    SIGMA0_PRESETS,
     UNIT_SIGMA0,
     _check_seed,
     check_d_spread,
     check_nonneg_float,
     check_sigma0_spec,
+    parse_sigma0,
     stream_key,
 )
 
@@ -301,13 +302,14 @@ def _fans(name: str, shape: Tuple[int, ...], layout: str, shapes: dict) -> Optio
 
 def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict) -> float:
     if isinstance(spec, str):
+        preset, scale = parse_sigma0(spec)
         fans = _fans(name, tuple(leaf.shape), layout, shapes)
         if fans is None:
-            return UNIT_SIGMA0
+            return scale * UNIT_SIGMA0
         fan_in, fan_out = fans
         std = {"lecun": 1.0 / math.sqrt(fan_in), "kaiming": math.sqrt(2.0 / fan_in),
-               "xavier": math.sqrt(2.0 / (fan_in + fan_out))}[spec]
-        return SIGMA0_PRESETS[spec] * std
+               "xavier": math.sqrt(2.0 / (fan_in + fan_out))}[preset]
+        return scale * std
     if callable(spec):
         value = spec(name, leaf)
         try:

@@ -48,12 +48,14 @@ from .anchors import (
     anchor_slice,
     check_d_spread,
     check_nonneg_float,
+    UNIT_SIGMA0,
     check_sigma0_spec,
+    parse_sigma0,
     resolve_sigma0,
 )
 from .select import ParamInfo, check_rule, collect, is_selected, unwrap_model
 
-__all__ = ["Syre", "attach", "FORMAT_VERSION", "PrecisionWarning"]
+__all__ = ["Syre", "attach", "FORMAT_VERSION", "PrecisionWarning", "WeakPullWarning"]
 
 #: Version of the format of ``Syre.state_dict()``; loading a newer one is refused.
 FORMAT_VERSION = 1
@@ -71,6 +73,33 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 class PrecisionWarning(UserWarning):
     """syre's decay cannot move most elements of fp16/bf16 parameters (issued once per attach)."""
+
+
+#: The pull check: over the first PROBE_STEPS steps, each covered parameter's per-step pull toward
+#: its anchor, ``lr * gamma * sigma0``, is compared with the RMS of the optimizer's own update of
+#: that parameter, measured on at most PROBE_ELEMENTS of its elements.
+PROBE_STEPS = 3
+PROBE_ELEMENTS = 4096
+#: Pull / update ratio below which syre's symmetry breaking is negligible (measured: docs/defaults.md).
+WEAK_PULL_RATIO = 1e-4
+#: Share of the covered elements that must be below WEAK_PULL_RATIO for the warning.
+WEAK_PULL_SHARE = 0.5
+
+
+class WeakPullWarning(UserWarning):
+    """syre's pull toward the anchors is orders of magnitude below the optimizer's own updates."""
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside syre and torch (the ``optimizer.step()`` line)."""
+    import os
+    import sys
+
+    skip = tuple(os.path.dirname(m.__file__) for m in (torch, sys.modules[__package__]))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _Entry:
@@ -109,6 +138,16 @@ def _is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
         and not group.get("momentum", 0)
         and not group.get("nesterov", False)
     )
+
+
+def _describe_sigma0(spec) -> str:
+    """``lecun (1 x lecun init std; 1-D without fan-in: 0.01)``, ``0.1 (absolute)``, ``callable``."""
+    if callable(spec):
+        return "callable"
+    if isinstance(spec, str):
+        preset, scale = parse_sigma0(spec)
+        return f"{spec} ({scale:g} x {preset} init std; 1-D without fan-in: {scale * UNIT_SIGMA0:g})"
+    return f"{spec:g} (absolute)"
 
 
 def _anchor_dtype(p: torch.Tensor) -> torch.dtype:
@@ -204,8 +243,10 @@ class Syre:
             plain SGD; refused for coupled ones (Adam, RMSprop, SGD with momentum, ...), whose
             ``weight_decay`` acts through the adaptive update and has no decoupled equal. A
             group key ``syre_gamma`` sets gamma for that group.
-        sigma0: ``"lecun"`` (default: 0.01/sqrt(fan_in)), ``"kaiming"``, ``"xavier"``, an absolute
-            float, or a callable ``(name, param) -> float``. See ``syre.anchors.resolve_sigma0``.
+        sigma0: ``"lecun"`` (default: 1/sqrt(fan_in), the LeCun init std), ``"kaiming"``,
+            ``"xavier"`` (those init stds), a preset with its own scale such as ``"lecun:0.3"``
+            (0.3 x the init std), an absolute float, or a callable
+            ``(name, param) -> float``. See ``syre.anchors.resolve_sigma0`` and docs/defaults.md.
         d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
         seed: the anchors' seed (an int in [0, 2**64)); never the global RNG.
         mode: ``"stored"`` keeps theta0 (and xi) in fp32 (or fp64 for fp64 parameters);
@@ -270,6 +311,16 @@ class Syre:
         self._apply_takeover(takeover)
         self._install(entries, by_group, unheld)
         self._handles.append(optimizer.register_step_pre_hook(self._pre_step))
+        # The pull check: registered after _pre_step, so the snapshot follows syre's decay and the
+        # difference at the post-step hook is the optimizer's own update.
+        self._probe_steps = 0
+        self._probe_snap: Dict[int, torch.Tensor] = {}
+        self._probe_ratios: Dict[str, List[float]] = {}
+        self._pull_ratio: Dict[str, float] = {}
+        self._probe_handles = [
+            optimizer.register_step_pre_hook(self._probe_pre),
+            optimizer.register_step_post_hook(self._probe_post),
+        ]
         if hasattr(optimizer, "register_state_dict_post_hook"):
             self._handles.append(optimizer.register_state_dict_post_hook(self._optimizer_state_dict_hook))
             self._handles.append(optimizer.register_load_state_dict_pre_hook(self._optimizer_load_pre_hook))
@@ -522,6 +573,87 @@ class Syre:
         if plain:
             F.decay_(plain, [None] * len(plain), [None] * len(plain), weight=weight, foreach=self._foreach)
 
+    # ------------------------------------------------------------------ the pull check
+    def _probed(self):
+        """(entry, weight = lr * gamma) of the parameters the pull check looks at this step."""
+        for gi, group in enumerate(self._optimizer.param_groups):
+            if gi >= len(self._by_group):
+                continue
+            gamma = self.group_gamma(gi)
+            if gamma == 0.0:
+                continue
+            weight = _as_float(group["lr"]) * gamma
+            for e in self._by_group[gi]:
+                if e.covered and e.sigma0 > 0.0 and e.param.grad is not None:
+                    yield e, weight
+
+    @torch.no_grad()
+    def _probe_pre(self, optimizer, args, kwargs) -> None:
+        if self._probe_steps >= PROBE_STEPS:
+            return
+        self._probe_snap = {
+            id(e): e.local().detach().reshape(-1)[:PROBE_ELEMENTS].to(_anchor_dtype(e.param), copy=True)
+            for e, _ in self._probed()
+        }
+
+    @torch.no_grad()
+    def _probe_post(self, optimizer, args, kwargs) -> None:
+        """Measure pull / update on the first PROBE_STEPS steps; then warn once if it is negligible.
+
+        The hooks stay registered (a return at the top) until ``remove()``: removing a hook from
+        inside torch's loop over the step hooks would break that loop for the hooks after it.
+        """
+        if self._probe_steps >= PROBE_STEPS:
+            return
+        for e, weight in self._probed():
+            before = self._probe_snap.get(id(e))
+            if before is None or before.numel() == 0:
+                continue
+            upd = e.local().detach().reshape(-1)[:PROBE_ELEMENTS].to(before.dtype) - before
+            rms = float(upd.square().mean().sqrt())
+            if rms > 0.0 and math.isfinite(rms):
+                self._probe_ratios.setdefault(e.name, []).append(weight * e.sigma0 / rms)
+        self._probe_snap = {}
+        self._probe_steps += 1
+        if self._probe_steps >= PROBE_STEPS:
+            self._check_pull()
+
+    def _stop_probe(self) -> None:
+        for h in self._probe_handles:
+            h.remove()
+        self._probe_handles = []
+        self._probe_snap = {}
+
+    def _check_pull(self) -> None:
+        for name, ratios in self._probe_ratios.items():
+            self._pull_ratio[name] = float(sorted(ratios)[len(ratios) // 2])
+        self._probe_ratios = {}
+        sizes = {e.name: e.param.numel() for e in self._entries if e.name in self._pull_ratio}
+        total = sum(sizes.values())
+        if not total:
+            return
+        weak = [n for n, r in self._pull_ratio.items() if r < WEAK_PULL_RATIO]
+        share = sum(sizes[n] for n in weak) / total
+        if share > WEAK_PULL_SHARE:
+            ratios = sorted(self._pull_ratio.values())
+            warnings.warn(
+                f"syre's pull toward the anchors is negligible: for {len(weak)} of {len(self._pull_ratio)} parameters "
+                f"({share:.0%} of their elements) the per-step pull lr * gamma * sigma0 is below {WEAK_PULL_RATIO:g} x the "
+                f"RMS of the optimizer's own update (median ratio {ratios[len(ratios) // 2]:.2g}), so training will be hard "
+                "to tell from plain weight decay. Raise sigma0 (sigma0='lecun' is the init std) or gamma; Syre.summary() lists the "
+                "ratio per parameter",
+                WeakPullWarning,
+                stacklevel=_user_stacklevel(),
+            )
+
+    def pull_ratios(self) -> Dict[str, float]:
+        """Measured per-step pull / optimizer update of each checked parameter (empty before step PROBE_STEPS).
+
+        The pull is ``lr * gamma * sigma0``, the update the RMS of the optimizer's own change of the
+        parameter in that step (syre's decay excluded); the median over the first PROBE_STEPS steps.
+        """
+        return dict(self._pull_ratio)
+
     def _check_precision(self) -> None:
         """Warn once when the pull is below half an ulp for most elements of fp16/bf16 parameters."""
         stalled = pulled = 0
@@ -598,7 +730,11 @@ class Syre:
         return Anchor(theta0, d)
 
     def coverage(self) -> List[Dict[str, Any]]:
-        """One row per parameter: name, shape, module type, group, covered, reason, sigma0, gamma, strength."""
+        """One row per parameter: name, shape, module type, group, covered, reason, sigma0, gamma, strength.
+
+        ``strength`` is the breaking strength ``gamma * sigma0``; ``pull_ratio`` the measured pull /
+        update of ``pull_ratios()`` (None until measured).
+        """
         rows = []
         for e in self._entries:
             gamma = self.group_gamma(e.group) if e.covered else 0.0
@@ -614,17 +750,20 @@ class Syre:
                     "sigma0": e.sigma0,
                     "gamma": gamma,
                     "strength": gamma * e.sigma0,
+                    "pull_ratio": self._pull_ratio.get(e.name),
                 }
             )
         for name in self._unheld:
             rows.append({"name": name, "shape": None, "numel": 0, "module": "", "group": None, "covered": False,
-                         "reason": "not in optimizer", "sigma0": 0.0, "gamma": 0.0, "strength": 0.0})
+                         "reason": "not in optimizer", "sigma0": 0.0, "gamma": 0.0, "strength": 0.0,
+                         "pull_ratio": None})
         return rows
 
     def summary(self) -> str:
-        """A table of what is covered, with sigma0, gamma and the breaking strength gamma * sigma0."""
+        """A table of what is covered, with sigma0, gamma, the breaking strength gamma * sigma0 and,
+        after the first PROBE_STEPS steps, the measured pull / update ratio."""
         rows = self.coverage()
-        head = ("parameter", "shape", "module", "group", "syre", "sigma0", "gamma", "gamma*sigma0")
+        head = ("parameter", "shape", "module", "group", "syre", "sigma0", "gamma", "gamma*sigma0", "pull/update")
         body = []
         for r in rows:
             body.append((
@@ -636,6 +775,7 @@ class Syre:
                 f"{r['sigma0']:.3g}" if r["covered"] else "-",
                 f"{r['gamma']:.3g}" if r["covered"] else "-",
                 f"{r['strength']:.3g}" if r["covered"] else "-",
+                f"{r['pull_ratio']:.2g}" if r["pull_ratio"] is not None else "-",
             ))
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -644,7 +784,7 @@ class Syre:
         n_all = sum(r["numel"] for r in rows)
         lines = [
             f"syre {__version__}: seed={self._seed} mode={self._mode} d_spread={self._d_spread:g} "
-            f"sigma0={self._sigma0_spec if not callable(self._sigma0_spec) else 'callable'}",
+            f"sigma0={_describe_sigma0(self._sigma0_spec)}",
             f"covers {len(covered)}/{len(rows)} parameters ({n_cov:,}/{n_all:,} elements)",
             fmt.format(*head),
             fmt.format(*("-" * w for w in widths)),
@@ -763,6 +903,7 @@ class Syre:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._stop_probe()
         for gi, wd in self._takeover.items():
             if gi < len(self._optimizer.param_groups):
                 group = self._optimizer.param_groups[gi]

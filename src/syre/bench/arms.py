@@ -24,14 +24,15 @@ kernel) a fixed random subset of each output unit's incoming weights, a fraction
 
 sigma0 is a spec (the configuration key ``sigma0``; see ``sigma0_spec``):
 
-* ``"lecun"`` / ``"kaiming"`` / ``"xavier"``: the library's presets (``"lecun"``, the library
-  default, is 0.01 / sqrt(fan_in): 1% of the LeCun init std);
-* ``"rel:X"``: X times the LeCun init std 1 / sqrt(fan_in) of each parameter (a bias takes its
-  layer's fan-in; a parameter with no fan-in takes X), so ``"rel:0.01"`` equals ``"lecun"``;
+* the library's forms: ``"lecun"`` / ``"kaiming"`` / ``"xavier"`` (the library's default scale
+  times that init std) and ``"lecun:X"`` (X times it); see ``syre.anchors.resolve_sigma0``;
+* ``"rel:X"``: the same as ``"lecun:X"``, X times the LeCun init std 1 / sqrt(fan_in) of each
+  parameter (a bias takes its layer's fan-in; parameters with no fan-in follow the library's rule);
 * a number or ``"abs:X"``: the absolute value X for every parameter.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence
@@ -41,7 +42,7 @@ from torch import nn
 
 import syre
 from syre import functional as F
-from syre.anchors import DEFAULT_D_SPREAD, init_std
+from syre.anchors import DEFAULT_D_SPREAD, parse_sigma0, resolve_sigma0
 from syre.select import collect
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "GAMMA_CONVENTION",
     "apply_arm",
     "arms",
+    "capture",
     "sigma0_spec",
     "sigma0_label",
     "sigma0_values",
@@ -122,61 +124,54 @@ def arms(names: Sequence[str]) -> List[Arm]:
 
 
 # ----------------------------------------------------------------------------- sigma0 specs
+_SPEC_FORMS = "'lecun', 'kaiming', 'xavier', 'lecun:X' (any preset), 'rel:X', 'abs:X' or a number >= 0"
+
+
 def _parse(spec) -> tuple:
-    """``("preset", name) | ("rel", x) | ("abs", x)`` for a sigma0 spec."""
+    """``("rel", preset, scale)`` or ``("abs", None, x)`` for a sigma0 spec."""
     if isinstance(spec, bool):
-        raise ValueError(f"Invalid sigma0: {spec!r}; expected 'lecun', 'kaiming', 'xavier', 'rel:X', 'abs:X' or a number >= 0")
+        raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}")
     if isinstance(spec, (int, float)):
-        kind, x = "abs", float(spec)
-    elif isinstance(spec, str) and spec in ("lecun", "kaiming", "xavier"):
-        return ("preset", spec)
-    elif isinstance(spec, str) and spec.split(":", 1)[0] in ("rel", "abs") and ":" in spec:
-        kind, raw = spec.split(":", 1)
+        x = float(spec)
+        if not math.isfinite(x) or x < 0:
+            raise ValueError(f"Invalid sigma0: {spec!r}; the value must be a finite number >= 0")
+        return ("abs", None, x)
+    if not isinstance(spec, str):
+        raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}")
+    head, sep, raw = spec.partition(":")
+    if head in ("rel", "abs") and sep:
         try:
             x = float(raw)
         except ValueError:
-            raise ValueError(f"Invalid sigma0: {spec!r}; the part after '{kind}:' must be a number") from None
-    else:
-        raise ValueError(f"Invalid sigma0: {spec!r}; expected 'lecun', 'kaiming', 'xavier', 'rel:X', 'abs:X' or a number >= 0")
-    if not math.isfinite(x) or x < 0:
-        raise ValueError(f"Invalid sigma0: {spec!r}; the value must be a finite number >= 0")
-    return (kind, x)
+            raise ValueError(f"Invalid sigma0: {spec!r}; the part after '{head}:' must be a number") from None
+        if not math.isfinite(x) or x < 0:
+            raise ValueError(f"Invalid sigma0: {spec!r}; the value must be a finite number >= 0")
+        return ("abs", None, x) if head == "abs" else ("rel", "lecun", x)
+    try:
+        preset, scale = parse_sigma0(spec)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}") from None
+    return ("rel", preset, scale)
 
 
 def sigma0_label(spec) -> str:
-    """A short human label: ``"lecun (0.01 init std)"``, ``"1 x init std"``, ``"0.05 (absolute)"``."""
-    kind, x = _parse(spec)
-    if kind == "preset":
-        return f"{x} preset (0.01 x init std)"
+    """A short human label: ``"0.3 x lecun init std"``, ``"0.05 (absolute)"``."""
+    kind, preset, x = _parse(spec)
     if kind == "rel":
-        return f"{x:g} x init std"
+        return f"{x:g} x {preset} init std"
     return f"{x:g} (absolute)"
 
 
-def sigma0_spec(spec, model: nn.Module):
-    """What to pass as ``syre.attach(..., sigma0=)`` for the spec ``spec`` on ``model``."""
-    kind, x = _parse(spec)
-    if kind == "preset":
-        return x
-    if kind == "abs":
-        return x
-    table = sigma0_values(f"rel:{x}", model)
-    return lambda name, param: table[name]
+def sigma0_spec(spec, model: Optional[nn.Module] = None):
+    """What to pass as ``syre.attach(..., sigma0=)`` for the spec ``spec``: ``"lecun:X"`` or a float."""
+    kind, preset, x = _parse(spec)
+    return f"{preset}:{x!r}" if kind == "rel" else x
 
 
 def sigma0_values(spec, model: nn.Module) -> Dict[str, float]:
     """The sigma0 each parameter of ``model`` gets under ``spec`` (by canonical name)."""
-    kind, x = _parse(spec)
-    out = {}
-    for info in collect(model).values():
-        if kind == "abs":
-            out[info.name] = x
-            continue
-        preset = x if kind == "preset" else "lecun"
-        std = init_std(preset, info.param, info.module, info.attr)
-        scale = 0.01 if kind == "preset" else x
-        out[info.name] = scale * (1.0 if std is None else std)
-    return out
+    lib = sigma0_spec(spec)
+    return {info.name: resolve_sigma0(lib, info.name, info.param, info.module, info.attr) for info in collect(model).values()}
 
 
 def resolve_arm_sigma0(arm: Arm, cfg: Dict[str, Any]):
@@ -189,6 +184,24 @@ def resolve_arm_sigma0(arm: Arm, cfg: Dict[str, Any]):
 
 
 # ----------------------------------------------------------------------------- applying
+_CAPTURES: List[list] = []
+
+
+@contextlib.contextmanager
+def capture():
+    """Collect ``(model, handle)`` of every ``apply_arm`` call inside the block, in call order.
+
+    Lets a study reuse an experiment's trial function unchanged and still read the trained
+    model (its weights, its ``Syre`` object) once the trial returns.
+    """
+    seen: list = []
+    _CAPTURES.append(seen)
+    try:
+        yield seen
+    finally:
+        _CAPTURES.remove(seen)
+
+
 class ArmHandle:
     """What ``apply_arm`` attached: the ``Syre`` object (or None), and hooks to remove."""
 
@@ -230,6 +243,8 @@ def apply_arm(arm: Arm, model: nn.Module, optimizer: torch.optim.Optimizer, *, g
                 "build the optimizer with weight_decay=0"
             )
     handle = ArmHandle(arm)
+    for seen in _CAPTURES:
+        seen.append((model, handle))
     if arm.wfix:
         _apply_wfix(handle, model, optimizer, cfg, seed)
     if arm.decay == "none" or gamma == 0.0:

@@ -7,7 +7,7 @@
    conv(16) - pool - linear, SGD with momentum, decoupled decay at ``gamma``. Test accuracy of
    weight decay (sigma0 = 0) and of basic syre over a sweep of sigma0: absolute values (the
    paper's unit in this experiment, "no harm below 0.2"), the library default ``lecun``
-   (0.01 x init std) and one init std.
+   (``DEFAULT_SIGMA0_SCALE`` x init std) and one init std.
 
 **No significant harm** at a sigma0 (the verdict): the one-sided paired t-test of harm, H1
 ``acc(sigma0) < acc(wd)``, is not significant (p >= 0.05) **and** the mean paired difference is

@@ -20,6 +20,11 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e3": "syre.bench.e3",
     "e4": "syre.bench.e4",
     "e5": "syre.bench.e5",
+    "e6": "syre.bench.e6",
+    "e7": "syre.bench.e7",
+    "e8": "syre.bench.e8",
+    "e9": "syre.bench.e9",
+    "sigma-sweep": "syre.bench.sigma_sweep",
 }
 
 _LOADED: Dict[str, "Experiment"] = {}

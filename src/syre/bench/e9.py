@@ -1,0 +1,379 @@
+"""E9: loss of plasticity in reinforcement learning: PPO on a CartPole whose physics keep changing.
+
+The environment is gymnasium's CartPole-v1 (the same equations, thresholds, reward and
+500-step limit), written here as a batch of ``n_envs`` environments in numpy so that a run of
+several hundred thousand steps fits the time limit (stable-baselines3 with gymnasium manages about
+1,000 steps/s on this machine's CPU; this loop about 10 to 20 times that). Every ``phase_steps``
+environment steps the physics change: the motor **reverses** (``force_mag`` changes sign, so the
+action that pushed right now pushes left: the policy has to be relearned, which is what measures
+plasticity) and the pole's half-length, the pole's mass and gravity are drawn afresh from
+``length_range``, ``masspole_range`` and ``gravity_range``. The sequence of physics is a function
+of the seed only, shared by every arm.
+
+The agent is a compact PPO (clipped surrogate, GAE, separate actor and critic MLPs of two hidden
+layers of ``width`` units, Adam, gradient clipping, advantage normalisation, entropy bonus).
+Decay is attached to its single Adam optimizer by one line (``apply_arm``, i.e.
+``syre.attach(opt, agent, gamma=...)``), decoupled (AdamW's convention).
+
+Arms: ``none`` (PPO), ``wd`` (PPO + weight decay), ``syre`` (PPO + syre, the configured sigma0),
+``syre_big`` (PPO + syre, sigma0 = the init std).
+
+Metrics per trial: per phase, the mean return of the episodes finished in the phase
+(``phase_return``), the mean return over the last quarter of the phase (``phase_final_return``),
+the effective rank of the actor's last hidden layer on the states of the phase's last rollout
+(``phase_eff_rank``) and its share of dead units (never active on those states); summarised as
+``return_last`` (mean ``phase_final_return`` over the last ``last_phases`` phases),
+``return_first`` (the same over the first ``last_phases`` phases), ``return_all`` (mean over all
+phases), ``eff_rank_last`` (the last phase) and ``dead_last``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from syre.diagnostics.metrics import effective_rank
+
+from . import stats
+from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms, sigma0_label
+from .common import lecun_init_
+from .registry import Experiment
+
+CLAIM = ("PPO on a task whose dynamics change periodically loses the rank of its features and its return; PPO + syre keeps "
+         "both, weight decay alone helps partly.")
+
+DEFAULTS: Dict[str, Any] = {
+    **ARM_DEFAULTS,
+    "arms": ["none", "wd", "syre", "syre_big"],
+    "gamma": 1.0,
+    "phases": 8,
+    "phase_steps": 24576,
+    "length_range": [0.25, 1.0],
+    "masspole_range": [0.05, 0.5],
+    "gravity_range": [7.0, 13.0],
+    "n_envs": 16,
+    "n_steps": 64,
+    "epochs": 8,
+    "minibatches": 4,
+    "lr": 1e-3,
+    "discount": 0.99,
+    "gae_lambda": 0.95,
+    "clip": 0.2,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "width": 64,
+    "activation": "relu",
+    "last_phases": 2,
+}
+QUICK = {"arms": ["none", "syre"], "phases": 2, "phase_steps": 2048, "n_envs": 8, "epochs": 4, "last_phases": 1}
+
+
+# ----------------------------------------------------------------------------- the environment
+class CartPoles:
+    """``n`` CartPole-v1 environments with settable physics, stepped together (numpy, float64).
+
+    ``step(actions)`` returns ``(obs, reward, done, episode_returns)`` with automatic reset:
+    ``obs`` is the next observation (the reset state where an episode ended), ``done`` marks
+    termination or the 500-step truncation, and ``episode_returns`` lists the returns of the
+    episodes that ended. Truncated episodes are treated as terminal (no value bootstrap), as in
+    many compact PPO implementations; with the 500-step cap this rarely matters.
+    """
+
+    x_threshold = 2.4
+    theta_threshold = 12 * 2 * math.pi / 360
+    max_steps = 500
+    tau = 0.02
+
+    def __init__(self, n: int, rng: np.random.Generator):
+        self.n = n
+        self.rng = rng
+        self.set_physics(force_mag=10.0, length=0.5, masspole=0.1, gravity=9.8)
+        self.state = rng.uniform(-0.05, 0.05, size=(n, 4))
+        self.t = np.zeros(n, dtype=np.int64)
+        self.ret = np.zeros(n)
+
+    def set_physics(self, *, force_mag: float, length: float, masspole: float, gravity: float, masscart: float = 1.0) -> None:
+        self.force_mag, self.length, self.masspole, self.gravity, self.masscart = force_mag, length, masspole, gravity, masscart
+        self.total_mass = masspole + masscart
+        self.polemass_length = masspole * length
+
+    def step(self, actions: np.ndarray):
+        x, x_dot, th, th_dot = self.state.T
+        force = np.where(actions == 1, self.force_mag, -self.force_mag)
+        cos, sin = np.cos(th), np.sin(th)
+        temp = (force + self.polemass_length * th_dot**2 * sin) / self.total_mass
+        th_acc = (self.gravity * sin - cos * temp) / (self.length * (4.0 / 3.0 - self.masspole * cos**2 / self.total_mass))
+        x_acc = temp - self.polemass_length * th_acc * cos / self.total_mass
+        x = x + self.tau * x_dot
+        x_dot = x_dot + self.tau * x_acc
+        th = th + self.tau * th_dot
+        th_dot = th_dot + self.tau * th_acc
+        self.state = np.stack([x, x_dot, th, th_dot], axis=1)
+        self.t += 1
+        self.ret += 1.0
+        terminated = (np.abs(x) > self.x_threshold) | (np.abs(th) > self.theta_threshold)
+        done = terminated | (self.t >= self.max_steps)
+        finished = self.ret[done].tolist()
+        if done.any():
+            k = int(done.sum())
+            self.state[done] = self.rng.uniform(-0.05, 0.05, size=(k, 4))
+            self.t[done] = 0
+            self.ret[done] = 0.0
+        return self.state.astype(np.float32), np.ones(self.n, dtype=np.float32), done, finished
+
+
+def physics_schedule(cfg: Dict[str, Any], seed: int) -> List[Dict[str, float]]:
+    """The physics of each phase: the motor alternates direction; length, pole mass and gravity are drawn."""
+    rng = np.random.default_rng(50_000 + seed)
+    out = []
+    for k in range(int(cfg["phases"])):
+        out.append({
+            "force_mag": 10.0 * (1.0 if k % 2 == 0 else -1.0),
+            "length": float(rng.uniform(*cfg["length_range"])),
+            "masspole": float(rng.uniform(*cfg["masspole_range"])),
+            "gravity": float(rng.uniform(*cfg["gravity_range"])),
+        })
+    return out
+
+
+# ----------------------------------------------------------------------------- the agent
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class Agent(nn.Module):
+    """Separate actor and critic MLPs (obs -> width -> width -> 2 logits / 1 value)."""
+
+    def __init__(self, width: int, activation: str):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"Invalid activation: {activation!r}; expected one of {sorted(_ACTIVATIONS)}")
+        act = _ACTIVATIONS[activation]
+        self.actor_body = nn.Sequential(nn.Linear(4, width), act(), nn.Linear(width, width), act())
+        self.actor_head = nn.Linear(width, 2)
+        self.critic = nn.Sequential(nn.Linear(4, width), act(), nn.Linear(width, width), act(), nn.Linear(width, 1))
+
+    def forward(self, obs: torch.Tensor):
+        return self.actor_head(self.actor_body(obs)), self.critic(obs).squeeze(-1)
+
+
+def _check(cfg: Dict[str, Any]) -> None:
+    for key in ("phases", "phase_steps", "n_envs", "n_steps", "epochs", "minibatches", "width", "last_phases"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"Invalid {key}: {v!r}; expected an int >= 1")
+    batch = cfg["n_envs"] * cfg["n_steps"]
+    if cfg["phase_steps"] % batch:
+        raise ValueError(f"Invalid phase_steps: {cfg['phase_steps']!r}; expected a multiple of n_envs * n_steps = {batch}")
+    if batch % cfg["minibatches"]:
+        raise ValueError(f"Invalid minibatches: {cfg['minibatches']!r}; expected a divisor of n_envs * n_steps = {batch}")
+    if cfg["last_phases"] > cfg["phases"]:
+        raise ValueError(f"Invalid last_phases: {cfg['last_phases']!r}; expected at most phases = {cfg['phases']}")
+
+
+def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
+    """Train PPO with ``arm`` through every phase of the physics schedule of ``seed``."""
+    _check(cfg)
+    n_envs, n_steps = cfg["n_envs"], cfg["n_steps"]
+    batch = n_envs * n_steps
+    mb = batch // cfg["minibatches"]
+    agent = lecun_init_(Agent(cfg["width"], cfg["activation"]), torch.Generator().manual_seed(seed), gain=math.sqrt(2.0))
+    with torch.no_grad():  # small initial policy and value heads, as is usual for PPO
+        agent.actor_head.weight.mul_(0.01)
+        agent.critic[-1].weight.mul_(0.1)
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg["lr"], eps=1e-5)
+    apply_arm(arm, agent, opt, gamma=cfg["gamma"], seed=seed, cfg=cfg)  # the one added line
+
+    env = CartPoles(n_envs, np.random.default_rng(seed))
+    gen = torch.Generator().manual_seed(20_000 + seed)
+    obs = torch.from_numpy(env.state.astype(np.float32))
+    g, lam = float(cfg["discount"]), float(cfg["gae_lambda"])
+    rollouts = cfg["phase_steps"] // batch
+    quarter = max(1, rollouts // 4)
+    phase_return, phase_final, phase_rank, phase_dead = [], [], [], []
+    for physics in physics_schedule(cfg, seed):
+        env.set_physics(**physics)
+        returns: List[float] = []
+        final: List[float] = []
+        for r in range(rollouts):
+            obs_buf = torch.empty(n_steps, n_envs, 4)
+            act_buf = torch.empty(n_steps, n_envs, dtype=torch.int64)
+            logp_buf = torch.empty(n_steps, n_envs)
+            val_buf = torch.empty(n_steps + 1, n_envs)
+            done_buf = torch.empty(n_steps, n_envs)
+            with torch.no_grad():
+                for t in range(n_steps):
+                    logits, value = agent(obs)
+                    logp_all = torch.log_softmax(logits, dim=-1)
+                    action = (torch.rand(n_envs, generator=gen) < logp_all[:, 1].exp()).long()
+                    obs_buf[t], act_buf[t], val_buf[t] = obs, action, value
+                    logp_buf[t] = logp_all.gather(1, action[:, None]).squeeze(1)
+                    nxt, _, done, finished = env.step(action.numpy())
+                    done_buf[t] = torch.from_numpy(done.astype(np.float32))
+                    returns += finished
+                    if r >= rollouts - quarter:
+                        final += finished
+                    obs = torch.from_numpy(nxt)
+                val_buf[n_steps] = agent(obs)[1]
+                adv = torch.zeros(n_steps, n_envs)
+                last = torch.zeros(n_envs)
+                for t in reversed(range(n_steps)):
+                    nonterminal = 1.0 - done_buf[t]
+                    delta = 1.0 + g * val_buf[t + 1] * nonterminal - val_buf[t]
+                    last = delta + g * lam * nonterminal * last
+                    adv[t] = last
+                ret = adv + val_buf[:n_steps]
+            b_obs, b_act, b_logp = obs_buf.reshape(batch, 4), act_buf.reshape(batch), logp_buf.reshape(batch)
+            b_adv, b_ret = adv.reshape(batch), ret.reshape(batch)
+            for _ in range(cfg["epochs"]):
+                perm = torch.randperm(batch, generator=gen)
+                for i in range(0, batch, mb):
+                    idx = perm[i : i + mb]
+                    logits, value = agent(b_obs[idx])
+                    logp_all = torch.log_softmax(logits, dim=-1)
+                    logp = logp_all.gather(1, b_act[idx, None]).squeeze(1)
+                    a = b_adv[idx]
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                    ratio = torch.exp(logp - b_logp[idx])
+                    pg = -torch.min(ratio * a, ratio.clamp(1 - cfg["clip"], 1 + cfg["clip"]) * a).mean()
+                    v_loss = 0.5 * (value - b_ret[idx]).pow(2).mean()
+                    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                    loss = pg + cfg["vf_coef"] * v_loss - cfg["ent_coef"] * entropy
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), cfg["max_grad_norm"])
+                    opt.step()
+        with torch.no_grad():
+            feats = agent.actor_body(b_obs)
+        phase_return.append(float(np.mean(returns)) if returns else float("nan"))
+        phase_final.append(float(np.mean(final)) if final else float(np.mean(returns)) if returns else float("nan"))
+        phase_rank.append(effective_rank(feats))
+        phase_dead.append(float((feats.max(dim=0).values <= 0).float().mean()))
+    k = int(cfg["last_phases"])
+    return {
+        "return_last": float(np.nanmean(phase_final[-k:])),
+        "return_first": float(np.nanmean(phase_final[:k])),
+        "return_all": float(np.nanmean(phase_final)),
+        "eff_rank_last": phase_rank[-1],
+        "eff_rank_first": phase_rank[0],
+        "dead_last": phase_dead[-1],
+        "phase_return": phase_return,
+        "phase_final_return": phase_final,
+        "phase_eff_rank": phase_rank,
+        "phase_dead": phase_dead,
+    }
+
+
+_LABELS = {"none": "PPO", "wd": "PPO + weight decay", "syre": "PPO + syre", "syre_ar": "PPO + syre AR",
+           "syre_big": "PPO + syre (large sigma0)"}
+
+
+def run(ctx) -> Dict[str, Any]:
+    cfg = ctx.config
+    _check(cfg)
+    arm_list = [a.with_name(a.name, _LABELS.get(a.name, f"PPO + {a.label}")) for a in get_arms(cfg["arms"])]
+    ctx.run_grid(arm_list, trial)
+    names = [a.name for a in arm_list]
+    k = cfg["last_phases"]
+    tests: List[Dict[str, Any]] = []
+    base = "none" if "none" in names else None
+    if base:
+        tests.append(stats.secondary(stats.compare(f"PPO loses return: last {k} phases below the first {k}",
+                                                   ctx.values(base, "return_last"), ctx.values(base, "return_first"),
+                                                   metric="return_last vs return_first", arms=["none", "none"],
+                                                   alternative="less")))
+        tests.append(stats.secondary(stats.compare("PPO loses feature rank: last phase below the first",
+                                                   ctx.values(base, "eff_rank_last"), ctx.values(base, "eff_rank_first"),
+                                                   metric="eff_rank_last vs eff_rank_first", arms=["none", "none"],
+                                                   alternative="less")))
+        for arm in ("syre", "syre_big", "wd"):
+            if arm not in names:
+                continue
+            wrap = (lambda t: t) if arm == "syre" else stats.secondary
+            tests.append(wrap(stats.compare(f"{arm}: return over the last {k} phases above PPO's", ctx.values(arm, "return_last"),
+                                            ctx.values(base, "return_last"), metric="return_last", arms=[arm, "none"],
+                                            alternative="greater")))
+            tests.append(wrap(stats.compare(f"{arm}: feature rank in the last phase above PPO's", ctx.values(arm, "eff_rank_last"),
+                                            ctx.values(base, "eff_rank_last"), metric="eff_rank_last", arms=[arm, "none"],
+                                            alternative="greater")))
+    if "syre" in names and "wd" in names:
+        tests.append(stats.secondary(stats.compare(f"syre: return over the last {k} phases above weight decay's",
+                                                   ctx.values("syre", "return_last"), ctx.values("wd", "return_last"),
+                                                   metric="return_last", arms=["syre", "wd"], alternative="greater")))
+
+    def ms(arm, m, fmt=".3g"):
+        d = stats.describe(ctx.values(arm, m))
+        return f"{d['mean']:{fmt}} ± {d['std']:.2g}" if d["n"] else "-"
+
+    findings = {"headline": "; ".join(f"{a} return first {ms(a, 'return_first', '.0f')} -> last {ms(a, 'return_last', '.0f')}, "
+                                      f"eff rank last {ms(a, 'eff_rank_last', '.1f')}" for a in names)}
+    _plot(ctx, cfg, arm_list)
+    table = _table(ctx, cfg, names)
+    return {
+        "tests": tests,
+        "rule": f"PPO + syre (the configured sigma0) has a higher return over the last {k} phases and a higher effective rank of "
+        "the actor's features in the last phase than PPO (one-sided paired t-tests over seeds, p < 0.05); weight decay, the "
+        "large sigma0 and PPO's own decline are reported (secondary)",
+        "findings": findings,
+        "tables": [table],
+        "notes": [
+            f"CartPole-v1 physics in numpy, {cfg['n_envs']} environments; {cfg['phases']} phases of {cfg['phase_steps']} steps; the "
+            f"motor reverses every phase; pole half-length in {cfg['length_range']}, pole mass in {cfg['masspole_range']}, gravity "
+            f"in {cfg['gravity_range']}, drawn per phase from the seed.",
+            f"PPO: actor and critic MLPs 4-{cfg['width']}-{cfg['width']} ({cfg['activation']}), rollouts of {cfg['n_steps']} steps x "
+            f"{cfg['n_envs']} envs, {cfg['epochs']} epochs x {cfg['minibatches']} minibatches, Adam lr {cfg['lr']:g}, clip "
+            f"{cfg['clip']:g}, GAE ({cfg['discount']:g}, {cfg['gae_lambda']:g}), entropy {cfg['ent_coef']:g}, gradient norm <= "
+            f"{cfg['max_grad_norm']:g}; decay gamma {cfg['gamma']:g} (decoupled) on every parameter of actor and critic.",
+            "phase return: mean return of the episodes that finished in the last quarter of each phase (500 is the maximum).",
+            f"syre sigma0: {sigma0_label(cfg['sigma0'])}; syre_big: {sigma0_label(cfg['sigma0_big'])}.",
+        ],
+    }
+
+
+def _curves(ctx, arm: str, key: str) -> np.ndarray:
+    rows = sorted((r for r in ctx.records if r["arm"] == arm), key=lambda r: r["seed"])
+    return np.array([[np.nan if v is None else v for v in r[key]] for r in rows], dtype=float)
+
+
+def _table(ctx, cfg, names: Sequence[str]) -> str:
+    rows = ["## Return (last quarter of each phase) and feature rank per phase", "",
+            "| phase | " + " | ".join(f"{n} return | {n} eff rank" for n in names) + " |", "|---|" + "---|---|" * len(names)]
+    data = {n: (_curves(ctx, n, "phase_final_return"), _curves(ctx, n, "phase_eff_rank")) for n in names}
+    for p in range(int(cfg["phases"])):
+        cells = []
+        for n in names:
+            r, e = data[n]
+            cells.append(f"{np.nanmean(r[:, p]):.0f} ± {np.nanstd(r[:, p]):.0f} | {np.nanmean(e[:, p]):.1f} ± {np.nanstd(e[:, p]):.1f}")
+        rows.append(f"| {p + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _plot(ctx, cfg, arm_list) -> None:
+    fig, axes = ctx.subplots(1, 3, figsize=(13, 3.5))
+    phases = np.arange(1, int(cfg["phases"]) + 1)
+    for i, arm in enumerate(arm_list):
+        for ax, key in zip(axes, ("phase_final_return", "phase_eff_rank", "phase_dead")):
+            c = _curves(ctx, arm.name, key)
+            if c.size == 0:
+                continue
+            m, s = np.nanmean(c, axis=0), np.nanstd(c, axis=0)
+            ax.plot(phases, m, marker="o", color=f"C{i}", label=arm.label)
+            ax.fill_between(phases, m - s, m + s, color=f"C{i}", alpha=0.15)
+    for ax, label in zip(axes, ("return (last quarter of the phase)", "effective rank of actor features", "dead actor units (share)")):
+        ax.set_xlabel("phase (physics change; motor reverses)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    ctx.save(fig, "e9_ppo_plasticity")
+
+
+EXPERIMENT = Experiment(
+    id="e9",
+    title="PPO on CartPole with changing physics: return and feature rank over time",
+    claim=CLAIM,
+    run=run,
+    defaults=DEFAULTS,
+    quick=QUICK,
+)

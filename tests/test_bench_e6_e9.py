@@ -1,0 +1,241 @@
+"""E6 to E9 run in quick mode and write a complete run directory; their building blocks are checked."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from syre.bench import get_experiment, run_experiment
+from syre.data import fashion_mnist_dirs
+
+pytest.importorskip("scipy")
+pytest.importorskip("matplotlib")
+
+IDS = ["e6", "e7", "e8", "e9"]
+NEEDS_FASHION = {"e6", "e7", "e8"}
+PLOTS = {
+    "e6": {"e6_beta_vae.png", "e6_reconstructions.png"},
+    "e7": {"e7_simclr.png"},
+    "e8": {"e8_permuted_fashion.png"},
+    "e9": {"e9_ppo_plasticity.png"},
+}
+
+
+def _have_fashion():
+    return any((d / "train-images-idx3-ubyte.gz").is_file() or (d / "train-images-idx3-ubyte").is_file() for d in fashion_mnist_dirs())
+
+
+@pytest.fixture(scope="module", params=IDS)
+def quick_run(request, tmp_path_factory):
+    if request.param in NEEDS_FASHION and not _have_fashion():
+        pytest.skip("Fashion-MNIST files not installed")
+    out = tmp_path_factory.mktemp(request.param)
+    summary = run_experiment(request.param, quick=True, out=out, verbose=False)
+    return request.param, out, summary
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_quick_run_writes_every_file(quick_run):
+    exp_id, out, summary = quick_run
+    for f in ("config.json", "command.txt", "environment.json", "metrics.jsonl", "summary.json", "results.md"):
+        assert (out / f).is_file(), f
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs == set(summary["plots"]) == PLOTS[exp_id]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    rows = _rows(out)
+    assert rows and all({"arm", "seed", "point"} <= set(r) for r in rows)
+    assert {r["seed"] for r in rows} == set(summary["seeds"]) == {0, 1}
+    cfg = get_experiment(exp_id).config(quick=True)
+    # every configured arm ran every seed (E6 adds the no-decay arm at gamma = 0)
+    expected = set(cfg["arms"]) | ({"none"} if exp_id == "e6" else set())
+    assert {r["arm"] for r in rows} == expected
+    assert len(rows) == 2 * (len(cfg["arms"]) * (len(cfg.get("gammas", [0])))) + (2 if exp_id == "e6" else 0)
+
+
+def test_quick_summary_fields(quick_run):
+    exp_id, out, summary = quick_run
+    exp = get_experiment(exp_id)
+    assert summary["experiment"] == exp_id and summary["claim"] == exp.claim and summary["title"] == exp.title
+    assert summary["supported"] is None  # quick runs never decide
+    assert summary["quick"] is True and summary["config"] == exp.config(quick=True)
+    assert summary["sigma0"]["sigma0"]["spec"] == exp.config(quick=True)["sigma0"]
+    for arm, metrics in summary["arms"].items():
+        for name, d in metrics.items():
+            assert set(d) == {"mean", "std", "n"} and d["n"] == 2, (arm, name)
+    assert summary["tests"] and all(t["passed"] in (True, False, None) and t["rule"] for t in summary["tests"])
+    assert any(t.get("primary", True) for t in summary["tests"]), "no primary test: the verdict would decide nothing"
+    assert summary["rule"] and summary["gamma_convention"] and summary["findings"].get("headline")
+    md = (out / "results.md").read_text()
+    assert exp.claim in md and "## Tests" in md
+
+
+def test_quick_metrics_are_in_range(quick_run):
+    exp_id, out, summary = quick_run
+    cfg = get_experiment(exp_id).config(quick=True)
+    for r in _rows(out):
+        if exp_id == "e6":
+            assert 0 <= r["active_units"] <= r["rank_mu"] <= cfg["latent"]
+            assert 0 < r["eff_rank_mu"] <= cfg["latent"] and r["recon"] > 0 and r["kl"] >= 0
+            assert len(r["mu_var_sorted"]) == cfg["latent"] and r["mu_var_sorted"] == sorted(r["mu_var_sorted"], reverse=True)
+            assert r["active_units"] == sum(v > cfg["active_threshold"] for v in r["mu_var_sorted"])
+        elif exp_id == "e7":
+            for m in ("lowrank_proj", "lowrank_backbone"):
+                assert 0.0 <= r[m] < 1.0  # some direction always survives
+            for m in ("probe_proj", "probe_backbone"):
+                assert 0.15 < r[m] <= 1.0  # well above chance (0.1) even after a few steps
+            assert 1.0 <= r["eff_rank_proj"] <= cfg["proj_dim"]
+        elif exp_id == "e8":
+            assert len(r["task_acc"]) == len(r["task_eff_rank"]) == cfg["tasks"]
+            assert all(0.1 < a <= 1.0 for a in r["task_acc"])  # every task is learned above chance
+            assert r["acc_last"] == pytest.approx(np.mean(r["task_acc"][-cfg["last_tasks"]:]))
+        elif exp_id == "e9":
+            assert len(r["phase_final_return"]) == len(r["phase_eff_rank"]) == cfg["phases"]
+            assert all(5 <= x <= 500 for x in r["phase_final_return"])  # CartPole episodes: a few steps at least, 500 at most
+            assert r["return_last"] == pytest.approx(np.mean(r["phase_final_return"][-cfg["last_phases"]:]))
+
+
+# ----------------------------------------------------------------------------- building blocks
+def test_e7_sigma0_10x_scales_every_spec():
+    from syre.bench.e7 import scaled_sigma0
+
+    from syre.anchors import DEFAULT_SIGMA0_SCALE as S
+    from syre.bench.arms import sigma0_values
+
+    assert scaled_sigma0("lecun", 10.0) == f"lecun:{10 * S:g}"
+    assert scaled_sigma0("rel:0.5", 10.0) == "lecun:5"
+    assert scaled_sigma0(0.02, 10.0) == pytest.approx(0.2)
+    assert scaled_sigma0("abs:0.03", 10.0) == pytest.approx(0.3)
+    assert scaled_sigma0("kaiming", 10.0) == f"kaiming:{10 * S:g}"
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4))
+    for spec in ("lecun", "kaiming:0.3", "xavier"):
+        ten, one = sigma0_values(scaled_sigma0(spec, 10.0), net), sigma0_values(spec, net)
+        assert ten == pytest.approx({k: 10 * v for k, v in one.items()})
+
+
+def test_e7_augment_is_seeded_and_changes_the_image():
+    from syre.bench.e7 import DEFAULTS, augment
+
+    x = torch.rand(4, 1, 14, 14, generator=torch.Generator().manual_seed(0))
+    a = augment(x, torch.Generator().manual_seed(1), DEFAULTS)
+    b = augment(x, torch.Generator().manual_seed(1), DEFAULTS)
+    c = augment(x, torch.Generator().manual_seed(2), DEFAULTS)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert (a - x).abs().mean() > 0.05 and (a - c).abs().mean() > 0.05
+
+
+def test_e7_nt_xent_extremes():
+    from syre.bench.e7 import nt_xent
+
+    n = 8
+    z = torch.eye(n)  # matched views, every other pair orthogonal
+    good = float(nt_xent(z, z.clone(), 0.5))
+    # the positive has similarity 1/tau, the 2n - 2 negatives 0: loss = -log(e^2 / (e^2 + 2n - 2))
+    assert good == pytest.approx(-math.log(math.e**2 / (math.e**2 + 2 * n - 2)), rel=1e-5)
+    bad = float(nt_xent(z, -z, 0.5))  # the "positive" view points the other way
+    assert bad > good + 3.0
+
+
+def test_e7_linear_probe_separable_and_random():
+    from syre.bench.e7 import linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 4
+    f = torch.nn.functional.one_hot(y, 4).float() * 3 + 0.1 * torch.randn(200, 4, generator=g)
+    assert linear_probe(f[:100], y[:100], f[100:], y[100:], 50) == 1.0
+    noise = torch.randn(200, 4, generator=g)
+    assert linear_probe(noise[:100], y[:100], noise[100:], y[100:], 50) < 0.5
+
+
+def test_e8_shrink_and_perturb_noise_has_the_stated_scale():
+    from syre.bench.arms import sigma0_values
+    from syre.bench.common import mlp
+    from syre.bench.e8 import _add_perturb
+
+    net = mlp(50, 400, 1, 10, seed=0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    _add_perturb(net, opt, 0.1, seed=0)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # lr 0: only the perturbation moves the weights
+    stds = sigma0_values("rel:1.0", net)
+    w = "hidden.0.weight"
+    moved = dict(net.named_parameters())[w].detach() - before[w]
+    assert float(moved.std()) == pytest.approx(0.1 * stds[w], rel=0.05)
+
+
+def test_e8_rejects_bad_configuration():
+    from syre.bench.e8 import EXPERIMENT, trial
+    from syre.bench.arms import ARMS
+
+    with pytest.raises(ValueError, match="n_per_task"):
+        trial(EXPERIMENT.config(overrides={"n_per_task": 10**9}), ARMS["wd"], 0)
+    with pytest.raises(ValueError, match="tasks"):
+        trial(EXPERIMENT.config(overrides={"tasks": 2, "last_tasks": 3}), ARMS["wd"], 0)
+
+
+def test_e9_cartpole_physics():
+    from syre.bench.e9 import CartPoles
+
+    env = CartPoles(2, np.random.default_rng(0))
+    env.state = np.zeros((2, 4))
+    obs, rew, done, finished = env.step(np.array([1, 0]))
+    # from rest, a push of +-10 N on cart + pole (1.1 kg): x_acc = F/M - ... > 0 for action 1, the mirror for action 0
+    assert obs[0, 1] > 0 and obs[1, 1] == pytest.approx(-obs[0, 1]) and obs[0, 3] == pytest.approx(-obs[1, 3])
+    assert obs[0, 3] < 0  # the pole tips against the push
+    env.set_physics(force_mag=-10.0, length=0.5, masspole=0.1, gravity=9.8)
+    env.state = np.zeros((2, 4))
+    obs, *_ = env.step(np.array([1, 0]))
+    assert obs[0, 1] < 0  # the motor reversed: action 1 now pushes left
+    # the episode ends when the pole passes 12 degrees; the env resets and reports the return
+    env = CartPoles(2, np.random.default_rng(0))
+    env.state = np.array([[0, 0, 0.25, 0], [0, 0, 0, 0]])
+    obs, rew, done, finished = env.step(np.array([1, 1]))
+    assert done.tolist() == [True, False] and finished == [1.0] and abs(obs[0, 2]) <= 0.05
+
+
+def test_e9_cartpole_matches_gymnasium():
+    gym = pytest.importorskip("gymnasium")
+    from syre.bench.e9 import CartPoles
+
+    ref = gym.make("CartPole-v1").unwrapped
+    ref.reset(seed=0)
+    ours = CartPoles(1, np.random.default_rng(0))
+    start = np.array([0.01, -0.02, 0.03, 0.04])
+    ref.state = start.copy()
+    ours.state = start[None].copy()
+    actions = np.random.default_rng(1).integers(0, 2, size=40)
+    for a in actions:
+        r_obs, _, r_term, _, _ = ref.step(int(a))
+        o_obs, _, o_done, _ = ours.step(np.array([a]))
+        if r_term:
+            assert o_done[0]
+            break
+        np.testing.assert_allclose(o_obs[0], r_obs, rtol=1e-5, atol=1e-6)
+        assert not o_done[0]
+
+
+def test_e9_physics_schedule_reverses_the_motor_and_depends_on_the_seed_only():
+    from syre.bench.e9 import EXPERIMENT, physics_schedule
+
+    cfg = EXPERIMENT.config()
+    a, b, c = physics_schedule(cfg, 0), physics_schedule(cfg, 0), physics_schedule(cfg, 1)
+    assert a == b and a != c and len(a) == cfg["phases"]
+    assert [p["force_mag"] for p in a[:4]] == [10.0, -10.0, 10.0, -10.0]
+    for p in a:
+        assert cfg["length_range"][0] <= p["length"] <= cfg["length_range"][1]
+        assert cfg["gravity_range"][0] <= p["gravity"] <= cfg["gravity_range"][1]
+
+
+def test_e9_rejects_bad_configuration():
+    from syre.bench.arms import ARMS
+    from syre.bench.e9 import EXPERIMENT, trial
+
+    with pytest.raises(ValueError, match="phase_steps"):
+        trial(EXPERIMENT.config(overrides={"phase_steps": 1000}), ARMS["none"], 0)
+    with pytest.raises(ValueError, match="activation"):
+        trial(EXPERIMENT.config(quick=True, overrides={"activation": "gelu"}), ARMS["none"], 0)
