@@ -99,6 +99,11 @@ def _add_perturb(net: nn.Module, opt: torch.optim.Optimizer, noise: float, seed:
 
 def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     """Train through ``tasks`` permuted tasks with ``arm``; accuracy and feature rank per task."""
+    with trial_rng(seed):  # module constructors draw from the global generator (their init is then overwritten)
+        return _trial(cfg, arm, seed)
+
+
+def _trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     _check(cfg)
     data = _data(cfg)
     d = data.x_train.shape[1]
