@@ -61,7 +61,7 @@ DEFAULTS: Dict[str, Any] = {
     "engine": "sb3",
     "gamma": 1.0,
     "phases": 8,
-    "phase_steps": 24576,
+    "phase_steps": 20480,
     "length_range": [0.25, 1.0],
     "masspole_range": [0.05, 0.5],
     "gravity_range": [7.0, 13.0],
