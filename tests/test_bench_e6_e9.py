@@ -22,17 +22,35 @@ PLOTS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread, as the runner uses: these models are tiny, and more threads only add overhead."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _have_fashion():
     return any((d / "train-images-idx3-ubyte.gz").is_file() or (d / "train-images-idx3-ubyte").is_file() for d in fashion_mnist_dirs())
 
 
-@pytest.fixture(scope="module", params=IDS)
+# (id, overrides): E9's default engine is stable-baselines3 (skipped where it is not installed); its
+# built-in engine runs everywhere.
+RUNS = [("e6", {}), ("e7", {}), ("e8", {}), ("e9", {}), ("e9", {"engine": "torch"})]
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=["e6", "e7", "e8", "e9-sb3", "e9-torch"])
 def quick_run(request, tmp_path_factory):
-    if request.param in NEEDS_FASHION and not _have_fashion():
+    exp_id, overrides = request.param
+    if exp_id in NEEDS_FASHION and not _have_fashion():
         pytest.skip("Fashion-MNIST files not installed")
-    out = tmp_path_factory.mktemp(request.param)
-    summary = run_experiment(request.param, quick=True, out=out, verbose=False)
-    return request.param, out, summary
+    if exp_id == "e9" and not overrides:
+        pytest.importorskip("stable_baselines3")
+        pytest.importorskip("gymnasium")
+    out = tmp_path_factory.mktemp(exp_id)
+    summary = run_experiment(exp_id, quick=True, out=out, verbose=False, overrides=overrides)
+    return exp_id, out, summary
 
 
 def _rows(out):
@@ -49,7 +67,7 @@ def test_quick_run_writes_every_file(quick_run):
     rows = _rows(out)
     assert rows and all({"arm", "seed", "point"} <= set(r) for r in rows)
     assert {r["seed"] for r in rows} == set(summary["seeds"]) == {0, 1}
-    cfg = get_experiment(exp_id).config(quick=True)
+    cfg = summary["config"]
     # every configured arm ran every seed (E6 adds the no-decay arm at gamma = 0)
     expected = set(cfg["arms"]) | ({"none"} if exp_id == "e6" else set())
     assert {r["arm"] for r in rows} == expected
@@ -61,7 +79,8 @@ def test_quick_summary_fields(quick_run):
     exp = get_experiment(exp_id)
     assert summary["experiment"] == exp_id and summary["claim"] == exp.claim and summary["title"] == exp.title
     assert summary["supported"] is None  # quick runs never decide
-    assert summary["quick"] is True and summary["config"] == exp.config(quick=True)
+    overrides = {"engine": summary["config"]["engine"]} if exp_id == "e9" else {}
+    assert summary["quick"] is True and summary["config"] == exp.config(quick=True, overrides=overrides)
     assert summary["sigma0"]["sigma0"]["spec"] == exp.config(quick=True)["sigma0"]
     for arm, metrics in summary["arms"].items():
         for name, d in metrics.items():
@@ -75,7 +94,7 @@ def test_quick_summary_fields(quick_run):
 
 def test_quick_metrics_are_in_range(quick_run):
     exp_id, out, summary = quick_run
-    cfg = get_experiment(exp_id).config(quick=True)
+    cfg = summary["config"]
     for r in _rows(out):
         if exp_id == "e6":
             assert 0 <= r["active_units"] <= r["rank_mu"] <= cfg["latent"]
@@ -238,4 +257,38 @@ def test_e9_rejects_bad_configuration():
     with pytest.raises(ValueError, match="phase_steps"):
         trial(EXPERIMENT.config(overrides={"phase_steps": 1000}), ARMS["none"], 0)
     with pytest.raises(ValueError, match="activation"):
-        trial(EXPERIMENT.config(quick=True, overrides={"activation": "gelu"}), ARMS["none"], 0)
+        trial(EXPERIMENT.config(quick=True, overrides={"activation": "gelu", "engine": "torch"}), ARMS["none"], 0)
+    with pytest.raises(ValueError, match="engine"):
+        trial(EXPERIMENT.config(quick=True, overrides={"engine": "rllib"}), ARMS["none"], 0)
+
+
+def test_e9_sb3_engine_missing_names_the_extra(monkeypatch):
+    import sys
+
+    from syre.bench.arms import ARMS
+    from syre.bench.e9 import EXPERIMENT, trial
+
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"torch-syre\[sb3\].*engine=torch"):
+        trial(EXPERIMENT.config(quick=True), ARMS["none"], 0)
+
+
+TINY = {"phases": 2, "phase_steps": 512, "n_envs": 4, "n_steps": 64, "epochs": 2, "last_phases": 1}
+
+
+@pytest.mark.parametrize("engine", ["torch", "sb3"])
+def test_e9_trials_are_reproducible_and_leave_the_global_rngs_alone(engine):
+    if engine == "sb3":
+        pytest.importorskip("stable_baselines3")
+    import random
+
+    from syre.bench.arms import ARMS
+    from syre.bench.e9 import EXPERIMENT, trial
+
+    cfg = EXPERIMENT.config(overrides={**TINY, "engine": engine})
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    a, b = trial(cfg, ARMS["syre"], 3), trial(cfg, ARMS["syre"], 3)
+    assert a == b
+    assert trial(cfg, ARMS["syre"], 4) != a
+    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+    assert torch.equal(torch.get_rng_state(), states[2])

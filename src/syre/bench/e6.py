@@ -87,6 +87,11 @@ def _data(cfg):
 
 def trial(cfg: Dict[str, Any], arm, seed: int, gamma: float, keep: Dict[str, Any] = None) -> Dict[str, Any]:
     """Train the VAE with ``arm``'s decay on the encoder at ``gamma``; latent rank, active units, losses."""
+    with trial_rng(seed):  # module constructors draw from the global generator (their init is then overwritten)
+        return _trial(cfg, arm, seed, gamma, keep)
+
+
+def _trial(cfg: Dict[str, Any], arm, seed: int, gamma: float, keep: Dict[str, Any] = None) -> Dict[str, Any]:
     data = _data(cfg)
     d = data.x_train.shape[1]
     vae = lecun_init_(VAE(d, cfg["hidden"], cfg["latent"]), torch.Generator().manual_seed(seed))

@@ -170,6 +170,11 @@ def _data(cfg):
 
 def trial(cfg: Dict[str, Any], arm, seed: int, keep: Dict[str, Any] = None) -> Dict[str, Any]:
     """SimCLR with ``arm``; low-rank shares, effective ranks and linear-probe accuracy of both outputs."""
+    with trial_rng(seed):  # module constructors draw from the global generator (their init is then overwritten)
+        return _trial(cfg, arm, seed, keep)
+
+
+def _trial(cfg: Dict[str, Any], arm, seed: int, keep: Dict[str, Any] = None) -> Dict[str, Any]:
     data = _data(cfg)
     net = lecun_init_(SimCLRNet(cfg["channels"], cfg["proj_hidden"], cfg["proj_dim"]), torch.Generator().manual_seed(seed),
                       gain=math.sqrt(2.0))
