@@ -1,4 +1,5 @@
 """Non-finite values, odd layouts, and parameters that appear later."""
+import pytest
 import torch
 from torch import nn
 
@@ -57,3 +58,30 @@ def test_channels_last_and_non_contiguous_parameters():
     for (n, p), q in zip(model.named_parameters(), ref.parameters()):
         assert torch.equal(p.contiguous(), q), n
     assert model["conv"].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_lazy_modules_get_their_anchors_when_materialised():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.LazyLinear(5), nn.ReLU(), nn.Linear(5, 1))
+    o = torch.optim.SGD(m.parameters(), lr=0.1)
+    s = syre.attach(o, m, gamma=0.5, sigma0="lecun", d_spread=0.0)
+    rows = {r["name"]: r for r in s.coverage()}
+    assert rows["0.weight"]["covered"] is False and "lazy" in rows["0.weight"]["reason"]
+    x = torch.randn(4, 3)
+    m(x).sum().backward()  # materialises 0.weight (5, 3)
+    w = m[0].weight.detach().clone()
+    o.zero_grad()
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    o.step()
+    assert "0.weight" in s.names()
+    ref = syre.anchor(0, "0.weight", (5, 3), sigma0=1 / 3**0.5 * syre.anchors.DEFAULT_SIGMA0_SCALE)
+    assert torch.equal(s.anchor("0.weight").theta0, ref.theta0)
+    torch.testing.assert_close(m[0].weight.detach(), w - 0.05 * (w - ref.theta0))
+    assert [p["name"] for p in s.state_dict()["params"]] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_meta_parameters_are_refused_with_the_remedy():
+    m = nn.Linear(3, 2, device="meta")
+    with pytest.raises(ValueError, match="meta device.*to_empty"):
+        syre.attach(torch.optim.SGD(m.parameters(), lr=0.1), m, gamma=0.1)

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import functional as F
 from ._version import __version__
@@ -62,6 +63,8 @@ FORMAT_VERSION = 1
 MODES = ("stored", "seeded")
 #: Param-group key that sets syre's gamma for that group (overrides ``attach(gamma=...)``).
 GROUP_KEY = "syre_gamma"
+#: ``coverage()`` reason of a lazily initialised parameter not yet materialised.
+LAZY = "lazy (not yet initialised)"
 #: Key under which syre's state rides along in ``optimizer.state_dict()``.
 OPTIMIZER_STATE_KEY = "syre"
 #: Low-precision parameters are checked for a stalled pull at the first step and every this many.
@@ -363,6 +366,15 @@ class Syre:
 
     def _make_entry(self, info: ParamInfo, gi: int) -> _Entry:
         p = info.param
+        if is_lazy(p):
+            # nn.LazyLinear & co.: shape unknown until the first forward; resolved at the first
+            # step (or state_dict/anchor/coverage call) after the module materialises it.
+            return _Entry(info, gi, False, LAZY, 0.0)
+        if p.is_meta:
+            raise ValueError(
+                f"Parameter {info.name!r} is on the meta device (no values); materialise the model first "
+                "(model.to_empty(device=...) and its initialisation), then create the optimizer and attach syre"
+            )
         if p.is_sparse or p.layout != torch.strided:
             raise ValueError(f"Parameter {info.name!r} has layout {p.layout}; syre supports dense (strided) parameters only")
         if p.is_complex() or not p.is_floating_point():
@@ -419,6 +431,7 @@ class Syre:
 
     def _install(self, entries, by_group, unheld) -> None:
         self._entries, self._by_group, self._unheld = entries, by_group, unheld
+        self._lazy = [e for e in entries if e.reason == LAZY]
         self._layout = self._current_layout()
         if self._mode == "stored":
             for e in entries:
@@ -474,6 +487,8 @@ class Syre:
                 e = self._make_entry(info, gi)
                 if self._mode == "stored":
                     self._materialise(e)
+                if e.reason == LAZY:
+                    self._lazy.append(e)
                 row.append(e)
                 self._entries.append(e)
                 if info.name in self._unheld:
@@ -520,6 +535,7 @@ class Syre:
     def _decay(self, optimizer) -> None:
         if self._current_layout() != self._layout:
             self._sync_new_params()
+        self._resolve_lazy()
         if not self._precision_warned and self._steps % PRECISION_CHECK_EVERY == 0:
             self._check_precision()
         self._steps += 1
@@ -539,6 +555,22 @@ class Syre:
             elif live:
                 F.decay_([e.local() for e in live], [e.theta0 for e in live], [e.xi for e in live],
                          weight=weight, foreach=self._foreach)
+
+    def _resolve_lazy(self) -> None:
+        """Give anchors to lazily initialised parameters that have been materialised since."""
+        if not self._lazy:
+            return
+        still = []
+        for e in self._lazy:
+            if is_lazy(e.param):
+                still.append(e)
+                continue
+            fresh = self._make_entry(e.info, e.group)
+            e.covered, e.reason, e.sigma0, e.shard = fresh.covered, fresh.reason, fresh.sigma0, fresh.shard
+            if self._mode == "stored":
+                self._materialise(e)
+        self._lazy = still
+        self._covered_cache = None
 
     def _covered_by_group(self) -> List[List[_Entry]]:
         """The covered entries of each param group, rebuilt only when the layout changes."""
@@ -700,6 +732,7 @@ class Syre:
 
     def names(self) -> List[str]:
         """Canonical names of the covered parameters."""
+        self._resolve_lazy()
         return [e.name for e in self._entries if e.covered]
 
     def _entry(self, name: str) -> _Entry:
@@ -716,6 +749,7 @@ class Syre:
         For a DTensor (FSDP2) parameter it is the full anchor, on the local shard's device,
         generated for this call (the step only ever generates the local shard's slice).
         """
+        self._resolve_lazy()
         e = self._entry(name)
         p = e.param
         dtype = _anchor_dtype(p)
@@ -735,14 +769,16 @@ class Syre:
         ``strength`` is the breaking strength ``gamma * sigma0``; ``pull_ratio`` the measured pull /
         update of ``pull_ratios()`` (None until measured).
         """
+        self._resolve_lazy()
         rows = []
         for e in self._entries:
             gamma = self.group_gamma(e.group) if e.covered else 0.0
+            lazy = is_lazy(e.param)
             rows.append(
                 {
                     "name": e.name,
-                    "shape": list(e.param.shape),
-                    "numel": e.param.numel(),
+                    "shape": None if lazy else list(e.param.shape),
+                    "numel": 0 if lazy else e.param.numel(),
                     "module": e.info.module_type,
                     "group": e.group,
                     "covered": e.covered,
@@ -799,6 +835,7 @@ class Syre:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
         """Small, ``weights_only``-safe state: seed, configuration, names, shapes, sigma0; no anchors."""
+        self._resolve_lazy()
         return {
             "format": "syre",
             "version": FORMAT_VERSION,
