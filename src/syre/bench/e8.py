@@ -167,11 +167,12 @@ def run(ctx) -> Dict[str, Any]:
     for base in ("none", "wd"):
         if base in names:
             tests.append(stats.secondary(stats.compare(f"{base} loses plasticity: accuracy on the last {k} tasks below tasks 2-{k + 1}",
-                                                       v(base, "acc_last"), v(base, "acc_first"), metric="acc_last vs acc_first",
-                                                       arms=[base, base], alternative="less")))
+                                                       v(base, "acc_last"), v(base, "acc_first"), metric="accuracy",
+                                                       arms=[f"{base}, last {k} tasks", f"{base}, tasks 2-{k + 1}"],
+                                                       alternative="less")))
             tests.append(stats.secondary(stats.compare(f"{base} loses feature rank: last task below the first",
                                                        v(base, "eff_rank_last"), v(base, "eff_rank_first"),
-                                                       metric="eff_rank_last vs eff_rank_first", arms=[base, base],
+                                                       metric="eff_rank", arms=[f"{base}, last task", f"{base}, first task"],
                                                        alternative="less")))
     margin, share = cfg["keep_acc_margin"], cfg["keep_rank_share"]
     for arm in ("syre", "syre_big", "l2init", "sp"):
@@ -180,8 +181,9 @@ def run(ctx) -> Dict[str, Any]:
         wrap = (lambda t: t) if arm == "syre" else stats.secondary
         # "keeps accuracy and rank": no loss beyond the margin from the early tasks to the last ones
         tests.append(wrap(stats.compare(f"{arm} keeps its accuracy: last {k} tasks not below tasks 2-{k + 1} by more than "
-                                        f"{margin:g}", v(arm, "acc_last"), v(arm, "acc_first"), metric="acc_last vs acc_first",
-                                        arms=[arm, arm], alternative="greater", margin=-margin)))
+                                        f"{margin:g}", v(arm, "acc_last"), v(arm, "acc_first"), metric="accuracy",
+                                        arms=[f"{arm}, last {k} tasks", f"{arm}, tasks 2-{k + 1}"], alternative="greater",
+                                        margin=-margin)))
         first = np.array(v(arm, "eff_rank_first"), dtype=float)
         last = np.array(v(arm, "eff_rank_last"), dtype=float)
         tests.append(wrap(stats.within(f"{arm} keeps its feature rank: last task >= {share:g} x the first, every seed",

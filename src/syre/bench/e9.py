@@ -392,11 +392,11 @@ def run(ctx) -> Dict[str, Any]:
     if base:
         tests.append(stats.secondary(stats.compare(f"PPO loses return: last {k} phases below the first {k}",
                                                    ctx.values(base, "return_last"), ctx.values(base, "return_first"),
-                                                   metric="return_last vs return_first", arms=["none", "none"],
+                                                   metric="return", arms=[f"none, last {k} phases", f"none, first {k} phases"],
                                                    alternative="less")))
         tests.append(stats.secondary(stats.compare("PPO loses feature rank: last phase below the first",
                                                    ctx.values(base, "eff_rank_last"), ctx.values(base, "eff_rank_first"),
-                                                   metric="eff_rank_last vs eff_rank_first", arms=["none", "none"],
+                                                   metric="eff_rank", arms=["none, last phase", "none, first phase"],
                                                    alternative="less")))
         for arm in ("syre", "syre_big", "wd"):
             if arm not in names:
