@@ -4,7 +4,7 @@ import json
 import pytest
 
 from syre.bench import get_experiment, run_experiment
-from syre.data import DataNotFoundError, fashion_mnist_dirs
+from syre.data import fashion_mnist_dirs
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")

@@ -288,8 +288,21 @@ def check_trap(seed: int, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
+def _absolute(spec) -> float:
+    if isinstance(spec, str) and spec.startswith("abs:"):
+        spec = spec[4:]
+    try:
+        value = float(spec)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid sigma0 for e0: {spec!r}; the theorem checks take an absolute value (a number or 'abs:X')") from None
+    if not value > 0:
+        raise ValueError(f"Invalid sigma0 for e0: {spec!r}; expected a number > 0")
+    return value
+
+
 def run(ctx) -> Dict[str, Any]:
-    cfg = ctx.config
+    cfg = dict(ctx.config)
+    cfg["sigma0"] = _absolute(cfg["sigma0"])
     checks = (check_escape, check_asymmetry, check_scaling, check_ridge, check_trap)
     ctx.progress(len(ctx.seeds) * len(checks))
     what: Dict[str, str] = {}

@@ -13,7 +13,6 @@ distance over the pairs), ``w1_rank`` (numerical rank of ``W`` at ``rtol = rank_
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List
 
 import numpy as np

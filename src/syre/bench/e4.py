@@ -12,7 +12,8 @@ each method with its knob swept over a grid:
 
 * weight decay: gamma (decoupled);
 * dropout: the drop probability p on the coordinates of w (inverted dropout, a fresh mask per step);
-* W-fix: the share of w's coordinates frozen at ``N(0, wfix_std^2)`` constants;
+* W-fix: the share of w's coordinates frozen at ``N(0, wfix_std^2)`` constants (a random subset of
+  ``max(1, round(share * n))`` coordinates);
 * syre: gamma, at the run's sigma0 (library default) and at ``sigma0_big``.
 
 For each (method, knob) the final objective ``l(w)`` (without any regulariser) and degree of
@@ -53,6 +54,7 @@ DEFAULTS: Dict[str, Any] = {
     "wfix_grid": [0.0, 0.03, 0.1, 0.25, 0.5, 0.75],
     "spectra": ["structured", "random"],
     "starts": ["on", "near"],
+    "near_methods": ["wd", "syre"],
     "low_symmetry": 0.1,
     "high_symmetry": 0.75,
 }
@@ -111,8 +113,11 @@ def trial(cfg: Dict[str, Any], method: str, seed: int, spectrum: str, start: str
         if not 0.0 <= drop_p < 1.0:
             raise ValueError(f"Invalid dropout knob: {knob!r}; expected 0 <= p < 1")
     elif method == "wfix" and knob > 0:
+        if not 0.0 < knob <= 1.0:
+            raise ValueError(f"Invalid W-fix knob: {knob!r}; expected 0 < share <= 1")
         gf = torch.Generator().manual_seed(30_000 + seed)
-        mask = torch.rand(n, generator=gf) < knob
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[torch.randperm(n, generator=gf)[: max(1, int(round(knob * n)))]] = True  # a fixed subset, at least one
         values = torch.randn(n, generator=gf, dtype=torch.float64) * cfg["wfix_std"]
         with torch.no_grad():
             model.w[mask] = values[mask]
@@ -137,6 +142,13 @@ def trial(cfg: Dict[str, Any], method: str, seed: int, spectrum: str, start: str
         return {"objective": float(model()), "symmetry": float((z.abs() < cfg["sym_tol"]).double().mean())}
 
 
+def _methods(cfg, start: str) -> List[str]:
+    """The methods run from ``start`` (the near-mirror start runs ``near_methods`` only)."""
+    if start == "near":
+        return [m for m in cfg["methods"] if m in cfg["near_methods"]]
+    return list(cfg["methods"])
+
+
 def _grid(cfg, method) -> List[float]:
     if method == "dropout":
         return [float(x) for x in cfg["dropout_grid"]]
@@ -151,7 +163,7 @@ def run(ctx) -> Dict[str, Any]:
         if m not in METHODS:
             raise ValueError(f"Invalid method: {m!r}; expected one of {METHODS}")
     sigma0_label(cfg["sigma0"])
-    combos = [(sp, st, m, k) for sp in cfg["spectra"] for st in cfg["starts"] for m in cfg["methods"] for k in _grid(cfg, m)]
+    combos = [(sp, st, m, k) for sp in cfg["spectra"] for st in cfg["starts"] for m in _methods(cfg, st) for k in _grid(cfg, m)]
     ctx.progress(len(combos) * len(ctx.seeds))
     for sp, st, m, k in combos:
         for seed in ctx.seeds:
@@ -166,7 +178,7 @@ def run(ctx) -> Dict[str, Any]:
     summary: Dict[tuple, Dict[str, np.ndarray]] = {}
     for sp in cfg["spectra"]:
         for st in cfg["starts"]:
-            for m in cfg["methods"]:
+            for m in _methods(cfg, st):
                 knobs = _grid(cfg, m)
                 sym = np.array([[r["symmetry"] for r in _rows(ctx, m, sp, st, k)] for k in knobs])  # knobs x seeds
                 obj = np.array([[r["objective"] for r in _rows(ctx, m, sp, st, k)] for k in knobs])
@@ -205,7 +217,7 @@ def run(ctx) -> Dict[str, Any]:
                 else:
                     tests += [stats.secondary(low), stats.secondary(high)]
         if "near" in cfg["starts"]:
-            for m in cfg["methods"]:
+            for m in _methods(cfg, "near"):
                 s = summary[(sp, "near", m)]
                 tests.append(stats.secondary(stats.within(
                     f"{sp}, near the mirrors: {m} spans low to high symmetry", np.minimum(lo - s["min_sym"], s["max_sym_on"] - hi),
@@ -213,8 +225,9 @@ def run(ctx) -> Dict[str, Any]:
     for sp in cfg["spectra"]:
         for st in cfg["starts"]:
             findings[f"{sp}, {st}"] = "; ".join(
-                f"{m}: symmetry down to {summary[(sp, st, m)]['min_sym'].mean():.2f}, best objective {summary[(sp, st, m)]['best_obj'].mean():.3g}"
-                for m in cfg["methods"])
+                f"{m}: symmetry {summary[(sp, st, m)]['min_sym'].mean():.2f} to {summary[(sp, st, m)]['max_sym_on'].mean():.2f}, "
+                f"best objective {summary[(sp, st, m)]['best_obj'].mean():.3g}"
+                for m in _methods(cfg, st))
     first = f"{cfg['spectra'][0]}, {cfg['starts'][0]}"
     findings["headline"] = first + ": " + findings[first]
     _plot(ctx, cfg)
@@ -243,6 +256,8 @@ def _plot(ctx, cfg) -> None:
     fig, axes = ctx.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
     for ax, (sp, st) in zip(axes[0], settings):
         for i, m in enumerate(cfg["methods"]):
+            if m not in _methods(cfg, st):
+                continue
             knobs = _grid(cfg, m)
             sym = [np.mean([r["symmetry"] for r in _rows(ctx, m, sp, st, k)]) for k in knobs]
             obj = [np.mean([r["objective"] for r in _rows(ctx, m, sp, st, k)]) for k in knobs]

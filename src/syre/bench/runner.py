@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import stats
-from .arms import ARM_DEFAULTS, GAMMA_CONVENTION, sigma0_label
+from .arms import GAMMA_CONVENTION, sigma0_label
 from .registry import Experiment, get_experiment
 
 __all__ = ["Context", "run_experiment", "point_key", "environment"]
