@@ -1,7 +1,10 @@
-"""Set-ups whose ``Syre.state_dict()`` is pinned byte for byte in ``data/state_dicts_v1.json``.
+"""Set-ups whose ``Syre.state_dict()`` is pinned byte for byte in ``data/state_dicts_v*.json``.
 
-The file was written by the code before the core was restructured (``python tests/state_setups.py``
-at that revision); ``test_state_format.py`` checks that the same set-ups still give the same bytes.
+``state_dicts_v1.json`` was written by the code before the core was restructured (format 1, the
+Box-Muller anchors); ``state_dicts_v2.json`` by ``python tests/state_setups.py`` when format 2 (the
+integer-only anchors) became the format of new attachments. ``test_core_params.py`` checks that the
+set-ups give the v2 bytes, and that each of them, loaded from its v1 state, saves the v1 bytes again
+(a v1 state stays a v1 state, with its own anchors).
 Each set-up uses only behaviour that the restructuring keeps (no LSTM biases or weight_norm, whose
 sigma0 rules changed on purpose).
 """
@@ -17,7 +20,8 @@ from torch import nn
 
 import syre
 
-DATA = Path(__file__).parent / "data" / "state_dicts_v1.json"
+DATA_V1 = Path(__file__).parent / "data" / "state_dicts_v1.json"
+DATA = Path(__file__).parent / "data" / "state_dicts_v2.json"
 
 
 def _init(model: nn.Module, seed: int) -> nn.Module:
@@ -111,6 +115,13 @@ SETUPS = {f.__name__: f for f in (adamw_takeover, two_groups_seeded, sgd_explici
 
 def state_bytes(name: str) -> bytes:
     return pickle.dumps(SETUPS[name]().state_dict(), protocol=4)
+
+
+def v1_roundtrip_bytes(name: str) -> bytes:
+    """The set-up with its v1 state loaded, saved again."""
+    s = SETUPS[name]()
+    s.load_state_dict(pickle.loads(bytes.fromhex(json.loads(DATA_V1.read_text())[name])))
+    return pickle.dumps(s.state_dict(), protocol=4)
 
 
 if __name__ == "__main__":

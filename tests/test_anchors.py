@@ -7,6 +7,8 @@ from torch import nn
 
 import syre
 from syre import _reference as ref
+from syre import _gen_v1 as V1
+from syre import _gen_v2 as V2
 from syre import anchors as A
 
 KAT = [
@@ -28,29 +30,50 @@ def test_philox_known_answers(ctr, key, expected):
     assert ref.philox4x32_10(ctr, key) == expected
 
 
-def test_anchor_matches_reference_elementwise():
-    theta0, d = A.anchor(7, "layer.weight", (5, 9), sigma0=0.3, d_spread=0.2, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_format2_matches_reference_elementwise(dtype):
+    """Format 2 from its definition (Python ints, one rounding): bitwise, in fp32 and fp64."""
+    theta0, d = A.anchor(7, "layer.weight", (5, 9), sigma0=0.3, d_spread=0.2, dtype=dtype)
+    npd = np.float32 if dtype == torch.float32 else np.float64
+    r_theta0, r_xi = ref.anchor_v2(7, "layer.weight", 45, 0.3, 0.2, npd)
+    assert np.array_equal(theta0.flatten().numpy(), r_theta0)
+    assert np.array_equal((d - 1).flatten().numpy(), (npd(1) + r_xi) - npd(1))
+    t, x = A.anchor_slice(7, "layer.weight", 0, 45, sigma0=0.3, d_spread=0.2, dtype=dtype)
+    assert np.array_equal(x.numpy(), r_xi)
+    assert A.anchor(7, "layer.weight", (5, 9), sigma0=0.3, d_spread=0.2).theta0.dtype == torch.float32
+
+
+def test_format1_matches_reference_elementwise():
+    theta0, d = A.anchor(7, "layer.weight", (5, 9), sigma0=0.3, d_spread=0.2, dtype=torch.float64, version=1)
     r_theta0, r_d = ref.anchor(7, "layer.weight", 45, 0.3, 0.2)
     np.testing.assert_allclose(theta0.flatten().numpy(), r_theta0, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(d.flatten().numpy(), r_d, rtol=1e-14)
     # fp32 anchors are the float64 ones rounded once.
-    t32, _ = A.anchor(7, "layer.weight", (5, 9), sigma0=0.3, d_spread=0.2)
+    t32, _ = A.anchor(7, "layer.weight", (5, 9), sigma0=0.3, d_spread=0.2, version=1)
     assert torch.equal(t32, theta0.float())
 
 
-def test_slice_equals_slice_of_full(monkeypatch):
-    monkeypatch.setattr(A, "_CHUNK", 7)  # force many chunk boundaries
-    full_t, full_x = A.anchor_slice(3, "w", 0, 200, sigma0=1.0, d_spread=0.5)
+@pytest.mark.parametrize("version", A.FORMATS)
+def test_slice_and_indices_equal_slice_of_full(monkeypatch, version):
+    monkeypatch.setattr(V1, "_CHUNK", 7)  # force many chunk boundaries
+    monkeypatch.setattr(V2, "CHUNK", 9)
+    full_t, full_x = A.anchor_slice(3, "w", 0, 200, sigma0=1.0, d_spread=0.5, version=version)
     rng = np.random.default_rng(0)
     for _ in range(20):
         a, b = sorted(int(v) for v in rng.integers(0, 201, size=2))
-        t, x = A.anchor_slice(3, "w", a, b, sigma0=1.0, d_spread=0.5)
+        t, x = A.anchor_slice(3, "w", a, b, sigma0=1.0, d_spread=0.5, version=version)
         assert torch.equal(t, full_t[a:b]) and torch.equal(x, full_x[a:b])
+    idx = torch.tensor(rng.integers(0, 200, size=(7, 5)), dtype=torch.int64)  # any shape, any order, repeats
+    t, x = A._at(3, "w", idx, 1.0, 0.5, torch.float32, version)
+    assert torch.equal(t, full_t[idx]) and torch.equal(x, full_x[idx])
 
 
 def test_large_indices_use_the_high_counter_word():
-    lo_t, _ = A.anchor_slice(0, "w", 5, 6, sigma0=1.0)
-    hi_t, _ = A.anchor_slice(0, "w", 2**32 + 5, 2**32 + 6, sigma0=1.0)
+    for i in (5, 2**34 + 5, 2**62 + 3):  # format 2: block i // 4 has a high word from 2**34 on
+        t, x = A.anchor_slice(0, "w", i, i + 1, sigma0=1.0, d_spread=0.5)
+        assert (t.item(), x.item()) == ref.element_v2(0, "w", i, 1.0, 0.5)
+    lo_t, _ = A.anchor_slice(0, "w", 5, 6, sigma0=1.0, version=1)
+    hi_t, _ = A.anchor_slice(0, "w", 2**32 + 5, 2**32 + 6, sigma0=1.0, version=1)
     assert not torch.equal(lo_t, hi_t)
     x0, x1, _, _ = ref.philox4x32_10(((2**32 + 5) & 0xFFFFFFFF, 1, 0, 0), A.stream_key(0, "w"))
     expected = math.sqrt(-2 * math.log((x0 + 1) / 2**32)) * math.cos(2 * math.pi * x1 / 2**32)

@@ -1,7 +1,8 @@
 """The paper's equations as slow, obvious code: the test oracle. Not used by the library.
 
 * ``philox4x32_10``: Philox4x32-10 on Python ints, written from Salmon et al. (2011).
-* ``anchor``: theta0 and D from it, one element at a time (numpy float64).
+* ``anchor``: theta0 and D from it in format 1, one element at a time (numpy float64).
+* ``normal_v2``/``anchor_v2``: format 2 from its definition, on Python ints and one float rounding.
 * ``decay``: one decoupled syre step ``p - lr * gamma * D * (p - theta0)`` in float64.
 * ``penalty``/``penalty_grad``: the coupled term and its gradient ``2 gamma D (p - theta0)``.
 """
@@ -11,7 +12,8 @@ import math
 
 import numpy as np
 
-from .anchors import stream_key
+from ._normal_table import FRACTION_BITS, ROW, table
+from ._philox import stream_key
 
 M = 0xFFFFFFFF
 
@@ -56,3 +58,35 @@ def penalty(p, theta0, d, gamma: float) -> float:
 def penalty_grad(p, theta0, d, gamma: float):
     p = np.asarray(p, dtype=np.float64)
     return 2.0 * gamma * d * (p - theta0)
+
+
+_TABLE = table()
+
+
+def normal_v2(w: int, tab=None) -> int:
+    """Format 2's fixed-point normal ``N`` of the 32-bit word ``w`` (``Z = N / 2**21``)."""
+    tab = _TABLE if tab is None else tab
+    v = w | 1
+    k = 32 - v.bit_length()  # leading zeros of a 32-bit word
+    m = (v << k) & M
+    i, f = (m >> 24) & 127, (m >> 8) & 0xFFFF
+    a, b = tab[k * ROW + i], tab[k * ROW + i + 1]
+    z = a - (((a - b) * (2 * f + 1)) >> 17)
+    return -z if w & 1 else z
+
+
+def element_v2(seed: int, name: str, i: int, sigma0: float, d_spread: float, dtype=np.float32):
+    """(theta0, xi) of element ``i`` in format 2, in ``dtype`` (float32 or float64)."""
+    key = stream_key(seed, name)
+    j, lane = i >> 2, i & 3
+    wt = philox4x32_10((j & M, j >> 32, 0, 0), key)[lane]
+    wx = philox4x32_10((j & M, j >> 32, 1, 0), key)[lane]
+    z = dtype(normal_v2(wt) * 2.0**-FRACTION_BITS)  # exact
+    u = dtype((2 * (wx >> 8) + 1 - 2**24) * 2.0**-24)  # exact
+    return z * dtype(sigma0), u * dtype(d_spread)
+
+
+def anchor_v2(seed: int, name: str, numel: int, sigma0: float, d_spread: float, dtype=np.float32):
+    """(theta0, xi) of format 2 as numpy arrays of ``dtype``, element by element."""
+    pairs = [element_v2(seed, name, i, sigma0, d_spread, dtype) for i in range(numel)]
+    return np.array([p[0] for p in pairs], dtype=dtype), np.array([p[1] for p in pairs], dtype=dtype)

@@ -1,6 +1,8 @@
 """syre's checkpoint state: its format, its validation, and the way back to a plain optimizer.
 
-``Syre.state_dict()`` is small and ``torch.load(weights_only=True)``-safe: the seed, gamma,
+``Syre.state_dict()`` is small and ``torch.load(weights_only=True)``-safe: its format version (which
+is also the anchor format, ``syre.anchors.FORMATS``: a state of version 1 keeps its format-1
+anchors, new attachments write version 2), the seed, gamma,
 ``d_spread``, mode, the weight decay taken over per group, and each covered parameter's name,
 shape and resolved sigma0 -- never the anchors, which the seed regenerates. ``validate`` checks
 every field of a saved state against the model before anything is assigned, so a bad or foreign
@@ -16,10 +18,12 @@ from ._groups import GROUP_KEY
 from ._validate import MODES, check_d_spread, check_nonneg_float, check_seed
 from ._version import __version__
 
-__all__ = ["FORMAT_VERSION", "Loaded", "OPTIMIZER_STATE_KEY", "build_state", "plain_state_dict", "validate_state"]
+__all__ = ["FORMAT_VERSION", "FORMAT_VERSIONS", "Loaded", "OPTIMIZER_STATE_KEY", "build_state", "plain_state_dict", "validate_state"]
 
-#: Version of the format of ``Syre.state_dict()``; loading a newer one is refused.
-FORMAT_VERSION = 1
+#: Version of the format of ``Syre.state_dict()`` written by new attachments; it names the anchor
+#: generator (``syre.anchors.FORMAT``). Versions 1 and 2 load; a newer one is refused.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 #: Key under which syre's state rides along in ``optimizer.state_dict()``.
 OPTIMIZER_STATE_KEY = "syre"
 
@@ -33,13 +37,14 @@ class Loaded:
     gamma: Optional[float]
     takeover: Dict[int, float]
     sigma0s: Dict[str, float]
+    version: int = FORMAT_VERSION
 
 
 def build_state(*, seed: int, gamma: Optional[float], d_spread: float, mode: str, takeover: Dict[int, float],
-                params: List[Dict[str, Any]]) -> Dict[str, Any]:
+                params: List[Dict[str, Any]], version: int = FORMAT_VERSION) -> Dict[str, Any]:
     return {
         "format": "syre",
-        "version": FORMAT_VERSION,
+        "version": version,
         "library_version": __version__,
         "seed": seed,
         "gamma": gamma,
@@ -124,7 +129,7 @@ def validate_state(sd, *, covered: Dict[str, tuple], idle: Dict[str, tuple], n_g
         if shapes:
             parts.append(f"shape mismatch: {shapes}")
         raise ValueError("syre state does not match this model; nothing was changed. " + "; ".join(parts))
-    return Loaded(seed, d_spread, gamma, takeover, {n: float(item["sigma0"]) for n, item in saved.items()})
+    return Loaded(seed, d_spread, gamma, takeover, {n: float(item["sigma0"]) for n, item in saved.items()}, version)
 
 
 def plain_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:

@@ -35,12 +35,15 @@ class AnchorStore:
 
     mode = ""
 
-    def __init__(self, seed: int, d_spread: float):
+    def __init__(self, seed: int, d_spread: float, version: int = A.FORMAT):
         self.seed = seed
         self.d_spread = d_spread
+        self.version = version  # the anchor format (syre.anchors.FORMATS)
 
-    def configure(self, seed: int, d_spread: float) -> None:
+    def configure(self, seed: int, d_spread: float, version: Optional[int] = None) -> None:
         self.seed, self.d_spread = seed, d_spread
+        if version is not None:
+            self.version = version
 
     def off(self, e: Entry) -> bool:
         """The anchor is the origin with D = I: the decay is plain weight decay."""
@@ -51,11 +54,11 @@ class AnchorStore:
         if not e.covered or self.off(e):
             return None, None
         if e.shard is None:
-            return A.anchor_like(self.seed, e.name, e.param, sigma0=e.sigma0, d_spread=self.d_spread)
+            return A.anchor_like(self.seed, e.name, e.param, sigma0=e.sigma0, d_spread=self.d_spread, version=self.version)
         local = e.local()
         start, stop = e.shard
         out = A.anchor_slice(self.seed, e.name, start, stop, sigma0=e.sigma0, d_spread=self.d_spread,
-                             device=local.device, dtype=anchor_dtype(local))
+                             device=local.device, dtype=anchor_dtype(local), version=self.version)
         return tuple(None if t is None else torch.empty_like(local, dtype=t.dtype).copy_(t.view(local.shape)) for t in out)
 
     def full(self, e: Entry, dtype: torch.dtype, device) -> Pair:
@@ -64,7 +67,7 @@ class AnchorStore:
             return None, None
         shape = e.param.shape
         out = A.anchor_slice(self.seed, e.name, 0, shape.numel(), sigma0=e.sigma0, d_spread=self.d_spread,
-                             device=device, dtype=dtype)
+                             device=device, dtype=dtype, version=self.version)
         return tuple(None if t is None else t.view(shape) for t in out)
 
     # Overridden:
@@ -90,13 +93,13 @@ class StoredStore(AnchorStore):
 
     mode = "stored"
 
-    def __init__(self, seed: int, d_spread: float):
-        super().__init__(seed, d_spread)
+    def __init__(self, seed: int, d_spread: float, version: int = A.FORMAT):
+        super().__init__(seed, d_spread, version)
         self._anchors: Dict[str, Tuple[tuple, Pair]] = {}
 
     def _key(self, e: Entry) -> tuple:
         local = e.local()
-        return (self.seed, self.d_spread, e.sigma0, e.shard, anchor_dtype(local), local.device,
+        return (self.version, self.seed, self.d_spread, e.sigma0, e.shard, anchor_dtype(local), local.device,
                 tuple(local.shape), tuple(local.stride()))
 
     def sync(self, entries: List[Entry]) -> None:
@@ -113,7 +116,7 @@ class StoredStore(AnchorStore):
                 self._anchors[e.name] = (self._key(e), self.generate(e))
         for (dtype, device), group in batched.items():
             pairs = A.anchor_many(self.seed, [(e.name, e.param.numel(), e.sigma0) for e in group],
-                                  d_spread=self.d_spread, device=device, dtype=dtype)
+                                  d_spread=self.d_spread, device=device, dtype=dtype, version=self.version)
             for e, (t, x) in zip(group, pairs):
                 shape = e.param.shape
                 self._anchors[e.name] = (self._key(e), (None if t is None else t.view(shape), None if x is None else x.view(shape)))
@@ -163,7 +166,7 @@ class SeededStore(AnchorStore):
                 start, stop = e.shard if e.shard is not None else (0, local.numel())
                 flat = local.detach().view(-1)
                 for lo, hi, t, x in A._blocks(self.seed, e.name, start, stop, e.sigma0, self.d_spread,
-                                              anchor_dtype(local), local.device):
+                                              anchor_dtype(local), local.device, self.version):
                     F.decay_([flat[lo - start : hi - start]], [t], [x], weight=weight, foreach=False)
             else:
                 t, x = self.generate(e)
@@ -172,5 +175,5 @@ class SeededStore(AnchorStore):
             F.decay_(plain, [None] * len(plain), [None] * len(plain), weight=weight, foreach=foreach)
 
 
-def make_store(mode: str, seed: int, d_spread: float) -> AnchorStore:
-    return {"stored": StoredStore, "seeded": SeededStore}[mode](seed, d_spread)
+def make_store(mode: str, seed: int, d_spread: float, version: int = A.FORMAT) -> AnchorStore:
+    return {"stored": StoredStore, "seeded": SeededStore}[mode](seed, d_spread, version)

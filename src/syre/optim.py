@@ -316,7 +316,7 @@ class Syre:
         c = self._config
         params = [{"name": e.name, "shape": list(e.param.shape), "sigma0": float(e.sigma0)} for e in self._refresh().covered()]
         return build_state(seed=c.seed, gamma=c.gamma, d_spread=c.d_spread, mode=c.mode,
-                           takeover=self._groups.takeover, params=params)
+                           takeover=self._groups.takeover, params=params, version=self._store.version)
 
     def _validate(self, state_dict, n_groups: Optional[int] = None):
         plan = self._refresh()
@@ -331,7 +331,9 @@ class Syre:
         self._validate(state_dict)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restore seed, gamma, d_spread, the weight decay taken over and per-parameter sigma0.
+        """Restore seed, gamma, d_spread, the anchor format, the weight decay taken over and per-parameter sigma0.
+
+        A state of version 1 keeps its format-1 anchors (and saves as version 1 again).
 
         Every field is checked against the model first; on any difference a ``ValueError`` names
         it and nothing changes. The current ``mode`` is kept (it does not change the numbers).
@@ -344,7 +346,7 @@ class Syre:
         for e in self._plan.entries:
             if e.name in loaded.sigma0s:
                 e.sigma0 = loaded.sigma0s[e.name]
-        self._store.configure(loaded.seed, loaded.d_spread)
+        self._store.configure(loaded.seed, loaded.d_spread, loaded.version)
         self._store.sync(self._plan.entries)
 
     def _optimizer_state_dict_hook(self, optimizer, state_dict):
