@@ -24,9 +24,23 @@ CASES = [
 
 
 @pytest.mark.parametrize("seed,name,shape,sigma0,d_spread", CASES)
-def test_anchor_equals_torch_to_float32_rounding(seed, name, shape, sigma0, d_spread):
+def test_anchor_is_bitwise_torch_in_float32_without_x64(seed, name, shape, sigma0, d_spread):
+    """Format 2: the JAX and torch anchors are the same bits, with jax_enable_x64 off."""
+    assert not jax.config.jax_enable_x64
     t = A.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread)
     theta0, d = (np.asarray(a) for a in so.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread))
+    assert theta0.shape == tuple(shape) and theta0.dtype == np.float32
+    assert np.array_equal(theta0, t.theta0.numpy()) and np.array_equal(d, t.d.numpy())
+    with jax.enable_x64(True):  # float64 anchors (for float64 parameters) equal torch's float64 ones
+        t64 = A.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread, dtype=torch.float64)
+        theta64, d64 = so.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread, dtype=jnp.float64)
+        assert np.array_equal(np.asarray(theta64), t64.theta0.numpy()) and np.array_equal(np.asarray(d64), t64.d.numpy())
+
+
+@pytest.mark.parametrize("seed,name,shape,sigma0,d_spread", CASES)
+def test_format1_anchor_equals_torch_to_float32_rounding(seed, name, shape, sigma0, d_spread):
+    t = A.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread, version=1)
+    theta0, d = (np.asarray(a) for a in so.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread, format_version=1))
     assert theta0.shape == tuple(shape) and theta0.dtype == np.float32
     ref = t.theta0.numpy()
     # float32 arithmetic in JAX vs float64 rounded once in torch: within 3 float32 ulps of
@@ -39,12 +53,22 @@ def test_anchor_equals_torch_to_float32_rounding(seed, name, shape, sigma0, d_sp
 
 
 @pytest.mark.parametrize("seed,name,shape,sigma0,d_spread", CASES[:2])
-def test_anchor_is_bitwise_torch_with_x64(seed, name, shape, sigma0, d_spread):
-    t = A.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread)
+def test_format1_anchor_is_bitwise_torch_with_x64(seed, name, shape, sigma0, d_spread):
+    t = A.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread, version=1)
     with jax.enable_x64(True):
-        theta0, d = so.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread)
+        theta0, d = so.anchor(seed, name, shape, sigma0=sigma0, d_spread=d_spread, format_version=1)
     assert np.array_equal(np.asarray(theta0), t.theta0.numpy())
     assert np.array_equal(np.asarray(d), t.d.numpy())
+
+
+def test_format1_decay_resumes_format1_anchors():
+    params = {"w": jnp.full((4, 5), 0.5)}
+    tx = so.syre_decay(1.0, sigma0=0.3, d_spread=0.0, seed=2, format_version=1)
+    u, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    theta0 = A.anchor(2, "w", (4, 5), sigma0=0.3, version=1).theta0.numpy()
+    np.testing.assert_allclose(np.asarray(u["w"]), 0.5 - theta0, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="Invalid anchor format version: 3"):
+        so.syre_decay(1.0, format_version=3)
 
 
 def test_philox_words_equal_torch():

@@ -19,13 +19,12 @@ convention of ``syre.attach`` and of torch's AdamW, where the pull per step is `
 
 **Same anchors as torch.** ``theta0`` and ``D = 1 + xi`` come from the counter-based generator of
 ``syre.anchors`` (Philox4x32-10 keyed by ``blake2b(seed || name)``, counter = row-major element
-index, Box-Muller on the first two words, ``xi`` from the third), written here with ``uint32``
-``jax.numpy`` operations so it runs inside ``jit`` on any backend. For the same seed, name,
-shape, sigma0 and ``d_spread``, the JAX and torch anchors agree: bitwise after rounding to
-float32 (but for a rare last-bit difference of the float64 ``log``/``cos``) when
-``jax_enable_x64`` is on, and to within a few float32 ulps otherwise (the float32 path is
-written to keep that accuracy: ``log1p`` near ``u1 = 1``, exact quadrant reduction of the
-angle).
+index, anchor format 2: an integer-only normal, see ``syre._gen_v2``), written here with
+``uint32`` ``jax.numpy`` operations so it runs inside ``jit`` on any backend (``syre._jax_gen``).
+For the same seed, name, shape, sigma0 and ``d_spread``, the JAX and torch anchors are bitwise
+equal in float32, without ``jax_enable_x64``. ``format_version=1`` gives the format-1 anchors
+(Box-Muller; bitwise with ``jax_enable_x64``, within a few float32 ulps without it) to resume a
+run started with them.
 
 **Names.** A parameter's name is its key path in the params pytree, joined with ``.``: dict keys
 as they are, sequence indices as numbers, attribute names of dataclass-like nodes. So
@@ -103,132 +102,22 @@ class SyreDecayState(NamedTuple):
     keys: Any
 
 
-# ----------------------------------------------------------------------------- generator
-def _mulhilo(a, b: int):
-    """High and low 32-bit words of ``a * b`` (``a`` uint32 array, ``b`` a 32-bit constant)."""
-    _, jnp, np = _import()
-    lo16 = np.uint32(0xFFFF)
-    s16 = np.uint32(16)
-    b_lo, b_hi = np.uint32(b & 0xFFFF), np.uint32(b >> 16)
-    a_lo, a_hi = a & lo16, a >> s16
-    ll, lh, hl, hh = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
-    mid = (ll >> s16) + (lh & lo16) + (hl & lo16)
-    hi = hh + (lh >> s16) + (hl >> s16) + (mid >> s16)
-    return hi, a * np.uint32(b)
+# The generators live in syre._jax_gen; these names stay importable from here.
+from ._jax_gen import (  # noqa: E402,F401
+    _check_size, _generate, _generate_jit, _mulhilo, _normal_f32, _normal_v2, _philox, _scale, _unit_draws,
+    _unit_xi_f32, _x64_enabled,
+)
+from .anchors import FORMAT, check_format  # noqa: E402
 
 
-def _philox(c0, k0, k1, rounds: int = 10):
-    """Philox4x32-``rounds`` on counters ``(c0, 0, 0, 0)``; ``k0``, ``k1`` uint32 scalars (may be traced)."""
-    _, jnp, np = _import()
-    z = jnp.zeros_like(c0)
-    x0, x1, x2, x3 = c0, z, z, z
-    for r in range(rounds):
-        if r:
-            k0 = k0 + np.uint32(_W0)
-            k1 = k1 + np.uint32(_W1)
-        hi0, lo0 = _mulhilo(x0, _M0)
-        hi1, lo1 = _mulhilo(x2, _M1)
-        x0, x1, x2, x3 = hi1 ^ x1 ^ k0, lo1, hi0 ^ x3 ^ k1, lo0
-    return x0, x1, x2, x3
-
-
-def _normal_f32(x0, x1):
-    """Box-Muller ``sqrt(-2 ln u1) cos(2 pi u2)`` in float32, as close as float32 allows to float64."""
-    _, jnp, np = _import()
-    f32 = jnp.float32
-    two_m32 = f32(2.0**-32)
-    # ln(u1), u1 = (x0 + 1) / 2**32: directly below 1/2; as log1p(-(2**32 - 1 - x0) / 2**32) above,
-    # where u1 rounds to 1 in float32.
-    small = x0 < np.uint32(2**31)
-    ln_low = jnp.log((jnp.where(small, x0, np.uint32(0)) + np.uint32(1)).astype(f32) * two_m32)
-    ln_high = jnp.log1p(-((~x0).astype(f32) * two_m32))
-    r = jnp.sqrt(f32(-2.0) * jnp.where(small, ln_low, ln_high))
-    # cos(2 pi u2), u2 = x1 / 2**32 = t + dt with t = (x1 >> 8) / 2**24 (exact) and dt < 2**-24.
-    # Write 4t = q + f with q the nearest integer: cos(2 pi u2) = cos(q pi/2 + a), |a| <= pi/4 + tiny.
-    t4 = (x1 >> np.uint32(8)).astype(f32) * f32(2.0**-22)  # 4t, exact
-    q = jnp.round(t4)
-    f = (t4 - q) * f32(0.25) + (x1 & np.uint32(0xFF)).astype(f32) * two_m32
-    a = f32(2.0 * math.pi) * f
-    c, s = jnp.cos(a), jnp.sin(a)
-    qi = q.astype(jnp.int32) & 3
-    cos = jnp.where(qi == 0, c, jnp.where(qi == 1, -s, jnp.where(qi == 2, -c, s)))
-    return r * cos
-
-
-def _unit_xi_f32(x2):
-    """``2 u3 - 1`` in float32, ``u3 = (x2 + 0.5) / 2**32``: it is ``(s + 0.5) / 2**31`` with ``s = x2 - 2**31``."""
-    jax, jnp, np = _import()
-    s = jax.lax.bitcast_convert_type(x2 ^ np.uint32(0x80000000), jnp.int32)
-    return (s.astype(jnp.float32) + jnp.float32(0.5)) * jnp.float32(2.0**-31)
-
-
-def _x64_enabled() -> bool:
-    jax, _, _ = _import()
-    return bool(jax.config.jax_enable_x64)
-
-
-def _unit_draws(c0, k0, k1, normal: bool, spread: bool, wide: bool):
-    """Unit normals ``z`` and ``2 u3 - 1`` (``None`` where not asked) at counters ``c0`` under keys ``(k0, k1)``.
-
-    The keys are scalars or arrays shaped like ``c0`` (several parameters drawn at once). ``wide``:
-    float64, the same operations as ``syre.anchors``; else the float32 path.
-    """
-    _, jnp, _ = _import()
-    x0, x1, x2, _ = _philox(c0, k0, k1)
-    z = u = None
-    if wide:
-        f64 = jnp.float64
-        if normal:
-            u1 = (x0.astype(f64) + 1.0) * 2.0**-32
-            u2 = x1.astype(f64) * 2.0**-32
-            z = jnp.sqrt(-2.0 * jnp.log(u1)) * jnp.cos((2.0 * math.pi) * u2)
-        if spread:
-            u = 2.0 * ((x2.astype(f64) + 0.5) * 2.0**-32) - 1.0
-    else:
-        if normal:
-            z = _normal_f32(x0, x1)
-        if spread:
-            u = _unit_xi_f32(x2)
-    return z, u
-
-
-def _scale(z, u, sigma0: float, d_spread: float):
-    """``(theta0, xi) = (sigma0 * z, d_spread * u)`` in the draws' precision (``None`` where off)."""
-    theta0 = None if (z is None or sigma0 == 0.0) else z * z.dtype.type(sigma0)
-    xi = None if (u is None or d_spread == 0.0) else u * u.dtype.type(d_spread)
-    return theta0, xi
-
-
-def _check_size(name: str, n: int) -> None:
-    if n >= 2**32:
-        raise ValueError(f"Parameter {name!r} has {n} elements; syre.optax supports fewer than 2**32 per parameter")
-
-
-def _generate(key, n: int, sigma0: float, d_spread: float, wide: bool):
-    """Flat ``(theta0, xi)`` (``None`` where off) of ``n`` elements under Philox ``key`` (uint32[2])."""
-    _, jnp, _ = _import()
-    if sigma0 == 0.0 and d_spread == 0.0:
-        return None, None
-    z, u = _unit_draws(jnp.arange(n, dtype=jnp.uint32), key[0], key[1], sigma0 != 0.0, d_spread != 0.0, wide)
-    return _scale(z, u, sigma0, d_spread)
-
-
-_GENERATE_JIT = []
-
-
-def _generate_jit():
-    """``_generate`` compiled once per (size, sigma0, d_spread, precision): far faster than op by op."""
-    if not _GENERATE_JIT:
-        jax, _, _ = _import()
-        _GENERATE_JIT.append(jax.jit(_generate, static_argnums=(1, 2, 3, 4)))
-    return _GENERATE_JIT[0]
-
-
-def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0, dtype=None):
+def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0, dtype=None,
+           format_version: int = FORMAT):
     """``(theta0, d)`` of parameter ``name`` as JAX arrays: ``syre.anchors.anchor`` computed in JAX.
 
-    ``d = 1 + xi`` is the diagonal of D. ``dtype`` defaults to float32. With ``jax_enable_x64``
-    the generator works in float64 like the torch one and rounds once; without it, in float32.
+    ``d = 1 + xi`` is the diagonal of D. ``dtype`` defaults to float32. Format 2 (default) is
+    bitwise torch's in float32 without ``jax_enable_x64`` (and in float64 with it, for
+    ``dtype=float64``). Format 1: with ``jax_enable_x64`` the generator works in float64 like the
+    torch one and rounds once; without it, in float32 (within a few ulps).
     """
     _, jnp, np = _import()
     seed = check_seed(seed)
@@ -237,9 +126,11 @@ def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0,
     shape = tuple(int(s) for s in shape)
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     dtype = jnp.float32 if dtype is None else dtype
+    version = check_format(format_version)
     _check_size(name, n)
     key = jnp.asarray(stream_key(seed, name), dtype=jnp.uint32)
-    theta0, xi = _generate_jit()(key, n, sigma0, d_spread, _x64_enabled())
+    wide = (jnp.dtype(dtype) == jnp.float64) if version == 2 else _x64_enabled()
+    theta0, xi = _generate_jit()(key, n, sigma0, d_spread, bool(wide and _x64_enabled()), version)
     theta0 = jnp.zeros(shape, dtype) if theta0 is None else theta0.astype(dtype).reshape(shape)
     d = jnp.ones(shape, dtype) if xi is None else (1.0 + xi.astype(dtype)).reshape(shape)
     return theta0, d
@@ -315,6 +206,7 @@ def syre_decay(
     seed: int = 0,
     mask: Union[Any, Callable[[Any], Any], None] = None,
     kernel_layout: str = "jax",
+    format_version: int = FORMAT,
 ):
     """Add ``gamma * D * (params - theta0)`` to the updates (see the module doc for conventions).
 
@@ -324,6 +216,8 @@ def syre_decay(
             is ``lr * gamma`` (AdamW's and ``syre.attach``'s decoupled convention).
         sigma0: ``"lecun"`` (default), ``"kaiming"``, ``"xavier"`` (fans read per
             ``kernel_layout``), an absolute float, or a callable ``(name, param) -> float``.
+        format_version: the anchor format (``syre.anchors.FORMATS``): 2 (default, as every new
+            ``syre.attach``), or 1 to resume a run started with format-1 anchors.
         d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
         seed: the anchors' seed, an int in ``[0, 2**64)``; equal seeds and names give the
             anchors ``syre.attach`` gives in torch.
@@ -343,6 +237,7 @@ def syre_decay(
     check_sigma0_spec(sigma0)
     d_spread = check_d_spread(d_spread)
     seed = check_seed(seed)
+    version = check_format(format_version)
     if kernel_layout not in LAYOUTS:
         raise ValueError(f"Invalid kernel_layout value: {kernel_layout!r}; expected one of {LAYOUTS}")
 
@@ -373,10 +268,11 @@ def syre_decay(
         shapes = {n: tuple(leaf.shape) for n, leaf in zip(names, leaves)}
         sizes = [int(np.prod(p.shape, dtype=np.int64)) if p.shape else 1 for p in leaves]
         s0s = [_resolve_sigma0(sigma0, n, p, kernel_layout, shapes) for n, p in zip(names, leaves)]
-        wide = _x64_enabled()
+        # Format 2 draws in the parameter's precision (float64 only for float64 parameters).
+        wides = [p.dtype == jnp.float64 for p in leaves] if version == 2 else [_x64_enabled()] * len(leaves)
         # One generator per parameter tensor, fused with that tensor's update. (Drawing several
         # tensors at once and slicing does not help: XLA fuses the generator into every slice.)
-        drawn = [_generate(k, n, s0, d_spread, wide) for k, n, s0 in zip(k_leaves, sizes, s0s)]
+        drawn = [_generate(k, n, s0, d_spread, w, version) for k, n, s0, w in zip(k_leaves, sizes, s0s, wides)]
         out = []
         for p, u, (theta0, xi) in zip(leaves, u_leaves, drawn):
             work = jnp.float64 if p.dtype == jnp.float64 else jnp.float32
