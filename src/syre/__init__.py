@@ -12,12 +12,14 @@ from ._multi import MultiSyre
 from ._state import plain_state_dict
 from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .config import Config
+from .fused import AdamW, SGD
 from .optim import DecaySettingWarning, PrecisionWarning, Syre, WeakPullWarning, attach, attached
 from .penalty import Penalty
 from .reparam import Reparametrization, reparametrize
 from .select import NORM_TYPES
 
 __all__ = [
+    "AdamW",
     "Anchor",
     "Config",
     "DEFAULT_D_SPREAD",
@@ -28,6 +30,7 @@ __all__ = [
     "Penalty",
     "PrecisionWarning",
     "Reparametrization",
+    "SGD",
     "Syre",
     "WeakPullWarning",
     "__version__",

@@ -5,6 +5,8 @@
 * ``normal_v2``/``anchor_v2``: format 2 from its definition, on Python ints and one float rounding.
 * ``decay``: one decoupled syre step ``p - lr * gamma * D * (p - theta0)`` in float64.
 * ``penalty``/``penalty_grad``: the coupled term and its gradient ``2 gamma D (p - theta0)``.
+* ``adamw_step``/``sgd_momentum_step``: syre's decay, then the optimizer's update, from the equations
+  (float64): the oracle of the fused ``syre.AdamW`` / ``syre.SGD``.
 """
 from __future__ import annotations
 
@@ -48,6 +50,24 @@ def anchor(seed: int, name: str, numel: int, sigma0: float, d_spread: float):
 def decay(p, theta0, d, lr: float, gamma: float):
     p = np.asarray(p, dtype=np.float64)
     return p - lr * gamma * d * (p - theta0)
+
+
+def adamw_step(p, g, m, v, t: int, theta0, d, *, lr, gamma, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """Step ``t`` (1-based) of AdamW after syre's decay; returns new ``(p, m, v)`` (float64 arrays)."""
+    p, g, m, v = (np.asarray(a, dtype=np.float64) for a in (p, g, m, v))
+    p = decay(p, theta0, d, lr, gamma) * (1.0 - lr * weight_decay)
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * g * g
+    m_hat, v_hat = m / (1.0 - beta1**t), v / (1.0 - beta2**t)
+    return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def sgd_momentum_step(p, g, b, theta0, d, *, lr, gamma, momentum, dampening=0.0):
+    """One SGD-with-momentum step after syre's decay (``b`` the buffer, None at the first step)."""
+    p, g = np.asarray(p, dtype=np.float64), np.asarray(g, dtype=np.float64)
+    p = decay(p, theta0, d, lr, gamma)
+    b = g.copy() if b is None else momentum * np.asarray(b, dtype=np.float64) + (1.0 - dampening) * g
+    return p - lr * b, b
 
 
 def penalty(p, theta0, d, gamma: float) -> float:

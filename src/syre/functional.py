@@ -38,7 +38,7 @@ import torch
 
 from ._compile import LazyKernel, is_compiling
 
-__all__ = ["decay_", "penalty", "stalled_pull"]
+__all__ = ["apply_buckets", "buckets", "decay_", "penalty", "stalled_pull"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -55,7 +55,10 @@ def _decay_one(p: torch.Tensor, theta0: Optional[torch.Tensor], xi: Optional[tor
     else:
         diff = work - theta0 if theta0 is not None else work.clone()
         diff.addcmul_(diff, xi)
-        work.sub_(diff, alpha=weight)
+        if isinstance(weight, torch.Tensor):
+            work.sub_(diff.mul_(weight))
+        else:
+            work.sub_(diff, alpha=weight)
     if work is not p:
         p.copy_(work)
 
@@ -105,31 +108,60 @@ def decay_(
         raise ValueError(
             f"params, anchors and spreads must have the same length; got {len(params)}, {len(anchors)}, {len(spreads)}"
         )
-    if weight == 0.0 or not params:
+    if not params or (not isinstance(weight, torch.Tensor) and weight == 0.0):
         return
+    apply_buckets(buckets(params, anchors, spreads, foreach), weight)
+
+
+def buckets(params, anchors, spreads, foreach: Optional[bool] = None) -> list:
+    """The calls ``decay_`` makes, decided once: ``(kind, params, anchors, spreads)`` per bucket.
+
+    ``kind`` is ``"loop"`` (one tensor at a time: the for-loop path, low-precision tensors),
+    ``"mul"``, ``"lerp"``, ``"ar"`` or ``"ar0"`` (advanced removal toward the origin) (one multi-tensor call per device, dtype and kind). A caller that
+    decays the same tensors at every step (syre's hook) keeps the buckets and calls
+    ``apply_buckets`` only: the per-tensor decisions are not made again.
+    """
     if foreach is None:
         foreach = len(params) > 1 or spreads[0] is not None
     if not foreach:
-        for p, t, x in zip(params, anchors, spreads):
-            _decay_one(p, t, x, weight)
-        return
-    buckets = defaultdict(lambda: ([], [], []))
+        return [("loop", list(params), list(anchors), list(spreads))]
+    out = {}
+    loop = ([], [], [])
     for p, t, x in zip(params, anchors, spreads):
         if p.dtype in _LOW_PRECISION:
-            _decay_one(p, t, x, weight)
-            continue
-        kind = (t is not None, x is not None)
-        b = buckets[(p.device, p.dtype, kind)]
-        b[0].append(p)
-        b[1].append(t)
-        b[2].append(x)
-    for (_, _, kind), (ps, ts, xs) in buckets.items():
-        if kind == (False, False):
-            torch._foreach_mul_(ps, 1.0 - weight)
-        elif kind == (True, False):
-            torch._foreach_lerp_(ps, ts, weight)
+            dest = loop
         else:
-            _ar_multi(ps, ts if kind[0] else None, xs, weight)
+            kind = "mul" if (t is None and x is None) else ("lerp" if x is None else ("ar" if t is not None else "ar0"))
+            dest = out.setdefault((p.device, p.dtype, kind), ([], [], []))
+        dest[0].append(p)
+        dest[1].append(t)
+        dest[2].append(x)
+    result = [(k[2],) + v for k, v in out.items()]
+    return result + ([("loop",) + loop] if loop[0] else [])
+
+
+def apply_buckets(bs: list, weight) -> None:
+    """Apply ``p <- p - weight * D * (p - theta0)`` to every bucket of ``buckets``.
+
+    ``weight`` is a float, or a 0-d tensor (``lr * gamma`` kept on the device of a tensor ``lr``:
+    no host synchronisation; then advanced removal rounds ``weight * diff`` separately).
+    """
+    tensor = isinstance(weight, torch.Tensor)
+    for kind, ps, ts, xs in bs:
+        if kind == "loop":
+            for p, t, x in zip(ps, ts, xs):
+                _decay_one(p, t, x, weight)
+        elif kind == "mul":
+            torch._foreach_mul_(ps, 1.0 - weight)
+        elif kind == "lerp":
+            torch._foreach_lerp_(ps, ts, [weight] * len(ps)) if tensor else torch._foreach_lerp_(ps, ts, weight)
+        elif tensor:
+            diffs = torch._foreach_sub(ps, ts) if kind == "ar" else [p.clone() for p in ps]
+            torch._foreach_addcmul_(diffs, diffs, xs)
+            torch._foreach_mul_(diffs, weight)
+            torch._foreach_sub_(ps, diffs)
+        else:
+            _ar_multi(ps, ts if kind == "ar" else None, xs, weight)
 
 
 # ----------------------------------------------------------------------------- advanced removal

@@ -216,6 +216,14 @@ class Syre:
         if self._precision.due(self._steps):
             self._precision.check(((e, weights[gi]) for gi, row in enumerate(live) for e in row), self._store.pair)
         self._steps += 1
+        if getattr(optimizer, "_syre_fusable", False) and self._store.mode == "stored":
+            # syre.AdamW / syre.SGD: their step reads each group's weight and anchors in its own pass.
+            from .fused import _Fused
+
+            groups = {gi: (weights[gi], {id(e.param): (e,) + tuple(self._store.pair(e)) for e in row})
+                      for gi, row in enumerate(live) if row}
+            optimizer._syre_fused = _Fused(groups, lambda entries, w: self._store.decay(entries, w, self._config.foreach))
+            return
         for gi, row in enumerate(live):
             if row:
                 self._store.decay(row, weights[gi], self._config.foreach)

@@ -1,0 +1,243 @@
+"""``syre.AdamW`` and ``syre.SGD``: torch's optimizers, with syre's decay read inside their own pass.
+
+::
+
+    opt = syre.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)   # in place of torch.optim.AdamW
+    s = syre.attach(opt, model)                                        # as with any optimizer
+
+Each is a subclass of the torch class (``isinstance(opt, torch.optim.AdamW)`` holds), with the same
+arguments, ``param_groups``, per-parameter ``state`` and ``state_dict``, so Lightning, transformers,
+DDP/FSDP2, schedulers and checkpoints handle it exactly as torch's. Without syre attached its
+``step`` is torch's. With syre attached (stored anchors), syre's step pre-hook validates and hands
+each group's ``lr * gamma`` and anchors to ``step``, which applies, per parameter, in one pass that
+reads ``p, grad, exp_avg, exp_avg_sq, theta0 (, xi)`` once and writes ``p, exp_avg, exp_avg_sq`` once::
+
+    p <- p - w * D * (p - theta0)          (w = lr * gamma; syre's decay, first, as in the hook path)
+    p <- p * (1 - lr * weight_decay)       (AdamW's own decay; 0 when syre took it over)
+    m <- lerp(m, g, 1 - beta1);  v <- beta2 v + (1 - beta2) g^2
+    p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+(``syre.SGD`` with momentum: the decay, then ``b <- momentum b + (1 - dampening) g``, ``p <- p - lr b``).
+The kernel is ``torch.compile``d on CPU (one build per dtype and kind, cached on disk by torch;
+``lr`` and every other scalar enter as one tensor, so a learning-rate schedule does not
+recompile) and the Triton kernel of ``syre._triton`` on CUDA. Everything else -- tensors below
+``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable or differentiable groups, Nesterov,
+a coupled ``weight_decay`` on SGD, the first SGD step (no momentum buffer yet), seeded mode, or no
+compiler -- takes the separate pass: syre's decay, then torch's own step on those tensors.
+
+Agreement: the fused pass and "decay, then torch's AdamW" are not bitwise equal (torch's kernels
+contract some products into FMAs, the compiled one others); ``tests/test_fused.py`` bounds the
+difference against the equations (``syre._reference.adamw_step``) over many steps.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
+
+from ._compile import LazyKernel
+
+__all__ = ["AdamW", "FUSED_MIN", "SGD"]
+
+#: Tensors below this many elements take the separate pass (a compiled call costs ~10-30 us).
+FUSED_MIN = 1 << 16
+
+
+# ----------------------------------------------------------------------------- kernels
+def _decayed(p, t0, xi, w):
+    if xi is None:
+        return p + w * (t0 - p)
+    diff = p - t0
+    return p - w * (diff + diff * xi)
+
+
+def _adamw_kernel(p, g, m, v, t0, xi, s) -> None:
+    """One AdamW step with syre's decay; ``s = [w, 1 - lr wd, 1 - beta1, beta2, 1 - beta2, step size, sqrt bc2, eps]``."""
+    q = _decayed(p, t0, xi, s[0]) * s[1]
+    m2 = m + (g - m) * s[2]
+    v2 = v * s[3] + (g * g) * s[4]
+    p.copy_(q - s[5] * (m2 / (torch.sqrt(v2) / s[6] + s[7])))
+    m.copy_(m2)
+    v.copy_(v2)
+
+
+def _sgd_kernel(p, g, b, t0, xi, s) -> None:
+    """One SGD-momentum step with syre's decay; ``s = [w, momentum, 1 - dampening, lr]``."""
+    q = _decayed(p, t0, xi, s[0])
+    b2 = b * s[1] + g * s[2]
+    p.copy_(q - s[3] * b2)
+    b.copy_(b2)
+
+
+def _probe(kind: str):
+    def probe(kernel, key) -> bool:
+        dtype, ar = key
+        gen = torch.Generator().manual_seed(0)
+        n = FUSED_MIN + 5
+        ts = [torch.randn(n, generator=gen, dtype=dtype) for _ in range(5)]
+        ts[3] = ts[3].abs()
+        xi = (torch.rand(n, generator=gen, dtype=dtype) - 0.5) * 0.2 if ar else None
+        if kind == "adamw":
+            s = torch.tensor([0.1, 1.0, 0.1, 0.999, 0.001, 0.01, 0.03, 1e-8], dtype=dtype)
+            got, want = [t.clone() for t in ts], [t.clone() for t in ts]
+            kernel(got[0], got[1], got[2], got[3], got[4], xi, s)
+            _adamw_kernel(want[0], want[1], want[2], want[3], want[4], xi, s)
+        else:
+            s = torch.tensor([0.1, 0.9, 1.0, 0.01], dtype=dtype)
+            got, want = [t.clone() for t in ts], [t.clone() for t in ts]
+            kernel(got[0], got[1], got[2], got[4], xi, s)
+            _sgd_kernel(want[0], want[1], want[2], want[4], xi, s)
+        # compiled and eager contract differently: agreement to a few ulps, not bitwise
+        return all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
+
+    return probe
+
+
+_ADAMW = LazyKernel("fused AdamW + syre kernel", _adamw_kernel, _probe("adamw"), budget=0)
+_SGD = LazyKernel("fused SGD + syre kernel", _sgd_kernel, _probe("sgd"), budget=0)
+
+
+def _kernel(lazy: LazyKernel, p: torch.Tensor, ar: bool):
+    if p.device.type == "cuda":
+        from . import _triton
+
+        return _triton.fused_kernel(lazy is _ADAMW, ar)
+    if p.device.type != "cpu":
+        return None
+    return lazy.get(p.numel(), (p.dtype, ar))
+
+
+def _fusable(p, others) -> bool:
+    return (p.dtype in (torch.float32, torch.float64) and p.numel() >= FUSED_MIN and type(p.data) is torch.Tensor
+            and all(t is None or (t.is_contiguous() and t.dtype == p.dtype) for t in (p,) + tuple(others)))
+
+
+class _Fused:
+    """What syre hands the step: per group ``(w, {id(param): (entry, theta0, xi)})`` and the separate decay."""
+
+    def __init__(self, groups: Dict[int, tuple], decay):
+        self.groups = groups
+        self.decay = decay  # decay(entries, w): syre's separate pass for the tensors not fused
+
+    def take(self, gi: int, params: List[torch.Tensor], fused_ok) -> List[Optional[tuple]]:
+        """For each param: ``(w, theta0, xi)`` if it is fused, else None (its decay applied now, separately)."""
+        got = self.groups.get(gi)
+        if got is None:
+            return [None] * len(params)
+        w, by_id = got
+        out, rest = [], []
+        for p in params:
+            item = by_id.get(id(p))
+            if item is not None and fused_ok(p, item):
+                out.append((w, item[1], item[2]))
+            else:
+                out.append(None)
+                if item is not None:
+                    rest.append(item[0])
+        if rest:
+            self.decay(rest, w)
+        return out
+
+
+def _take_plan(opt) -> Optional[_Fused]:
+    plan, opt._syre_fused = getattr(opt, "_syre_fused", None), None
+    return plan
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` that applies an attached syre's decay inside its own pass (module doc)."""
+
+    _syre_fusable = True
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()  # under syre, the decay's plan is made here (after the gradients)
+        plan = _take_plan(self)
+        for gi, group in enumerate(self.param_groups):
+            params, grads, m, v, vmax, steps = [], [], [], [], [], []
+            has_complex = self._init_group(group, params, grads, m, v, vmax, steps)
+            simple = not (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
+                          or has_complex or torch.is_tensor(group["betas"][0]))
+            state_of = {id(p): i for i, p in enumerate(params)}
+
+            def ok(p, item, _i=state_of):
+                i = _i[id(p)]
+                return simple and item[1] is not None and _fusable(p, (grads[i], m[i], v[i], item[1], item[2])) \
+                    and _kernel(_ADAMW, p, item[2] is not None) is not None
+
+            todo = plan.take(gi, params, ok) if plan is not None else [None] * len(params)
+            rest = [i for i, t in enumerate(todo) if t is None]
+            if rest:
+                pick = lambda xs: [xs[i] for i in rest]  # noqa: E731
+                adam(pick(params), pick(grads), pick(m), pick(v), pick(vmax) if group["amsgrad"] else [], pick(steps),
+                     amsgrad=group["amsgrad"], has_complex=has_complex, beta1=group["betas"][0], beta2=group["betas"][1],
+                     lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                     foreach=group["foreach"], capturable=group["capturable"], differentiable=group["differentiable"],
+                     fused=group["fused"], grad_scale=getattr(self, "grad_scale", None),
+                     found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=True)
+            beta1, beta2 = (float(b) for b in group["betas"])
+            lr = float(group["lr"])
+            for i, t in enumerate(todo):
+                if t is None:
+                    continue
+                w, theta0, xi = t
+                steps[i] += 1
+                step = float(steps[i])
+                bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
+                s = torch.tensor([float(w), 1.0 - lr * float(group["weight_decay"]), 1.0 - beta1, beta2, 1.0 - beta2,
+                                  lr / bc1, bc2**0.5, float(group["eps"])], dtype=params[i].dtype, device=params[i].device)
+                kernel = _kernel(_ADAMW, params[i], xi is not None)
+                kernel(params[i].view(-1), grads[i].view(-1), m[i].view(-1), v[i].view(-1), theta0.view(-1),
+                       None if xi is None else xi.view(-1), s)
+        return loss
+
+
+class SGD(torch.optim.SGD):
+    """``torch.optim.SGD`` that applies an attached syre's decay inside its own pass (module doc)."""
+
+    _syre_fusable = True
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plan = _take_plan(self)
+        for gi, group in enumerate(self.param_groups):
+            params, grads, bufs = [], [], []
+            sparse = self._init_group(group, params, grads, bufs)
+            simple = (group["momentum"] != 0 and not (group["nesterov"] or group["maximize"] or sparse)
+                      and group["weight_decay"] == 0 and not torch.is_tensor(group["lr"]))
+            index = {id(p): i for i, p in enumerate(params)}
+
+            def ok(p, item, _i=index):
+                i = _i[id(p)]
+                return simple and bufs[i] is not None and item[1] is not None \
+                    and _fusable(p, (grads[i], bufs[i], item[1], item[2])) and _kernel(_SGD, p, item[2] is not None) is not None
+
+            todo = plan.take(gi, params, ok) if plan is not None else [None] * len(params)
+            rest = [i for i, t in enumerate(todo) if t is None]
+            if rest:
+                rb = [bufs[i] for i in rest] if group["momentum"] != 0 else []
+                sgd([params[i] for i in rest], [grads[i] for i in rest], rb, weight_decay=group["weight_decay"],
+                    momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
+                    maximize=group["maximize"], has_sparse_grad=sparse, foreach=group["foreach"], fused=group["fused"],
+                    grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None))
+                if group["momentum"] != 0:
+                    for i, b in zip(rest, rb):
+                        self.state[params[i]]["momentum_buffer"] = b
+            for i, t in enumerate(todo):
+                if t is None:
+                    continue
+                w, theta0, xi = t
+                s = torch.tensor([float(w), float(group["momentum"]), 1.0 - float(group["dampening"]), float(group["lr"])],
+                                 dtype=params[i].dtype, device=params[i].device)
+                _kernel(_SGD, params[i], xi is not None)(params[i].view(-1), grads[i].view(-1), bufs[i].view(-1),
+                                                         theta0.view(-1), None if xi is None else xi.view(-1), s)
+        return loss
