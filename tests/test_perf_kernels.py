@@ -12,6 +12,8 @@ import syre
 from syre import _compile as C
 from syre import _reference as ref
 from syre import anchors as A
+from syre import _gen_v1 as V1
+from syre import _gen_v2 as V2
 from syre import functional as F
 
 from conftest import batches
@@ -33,7 +35,8 @@ def compiled(monkeypatch):
     """Build the compiled kernels at first use (they are cached for the rest of the session)."""
     monkeypatch.setenv("SYRE_COMPILE", "1")
     kernel = A._UNIFORMS.get(1 << 20)
-    if kernel is None:
+    v2 = V2._THETA.get(1 << 20, torch.float32), V2._XI.get(1 << 20, torch.float32)  # format 2: fp32 kernels
+    if kernel is None or None in v2:
         pytest.skip("torch.compile is not available here; the eager paths are what syre uses")
     return kernel
 
@@ -107,20 +110,26 @@ def test_basic_fast_path_still_lands_on_theta0_and_keeps_adamw_decay():
 
 
 # ----------------------------------------------------------------------------- anchors
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_compiled_generator_is_bitwise_the_eager_generator(compiled, dtype):
+def _eager(version, seed, name, start, stop, s0, ds, dtype):
+    if version == 1:
+        return A._fill_eager(seed, name, start, stop, s0, ds, torch.device("cpu"), dtype)
+    return V2.fill_eager(A.stream_key(seed, name), start, stop, s0, ds, torch.device("cpu"), dtype)
+
+
+@pytest.mark.parametrize("version,dtype", [(1, torch.float32), (1, torch.float64), (2, torch.float32)])
+def test_compiled_generator_is_bitwise_the_eager_generator(compiled, version, dtype):
     g = torch.Generator().manual_seed(3)
     cases = [(0, 100_000, 0.3, 0.2), (2**32 - 7, 70_000, 1.0, 0.0), (2**40 + 11, 65, 0.0, 0.5), (5, 3 * A._FAST_BLOCK + 1, 0.01, 0.1)]
     for i, (start, n, s0, ds) in enumerate(cases):
         name = f"layer{i}.weight"
-        fast = A.anchor_slice(i, name, start, start + n, sigma0=s0, d_spread=ds, dtype=dtype)
-        eager = A._fill_eager(i, name, start, start + n, s0, ds, torch.device("cpu"), dtype)
+        fast = A.anchor_slice(i, name, start, start + n, sigma0=s0, d_spread=ds, dtype=dtype, version=version)
+        eager = _eager(version, i, name, start, start + n, s0, ds, dtype)
         for f, e in zip(fast, eager):
             assert (f is None) == (e is None)
             if f is not None:
                 assert torch.equal(f, e)
         # the block iterator used by seeded mode gives the same numbers
-        for lo, hi, t, x in A._blocks(i, name, start, start + n, s0, ds, dtype, "cpu"):
+        for lo, hi, t, x in A._blocks(i, name, start, start + n, s0, ds, dtype, "cpu", version):
             if t is not None:
                 assert torch.equal(t, eager[0][lo - start : hi - start])
             if x is not None:
@@ -129,7 +138,10 @@ def test_compiled_generator_is_bitwise_the_eager_generator(compiled, dtype):
 
 
 def test_compiled_generator_matches_the_pure_python_reference(compiled):
-    theta0, d = A.anchor(7, "layer.weight", (300,), sigma0=0.3, d_spread=0.2, dtype=torch.float64)
+    t2, d2 = A.anchor(7, "layer.weight", (300,), sigma0=0.3, d_spread=0.2)
+    r2, x2 = ref.anchor_v2(7, "layer.weight", 300, 0.3, 0.2)
+    assert np.array_equal(t2.numpy(), r2) and np.array_equal((d2 - 1).numpy(), (np.float32(1) + x2) - np.float32(1))
+    theta0, d = A.anchor(7, "layer.weight", (300,), sigma0=0.3, d_spread=0.2, dtype=torch.float64, version=1)
     r_theta0, r_d = ref.anchor(7, "layer.weight", 300, 0.3, 0.2)
     np.testing.assert_allclose(theta0.numpy(), r_theta0, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(d.numpy(), r_d, rtol=1e-14)
@@ -138,11 +150,14 @@ def test_compiled_generator_matches_the_pure_python_reference(compiled):
 def test_small_fills_and_other_devices_stay_eager(monkeypatch):
     calls = []
     monkeypatch.setattr(A._UNIFORMS, "get", lambda n, key=None: calls.append(n))
-    A.anchor_slice(0, "w", 0, A._FAST_MIN - 1, sigma0=1.0)
-    A.anchor_slice(0, "w", 0, 100, sigma0=0.0, d_spread=0.0)
+    monkeypatch.setattr(V2._THETA, "get", lambda n, key=None: calls.append(("v2", n)))
+    for version in (1, 2):
+        A.anchor_slice(0, "w", 0, A._FAST_MIN - 1, sigma0=1.0, version=version)
+        A.anchor_slice(0, "w", 0, 100, sigma0=0.0, d_spread=0.0, version=version)
     assert calls == []
+    A.anchor_slice(0, "w", 0, A._FAST_MIN, sigma0=1.0, version=1)
     A.anchor_slice(0, "w", 0, A._FAST_MIN, sigma0=1.0)
-    assert calls == [A._FAST_MIN]
+    assert calls == [A._FAST_MIN, ("v2", A._FAST_MIN)]
 
 
 # ----------------------------------------------------------------------------- compile policy
@@ -202,6 +217,9 @@ def test_eager_fallback_gives_the_same_anchors_and_steps(monkeypatch):
     broken = C.LazyKernel("anchor generator", A._uniforms, A._probe_uniforms, budget=0)
     broken._failed = True
     monkeypatch.setattr(A, "_UNIFORMS", broken)
+    monkeypatch.setattr(V1, "_UNIFORMS", broken)
+    for lazy in (V2._THETA, V2._XI):
+        monkeypatch.setattr(lazy, "_failed", True)
     after = A.anchor_slice(3, "weight", 0, 12_000, sigma0=0.1, d_spread=0.2)
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
     o = torch.optim.SGD(m.parameters(), lr=0.1)
