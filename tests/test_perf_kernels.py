@@ -233,7 +233,9 @@ def test_eager_fallback_gives_the_same_anchors_and_steps(monkeypatch):
 def _syre_tensors(s):
     """Every tensor reachable from the Syre object's own state (not the model's or optimizer's)."""
     found, seen = [], set()
-    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info")  # references to the user's objects
+    # references to the user's objects; ``_cache`` holds the step's lists of the parameters and of the
+    # store's own anchors (references, checked below to be those and nothing else)
+    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info", "_cache")
 
     def walk(obj, depth=0):
         if id(obj) in seen or depth > 6:
@@ -292,6 +294,11 @@ def test_seeded_mode_is_bitwise_stored_and_keeps_no_per_parameter_tensors(reques
     for p1, p2 in zip(*(m.parameters() for m in models)):
         assert torch.equal(p1, p2)
     stored, seeded = (_syre_tensors(s) for s in syres)
+    for s, m in zip(syres, models):
+        own = {id(t) for t in _syre_tensors(s)} | {id(p) for p in m.parameters()}
+        cached = [t for params, buckets in s._cache.values() for t in params]
+        cached += [t for params, buckets in s._cache.values() for b in (buckets or []) for ts in b[1:] for t in ts if t is not None]
+        assert cached and all(id(t) in own for t in cached)
     n_params = sum(p.numel() for p in models[0].parameters())
     assert sum(t.numel() for t in stored) == n_params * (2 if d_spread else 1)
     assert seeded == []  # zero bytes per parameter between steps

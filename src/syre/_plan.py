@@ -11,6 +11,7 @@ the plan then. The one thing a plan keeps is syre's own memory of each parameter
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -62,9 +63,16 @@ class Plan:
     entries: List[Entry]
     by_group: List[List[Entry]]  # the covered entries of each group
     unheld: List[str] = field(default_factory=list)  # trainable model parameters no group holds
+    _low: Optional[bool] = None
 
     def covered(self) -> List[Entry]:
         return [e for e in self.entries if e.covered]
+
+    def low_precision(self) -> bool:
+        """Whether a covered parameter is fp16/bf16 (the precision check has something to look at)."""
+        if self._low is None:
+            self._low = any(e.param.dtype in (torch.float16, torch.bfloat16) for e in self.entries if e.covered)
+        return self._low
 
     def entry(self, name: str) -> Entry:
         for e in self.entries:
@@ -74,11 +82,18 @@ class Plan:
         raise KeyError(f"Unknown parameter name {name!r}; syre knows {known[:10]}{' ...' if len(known) > 10 else ''}")
 
 
+_META = operator.attrgetter("requires_grad", "dtype", "device")
+
+
 def fingerprint(optimizer: torch.optim.Optimizer) -> tuple:
-    """Everything a plan is derived from, cheaply: group identity, params, requires_grad, dtype, device, type."""
+    """Everything a plan is derived from, cheaply: group identity, params, requires_grad, dtype, device, type.
+
+    Read at every step, so written for speed: C-level ``map``s over each group's parameters, no
+    per-parameter Python frame.
+    """
     return tuple(
-        (id(g), tuple([(id(p), p.requires_grad, p.dtype, p.device, type(p)) for p in g["params"]]))
-        for g in optimizer.param_groups
+        (id(g), tuple(map(id, ps)), tuple(map(_META, ps)), tuple(map(type, ps)))
+        for g in optimizer.param_groups for ps in (g["params"],)
     )
 
 

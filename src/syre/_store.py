@@ -39,6 +39,7 @@ class AnchorStore:
         self.seed = seed
         self.d_spread = d_spread
         self.version = version  # the anchor format (syre.anchors.FORMATS)
+        self.generation = 0  # counts sync() calls: what callers derived from the anchors is stale after one
 
     def configure(self, seed: int, d_spread: float, version: Optional[int] = None) -> None:
         self.seed, self.d_spread = seed, d_spread
@@ -70,9 +71,14 @@ class AnchorStore:
                              device=device, dtype=dtype, version=self.version)
         return tuple(None if t is None else t.view(shape) for t in out)
 
+    def buckets(self, entries: List[Entry], foreach: Optional[bool]):
+        """The decay's calls for ``entries`` decided once (``functional.buckets``), or None (decided per step)."""
+        return None
+
     # Overridden:
     def sync(self, entries: List[Entry]) -> None:
         """Make the store match the plan's entries (called after every plan rebuild or state load)."""
+        self.generation += 1
 
     def pair(self, e: Entry) -> Pair:
         raise NotImplementedError
@@ -103,6 +109,7 @@ class StoredStore(AnchorStore):
                 tuple(local.shape), tuple(local.stride()))
 
     def sync(self, entries: List[Entry]) -> None:
+        super().sync(entries)
         names = {e.name for e in entries}
         for name in [n for n in self._anchors if n not in names]:
             del self._anchors[name]  # the parameter left the optimizer or the model
@@ -125,12 +132,17 @@ class StoredStore(AnchorStore):
         got = self._anchors.get(e.name)
         return (None, None) if got is None else got[1]
 
+    def buckets(self, entries: List[Entry], foreach: Optional[bool]):
+        pairs = [self.pair(e) for e in entries]
+        return F.buckets([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], foreach)
+
     def decay(self, entries: List[Entry], weight: float, foreach: Optional[bool]) -> None:
         pairs = [self.pair(e) for e in entries]
         F.decay_([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], weight=weight, foreach=foreach)
 
     def clear(self) -> None:
         self._anchors = {}
+        self.generation += 1
 
     def nbytes(self) -> int:
         seen, total = set(), 0

@@ -117,7 +117,8 @@ def buckets(params, anchors, spreads, foreach: Optional[bool] = None) -> list:
     """The calls ``decay_`` makes, decided once: ``(kind, params, anchors, spreads)`` per bucket.
 
     ``kind`` is ``"loop"`` (one tensor at a time: the for-loop path, low-precision tensors),
-    ``"mul"``, ``"lerp"``, ``"ar"`` or ``"ar0"`` (advanced removal toward the origin) (one multi-tensor call per device, dtype and kind). A caller that
+    ``"mul"``, ``"lerp"``, ``"ar"`` or ``"ar0"`` (advanced removal toward the origin; ``_small``
+    when every tensor fits one cache block) (one multi-tensor call per device, dtype and kind). A caller that
     decays the same tensors at every step (syre's hook) keeps the buckets and calls
     ``apply_buckets`` only: the per-tensor decisions are not made again.
     """
@@ -132,6 +133,9 @@ def buckets(params, anchors, spreads, foreach: Optional[bool] = None) -> list:
             dest = loop
         else:
             kind = "mul" if (t is None and x is None) else ("lerp" if x is None else ("ar" if t is not None else "ar0"))
+            if kind in ("ar", "ar0") and p.numel() <= _BLOCK and p.is_contiguous() and x.is_contiguous() \
+                    and (t is None or t.is_contiguous()):
+                kind += "_small"  # cache-resident: three multi-tensor calls, no blocking
             dest = out.setdefault((p.device, p.dtype, kind), ([], [], []))
         dest[0].append(p)
         dest[1].append(t)
@@ -155,11 +159,15 @@ def apply_buckets(bs: list, weight) -> None:
             torch._foreach_mul_(ps, 1.0 - weight)
         elif kind == "lerp":
             torch._foreach_lerp_(ps, ts, [weight] * len(ps)) if tensor else torch._foreach_lerp_(ps, ts, weight)
-        elif tensor:
-            diffs = torch._foreach_sub(ps, ts) if kind == "ar" else [p.clone() for p in ps]
+        elif tensor or kind.endswith("_small"):
+            # diff = p - theta0 (or p), diff += diff * xi, p -= weight * diff: _decay_one's operations
+            diffs = torch._foreach_sub(ps, ts) if kind in ("ar", "ar_small") else [p.clone() for p in ps]
             torch._foreach_addcmul_(diffs, diffs, xs)
-            torch._foreach_mul_(diffs, weight)
-            torch._foreach_sub_(ps, diffs)
+            if tensor:
+                torch._foreach_mul_(diffs, weight)
+                torch._foreach_sub_(ps, diffs)
+            else:
+                torch._foreach_add_(ps, diffs, alpha=-weight)
         else:
             _ar_multi(ps, ts if kind == "ar" else None, xs, weight)
 

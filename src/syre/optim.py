@@ -30,13 +30,16 @@ only. Under FSDP2 each rank decays its local shard toward its slice of the ancho
 """
 from __future__ import annotations
 
+import operator
 import weakref
+from itertools import repeat
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from . import _dist
+from . import functional as F
 from ._checks import (  # noqa: F401  (public names of syre.optim)
     PRECISION_CHECK_EVERY,
     PROBE_ELEMENTS,
@@ -64,6 +67,12 @@ __all__ = ["DecaySettingWarning", "FORMAT_VERSION", "PrecisionWarning", "Syre", 
 #: Every ``Syre`` ever attached, weakly (a ``Syre`` lives as long as its optimizer's hooks). Looked up
 #: by identity, so optimizers and models need not be hashable.
 _ALL: "weakref.WeakSet" = weakref.WeakSet()
+_GRAD = operator.attrgetter("grad")
+
+
+def _nonzero(w) -> bool:
+    """``lr * gamma`` is not 0 (a tensor weight is taken as nonzero: reading it would sync the device)."""
+    return isinstance(w, torch.Tensor) or w != 0.0
 
 
 def attached(optimizer: torch.optim.Optimizer) -> Optional["Syre"]:
@@ -156,6 +165,8 @@ class Syre:
         self._plan, self._fp = plan, fingerprint(optimizer)
         self._store = make_store(config.mode, config.seed, config.d_spread)
         self._store.sync(plan.entries)
+        self._cache: Dict[int, tuple] = {}
+        self._cache_key: Optional[tuple] = None
         self._steps = 0
         self._removed = False
         self._pending: Optional[dict] = None
@@ -182,7 +193,20 @@ class Syre:
             self._fp = fp
         return self._plan
 
+    def _buckets(self, plan, gi: int):
+        """``(params, buckets)`` of group ``gi``: the decay's calls, decided once per plan and store state."""
+        key = (id(plan), self._store.generation)
+        if self._cache_key != key:
+            self._cache, self._cache_key = {}, key
+        got = self._cache.get(gi)
+        if got is None:
+            row = plan.by_group[gi]
+            got = self._cache[gi] = ([e.param for e in row], self._store.buckets(row, self._config.foreach))
+        return got
+
     # ------------------------------------------------------------------ the step
+    # The one compiler boundary: eager under torch.compile (a compiled step would otherwise guard on
+    # lr * gamma, a Python float, and on syre's step count, and recompile whenever the lr changes).
     @torch.compiler.disable
     def _pre_step(self, optimizer, args, kwargs):
         # ``args`` starts with the optimizer itself (torch passes ``step``'s own arguments).
@@ -198,35 +222,41 @@ class Syre:
             loss = closure()
             if not done:
                 done.append(True)
-                self._decay(optimizer)
+                torch.compiler.disable(self._decay)(optimizer)
             return loss
 
         if "closure" in kwargs:
             return args, dict(kwargs, closure=closure_then_decay)
         return (args[0], closure_then_decay) + tuple(args[2:]), kwargs
 
-    # Eager under torch.compile: a compiled step would otherwise guard on lr * gamma (a Python
-    # float) and on syre's step count, and recompile whenever the learning rate changes.
-    @torch.compiler.disable
     @torch.no_grad()
     def _decay(self, optimizer) -> None:
         plan = self._refresh()
         weights = self._groups.weights()  # validated; raises before anything changes
-        live = [[e for e in row if e.param.grad is not None] if weights[gi] else [] for gi, row in enumerate(plan.by_group)]
-        if self._precision.due(self._steps):
+        rows = plan.by_group
+        if self._precision.due(self._steps) and plan.low_precision():
+            live = [[e for e in row if e.param.grad is not None] if _nonzero(weights[gi]) else [] for gi, row in enumerate(rows)]
             self._precision.check(((e, weights[gi]) for gi, row in enumerate(live) for e in row), self._store.pair)
         self._steps += 1
         if getattr(optimizer, "_syre_fusable", False) and self._store.mode == "stored":
             # syre.AdamW / syre.SGD: their step reads each group's weight and anchors in its own pass.
             from .fused import _Fused
 
-            groups = {gi: (weights[gi], {id(e.param): (e,) + tuple(self._store.pair(e)) for e in row})
-                      for gi, row in enumerate(live) if row}
+            groups = {gi: (weights[gi], {id(e.param): (e,) + tuple(self._store.pair(e)) for e in row if e.param.grad is not None})
+                      for gi, row in enumerate(rows) if row and _nonzero(weights[gi])}
             optimizer._syre_fused = _Fused(groups, lambda entries, w: self._store.decay(entries, w, self._config.foreach))
             return
-        for gi, row in enumerate(live):
-            if row:
-                self._store.decay(row, weights[gi], self._config.foreach)
+        for gi, w in enumerate(weights):
+            if not rows[gi] or not _nonzero(w):
+                continue
+            params, buckets = self._buckets(plan, gi)
+            grads = list(map(_GRAD, params))
+            if buckets is not None and not any(map(operator.is_, grads, repeat(None))):
+                F.apply_buckets(buckets, w)  # the common case: one multi-tensor call per bucket
+            else:
+                live = [e for e, g in zip(rows[gi], grads) if g is not None]
+                if live:
+                    self._store.decay(live, w, self._config.foreach)
 
     def _probed(self):
         """(entry, lr * gamma) of the parameters the pull check looks at this step."""
