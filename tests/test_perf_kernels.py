@@ -323,3 +323,18 @@ def test_seeded_mode_low_precision_and_strided_parameters(compiled):
         outs.append([p.detach().clone() for p in m.parameters()])
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_tensor_weight_decays_as_the_float_weight(kind):
+    """``lr * gamma`` as a 0-d tensor (a device lr: no host sync) gives the float weight's decay (to
+    rounding for advanced removal, whose ``weight * diff`` is then rounded on its own)."""
+    ps, ts, xs = _tensors([(7, 5), (300,), (2, 2)], torch.float32, *kind)
+    a, b = [p.clone() for p in ps], [p.clone() for p in ps]
+    F.decay_(a, ts, xs, weight=0.3)
+    F.decay_(b, ts, xs, weight=torch.tensor(0.3))
+    for x, y in zip(a, b):
+        if kind[1]:
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(x, y)

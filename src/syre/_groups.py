@@ -36,6 +36,8 @@ GROUP_KEY = "syre_gamma"
 OVERSHOOT = 1.0
 #: ``lr * gamma`` above this diverges (refused at a step).
 DIVERGES = 2.0
+#: A device (non-CPU) tensor ``lr`` is read back to check ``lr * gamma`` this often (steps).
+DEVICE_LR_CHECK_EVERY = 100
 
 
 class DecaySettingWarning(UserWarning):
@@ -88,6 +90,7 @@ class Groups:
         #: group index -> the weight_decay syre took over (given back by ``restore``).
         self.takeover: Dict[int, float] = {}
         self._known = 0  # groups seen so far; later ones are new (add_param_group)
+        self._device_checks = 0  # steps seen: a device lr's value is read every DEVICE_LR_CHECK_EVERY
         self._warned: set = set()
 
     # ------------------------------------------------------------------ reading
@@ -179,7 +182,10 @@ class Groups:
 
     # ------------------------------------------------------------------ the step
     def weights(self) -> List[float]:
-        """``lr * gamma`` of every group at this step, after the rules; raises before anything changes."""
+        """``lr * gamma`` of every group at this step, after the rules; raises before anything changes.
+
+        A float per group, or a 0-d tensor on the lr's device where ``lr`` is a non-CPU tensor.
+        """
         groups = self.optimizer.param_groups
         new = range(self._known, len(groups))  # add_param_group since the last step
         plan = self.plan_takeover(new) if len(new) else {}
@@ -194,7 +200,17 @@ class Groups:
                 gamma = plan[gi] if gi in plan else self.gamma(gi)
                 if wd != 0.0 and gamma > 0.0 and gi not in plan:
                     self._warn_origin(gi, wd, stacklevel=_stacklevel())
-            w = as_float(group["lr"]) * gamma
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor) and lr.device.type != "cpu":
+                # A device lr (CUDA graphs, capturable optimizers): lr * gamma stays on the device, so
+                # the step makes no host sync; its value is checked at the first step and every
+                # DEVICE_LR_CHECK_EVERY steps (each check is one sync).
+                out.append(lr.detach() * gamma)
+                if self._device_checks % DEVICE_LR_CHECK_EVERY:
+                    continue
+                w = as_float(lr) * gamma
+            else:
+                w = as_float(lr) * gamma
             if w > DIVERGES:
                 raise ValueError(
                     f"syre refuses this step: param group {gi} has lr * gamma = {w:g} > 2, where the decay toward the "
@@ -208,7 +224,9 @@ class Groups:
                     "the weights past their anchors and oscillates around them; keep lr * gamma <= 1. (Issued once.)",
                     DecaySettingWarning, stacklevel=_stacklevel(),
                 )
-            out.append(w)
+            if not (isinstance(lr, torch.Tensor) and lr.device.type != "cpu"):
+                out.append(w)
+        self._device_checks += 1
         self.apply_takeover(plan)
         self._known = len(groups)
         for gi, wd in rescheduled.items():
