@@ -41,6 +41,8 @@ SCALE = 2.0 ** -NT.FRACTION_BITS
 XI_SCALE = 2.0**-24
 #: Elements per block of the block generator (a multiple of ``_ALIGN``).
 BLOCK = 1 << 18
+#: Elements per block on CUDA (one Triton launch each).
+GPU_BLOCK = 1 << 24
 #: Compiled calls cover whole multiples of this many elements (16 Philox blocks: full vectors).
 _ALIGN = 64
 
@@ -218,6 +220,10 @@ def blocks(key, start: int, stop: int, sigma0: float, d_spread: float, dtype, de
     available (over the enclosing 64-aligned range), eagerly otherwise; the values are the same.
     """
     device = torch.device(device)
+    if _on_gpu(device):
+        for lo in range(start, stop, GPU_BLOCK):
+            yield (lo, min(lo + GPU_BLOCK, stop)) + fill(key, lo, min(lo + GPU_BLOCK, stop), sigma0, d_spread, device, dtype)
+        return
     kt, kx = _kernels(stop - start, sigma0, d_spread, device, dtype)
     buf_t = buf_x = lanes = None
     rk = torch.tensor(round_keys(key), dtype=torch.int32) if (kt is not None or kx is not None) else None
@@ -246,8 +252,21 @@ def _scratch(buf: Optional[torch.Tensor], shape, dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype) if buf is None else buf
 
 
+def _on_gpu(device) -> bool:
+    """CUDA tensors take the Triton kernel (``syre._triton``), the same bits as the CPU path."""
+    if torch.device(device).type != "cuda":
+        return False
+    from . import _triton
+
+    return _triton.available()
+
+
 def fill(key, start: int, stop: int, sigma0: float, d_spread: float, device, dtype) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """``(theta0, xi)`` of ``[start, stop)`` as new tensors: compiled blocks where available."""
+    """``(theta0, xi)`` of ``[start, stop)`` as new tensors: compiled blocks (CPU) or Triton (CUDA) where available."""
+    if _on_gpu(device):
+        from . import _triton
+
+        return _triton.anchors(key, start, stop, sigma0, d_spread, dtype, device)
     kt, kx = _kernels(stop - start, sigma0, d_spread, device, dtype)
     if kt is None and kx is None:
         return fill_eager(key, start, stop, sigma0, d_spread, device, dtype)

@@ -177,6 +177,11 @@ class SeededStore(AnchorStore):
             elif type(local.data) is torch.Tensor and local.is_contiguous():
                 start, stop = e.shard if e.shard is not None else (0, local.numel())
                 flat = local.detach().view(-1)
+                if _triton_seeded(self.version, local, weight):
+                    from . import _triton
+
+                    _triton.seeded_decay(flat, A.stream_key(self.seed, e.name), start, e.sigma0, self.d_spread, weight)
+                    continue
                 for lo, hi, t, x in A._blocks(self.seed, e.name, start, stop, e.sigma0, self.d_spread,
                                               anchor_dtype(local), local.device, self.version):
                     F.decay_([flat[lo - start : hi - start]], [t], [x], weight=weight, foreach=False)
@@ -185,6 +190,16 @@ class SeededStore(AnchorStore):
                 F.decay_([local], [t], [x], weight=weight, foreach=False)
         if plain:
             F.decay_(plain, [None] * len(plain), [None] * len(plain), weight=weight, foreach=foreach)
+
+
+def _triton_seeded(version: int, local: torch.Tensor, weight) -> bool:
+    """Seeded decay in one Triton pass: CUDA fp32/fp64 tensors, format 2, a float weight."""
+    if version != 2 or local.device.type != "cuda" or local.dtype not in (torch.float32, torch.float64) \
+            or isinstance(weight, torch.Tensor):
+        return False
+    from . import _triton
+
+    return _triton.available()
 
 
 def make_store(mode: str, seed: int, d_spread: float, version: int = A.FORMAT) -> AnchorStore:

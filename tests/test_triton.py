@@ -1,0 +1,43 @@
+"""The Triton kernels (``syre._triton``) under Triton's interpreter on CPU, against the CPU path:
+``tl.philox`` word for word, format-2 anchors, stored and seeded decay bitwise, the fused
+optimizer kernels to float32 rounding. (No GPU here: these are the gate; benchmarks/gpu_check.py
+is the check for a CUDA machine.)"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture(scope="module")
+def result():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "triton_interp.py")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_tl_philox_is_philox4x32_10_word_for_word(result):
+    assert result["philox"] is True
+
+
+def test_anchor_kernel_is_bitwise_the_cpu_generator(result):
+    assert result["anchors"] is True
+
+
+def test_stored_decay_kernel_is_bitwise_the_cpu_decay(result):
+    assert result["decay"] and all(result["decay"].values()), result["decay"]
+
+
+def test_seeded_decay_kernel_is_bitwise_stored_mode(result):
+    assert result["seeded"] and all(result["seeded"].values()), result["seeded"]
+
+
+def test_fused_optimizer_kernels_agree_to_float32_rounding(result):
+    """Not bitwise: the compiled CPU kernel and the Triton one may round AdamW's own update differently."""
+    assert result["fused"] and max(result["fused"].values()) <= 4.8e-7, result["fused"]
