@@ -114,6 +114,7 @@ def test_adamw_fused_matches_the_equations_with_a_schedule_and_groups(spy, d_spr
     _train_checked(model, opt, s, data, sched, worst)
     assert spy and set(spy) == {76800}  # the big weight went through the fused kernel at every step
     assert isinstance(opt, torch.optim.AdamW)
+    assert FU._ADAMW._direct[(torch.float32, d_spread != 0.0)].__name__ == "call"  # called past dynamo's wrapper
     assert max(worst) < 2e-7  # measured 1.1e-7: two fp32 ulps of the largest weights
     # and against the separate pass, over the whole run: torch's AdamW with syre's hook
     hook_model = copy.deepcopy(model0)

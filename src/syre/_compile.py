@@ -76,9 +76,7 @@ class LazyKernel:
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch's own, from its compiler stack
                 if self._compiled is None:
                     importlib.import_module("torch._inductor.inductor_prims")  # registers prims.fma
-                    self._compiled = torch.compile(
-                        self.fn, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True}
-                    )
+                    self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True, **self.compile_options())
                 with torch.no_grad():
                     ok = bool(self.probe(self._compiled, key))
             if not ok:
@@ -94,6 +92,10 @@ class LazyKernel:
             return None
         self._state[key] = True
         return self._compiled
+
+    def compile_options(self) -> dict:
+        """Keyword arguments of ``torch.compile`` (a subclass may choose its backend)."""
+        return {"options": {"cpp.dynamic_threads": True}}
 
     def reset(self) -> None:
         """Forget the compiled kernel and the eager work done (for tests)."""

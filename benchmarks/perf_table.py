@@ -1,0 +1,114 @@
+"""Tables from ``benchmarks/results/perf.json`` (written by ``benchmarks/perf.py``).
+
+``python benchmarks/perf_table.py`` rewrites the README's cost table (between the
+``<!-- perf-table -->`` markers) from the committed JSON; ``--check`` exits 1 when the README
+differs (``tests/test_perf_table.py`` runs that check).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+JSON = ROOT / "benchmarks" / "results" / "perf.json"
+README = ROOT / "README.md"
+START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+
+#: README rows: (label, variant in the JSON).
+ROWS = [
+    ("fused AdamW(weight_decay), torch", "fused_adamw"),
+    ("**syre.AdamW** + syre basic (fused path)", "fused path: syre.AdamW basic"),
+    ("**syre.AdamW** + syre AR (fused path)", "fused path: syre.AdamW ar"),
+    ("AdamW + syre basic (hook)", "hook: AdamW basic"),
+    ("AdamW + syre AR (hook)", "hook: AdamW ar"),
+    ("Adam + syre basic (hook)", "hook: Adam basic"),
+    ("SGD momentum + syre basic (hook)", "hook: SGD momentum basic"),
+    ("syre.SGD momentum + syre basic (fused path)", "fused path: syre.SGD momentum basic"),
+    ("AdamW + syre basic, seeded (format 2)", "seeded v2: AdamW basic"),
+    ("AdamW + syre AR, seeded (format 2)", "seeded v2: AdamW ar"),
+]
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def readme_table(res: dict) -> str:
+    sizes = res["sizes"]
+    head = "| optimizer step, ms (x fused AdamW) | " + " | ".join(f"{s} params" for s in sizes) + " |"
+    lines = [head, "|" + "---|" * (len(sizes) + 1)]
+    for label, key in ROWS:
+        cells = [f"{_ms(sizes[s]['step'][key]['median_ms'])} ({sizes[s]['ratio'][key]:.2f})" for s in sizes]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    h = res["hook"]
+    a = res["attach"]
+    lines += [
+        "",
+        f"The hook's own Python per step: {h['basic 8']['own_us']:.0f} us at 8 tensors, {h['basic 24']['own_us']:.0f} us at 24 "
+        f"(AR: {h['ar 8']['own_us']:.0f} and {h['ar 24']['own_us']:.0f} us). Attach (stored anchors): "
+        f"{a['largest']['basic_s']:.2f} s basic, {a['largest']['ar_s']:.2f} s AR for {a['largest']['params'] / 1e6:.0f}M "
+        f"parameters; {a['20000 small tensors']['ar_s']:.2f} s for {a['20000 small tensors']['tensors']:,} small tensors.",
+    ]
+    return "\n".join(lines)
+
+
+def report(res: dict) -> str:
+    """The markdown report of a run (``benchmarks/perf.md``)."""
+    m, c = res["machine"], res["config"]
+    sizes = res["sizes"]
+    lines = [
+        "# syre: cost per step (benchmarks/perf.py)", "",
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['platform']}; Python {m['python']}, torch {m['torch']}, "
+        f"syre {m['syre']}; torch.set_num_threads({c['threads']}); load average {m['load_average']} at the start, "
+        f"{m.get('load_average_end')} at the end (a shared machine: read the ratios, measured side by side).",
+        f"MLPs of depth 4 (Linear(w, w) + GELU); gamma={c['gamma']}, lr={c['lr']}, d_spread={c['d_spread']} for AR; "
+        f"medians over {c['reps']} (x5 at 1M, x2 at 10M) interleaved repetitions; ratios paired per repetition.",
+        "", "Compiled kernels (one-off per process, cached on disk by torch): " + ", ".join(
+            f"{k} {'yes' if v['ok'] else 'NO'} ({v['build_s']:.1f} s)" for k, v in res["build"].items()) + ".",
+        "", readme_table(res), "",
+        "| every variant: median ms (x fused AdamW) | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1),
+    ]
+    for k in next(iter(sizes.values()))["step"]:
+        lines.append(f"| {k} | " + " | ".join(f"{_ms(sizes[s]['step'][k]['median_ms'])} ({sizes[s]['ratio'][k]:.2f})"
+                                              for s in sizes) + " |")
+    lines += ["", "| hook at small models | hook us | its multi-tensor calls us | hook's own Python us |", "|---|---|---|---|"]
+    for k, v in res["hook"].items():
+        lines.append(f"| {k} tensors | {v['hook_us']:.1f} | {v['kernel_us']:.1f} | {v['own_us']:.1f} |")
+    lines += ["", "| attach (stored anchors) | params | tensors | basic s | AR s |", "|---|---|---|---|---|"]
+    for k, v in res["attach"].items():
+        lines.append(f"| {k} | {v['params']:,} | {v['tensors']:,} | {v['basic_s']:.2f} | {v['ar_s']:.2f} |")
+    lines += ["", "| persistent anchor bytes per parameter | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
+    for k in next(iter(sizes.values()))["persistent_bytes_per_param"]:
+        lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['persistent_bytes_per_param'][k]:g}" for s in sizes) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_readme(text: str, res: dict) -> str:
+    if START not in text or END not in text:
+        raise ValueError(f"README.md has no {START} ... {END} block")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return head + START + "\n" + readme_table(res) + "\n" + END + tail
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the JSON gives")
+    args = ap.parse_args(argv)
+    res = json.loads(JSON.read_text())
+    text = README.read_text()
+    new = render_readme(text, res)
+    if args.check:
+        if new != text:
+            print("README.md's cost table differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
