@@ -10,7 +10,8 @@ unchanged on any device:
   RNG, on the rank or on the number of processes;
 * the **counter** of an element is its row-major index in the full (logical) parameter, split
   into two 32-bit words; so the anchor of a contiguous slice of the flattened parameter (a shard)
-  is computed from that slice's indices alone, without building the full tensor.
+  is computed from that slice's indices alone, without building the full tensor, and so is the
+  anchor at any set of indices (``anchor_at``: a tensor-parallel shard's).
 
 One Philox block per element gives four 32-bit words ``x0..x3``:
 
@@ -67,6 +68,7 @@ __all__ = [
     "PRESETS",
     "SIGMA0_PRESETS",
     "anchor",
+    "anchor_at",
     "anchor_like",
     "anchor_many",
     "anchor_slice",
@@ -305,6 +307,55 @@ def anchor_slice(
     if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop < 2**63):
         raise ValueError(f"Invalid slice: start={start!r}, stop={stop!r}; need 0 <= start <= stop < 2**63")
     return _fill(seed, name, start, stop, sigma0, d_spread, torch.device(device or "cpu"), dtype)
+
+
+def anchor_at(
+    seed: int,
+    name: str,
+    indices: torch.Tensor,
+    *,
+    sigma0: float,
+    d_spread: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    device: Union[str, torch.device, None] = None,
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """``(theta0, xi)`` at the global flat indices ``indices`` of parameter ``name``, shaped like ``indices``.
+
+    ``indices`` is an int64 tensor of row-major element indices into the full (flattened)
+    parameter, in any order and shape (a tensor-parallel shard's indices are not one range).
+    Element ``i`` of the result is bitwise element ``indices[i]`` of ``anchor_slice`` (and of
+    ``anchor``): the same counters, key and float64 operations. ``None`` where off, as in
+    ``anchor_slice``. On ``device`` (default: that of ``indices``).
+    """
+    seed = check_seed(seed)
+    sigma0 = check_nonneg_float("sigma0", sigma0)
+    d_spread = check_d_spread(d_spread)
+    if not isinstance(indices, torch.Tensor) or indices.dtype != torch.int64:
+        got = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
+        raise TypeError(f"Invalid indices: {got}; expected an int64 tensor of global element indices")
+    device = torch.device(device) if device is not None else indices.device
+    idx = indices.to(device).reshape(-1)
+    if idx.numel() and int(idx.min()) < 0:
+        raise ValueError(f"Invalid indices: the smallest is {int(idx.min())}; element indices are >= 0")
+    theta0 = torch.empty(idx.numel(), dtype=dtype, device=device) if sigma0 != 0.0 else None
+    xi = torch.empty(idx.numel(), dtype=dtype, device=device) if d_spread != 0.0 else None
+    if theta0 is None and xi is None:
+        return None, None
+    key = stream_key(seed, name)
+    for lo in range(0, idx.numel(), _CHUNK):
+        part = idx[lo : lo + _CHUNK]
+        x0, x1, x2, _ = philox4x32(part & MASK32, part >> 32, key)
+        # The float64 operations of _fill_eager, in its order.
+        if theta0 is not None:
+            u1 = (x0.to(torch.float64) + 1.0) * _TWO_NEG32
+            u2 = x1.to(torch.float64) * _TWO_NEG32
+            z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+            theta0[lo : lo + part.numel()] = z * sigma0
+        if xi is not None:
+            u3 = (x2.to(torch.float64) + 0.5) * _TWO_NEG32
+            xi[lo : lo + part.numel()] = (2.0 * u3 - 1.0) * d_spread
+    shape = indices.shape
+    return (None if theta0 is None else theta0.view(shape)), (None if xi is None else xi.view(shape))
 
 
 def anchor(
