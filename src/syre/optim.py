@@ -25,8 +25,8 @@ are (``syre._groups``), and keeps anchors that follow each parameter's dtype and
 (``syre._store``). One optimizer has at most one ``Syre``.
 
 Distributed training needs no communication: anchors depend on (seed, name, element index)
-only. Under FSDP2 each rank decays its local shard toward its slice of the anchor
-(``syre._dist``); FSDP1 is refused.
+only. Under FSDP2, tensor parallelism and 2-D meshes each rank decays its local shard toward the
+anchor of its own elements (``syre._dist``); FSDP1 is refused.
 """
 from __future__ import annotations
 
@@ -266,8 +266,8 @@ class Syre:
         """``Anchor(theta0, d)`` of parameter ``name``: fp32 (fp64 for fp64 parameters), full shape.
 
         For a parameter syre does not cover, theta0 is 0 and d is 1 (no decay toward anything).
-        For a DTensor (FSDP2) parameter it is the full anchor, on the local shard's device,
-        generated for this call (the step only ever generates the local shard's slice).
+        For a DTensor (FSDP2, tensor-parallel) parameter it is the full anchor, on the local shard's
+        device, generated for this call (the step only ever generates the local shard's elements).
         """
         e = self._refresh().entry(name)
         p = e.param
