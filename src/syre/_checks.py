@@ -179,9 +179,9 @@ class PullProbe:
         anchored = any(e.sigma0 > 0.0 for e, _ in self._probed())  # sigma0=0 asks for weight decay itself
         if anchored and line.startswith("decay strong, anchor small"):
             warnings.warn(
-                f"syre's pull toward the anchors is negligible next to weight decay's: {line}. The anchors are so close "
-                f"to the origin that training will be hard to tell from plain weight decay (pull/update "
-                f"{total['pull']:.2g}); Syre.summary() lists the ratios per parameter",
+                f"syre is close to weight decay here: {line}. With anchors this small next to the weights, syre undid "
+                "less than 10% of what weight decay cost in the benchmarks (docs/does-syre-matter.md); Syre.summary() "
+                f"lists the ratios per parameter (pull/update {total['pull']:.2g} in total)",
                 WeakPullWarning,
                 stacklevel=_stacklevel(),
             )
