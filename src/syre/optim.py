@@ -132,7 +132,7 @@ class Syre:
         if attached(optimizer) is not None:
             raise ValueError(
                 f"This {type(optimizer).__name__} already has syre attached ({attached(optimizer)!r}); a second Syre would "
-                "decay every parameter twice. Use the attached one (syre.optim.attached(optimizer)), or call its "
+                "decay every parameter twice. Use the attached one (syre.attached(optimizer)), or call its "
                 ".remove() first"
             )
         _dist.refuse_fsdp1(model)
