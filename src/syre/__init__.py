@@ -8,6 +8,7 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 ``syre.reparametrize`` (the paper's literal ``theta + theta0`` form).
 """
 from ._version import __version__
+from ._groups import equivalent_gamma
 from ._multi import MultiSyre
 from ._state import plain_state_dict
 from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
@@ -34,6 +35,7 @@ __all__ = [
     "anchor",
     "attach",
     "attached",
+    "equivalent_gamma",
     "plain_state_dict",
     "reparametrize",
 ]
