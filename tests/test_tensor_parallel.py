@@ -117,6 +117,20 @@ def test_checkpoint_of_one_process_resumes_under_tp(runs):
         C.assert_slices_close(res["2N"], runs["single"]["2N"], res["index"])
 
 
+def test_match_sigma0_is_the_full_tensors_rms_on_every_rank(runs):
+    import syre
+
+    plain = T.make_model(0, H)
+    s = syre.attach(torch.optim.SGD(plain.parameters(), lr=0.1), plain, gamma=0.1, sigma0="match", seed=W.SEED)
+    want = {r["name"]: r["sigma0"] for r in s.coverage()}
+    for r in runs["ranks"]:
+        got = r["match"]
+        assert set(got) == set(want)
+        for n in want:  # float64 reductions of the same values in another order: a few ulps
+            assert got[n] == pytest.approx(want[n], rel=1e-12), n
+    assert runs["ranks"][0]["match"] == runs["ranks"][1]["match"]  # bitwise the same on every rank
+
+
 def test_spawned_runs_took(runs, capsys):
     # Not a timing assertion: reports the cost of the spawned world (pytest -s shows it).
     with capsys.disabled():

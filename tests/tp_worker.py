@@ -196,7 +196,18 @@ def world_of_2(rank: int, world: int, out: Path) -> dict:
     res = run_layout(build, HIDDEN_1D, out, "tp2")
     res["resume"] = resume_layout(build, HIDDEN_1D, out / "single_ckpt")
     res["direct"] = direct_placements_run(mesh, DIRECT_1D)
+    res["match"] = match_sigma0s(build, HIDDEN_1D)
     return res
+
+
+def match_sigma0s(build, hidden: int) -> dict:
+    """sigma0='match' on sharded parameters: the full tensor's RMS, the same on every rank."""
+    model = build(make_model(0, hidden))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    s = syre.attach(opt, model, gamma=0.1, sigma0="match", seed=W.SEED)
+    out = {r["name"]: r["sigma0"] for r in s.coverage()}
+    s.remove()
+    return out
 
 
 def world_of_4(rank: int, world: int, out: Path) -> dict:
