@@ -78,7 +78,7 @@ def test_csv_rows_and_values(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == recorded
     assert [float(r["loss"]) for r in rows] == [0.0, 3.0, 6.0, 9.0]
-    assert set(rows[0]) == {"step", "loss", "time_s", "overhead_s"} | {
+    assert set(rows[0]) == {"step", "loss", "time_s", "overhead_s", "alarms"} | {
         f"{l}/{k}" for l in ("fc1", "fc2") for k in ("effective_rank", "low_rank_fraction", "dead_fraction")}
     # the value is the metric of the post-activation representation, measured in eval mode
     m.eval()
