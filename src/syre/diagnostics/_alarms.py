@@ -16,6 +16,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import _verdict as V
 
+#: Share of the baseline below which a rank (counted at rtol) alarms. Lower than the audit's
+#: RANK_SHARE: during training a healthy layer's rank dips while ReLU units die and revive (E5
+#: without decay, digits: 117 -> 105 -> 111, a 10% dip), while weight decay at gamma 10 takes it
+#: to 60% of its fresh-init value.
+TREND_RANK_SHARE = 0.8
 #: Share of the baseline below which a smooth spectral measure (effective rank, RankMe, weight
 #: effective rank, embedding spread) alarms. On E5 (digits, gamma 10) training without decay and
 #: with syre keeps these above half of the fresh-init value in every hidden layer; weight decay
@@ -24,21 +29,20 @@ SOFT_SHARE = 1 / 3
 #: Rise of the dead-unit share above its baseline that alarms (twice the audit's INACTIVE_SHARE:
 #: one recording sees one batch, so the share moves with the batch).
 DEAD_MARGIN = 2 * V.INACTIVE_SHARE
-#: Rise of the share of near-zero covariance eigenvalues (``low_rank_fraction``) that alarms.
-LOW_RANK_MARGIN = 0.25
 
 #: metric -> (kind, value): "drop" alarms below value x baseline, "rise" above baseline + value.
+#: ``low_rank_fraction`` has no alarm: it counts the tail of a healthy spectrum, which grows as
+#: features form (E5 without decay: 0.25 at init to 0.6), so a rise is not collapse.
 ALARMS: Dict[str, Tuple[str, float]] = {
-    "rank": ("drop", V.RANK_SHARE),
-    "numerical_rank": ("drop", V.RANK_SHARE),
-    "weight_rank": ("drop", V.RANK_SHARE),
+    "rank": ("drop", TREND_RANK_SHARE),
+    "numerical_rank": ("drop", TREND_RANK_SHARE),
+    "weight_rank": ("drop", TREND_RANK_SHARE),
     "effective_rank": ("drop", SOFT_SHARE),
     "rankme": ("drop", SOFT_SHARE),
     "weight_effective_rank": ("drop", SOFT_SHARE),
     "embedding_std": ("drop", SOFT_SHARE),
     "dead_fraction": ("rise", DEAD_MARGIN),
     "duplicate_fraction": ("rise", V.EXACT_SHARE),
-    "low_rank_fraction": ("rise", LOW_RANK_MARGIN),
 }
 
 

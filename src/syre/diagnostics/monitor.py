@@ -25,6 +25,7 @@ transformers callbacks of ``syre.integrations`` forward them to their loggers.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -64,6 +65,15 @@ METRICS = {
 }
 DEFAULT_METRICS = ("rank", "effective_rank", "low_rank_fraction", "dead_fraction")
 _REP = {"rank", "effective_rank", "numerical_rank", "rankme", "low_rank_fraction", "embedding_std", "dead_fraction"}
+
+
+def check_callback_kwargs(kwargs: Dict[str, Any], what: str) -> None:
+    """Refuse keyword arguments ``Monitor`` does not take, and ``logger`` (which the callback ``what`` sets)."""
+    allowed = set(inspect.signature(Monitor).parameters) - {"model", "logger"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"Invalid argument(s) {unknown} for {what}; Monitor takes {sorted(allowed)} "
+                        f"(the logger is set by {what})")
 
 
 class CollapseWarning(UserWarning):
