@@ -145,7 +145,7 @@ def test_weak_pull_warns_once_for_a_tiny_sigma0(opt):
     assert "negligible" in msg and "sigma0='lecun'" in msg and f"{WEAK_PULL_RATIO:g}" in msg
     ratios = s.pull_ratios()
     assert set(ratios) == set(s.names()) and max(ratios.values()) < WEAK_PULL_RATIO
-    assert s._probe_snap == {}  # nothing kept after the first steps
+    assert s._probe._snap == {}  # nothing kept after the first steps
     assert "pull/update" in s.summary()
 
 
