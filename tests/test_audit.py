@@ -12,6 +12,15 @@ import syre
 from syre.diagnostics import audit
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these models are tiny, and more threads only add overhead."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 class ResBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
