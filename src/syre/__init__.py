@@ -11,6 +11,7 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 imported explicitly.
 """
 from ._version import __version__
+from ._multi import MultiSyre
 from ._state import plain_state_dict
 from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .config import Config
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_D_SPREAD",
     "DEFAULT_SIGMA0",
     "DecaySettingWarning",
+    "MultiSyre",
     "NORM_TYPES",
     "Penalty",
     "PrecisionWarning",

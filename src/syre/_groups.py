@@ -94,9 +94,9 @@ class Groups:
     def gamma(self, gi: int) -> float:
         """The gamma syre applies to group ``gi`` now, validated where it is read."""
         group = self.optimizer.param_groups[gi]
-        g = group.get(GROUP_KEY, self.gamma_default)
-        if g is None:
-            return 0.0
+        if GROUP_KEY not in group:
+            return 0.0 if self.gamma_default is None else self.gamma_default
+        g = group[GROUP_KEY]
         try:
             return check_nonneg_float(f"param_groups[{gi}]['{GROUP_KEY}']", as_float(g) if isinstance(g, torch.Tensor) else g)
         except (TypeError, ValueError) as exc:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ._groups import GROUP_KEY
+from ._plan import UNHELD
 from .anchors import Anchor
 from .config import Config
 from .select import collect, unwrap_model
@@ -81,7 +82,7 @@ class MultiSyre:
 
     def _owner(self, name: str):
         for s in self.syres:
-            if name in {r["name"] for r in s.coverage()}:
+            if any(r["name"] == name and r["reason"] != UNHELD for r in s.coverage()):
                 return s
         raise KeyError(f"Unknown parameter name {name!r}; syre knows {self.names()[:10]}")
 
@@ -97,10 +98,10 @@ class MultiSyre:
         rows, held = [], set()
         for oi, s in enumerate(self.syres):
             for r in s.coverage():
-                if r["reason"] != "not in optimizer":
+                if r["reason"] != UNHELD:
                     rows.append(dict(r, optimizer=oi))
                     held.add(r["name"])
-        unheld = {r["name"]: r for s in self.syres for r in s.coverage() if r["reason"] == "not in optimizer"}
+        unheld = {r["name"]: r for s in self.syres for r in s.coverage() if r["reason"] == UNHELD}
         rows += [dict(r, optimizer=None) for n, r in unheld.items() if n not in held]
         return rows
 

@@ -61,21 +61,20 @@ from .sigma0 import DEFAULT_SIGMA0
 
 __all__ = ["DecaySettingWarning", "FORMAT_VERSION", "PrecisionWarning", "Syre", "WeakPullWarning", "attach", "attached"]
 
-#: optimizer -> its live ``Syre`` (one optimizer, one Syre); model -> the live ``Syre`` objects on it.
-_BY_OPTIMIZER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_BY_MODEL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: Every ``Syre`` ever attached, weakly (a ``Syre`` lives as long as its optimizer's hooks). Looked up
+#: by identity, so optimizers and models need not be hashable.
+_ALL: "weakref.WeakSet" = weakref.WeakSet()
 
 
 def attached(optimizer: torch.optim.Optimizer) -> Optional["Syre"]:
     """The ``Syre`` attached to ``optimizer`` (not removed), or None."""
-    ref = _BY_OPTIMIZER.get(optimizer)
-    s = ref() if ref is not None else None
-    return s if s is not None and not s._removed else None
+    return next((s for s in list(_ALL) if s._optimizer is optimizer and not s._removed), None)
 
 
 def on_model(model: nn.Module) -> List["Syre"]:
     """The live ``Syre`` objects attached to optimizers of ``model``."""
-    return [s for s in _BY_MODEL.get(unwrap_model(model), ()) if not s._removed]
+    model = unwrap_model(model)
+    return [s for s in list(_ALL) if s._model is model and not s._removed]
 
 
 def _refuse_reparametrized(model: nn.Module) -> None:
@@ -171,8 +170,7 @@ class Syre:
                 optimizer.register_load_state_dict_pre_hook(self._optimizer_load_pre_hook),
                 optimizer.register_load_state_dict_post_hook(self._optimizer_load_post_hook),
             ]
-        _BY_OPTIMIZER[optimizer] = weakref.ref(self)
-        _BY_MODEL.setdefault(model, weakref.WeakSet()).add(self)
+        _ALL.add(self)
 
     # ------------------------------------------------------------------ the plan, now
     def _refresh(self):
