@@ -240,7 +240,7 @@ def _e5_monitored(arm, every=20):
     return mon
 
 
-def test_alarms_on_the_e5_runs():
+def test_alarms_on_the_e5_runs(tmp_path):
     """E5 (digits, gamma 10): weight decay's effective ranks fall below a third of their baseline in
     every hidden layer and alarm; without decay, and with syre at sigma0 = the init std, nothing does,
     although their ranks and effective ranks move up and down during training."""
@@ -265,6 +265,8 @@ def test_alarms_on_the_e5_runs():
     assert none.reference is not None and "hidden.0/rank" in none.reference  # the fresh-init values
     assert all(r["alarms"] == 0 for r in none.records)
     assert runs["wd"].records[-1]["alarms"] >= 3
+    assert runs["wd"].plot(tmp_path / "wd.png").endswith("wd.png")  # alarms are marked on their panels
+    assert (tmp_path / "wd.png").stat().st_size > 1000
 
 
 class _Writer:

@@ -20,21 +20,6 @@ from .penalty import Penalty
 from .reparam import Reparametrization, reparametrize
 from .select import NORM_TYPES
 
-#: Submodules imported on first attribute access (PEP 562); none of them imports an optional dependency.
-_LAZY = ("bench", "cli", "data", "demo", "diagnose", "diagnostics", "integrations")
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
 __all__ = [
     "Anchor",
     "Config",
@@ -55,3 +40,18 @@ __all__ = [
     "plain_state_dict",
     "reparametrize",
 ]
+
+#: Submodules imported on first attribute access (PEP 562); none of them imports an optional dependency.
+_LAZY = ("bench", "cli", "data", "demo", "diagnose", "diagnostics", "integrations")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
