@@ -17,7 +17,6 @@ checks that README.md and docs/diagnostics.md show exactly what this script prin
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import warnings
 from pathlib import Path

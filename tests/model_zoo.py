@@ -7,7 +7,6 @@ LayerNorm, tied embedding and head) and an LSTM language model. ``make(kind, see
 seeded by ``seed`` (the caller's RNG is untouched). ``plant(kind, model)`` puts collapse into a
 model in place and returns ``{layer: flag}``, the flags the audit must raise.
 """
-import math
 
 import torch
 import torch.nn.functional as F

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import model_zoo as Z
@@ -73,28 +72,12 @@ def test_planted_collapse_of_each_kind_is_found(kind):
 
 
 # ---------------------------------------------------------------- weight decay's collapse (E5's set-up)
-def _e5_net(arm: str, seed: int = 0):
-    from syre.bench import e5
-    from syre.bench.arms import ARMS, apply_arm
-    from syre.bench.common import dataset, mlp, train_epochs, trial_rng
-
-    cfg = dict(e5.DEFAULTS)
-    data = dataset("digits")
-    gamma = 0.0 if arm == "none" else max(cfg["gammas"])  # 10: where E5 finds weight decay's rank collapse
-    with trial_rng(seed):
-        net = mlp(64, cfg["width"], cfg["depth"], 10, seed=seed, gain=math.sqrt(2.0))
-        opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-        apply_arm(ARMS[arm], net, opt, gamma=gamma, seed=seed, cfg=cfg)
-        train_epochs(net, opt, data.x_train, data.y_train, epochs=cfg["epochs"]["digits"], batch=cfg["batch"],
-                     seed=seed)
-    fresh = mlp(64, cfg["width"], cfg["depth"], 10, seed=seed + 100, gain=math.sqrt(2.0))
-    return net, data.x_test[: cfg["n_rank"]], fresh
-
-
 @pytest.fixture(scope="module")
 def e5_nets():
     pytest.importorskip("sklearn")
-    return {arm: _e5_net(arm) for arm in ("none", "wd", "syre_big")}
+    from e5_runs import e5_run
+
+    return {arm: e5_run(arm) for arm in ("none", "wd", "syre_big")}
 
 
 @pytest.mark.parametrize("reference", ["init", "bench"])
@@ -103,7 +86,7 @@ def test_weight_decay_collapse_in_the_e5_setup_is_found(e5_nets, reference):
     same net trained without decay, or with syre at sigma0 = the init std, is healthy. Judged
     against torch's own re-initialisation and against the benchmark's LeCun init alike."""
     verdicts = {}
-    for arm, (net, x, fresh) in e5_nets.items():
+    for arm, (net, _, x, fresh) in e5_nets.items():
         r = audit(net, x, reference="init" if reference == "init" else fresh)
         verdicts[arm] = r
         hidden = [l for l in r.layers if l.name.startswith("hidden.")]
