@@ -252,3 +252,21 @@ def test_lstm_layers_in_the_report():
     assert l0.next == ["lstm.l1"] and l1.next == ["head"] and l0.units == 64
     assert l0.families["permutation"]["count"] == 64 * 63 // 2
     assert l0.shape == [256, 32 + 64] and l0.weight_max_rank == 96
+
+
+def test_reference_failures_are_named():
+    class Broken(nn.Linear):
+        def reset_parameters(self):
+            if hasattr(self, "armed"):
+                raise RuntimeError("needs a config")
+            super().reset_parameters()
+
+    m = nn.Sequential(Broken(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    m[0].armed = True
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"re-initialising 0 \(Broken\).*needs a config.*reference=None"):
+        audit(m, x)
+    assert not audit(m, x, reference=None).collapsed
+    bn = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    r = audit(bn, x[:1])  # one sample: no batch statistics to calibrate the reference's BatchNorm on
+    assert any("not calibrated" in n for n in r.meta["notes"]), r.meta["notes"]

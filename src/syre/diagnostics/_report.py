@@ -134,7 +134,8 @@ def _sentences(l: LayerReport) -> tuple:
             why.append(f"{n_inactive} never active on the batch")
         text = f"{l.name}: {len(l.dead_units)} of {l.units} units dead ({', '.join(why)}{init('dead')})"
         flagged = ev.get("zero", {}).get("flagged") or ev.get("inactive", {}).get("flagged")
-        (found if flagged else seen).append(text if flagged else text + ": within what a fresh layer has")
+        within = ": within what a fresh layer has" if l.reference is not None else ": below the flagging threshold"
+        (found if flagged else seen).append(text if flagged else text + within)
     if l.low_rank_directions:
         text = (f"{l.name}: {l.low_rank_directions} of {l.units} hidden directions unused (rotation mirrors"
                 f"{init('unused_directions')})")

@@ -61,10 +61,16 @@ def fresh_twin(model: nn.Module, seed: int) -> Tuple[nn.Module, List[str]]:
         torch.default_generator.manual_seed(seed)
         for i in cuda:
             torch.cuda.default_generators[i].manual_seed(seed)
-        for mod in twin.modules():
+        for name, mod in twin.named_modules():
             fn = getattr(mod, "reset_parameters", None) or getattr(mod, "_reset_parameters", None)
             if callable(fn):
-                fn()
+                try:
+                    fn()
+                except Exception as exc:
+                    raise ValueError(f"Invalid reference: re-initialising {name or 'the model'} "
+                                     f"({type(mod).__name__}) with its reset_parameters() failed "
+                                     f"({type(exc).__name__}: {exc}); pass reference=None or a freshly built model "
+                                     "of the same architecture") from exc
     has_reset = {id(p) for mod in twin.modules() for p in mod.parameters(recurse=False)
                  if callable(getattr(mod, "reset_parameters", None) or getattr(mod, "_reset_parameters", None))}
     redrawn, kept = [], []
@@ -123,6 +129,7 @@ def calibrate(twin: nn.Module, args: tuple, kwargs: dict) -> List[str]:
                 "the reference normalises with the default running statistics"]
     flags = {m: m.training for m in twin.modules()}
     momenta = {m: m.momentum for m in bns}
+    saved = {m: (m.running_mean.clone(), m.running_var.clone()) for m in bns}
     try:
         twin.eval()
         for m in bns:
@@ -130,6 +137,12 @@ def calibrate(twin: nn.Module, args: tuple, kwargs: dict) -> List[str]:
             m.momentum = None  # cumulative average: after one batch, exactly its statistics
             m.train()
         twin(*args, **kwargs)
+    except Exception as exc:  # e.g. a batch of one sample: batch statistics do not exist
+        for m, (mean, var) in saved.items():
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+        return [f"fresh-init reference: batch-norm statistics not calibrated on the batch ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}); the reference normalises with its default statistics"]
     finally:
         for m, mo in momenta.items():
             m.momentum = mo
