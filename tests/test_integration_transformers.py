@@ -171,3 +171,19 @@ def test_unbound_monitor_warns_and_keeps_the_log_history(tmp_path):
     assert logged[0][key] > 0
     with pytest.raises(TypeError, match="monitor"):
         SyreCallback(monitor=True)
+
+
+def test_a_fresh_bert_is_healthy_in_the_audit():
+    """A real architecture at init: attention outputs whose spectra have tails near the tolerance,
+    a token-type embedding looked up with one id, fused heads: no false alarm."""
+    from syre.diagnostics import audit
+
+    config = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=256, max_position_embeddings=64, num_labels=2)
+    transformers.set_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    ids = torch.randint(0, 100, (32, 24), generator=torch.Generator().manual_seed(0))
+    r = audit(model, {"input_ids": ids})
+    assert not r.collapsed, str(r)
+    tt = r["bert.embeddings.token_type_embeddings"]
+    assert tt.representation["rank"] == 0 and tt.representation["max_rank"] == 0  # one distinct id: no spread

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import _graph as G
 from . import _spectral as S
+from . import _verdict as V
 from . import neurons as N
 from ._report import LayerReport
 
@@ -24,7 +25,8 @@ def rep_stats(cap: Dict[str, Any], threshold: float, rtol: float) -> Dict[str, A
     s, sc = S.gram_spectra(rows)
     return {
         "dim": d, "samples": cap["samples"], "rows_used": n,
-        "rank": S.count_above(sc, rtol) if n > 1 else 0,
+        "rank": S.centred_rank(s, sc, rtol) if n > 1 else 0,
+        "rank_clear": S.centred_rank(s, sc, clear(rtol)) if n > 1 else 0,
         "max_rank": min(d, n - 1), "max_rank_by": "width" if d <= n - 1 else "batch",
         "numerical_rank": S.rank_from_sv(s, (n, d), rows.dtype, None),
         "effective_rank": S.entropy_rank(s, 0.0),
@@ -39,6 +41,20 @@ def normalised_std(rows: torch.Tensor) -> float:
     norms = x.norm(dim=1, keepdim=True)
     z = torch.where(norms > 0, x / norms.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(x))
     return float(z.std(dim=0, unbiased=True).mean())
+
+
+def clear(rtol: float) -> float:
+    """The tolerance a reference's ranks are counted at (``_verdict.REFERENCE_MARGIN`` x ``rtol``)."""
+    return min(V.REFERENCE_MARGIN * rtol, 0.5)
+
+
+def weight_ranks(lr: LayerReport, w: torch.Tensor, rtol: float) -> None:
+    """``weight_rank``, ``weight_rank_clear``, ``weight_effective_rank`` and ``weight_max_rank`` of ``w`` as ``[out, in]``."""
+    wf = S.weight_matrix(w)
+    sw = S.fast_singular_values(wf)
+    lr.weight_rank, lr.weight_rank_clear = S.count_above(sw, rtol), S.count_above(sw, clear(rtol))
+    lr.weight_effective_rank = S.entropy_rank(sw, 0.0)
+    lr.weight_max_rank = min(wf.shape)
 
 
 def bound_rank(rep: Dict[str, Any], name: str, bound: Optional[int]) -> None:
@@ -93,11 +109,7 @@ def measure_chain(c: G.Chain, params: Dict[str, torch.Tensor], modules: Dict[str
     b = params.get(c.op.params[1]) if len(c.op.params) > 1 else None
     lr = LayerReport(c.layer, type(mod).__name__ if mod is not None else G.WEIGHT_OPS[c.op.name], list(w.shape),
                      c.layout.units, [x.params[0].rsplit(".", 1)[0] for x in c.consumers], "", c.stop)
-    wf = S.weight_matrix(w)
-    sw = S.fast_singular_values(wf)
-    lr.weight_rank = S.count_above(sw, rtol)
-    lr.weight_effective_rank = S.entropy_rank(sw, 0.0)
-    lr.weight_max_rank = min(wf.shape)
+    weight_ranks(lr, w, rtol)
     in_bound, in_used = None, None  # rank bound of the end of an affine chain; of the weight's input side
     if inp and "distinct" in inp:  # an embedding's rows are the table rows of the ids looked up
         lr.input_rank = max(inp["distinct"] - 1, 0)
@@ -163,8 +175,7 @@ def mha_layers(model: nn.Module, caps: Dict[str, Any], rtol: float, atol: float,
             d["degree"] = d["near"] / d["count"] if d["count"] else 0.0
             lr.families[key] = d
         lr.low_rank_directions = qk["near"] + vo["near"]
-        sw = S.fast_singular_values(w_all)
-        lr.weight_rank, lr.weight_effective_rank, lr.weight_max_rank = S.count_above(sw, rtol), S.entropy_rank(sw, 0.0), min(w_all.shape)
+        weight_ranks(lr, w_all, rtol)
         if caps.get(name) is not None:
             lr.representation = rep_stats(caps[name], threshold, rtol)
         out.append(lr)

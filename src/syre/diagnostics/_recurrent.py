@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import _spectral as S
-from ._measure import inactive_from_std, rep_stats, unit_states
+from ._measure import inactive_from_std, rep_stats, unit_states, weight_ranks
 from ._report import LayerReport
 from ._run import RECURRENT_TYPES, subsample
 
@@ -149,9 +149,7 @@ def recurrent_layers(model: nn.Module, ops, captured: Dict[str, tuple], params: 
                 w = torch.cat([w_ih, w_hh], dim=1).detach()
                 lr = LayerReport(lname, type(mod).__name__, list(w.shape), proj or hsize, nxt_names, "", "" if nxt_names
                                  else "model output or other use")
-                sw = S.fast_singular_values(w)
-                lr.weight_rank, lr.weight_effective_rank = S.count_above(sw, rtol), S.entropy_rank(sw, 0.0)
-                lr.weight_max_rank = min(w.shape)
+                weight_ranks(lr, w, rtol)
                 if in_rank is not None:
                     lr.input_rank = in_rank[1]
                     lr.weight_max_rank = min(lr.weight_max_rank, min(in_rank[0], w_ih.shape[1]) + w_hh.shape[1])

@@ -38,7 +38,10 @@ class LayerReport:
     input), ``numerical_rank``, ``effective_rank`` (uncentred, as ``metrics.effective_rank``),
     ``low_rank_fraction``, ``embedding_std`` (times sqrt(dim)).
 
-    ``reference``: the same numbers for the layer freshly initialised (None without a reference);
+    ``reference``: the same numbers for the layer freshly initialised, its ranks counted at
+    ``REFERENCE_MARGIN`` (10) x ``rtol`` (the directions a fresh layer clearly has; None without a
+    reference); ``weight_rank_clear`` and ``representation["rank_clear"]``: this layer's own ranks
+    at that tolerance;
     ``evidence``: per rule of ``_verdict``, the numbers it compared and whether it flagged;
     ``collapse``: the flags (``duplicated``, ``dead``, ``low rank``). With a ``Syre`` object:
     ``anchor_distance``, ``param_norm``, ``anchor_norm``. ``analysis_s``: seconds on this layer.
@@ -58,6 +61,7 @@ class LayerReport:
     inactive_units: List[int] = field(default_factory=list)
     low_rank_directions: Optional[int] = None
     weight_rank: Optional[int] = None
+    weight_rank_clear: Optional[int] = None
     weight_max_rank: Optional[int] = None
     weight_effective_rank: Optional[float] = None
     input_rank: Optional[int] = None
@@ -77,9 +81,10 @@ class LayerReport:
         return sum(len(g) for g in self.duplicate_groups)
 
     def summary(self) -> Dict[str, Any]:
-        """The numbers a reference layer contributes (see ``reference``)."""
+        """The numbers a reference layer contributes (see ``reference``): its ranks counted at
+        ``REFERENCE_MARGIN`` x ``rtol``, the directions it clearly has."""
         r = self.representation
-        return {"weight_rank": self.weight_rank, "rank": r.get("rank"), "effective_rank": r.get("effective_rank"),
+        return {"weight_rank": self.weight_rank_clear, "rank": r.get("rank_clear"), "effective_rank": r.get("effective_rank"),
                 "input_rank": self.input_rank, "input_effective_rank": self.input_effective_rank, "duplicated": self.duplicated, "dead": len(self.dead_units),
                 "zero": len(self.zero_units), "inactive": len(set(self.inactive_units) - set(self.zero_units)),
                 "unused_directions": self.low_rank_directions}

@@ -127,7 +127,7 @@ def input_capture(op: Op, max_rows: int, seed: int, rtol: float):
         if n <= d or not bool(torch.isfinite(rows).all()):
             return {"rank": None, "rank_uncentred": None, "rows": n, "features": d}
         s, sc = S.gram_spectra(subsample(rows, max_rows, seed))
-        return {"rank": S.count_above(sc, rtol), "rank_uncentred": S.count_above(s, rtol),
+        return {"rank": S.centred_rank(s, sc, rtol), "rank_uncentred": S.count_above(s, rtol),
                 "effective_rank": S.entropy_rank(sc, 0.0), "rows": n, "features": d}
     return fn
 

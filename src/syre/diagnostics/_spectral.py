@@ -53,6 +53,21 @@ def count_above(s: torch.Tensor, rtol: float) -> int:
     return int((s > rtol * smax).sum()) if rtol > 0 else int((s > 0).sum())
 
 
+#: Centred singular values below this share of the uncentred top one are round-off of the Gram
+#: matrix (float32 data, float64 Gram): a batch whose rows are equal to that precision has
+#: centred rank 0, not a rank counted in noise.
+CENTRED_FLOOR = 1e-6
+
+
+def centred_rank(s: torch.Tensor, sc: torch.Tensor, rtol: float) -> int:
+    """Centred directions above ``rtol`` of the top one (``sc``), 0 when ``sc`` is round-off next to ``s``."""
+    top = float(sc.max()) if sc.numel() else 0.0
+    smax = float(s.max()) if s.numel() else 0.0
+    if top <= CENTRED_FLOOR * smax:
+        return 0
+    return count_above(sc, rtol)
+
+
 def low_rank_from_sv(s_centered: torch.Tensor, d: int, threshold: float) -> float:
     """``low_rank_fraction`` from the singular values of the centred ``[N, d]`` batch."""
     ev = s_centered * s_centered
@@ -109,7 +124,7 @@ def gram_spectra(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def matrix_ranks(rows: torch.Tensor, rtol: float) -> Tuple[int, int]:
     """(uncentred rank, centred rank) of ``rows`` ``[N, D]`` at ``rtol`` of the top singular value."""
     s, sc = gram_spectra(rows)
-    return count_above(s, rtol), count_above(sc, rtol)
+    return count_above(s, rtol), centred_rank(s, sc, rtol)
 
 
 def weight_matrix(w: torch.Tensor) -> torch.Tensor:

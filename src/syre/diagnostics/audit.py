@@ -28,7 +28,8 @@ without nonlinearity, the rank of its input, times the kernel size for a convolu
 value. The rules and thresholds are module constants of ``_verdict``, exported here:
 
 * ``low rank``: the weight's or the representation's rank, plus the directions its duplicated and
-  dead units account for, is below ``RANK_SHARE`` (0.9) of what it could have; or unused rotation
+  dead units account for, is below ``RANK_SHARE`` (0.9) of what it could have (the fresh layer's
+  rank counted at ``REFERENCE_MARGIN`` (10) x ``rtol``: the directions it clearly has); or unused rotation
   directions beyond the structural ones exceed ``EXACT_SHARE`` (1%) of the units;
 * ``duplicated``: units in duplicate groups beyond the fresh reference exceed ``EXACT_SHARE``;
 * ``dead``: units with all weights at zero beyond the reference exceed ``EXACT_SHARE``, or units
@@ -59,9 +60,11 @@ from ._measure import measure_chain, mha_layers
 from ._recurrent import recurrent_layers
 from ._report import LayerReport, Report
 
-__all__ = ["EXACT_SHARE", "INACTIVE_SHARE", "INACTIVE_Z", "LayerReport", "RANK_SHARE", "Report", "audit"]
+__all__ = ["EXACT_SHARE", "INACTIVE_SHARE", "INACTIVE_Z", "LayerReport", "RANK_SHARE", "REFERENCE_MARGIN", "Report",
+           "audit"]
 
 RANK_SHARE = V.RANK_SHARE
+REFERENCE_MARGIN = V.REFERENCE_MARGIN
 EXACT_SHARE = V.EXACT_SHARE
 INACTIVE_SHARE = V.INACTIVE_SHARE
 INACTIVE_Z = V.INACTIVE_Z
@@ -234,7 +237,7 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
         "atol": atol,
         "low_rank_threshold": low_rank_threshold,
         "max_rows": max_rows,
-        "thresholds": {"RANK_SHARE": V.RANK_SHARE, "EXACT_SHARE": V.EXACT_SHARE,
+        "thresholds": {"RANK_SHARE": V.RANK_SHARE, "REFERENCE_MARGIN": V.REFERENCE_MARGIN, "EXACT_SHARE": V.EXACT_SHARE,
                        "INACTIVE_SHARE": V.INACTIVE_SHARE, "INACTIVE_Z": V.INACTIVE_Z},
         "mirror_families": fam_totals,
         "syre": syre is not None,

@@ -300,7 +300,7 @@ class Monitor:
                 if rows is None:
                     row[key] = None
                 elif m == "rank":
-                    row[key] = S.count_above(spectrum(True), self.rtol)
+                    row[key] = S.centred_rank(spectrum(False), spectrum(True), self.rtol)
                 elif m == "effective_rank":
                     row[key] = S.entropy_rank(spectrum(False), 0.0)
                 elif m == "numerical_rank":
