@@ -11,6 +11,7 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 imported explicitly.
 """
 from ._version import __version__
+from ._groups import equivalent_gamma
 from ._multi import MultiSyre
 from ._state import plain_state_dict
 from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
@@ -37,6 +38,7 @@ __all__ = [
     "anchor",
     "attach",
     "attached",
+    "equivalent_gamma",
     "plain_state_dict",
     "reparametrize",
 ]
