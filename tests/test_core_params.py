@@ -45,6 +45,19 @@ def test_anchors_follow_the_model_to_another_dtype(mode):
     assert torch.equal(s.anchor("0.weight").theta0, syre.anchor(0, "0.weight", (16, 6), sigma0=0.3, d_spread=0.2).theta0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_anchors_follow_the_model_to_another_device():
+    m = make_mlp()
+    o = torch.optim.SGD(m.parameters(), lr=0.5)
+    s = syre.attach(o, m, gamma=0.2, sigma0=0.3, d_spread=0.2)
+    cpu = s.anchor("0.weight")
+    m.cuda()
+    a = s.anchor("0.weight")
+    assert a.theta0.device.type == "cuda"
+    torch.testing.assert_close(a.theta0.cpu(), cpu.theta0, rtol=0, atol=1e-6)  # v1: float64 transcendentals per device
+    _zero_grad_step(m, o)
+
+
 def test_moving_to_the_same_place_regenerates_nothing(monkeypatch):
     m = make_mlp()
     o = torch.optim.SGD(m.parameters(), lr=0.5)

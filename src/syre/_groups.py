@@ -28,7 +28,7 @@ import torch
 
 from ._validate import check_nonneg_float
 
-__all__ = ["DecaySettingWarning", "GROUP_KEY", "Groups", "as_float", "is_decoupled"]
+__all__ = ["DecaySettingWarning", "GROUP_KEY", "Groups", "as_float", "equivalent_gamma", "is_decoupled"]
 
 #: Param-group key that sets syre's gamma for that group (overrides ``attach(gamma=...)``).
 GROUP_KEY = "syre_gamma"
@@ -64,6 +64,47 @@ def is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
     return type(optimizer) is torch.optim.SGD and not group.get("momentum", 0) and not group.get("nesterov", False)
 
 
+def equivalent_gamma(optimizer: torch.optim.Optimizer) -> List[Optional[float]]:
+    """Per param group, the decoupled gamma whose decay shrinks the weights as the group's coupled weight decay does.
+
+    * SGD with momentum ``mu`` (dampening ``d``): ``weight_decay * (1 - d) / (1 - mu)``, the steady
+      state of the pull through the momentum buffer (``weight_decay / (1 - mu)`` with Nesterov);
+    * Adam, AdamW-style optimizers without decoupling, RMSprop, Adagrad (an L2 ``weight_decay``
+      divided by the adaptive denominator ``sqrt(v) + eps``): the gamma that shrinks the squared
+      norm of the weights at the same rate, ``weight_decay * sum(p^2 / (sqrt(v) + eps)) / sum(p^2)``,
+      from the optimizer's state now (so call it after some steps of training); the per-element
+      rates ``weight_decay / (sqrt(v) + eps)`` differ, and no single gamma reproduces each of them;
+    * groups whose decay is already decoupled, or without weight decay: their ``weight_decay``.
+
+    None for a group whose optimizer has no state yet or that syre does not know.
+    """
+    out: List[Optional[float]] = []
+    name = type(optimizer).__name__
+    for group in optimizer.param_groups:
+        wd = as_float(group.get("weight_decay", 0.0) or 0.0)
+        if not wd or is_decoupled(optimizer, group):
+            out.append(wd)
+        elif isinstance(optimizer, torch.optim.SGD):
+            mu, damp = as_float(group.get("momentum", 0) or 0), as_float(group.get("dampening", 0) or 0)
+            out.append(wd / (1.0 - mu) if group.get("nesterov") else wd * (1.0 - damp) / (1.0 - mu))
+        else:
+            key = "exp_avg_sq" if "Adam" in name or name == "NAdam" else ("square_avg" if name == "RMSprop" else "sum")
+            num = den = 0.0
+            for p in group["params"]:
+                v = optimizer.state.get(p, {}).get(key)
+                if v is None:
+                    continue
+                step = optimizer.state[p].get("step")
+                v = v.detach().float()
+                if key == "exp_avg_sq" and step is not None:  # Adam's bias correction of v
+                    v = v / (1.0 - group["betas"][1] ** as_float(step))
+                w = p.detach().float().square()
+                num += float((w / (v.sqrt() + group.get("eps", 1e-8))).sum())
+                den += float(w.sum())
+            out.append(wd * num / den if den > 0.0 else None)
+    return out
+
+
 def _coupled_advice(optimizer, group) -> str:
     name = type(optimizer).__name__
     momentum = as_float(group.get("momentum", 0) or 0)
@@ -76,8 +117,9 @@ def _coupled_advice(optimizer, group) -> str:
                 f"weight_decay x {factor:g} = {wd * factor:.3g} (see docs/guide.md, 'Choosing gamma')")
     if "Adam" in name or name in ("RMSprop", "Adagrad", "Adadelta", "Adamax"):
         return (f"{name} adds weight_decay * p to the gradient and then divides it by the adaptive denominator, so "
-                "the decay differs per element and over time and no single decoupled gamma equals it; start from the "
-                "weight decay an AdamW run would use (see docs/guide.md, 'Choosing gamma')")
+                "the decay differs per element and over time and no single decoupled gamma equals it; after some steps "
+                "of training syre.equivalent_gamma(optimizer) gives the gamma that shrinks the weights' norm at the same "
+                "rate, or start from the weight decay an AdamW run would use (see docs/guide.md, 'Choosing gamma')")
     return f"{name} adds weight_decay * p to the gradient and passes it through its update rule"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -42,8 +42,8 @@ class Entry:
     covered: bool
     reason: str = ""
     sigma0: float = 0.0
-    #: (start, stop) of a DTensor parameter's local shard in the flattened full parameter.
-    shard: Optional[Tuple[int, int]] = None
+    #: Which global elements a DTensor parameter's local shard holds (``syre._dist.Geometry``).
+    shard: Optional[_dist.Geometry] = None
 
     @property
     def name(self) -> str:
@@ -124,7 +124,7 @@ def _entry(info: ParamInfo, gi: int, config: Config, sigma0s: Dict[str, float]) 
     sigma0 = sigma0s.get(info.name)
     if sigma0 is None:
         sigma0 = sigma0s[info.name] = resolve_sigma0_of(config.sigma0, info)
-    return Entry(info, gi, True, "", sigma0, _dist.shard_range(info.name, p))
+    return Entry(info, gi, True, "", sigma0, _dist.shard_geometry(info.name, p))
 
 
 def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Config, sigma0s: Dict[str, float]) -> Plan:

@@ -11,7 +11,7 @@ from ._version import __version__
 __all__ = ["coverage_rows", "summary_text"]
 
 
-def coverage_rows(plan: Plan, gamma_of: Callable[[int], float], pull: Dict[str, float]) -> List[Dict[str, Any]]:
+def coverage_rows(plan: Plan, gamma_of: Callable[[int], float], ratios: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
     rows = []
     for e in plan.entries:
         gamma = gamma_of(e.group) if e.covered else 0.0
@@ -28,12 +28,14 @@ def coverage_rows(plan: Plan, gamma_of: Callable[[int], float], pull: Dict[str, 
             "sigma0": e.sigma0,
             "gamma": gamma,
             "strength": gamma * e.sigma0,
-            "pull_ratio": pull.get(e.name),
+            "pull_ratio": ratios.get(e.name, {}).get("pull"),
+            "decay_ratio": ratios.get(e.name, {}).get("decay"),
+            "anchor_ratio": ratios.get(e.name, {}).get("anchor"),
         })
     for name in plan.unheld:
         rows.append({"name": name, "shape": None, "numel": 0, "module": "", "group": None, "covered": False,
                      "decayed": False, "reason": UNHELD, "sigma0": 0.0, "gamma": 0.0, "strength": 0.0,
-                     "pull_ratio": None})
+                     "pull_ratio": None, "decay_ratio": None, "anchor_ratio": None})
     return rows
 
 
@@ -44,8 +46,13 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def summary_text(s, rows: List[Dict[str, Any]], nbytes: int) -> str:
-    head = ("parameter", "shape", "module", "group", "syre", "sigma0", "gamma", "gamma*sigma0", "pull/update")
+def _ratio(x) -> str:
+    return f"{x:.2g}" if x is not None else "-"
+
+
+def summary_text(s, rows: List[Dict[str, Any]], nbytes: int, report: Dict[str, Any]) -> str:
+    head = ("parameter", "shape", "module", "group", "syre", "sigma0", "gamma", "gamma*sigma0", "decay/update",
+            "anchor/weights", "pull/update")
     body = []
     for r in rows:
         body.append((
@@ -57,7 +64,9 @@ def summary_text(s, rows: List[Dict[str, Any]], nbytes: int) -> str:
             f"{r['sigma0']:.3g}" if r["covered"] else "-",
             f"{r['gamma']:.3g}" if r["covered"] else "-",
             f"{r['strength']:.3g}" if r["covered"] else "-",
-            f"{r['pull_ratio']:.2g}" if r["pull_ratio"] is not None else "-",
+            _ratio(r["decay_ratio"]),
+            _ratio(r["anchor_ratio"]),
+            _ratio(r["pull_ratio"]),
         ))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -72,6 +81,11 @@ def summary_text(s, rows: List[Dict[str, Any]], nbytes: int) -> str:
     if idle:
         groups = sorted({r["group"] for r in idle})
         lines.append(f"{len(idle)} covered parameter(s) have gamma 0 (param group(s) {groups}) and are not decayed")
+    t = report["total"]
+    lines.append(f"does syre matter here? {report['verdict']}")
+    if t["decay"] is not None:
+        lines.append(f"  (totals over the covered elements: decay/update {_ratio(t['decay'])}, anchor/weights "
+                     f"{_ratio(t['anchor'])}, pull/update {_ratio(t['pull'])}; thresholds in docs/defaults.md)")
     lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*b) for b in body]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from ._plan import Entry
 __all__ = ["AnchorStore", "SeededStore", "StoredStore", "anchor_dtype", "make_store"]
 
 Pair = Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]
+_INDEX_BLOCK = 1 << 18  # elements per block of a shard generated at its indices (bounds the int64 scratch)
 
 
 def anchor_dtype(p: torch.Tensor) -> torch.dtype:
@@ -57,10 +58,34 @@ class AnchorStore:
         if e.shard is None:
             return A.anchor_like(self.seed, e.name, e.param, sigma0=e.sigma0, d_spread=self.d_spread, version=self.version)
         local = e.local()
-        start, stop = e.shard
-        out = A.anchor_slice(self.seed, e.name, start, stop, sigma0=e.sigma0, d_spread=self.d_spread,
-                             device=local.device, dtype=anchor_dtype(local), version=self.version)
+        if e.shard.flat is not None:  # Replicate / Shard(0): one slice of the flattened parameter
+            start, stop = e.shard.flat
+            out = A.anchor_slice(self.seed, e.name, start, stop, sigma0=e.sigma0, d_spread=self.d_spread,
+                                 device=local.device, dtype=anchor_dtype(local), version=self.version)
+        else:  # tensor parallelism, 2-D meshes: the product of per-dimension index ranges
+            out = self._indexed(e, anchor_dtype(local), local.device)
         return tuple(None if t is None else torch.empty_like(local, dtype=t.dtype).copy_(t.view(local.shape)) for t in out)
+
+    def _indexed_blocks(self, e: Entry, dtype: torch.dtype, device):
+        """Yield ``(lo, hi, theta0, xi)`` for blocks ``[lo, hi)`` of the local shard (local row-major
+        positions), each generated at the block's global indices (``e.shard.indices``)."""
+        n = e.shard.numel
+        for lo in range(0, n, _INDEX_BLOCK):
+            hi = min(lo + _INDEX_BLOCK, n)
+            yield (lo, hi) + A.anchor_at(self.seed, e.name, e.shard.indices(lo, hi, device), sigma0=e.sigma0,
+                                         d_spread=self.d_spread, dtype=dtype, device=device, version=self.version)
+
+    def _indexed(self, e: Entry, dtype: torch.dtype, device) -> Pair:
+        """Flat ``(theta0, xi)`` of the whole local shard, from ``_indexed_blocks``."""
+        n = e.shard.numel
+        theta0 = torch.empty(n, dtype=dtype, device=device) if e.sigma0 != 0.0 else None
+        xi = torch.empty(n, dtype=dtype, device=device) if self.d_spread != 0.0 else None
+        for lo, hi, t, x in self._indexed_blocks(e, dtype, device):
+            if theta0 is not None:
+                theta0[lo:hi] = t
+            if xi is not None:
+                xi[lo:hi] = x
+        return theta0, xi
 
     def full(self, e: Entry, dtype: torch.dtype, device) -> Pair:
         """``(theta0, xi)`` of the full parameter, generated for this call (``Syre.anchor`` of a DTensor)."""
@@ -159,8 +184,8 @@ class SeededStore(AnchorStore):
 
     The scratch is a few buffers of one block (2**18 elements). Each block gets the same
     elementwise operations as in stored mode, so both modes agree bitwise. A DTensor's local
-    shard generates its own slice only; tensors with another layout or a tensor subclass take
-    the whole anchor at once.
+    shard generates its own elements only (its slice, or its global indices under tensor
+    parallelism); tensors with another layout or a tensor subclass take their whole anchor at once.
     """
 
     mode = "seeded"
@@ -174,8 +199,12 @@ class SeededStore(AnchorStore):
             local = e.local()
             if self.off(e):
                 plain.append(local)  # the origin with D = I: AdamW's decay
+            elif e.shard is not None and e.shard.flat is None and type(local.data) is torch.Tensor and local.is_contiguous():
+                flat = local.detach().view(-1)  # a shard that is no slice: generated at its global indices
+                for lo, hi, t, x in self._indexed_blocks(e, anchor_dtype(local), local.device):
+                    F.decay_([flat[lo:hi]], [t], [x], weight=weight, foreach=False)
             elif type(local.data) is torch.Tensor and local.is_contiguous():
-                start, stop = e.shard if e.shard is not None else (0, local.numel())
+                start, stop = e.shard.flat if e.shard is not None else (0, local.numel())
                 flat = local.detach().view(-1)
                 if _triton_seeded(self.version, local, weight):
                     from . import _triton

@@ -8,8 +8,9 @@ counter-based streams), written with integer tensor ops so that it runs unchange
   anchors of one parameter do not depend on any other parameter of the model, on the global
   RNG, on the rank or on the number of processes;
 * the **counter** comes from the element's row-major index in the full (logical) parameter, so
-  the anchor of a slice of the flattened parameter (a shard), or of any set of global indices,
-  is computed from those indices alone, without building the full tensor.
+  the anchor of a slice of the flattened parameter (a shard), or at any set of global indices
+  (``anchor_at``: a tensor-parallel shard's), is computed from those indices alone, without
+  building the full tensor.
 
 How the random words become ``theta0 ~ N(0, sigma0^2)`` and ``xi = D - 1 ~ U(-d_spread,
 d_spread)`` is the anchor **format**, recorded in every saved state:
@@ -69,6 +70,7 @@ __all__ = [
     "PRESETS",
     "SIGMA0_PRESETS",
     "anchor",
+    "anchor_at",
     "anchor_like",
     "anchor_many",
     "anchor_slice",
@@ -157,6 +159,51 @@ def anchor_slice(
     if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop < 2**63):
         raise ValueError(f"Invalid slice: start={start!r}, stop={stop!r}; need 0 <= start <= stop < 2**63")
     return _fill(seed, name, start, stop, sigma0, d_spread, torch.device(device or "cpu"), dtype, version)
+
+
+def anchor_at(
+    seed: int,
+    name: str,
+    indices: torch.Tensor,
+    *,
+    sigma0: float,
+    d_spread: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    device: Union[str, torch.device, None] = None,
+    version: int = FORMAT,
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """``(theta0, xi)`` at the global flat indices ``indices`` of parameter ``name``, shaped like ``indices``.
+
+    ``indices`` is an int64 tensor of row-major element indices into the full (flattened)
+    parameter, in any order and shape (a tensor-parallel shard's indices are not one range).
+    Element ``i`` of the result is bitwise element ``indices[i]`` of ``anchor_slice`` (and of
+    ``anchor``) in the same format ``version``. ``None`` where off, as in ``anchor_slice``. On
+    ``device`` (default: that of ``indices``).
+    """
+    seed = check_seed(seed)
+    sigma0 = check_nonneg_float("sigma0", sigma0)
+    d_spread = check_d_spread(d_spread)
+    version = check_format(version)
+    if not isinstance(indices, torch.Tensor) or indices.dtype != torch.int64:
+        got = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
+        raise TypeError(f"Invalid indices: {got}; expected an int64 tensor of global element indices")
+    device = torch.device(device) if device is not None else indices.device
+    idx = indices.to(device).reshape(-1)
+    if idx.numel() and int(idx.min()) < 0:
+        raise ValueError(f"Invalid indices: the smallest is {int(idx.min())}; element indices are >= 0")
+    theta0 = torch.empty(idx.numel(), dtype=dtype, device=device) if sigma0 != 0.0 else None
+    xi = torch.empty(idx.numel(), dtype=dtype, device=device) if d_spread != 0.0 else None
+    if theta0 is None and xi is None:
+        return None, None
+    for lo in range(0, idx.numel(), _CHUNK):
+        part = idx[lo : lo + _CHUNK]
+        t, x = _at(seed, name, part, sigma0, d_spread, dtype, version)
+        if theta0 is not None:
+            theta0[lo : lo + part.numel()] = t
+        if xi is not None:
+            xi[lo : lo + part.numel()] = x
+    shape = indices.shape
+    return (None if theta0 is None else theta0.view(shape)), (None if xi is None else xi.view(shape))
 
 
 def anchor(

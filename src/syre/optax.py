@@ -63,7 +63,16 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from .anchors import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1, stream_key
 from .config import DEFAULT_D_SPREAD, check_d_spread, check_nonneg_float, check_seed
-from .sigma0 import DEFAULT_SIGMA0, check_sigma0_spec, fans_from_shape, resolve_sigma0, sigma0_from_fans
+from .sigma0 import (
+    DEFAULT_SIGMA0,
+    MATCH,
+    UNIT_SIGMA0,
+    check_sigma0_spec,
+    fans_from_shape,
+    parse_sigma0,
+    resolve_sigma0,
+    sigma0_from_fans,
+)
 
 __all__ = ["SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
 
@@ -175,11 +184,37 @@ def _fans(name: str, shape: Tuple[int, ...], layout: str, shapes: dict) -> Optio
     return None
 
 
-def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict) -> float:
-    """sigma0 of one leaf: the presets read fans from its shape (``_fans``), the rest as in torch."""
+def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict, leaves: Optional[dict] = None) -> float:
+    """sigma0 of one leaf: the presets read fans from its shape (``_fans``), the rest as in torch.
+
+    ``"match"`` reads values: X times the RMS of the leaf (of its sibling kernel for a bias; the
+    1-D rule for leaves without a fan-in); ``leaves`` maps names to arrays for the sibling lookup.
+    """
     if isinstance(spec, str):
+        preset, scale = parse_sigma0(spec)
+        if preset == MATCH:
+            fan = _fans(name, tuple(leaf.shape), layout, shapes)
+            if fan is None:
+                return scale * UNIT_SIGMA0
+            src = leaf if len(leaf.shape) >= 2 else _sibling_kernel(name, leaves or {})
+            return scale * _rms_np(src)
         return sigma0_from_fans(spec, _fans(name, tuple(leaf.shape), layout, shapes))
     return resolve_sigma0(spec, name, leaf)
+
+
+def _sibling_kernel(name: str, leaves: dict):
+    parent = name.rpartition(".")[0]
+    for k in _KERNEL_NAMES:
+        sib = f"{parent}.{k}" if parent else k
+        if sib in leaves and len(leaves[sib].shape) >= 2:
+            return leaves[sib]
+    raise KeyError(name)
+
+
+def _rms_np(x) -> float:
+    _, _, np = _import()
+    a = np.asarray(x, dtype=np.float64)
+    return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
 def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dict:
@@ -194,7 +229,8 @@ def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dic
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     named = [(_path_name(p), leaf) for p, leaf in flat]
     shapes = {n: tuple(leaf.shape) for n, leaf in named}
-    return {n: _resolve_sigma0(sigma0, n, leaf, kernel_layout, shapes) for n, leaf in named}
+    leaves = dict(named)
+    return {n: _resolve_sigma0(sigma0, n, leaf, kernel_layout, shapes, leaves) for n, leaf in named}
 
 
 # ----------------------------------------------------------------------------- the transformation
@@ -235,6 +271,12 @@ def syre_decay(
     if not callable(gamma):
         gamma = check_nonneg_float("gamma", gamma)
     check_sigma0_spec(sigma0)
+    if isinstance(sigma0, str) and parse_sigma0(sigma0)[0] == MATCH:
+        raise ValueError(
+            f"Invalid sigma0 value: {sigma0!r}; syre_decay reads sigma0 at every update, when the params have moved. "
+            f"Resolve it once from the initial params and pass the table: table = syre.optax.sigma0s(params, "
+            f"{sigma0!r}); syre_decay(gamma, sigma0=lambda name, p: table[name])"
+        )
     d_spread = check_d_spread(d_spread)
     seed = check_seed(seed)
     version = check_format(format_version)

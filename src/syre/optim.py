@@ -25,8 +25,8 @@ are (``syre._groups``), and keeps anchors that follow each parameter's dtype and
 (``syre._store``). One optimizer has at most one ``Syre``.
 
 Distributed training needs no communication: anchors depend on (seed, name, element index)
-only. Under FSDP2 each rank decays its local shard toward its slice of the anchor
-(``syre._dist``); FSDP1 is refused.
+only. Under FSDP2, tensor parallelism and 2-D meshes each rank decays its local shard toward the
+anchor of its own elements (``syre._dist``); FSDP1 is refused.
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ from ._checks import (  # noqa: F401  (public names of syre.optim)
     PrecisionWarning,
     PullProbe,
     WeakPullWarning,
+    verdict,
 )
 from ._groups import GROUP_KEY, DecaySettingWarning, Groups, as_float  # noqa: F401
 from ._plan import EXCLUDED, FROZEN, LAZY, UNHELD, build_plan, fingerprint  # noqa: F401
@@ -140,7 +141,7 @@ class Syre:
         if attached(optimizer) is not None:
             raise ValueError(
                 f"This {type(optimizer).__name__} already has syre attached ({attached(optimizer)!r}); a second Syre would "
-                "decay every parameter twice. Use the attached one (syre.optim.attached(optimizer)), or call its "
+                "decay every parameter twice. Use the attached one (syre.attached(optimizer)), or call its "
                 ".remove() first"
             )
         _dist.refuse_fsdp1(model)
@@ -267,7 +268,7 @@ class Syre:
                 continue
             weight = as_float(self._optimizer.param_groups[gi]["lr"]) * gamma
             for e in row:
-                if e.sigma0 > 0.0 and e.param.grad is not None:
+                if e.param.grad is not None:
                     yield e, weight
 
     # ------------------------------------------------------------------ public API
@@ -304,8 +305,8 @@ class Syre:
         """``Anchor(theta0, d)`` of parameter ``name``: fp32 (fp64 for fp64 parameters), full shape.
 
         For a parameter syre does not cover, theta0 is 0 and d is 1 (no decay toward anything).
-        For a DTensor (FSDP2) parameter it is the full anchor, on the local shard's device,
-        generated for this call (the step only ever generates the local shard's slice).
+        For a DTensor (FSDP2, tensor-parallel) parameter it is the full anchor, on the local shard's
+        device, generated for this call (the step only ever generates the local shard's elements).
         """
         e = self._refresh().entry(name)
         p = e.param
@@ -323,7 +324,20 @@ class Syre:
         """One row per parameter: name, shape, module type, group, covered, decayed, reason, sigma0,
         gamma, strength (``gamma * sigma0``) and the measured ``pull_ratio`` (None until measured).
         ``decayed`` is ``covered`` with a gamma above 0."""
-        return coverage_rows(self._refresh(), self._groups.gamma, self._probe.ratio)
+        return coverage_rows(self._refresh(), self._groups.gamma, self._probe.ratios)
+
+    def pull_report(self) -> Dict[str, Any]:
+        """Does syre matter here? The ratios measured over the first PROBE_STEPS steps, and the verdict.
+
+        ``{"params": {name: {"decay", "anchor", "pull"}}, "total": {...}, "verdict": str}``:
+        ``decay`` is ``lr * gamma * RMS(p) / RMS(update)`` (is the decay strong enough to shape the
+        weights?), ``anchor`` is ``sigma0 / RMS(p)`` (does syre differ from weight decay?), ``pull``
+        their product; totals are element-weighted medians. See ``syre._checks`` for the thresholds.
+        """
+        self._refresh()
+        total = self._probe.totals()
+        return {"params": {n: dict(r) for n, r in self._probe.ratios.items()}, "total": total,
+                "verdict": verdict(total["decay"], total["anchor"])}
 
     def pull_ratios(self) -> Dict[str, float]:
         """Measured per-step pull / optimizer update of each checked parameter (empty before step PROBE_STEPS).
@@ -341,7 +355,7 @@ class Syre:
     def summary(self) -> str:
         """A table of what is decayed, with sigma0, gamma, the breaking strength gamma * sigma0 and,
         after the first PROBE_STEPS steps, the measured pull / update ratio."""
-        return summary_text(self, self.coverage(), self._store.nbytes())
+        return summary_text(self, self.coverage(), self._store.nbytes(), self.pull_report())
 
     def __repr__(self) -> str:
         c = self._config

@@ -5,6 +5,12 @@ A sigma0 spec is one of
 * a relative preset, ``"lecun"`` (the default), ``"kaiming"`` or ``"xavier"``: sigma0 is
   ``DEFAULT_SIGMA0_SCALE`` times that init std of the parameter; ``"lecun:0.3"`` sets the multiple
   (0.3 init stds);
+* ``"match"`` (or ``"match:X"``): sigma0 is X times the RMS of the weights themselves when the
+  parameter is first covered (at attach), so the anchor has the scale the model was actually
+  initialised at (nanoGPT's embeddings at std 0.02, say, where ``"lecun"`` with an Embedding's
+  fan-in of 1 gives std 1). A bias takes its layer's weight's RMS; parameters without a fan-in take
+  the same ``X * UNIT_SIGMA0`` as under the other presets. For a DTensor the RMS is that of the full
+  tensor (one reduction over its mesh, the same value on every rank);
 * an absolute float, the same sigma0 for every parameter;
 * a callable ``(name, param) -> float``.
 
@@ -37,6 +43,7 @@ from .select import GAIN, NORM_TYPES, ParamInfo
 __all__ = [
     "DEFAULT_SIGMA0",
     "DEFAULT_SIGMA0_SCALE",
+    "MATCH",
     "PRESETS",
     "SIGMA0_PRESETS",
     "UNIT_SIGMA0",
@@ -47,6 +54,7 @@ __all__ = [
     "init_std",
     "parse_sigma0",
     "resolve_sigma0",
+    "rms",
     "resolve_sigma0_of",
     "sigma0_from_fans",
     "std_from_fans",
@@ -64,6 +72,8 @@ DEFAULT_SIGMA0 = "lecun"
 UNIT_SIGMA0 = 0.01
 #: The relative presets: sigma0 = scale * the init std of that name.
 PRESETS = ("lecun", "kaiming", "xavier")
+#: The preset relative to the weights' own RMS (see the module docstring).
+MATCH = "match"
 #: Preset name -> the scale a bare preset name uses (``"lecun"`` means ``"lecun:<scale>"``).
 SIGMA0_PRESETS = {name: DEFAULT_SIGMA0_SCALE for name in PRESETS}
 #: Kernel layouts ``fans_from_shape`` reads: torch's ``(out, in, *window)`` or JAX's ``(*window, in, out)``.
@@ -72,8 +82,9 @@ LAYOUTS = ("torch", "jax")
 Sigma0Spec = Union[str, float, int, Callable[[str, torch.Tensor], float]]
 
 _SPEC_HELP = (
-    "expected one of {presets} (sigma0 = {scale:g} x that init std), a preset with a scale such as 'lecun:0.3' "
-    "(0.3 x the LeCun init std), an absolute float >= 0, or a callable (name, param) -> float"
+    "expected one of {presets} (sigma0 = {scale:g} x that init std), 'match' (the weights' own RMS), a preset "
+    "with a scale such as 'lecun:0.3' (0.3 x the LeCun init std), an absolute float >= 0, or a callable "
+    "(name, param) -> float"
 )
 
 
@@ -87,10 +98,10 @@ def parse_sigma0(spec) -> Tuple[str, float]:
         raise TypeError(f"Invalid sigma0 value: {spec!r}; a relative spec is a str, " + _spec_help())
     name, sep, raw = spec.partition(":")
     name = name.strip()
-    if name not in PRESETS:
+    if name not in PRESETS and name != MATCH:
         raise ValueError(f"Invalid sigma0 value: {spec!r}; " + _spec_help())
     if not sep:
-        return name, SIGMA0_PRESETS[name]
+        return name, SIGMA0_PRESETS.get(name, 1.0)
     try:
         scale = float(raw)
     except ValueError:
@@ -123,7 +134,8 @@ def describe_sigma0(spec) -> str:
         return "callable"
     if isinstance(spec, str):
         preset, scale = parse_sigma0(spec)
-        return f"{spec} ({scale:g} x {preset} init std; 1-D without fan-in: {scale * UNIT_SIGMA0:g})"
+        what = "the weights' RMS at attach" if preset == MATCH else f"{preset} init std"
+        return f"{spec} ({scale:g} x {what}; 1-D without fan-in: {scale * UNIT_SIGMA0:g})"
     return f"{spec:g} (absolute)"
 
 
@@ -157,21 +169,44 @@ def _weight_partner(attr: str) -> Optional[str]:
     return None
 
 
-def fans(param: torch.Tensor, module: Optional[nn.Module], attr: str, role: str = "") -> Optional[Tuple[int, int]]:
-    """(fan_in, fan_out) of ``module.<attr>``, or None for a parameter with no fan-in."""
+def _scaled_tensor(param: torch.Tensor, module: Optional[nn.Module], attr: str, role: str = ""):
+    """``(tensor, attr)`` whose fans (and RMS, for ``"match"``) set ``param``'s scale, or None (no fan-in):
+    the parameter itself, or for a bias its layer's weight."""
     if role == GAIN or (module is not None and isinstance(module, NORM_TYPES)):
         return None
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight":
-        # A row is selected by a one-hot input: one active input per output.
-        return 1, int(param.shape[1]) if param.dim() > 1 else 1
-    if param.dim() >= 2:
-        return fans_from_shape(param.shape)
+    if param.dim() >= 2 or (isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight"):
+        return param, attr
     partner = _weight_partner(attr) if module is not None else None
     if partner is not None:
         w = getattr(module, partner, None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
-            return fans(w, module, partner)
+            return w, partner
     return None
+
+
+def fans(param: torch.Tensor, module: Optional[nn.Module], attr: str, role: str = "") -> Optional[Tuple[int, int]]:
+    """(fan_in, fan_out) of ``module.<attr>``, or None for a parameter with no fan-in."""
+    scaled = _scaled_tensor(param, module, attr, role)
+    if scaled is None:
+        return None
+    t, attr = scaled
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight":
+        # A row is selected by a one-hot input: one active input per output.
+        return 1, int(t.shape[1]) if t.dim() > 1 else 1
+    return fans_from_shape(t.shape)
+
+
+def rms(t: torch.Tensor) -> float:
+    """The RMS of ``t``'s values; of the full tensor for a DTensor (a reduction over its mesh: the same
+    value on every rank)."""
+    t = t.detach()
+    n = t.numel()
+    if n == 0:
+        return 0.0
+    norm = torch.linalg.vector_norm(t, dtype=torch.float64)  # accumulated in float64: one value for any layout
+    if hasattr(norm, "full_tensor"):  # DTensor: the norm of the full tensor
+        norm = norm.full_tensor()
+    return float(norm) / n**0.5
 
 
 def std_from_fans(preset: str, fan_in: int, fan_out: int) -> float:
@@ -188,6 +223,9 @@ def std_from_fans(preset: str, fan_in: int, fan_out: int) -> float:
 def sigma0_from_fans(spec: str, fan: Optional[Tuple[int, int]]) -> float:
     """sigma0 of a relative spec for a parameter with fans ``fan`` (None: no fan-in, ``scale * UNIT_SIGMA0``)."""
     preset, scale = parse_sigma0(spec)
+    if preset == MATCH:
+        raise ValueError("Invalid sigma0 value: 'match' reads the weights' values, not their shapes; resolve it "
+                         "with syre.sigma0.resolve_sigma0 on the parameter")
     if fan is None:
         return scale * UNIT_SIGMA0
     return scale * std_from_fans(preset, *fan)
@@ -205,6 +243,10 @@ def resolve_sigma0(spec: Sigma0Spec, name: str, param: torch.Tensor, module: Opt
                    attr: str = "", role: str = "") -> float:
     """The sigma0 of one parameter under ``spec``: relative to its init std, absolute, or a callable's."""
     if isinstance(spec, str):
+        preset, scale = parse_sigma0(spec)
+        if preset == MATCH:
+            scaled = _scaled_tensor(param, module, attr, role)
+            return scale * (UNIT_SIGMA0 if scaled is None else rms(scaled[0]))
         return sigma0_from_fans(spec, fans(param, module, attr, role))
     if callable(spec):
         value = spec(name, param)
