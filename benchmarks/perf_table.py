@@ -73,7 +73,8 @@ def report(res: dict) -> str:
     for k in next(iter(sizes.values()))["step"]:
         lines.append(f"| {k} | " + " | ".join(f"{_ms(sizes[s]['step'][k]['median_ms'])} ({sizes[s]['ratio'][k]:.2f})"
                                               for s in sizes) + " |")
-    lines += ["", "| hook at small models | hook us | its multi-tensor calls us | hook's own Python us |", "|---|---|---|---|"]
+    lines += ["", "| hook at small models (minimum over repetitions) | hook us | its multi-tensor calls us | hook's own Python us |",
+              "|---|---|---|---|"]
     for k, v in res["hook"].items():
         lines.append(f"| {k} tensors | {v['hook_us']:.1f} | {v['kernel_us']:.1f} | {v['own_us']:.1f} |")
     lines += ["", "| attach (stored anchors) | params | tensors | basic s | AR s |", "|---|---|---|---|---|"]

@@ -308,3 +308,4 @@ def fill_batch(batch, lo: int, theta_all, xi_all, d_spread: float, device) -> No
         theta_all[lo : lo + size] = (normal_fixed(words(0), table(device)).to(dtype) * SCALE) * s0
     if xi_all is not None:
         xi_all[lo : lo + size] = _scaled(unit_xi_int(words(1)), XI_SCALE, d_spread, dtype)
+

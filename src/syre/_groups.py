@@ -142,6 +142,8 @@ class Groups:
         if GROUP_KEY not in group:
             return 0.0 if self.gamma_default is None else self.gamma_default
         g = group[GROUP_KEY]
+        if type(g) is float and 0.0 <= g < math.inf:  # the common case, read at every step
+            return g
         try:
             return check_nonneg_float(f"param_groups[{gi}]['{GROUP_KEY}']", as_float(g) if isinstance(g, torch.Tensor) else g)
         except (TypeError, ValueError) as exc:
