@@ -133,9 +133,9 @@ def buckets(params, anchors, spreads, foreach: Optional[bool] = None) -> list:
             dest = loop
         else:
             kind = "mul" if (t is None and x is None) else ("lerp" if x is None else ("ar" if t is not None else "ar0"))
-            if kind in ("ar", "ar0") and p.numel() <= _BLOCK and p.is_contiguous() and x.is_contiguous() \
+            if kind in ("ar", "ar0") and p.numel() <= _SMALL and p.is_contiguous() and x.is_contiguous() \
                     and (t is None or t.is_contiguous()):
-                kind += "_small"  # cache-resident: three multi-tensor calls, no blocking
+                kind += "_small"  # cache-resident: three multi-tensor calls, no scratch
             dest = out.setdefault((p.device, p.dtype, kind), ([], [], []))
         dest[0].append(p)
         dest[1].append(t)
@@ -268,6 +268,9 @@ def _ar_fused_each(kernel, ps, ts, xs, nw, rest_p, rest_t, rest_x) -> None:
 #: theta0, xi and the diff scratch (4 MiB in fp32) stay in the last-level cache between the three
 #: elementwise passes, and there are few enough blocks that dispatch costs little.
 _BLOCK = 1 << 18
+#: Advanced-removal tensors up to this many elements take three plain multi-tensor calls (their
+#: temporaries are small); larger ones the fused kernel or the blocked sweep through one scratch.
+_SMALL = 1 << 14
 #: On accelerators one kernel launch per block costs more than the extra traffic of a larger
 #: scratch; the block only bounds the scratch memory there.
 _BLOCK_ACCEL = 1 << 24
