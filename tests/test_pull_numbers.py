@@ -13,7 +13,7 @@ import syre
 from syre._checks import ANCHOR_SMALL, DECAY_WEAK, PROBE_STEPS, WeakPullWarning, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
-SUMMARY = ROOT / "benchmarks" / "results" / "pull-numbers" / "summary.json"
+SUMMARY = ROOT / "benchmarks" / "results" / "pull-numbers" / "pull_numbers.json"
 
 
 def _script():

@@ -54,7 +54,7 @@ __all__ = [
 PROBE_STEPS = 3
 PROBE_ELEMENTS = 4096
 #: decay / update below which weight decay changed nothing measurable in the benchmarks: neither
-#: can syre (``benchmarks/results/pull-numbers``; a test checks these against that summary).
+#: can syre (``benchmarks/results/pull-numbers/pull_numbers.json``; a test checks these against it).
 DECAY_WEAK = 0.05
 #: anchor / weights below which syre undid less than 10% of weight decay's loss of rank: it is
 #: close to weight decay there.
