@@ -145,7 +145,7 @@ def test_targets_ride_along_in_checkpoints_and_a_different_one_is_refused():
     o = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
     syre.attach(o, m, target="init", mode="seeded")
     _train(m, o, 3)
-    sd = o.state_dict()
+    sd = copy.deepcopy(o.state_dict())  # torch shares the state tensors of a state_dict it loads
     assert sd["syre"]["target"] == {"kind": "init", "init_seed": 7, "init_scheme": "lecun"}
     # Resume: a new process builds the model (any init), loads the weights, attaches, loads the optimizer.
     m2 = _mlp()
@@ -247,7 +247,7 @@ def test_stochastic_rounding_keeps_a_sub_ulp_pull_on_average():
 def test_stochastic_rounding_resumes_its_stream():
     full, _ = _bf16_run("stochastic", steps=20)
     half, o = _bf16_run("stochastic", steps=10)
-    sd = o.state_dict()
+    sd = copy.deepcopy(o.state_dict())  # torch shares the state tensors of a state_dict it loads
     assert sd["syre"]["step"] == 10 and sd["syre"]["rounding"] == "stochastic"
     m = nn.Linear(64, 64, bias=False).to(torch.bfloat16)
     m.load_state_dict(half.state_dict())

@@ -68,6 +68,10 @@ class Target:
         return f"{self.kind} ({what}, a stored fp32 copy: 4 bytes per element)"
 
     # ------------------------------------------------------------------ values
+    def take(self, e: Entry) -> torch.Tensor:
+        """The copied target of ``e`` (taken now if this is its first covering)."""
+        return self._copy(e)
+
     def _copy(self, e: Entry) -> torch.Tensor:
         got = self._copies.get(e.name)
         local = e.local()
@@ -143,7 +147,17 @@ class Target:
     def check(self, saved: Optional[Dict[str, Any]]) -> None:
         """Refuse a saved target that is not this one (before anything is assigned)."""
         mine = self.state()
-        if (saved or {}).get("kind", "random") != self.kind:
+        saved_kind = (saved or {}).get("kind", "random")
+        if saved_kind == self.kind == "init" and "init_seed" in saved and self.record is None:
+            return  # the checkpoint names the init_ stream: adopted (recomputed, the copy dropped)
+        if saved_kind == self.kind == "init" and "checksum" in saved and self.record is not None:
+            raise ValueError(
+                "syre state does not match this attachment; nothing was changed. It was saved with target 'init' as a "
+                "stored copy of the initial weights, this Syre recomputes them from syre.init_(seed="
+                f"{self.record.seed}). Attach to a model that syre.init_ did not initialise, or pass the run's initial "
+                "weights as target={name: tensor}"
+            )
+        if saved_kind != self.kind:
             raise ValueError(
                 f"syre state does not match this attachment; nothing was changed. It was saved with target "
                 f"{(saved or {}).get('kind', 'random')!r}, this Syre decays toward target {self.kind!r}"
@@ -161,6 +175,8 @@ class Target:
             from .init import InitRecord
 
             self.record = InitRecord(int(saved["init_seed"]), str(saved["init_scheme"]))
+            self._copies.clear()
+            self._checksum = None
 
 
 def make_target(spec, model, infos) -> Target:

@@ -186,6 +186,9 @@ class Syre:
         self._store = make_store(config.mode, config.seed, config.d_spread)
         self._store.target, self._store.rounding = (None if self._target.random else self._target), config.rounding
         self._store.sync(plan.entries)
+        if not self._target.regenerable:  # a copied target is the weights as they are at attach
+            for e in plan.covered():
+                self._target.take(e)
         self._cache: Dict[int, tuple] = {}
         self._cache_key: Optional[tuple] = None
         self._steps = 0
