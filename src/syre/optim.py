@@ -258,7 +258,7 @@ class Syre:
         plan = self._refresh()
         weights = self._groups.weights()  # validated; raises before anything changes
         rows = plan.by_group
-        if self._precision.due(self._steps) and plan.low_precision():
+        if self._config.rounding != "stochastic" and self._precision.due(self._steps) and plan.low_precision():
             live = [[e for e in row if e.param.grad is not None] if _nonzero(weights[gi]) else [] for gi, row in enumerate(rows)]
             self._precision.check(((e, weights[gi]) for gi, row in enumerate(live) for e in row), self._store.pair)
         self._store.step = self._steps  # the stochastic-rounding stream's generation
