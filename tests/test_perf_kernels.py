@@ -235,7 +235,7 @@ def _syre_tensors(s):
     found, seen = [], set()
     # references to the user's objects; ``_cache`` holds the step's lists of the parameters and of the
     # store's own anchors (references, checked below to be those and nothing else)
-    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info", "_cache")
+    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info", "_cache", "_infos", "_mapping")
 
     def walk(obj, depth=0):
         if id(obj) in seen or depth > 6:

@@ -17,6 +17,7 @@ from ._state import plain_state_dict
 from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .config import Config
 from .fused import AdamW, SGD
+from .init import init_, reset_units_, shrink_perturb_
 from .optim import DecaySettingWarning, PrecisionWarning, Syre, WeakPullWarning, attach, attached
 from .penalty import Penalty
 from .reparam import Reparametrization, reparametrize
@@ -42,8 +43,11 @@ __all__ = [
     "attach",
     "attached",
     "equivalent_gamma",
+    "init_",
     "plain_state_dict",
     "reparametrize",
+    "reset_units_",
+    "shrink_perturb_",
 ]
 
 #: Submodules imported on first attribute access (PEP 562); none of them imports an optional dependency.

@@ -220,7 +220,7 @@ class PrecisionCheck:
                 "decay's pull per step lr * gamma * D * |p - theta0| is below half an ulp of the storage dtype, so "
                 "rounding undoes it and the decay does nothing there. Keep fp32 master weights (fp32 parameters with "
                 "torch.autocast, or FSDP2's MixedPrecisionPolicy(param_dtype=...) over fp32 sharded parameters), "
-                "or raise lr * gamma. (Issued once.)",
+                "attach with rounding='stochastic' (the pull survives on average), or raise lr * gamma. (Issued once.)",
                 PrecisionWarning,
                 stacklevel=_stacklevel(),
             )

@@ -74,7 +74,8 @@ def summary_text(s, rows: List[Dict[str, Any]], nbytes: int, report: Dict[str, A
     idle = [r for r in rows if r["covered"] and not r["decayed"]]
     c = s.config
     lines = [
-        f"syre {__version__}: seed={c.seed} mode={c.mode} d_spread={c.d_spread:g} sigma0={c.describe_sigma0()}",
+        f"syre {__version__}: seed={c.seed} mode={c.mode} d_spread={c.d_spread:g} "
+        + (f"sigma0={c.describe_sigma0()}" if s._target.random else f"target={s._target.describe()}"),
         f"decays {len(decayed)}/{len(rows)} parameters ({sum(r['numel'] for r in decayed):,}/"
         f"{sum(r['numel'] for r in rows):,} elements); anchors held: {_bytes(nbytes)} ({c.mode})",
     ]

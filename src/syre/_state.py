@@ -38,10 +38,21 @@ class Loaded:
     takeover: Dict[int, float]
     sigma0s: Dict[str, float]
     version: int = FORMAT_VERSION
+    target: Optional[Dict[str, Any]] = None  # None: the random anchor
+    step: Optional[int] = None  # stochastic rounding's next step; None: rounding to nearest
 
 
 def build_state(*, seed: int, gamma: Optional[float], d_spread: float, mode: str, takeover: Dict[int, float],
-                params: List[Dict[str, Any]], version: int = FORMAT_VERSION) -> Dict[str, Any]:
+                params: List[Dict[str, Any]], version: int = FORMAT_VERSION, target: Optional[Dict[str, Any]] = None,
+                step: Optional[int] = None) -> Dict[str, Any]:
+    """The state dict; ``target`` and ``step`` appear only when not the defaults (the random anchor, rounding
+    to nearest), so a default attachment's state is unchanged."""
+    extra: Dict[str, Any] = {}
+    if target is not None:
+        extra["target"] = dict(target)
+    if step is not None:
+        extra["rounding"] = "stochastic"
+        extra["step"] = int(step)
     return {
         "format": "syre",
         "version": version,
@@ -52,6 +63,7 @@ def build_state(*, seed: int, gamma: Optional[float], d_spread: float, mode: str
         "mode": mode,
         "takeover": {int(k): float(v) for k, v in takeover.items()},
         "params": params,
+        **extra,
     }
 
 
@@ -90,6 +102,18 @@ def validate_state(sd, *, covered: Dict[str, tuple], idle: Dict[str, tuple], n_g
             f"syre state has format version {version}, newer than this syre {__version__} reads "
             f"(<= {FORMAT_VERSION}); upgrade torch-syre to load it"
         )
+    known_keys = {"format", "version", "library_version", "seed", "gamma", "d_spread", "mode", "takeover", "params",
+                  "target", "rounding", "step"}
+    unknown = sorted(set(sd) - known_keys)
+    if unknown:
+        raise _bad(f"unknown fields {unknown} (saved by a newer syre?); upgrade torch-syre to load it")
+    target = _check_target(sd.get("target"))
+    step = None
+    if "rounding" in sd or "step" in sd:
+        if sd.get("rounding") != "stochastic" or isinstance(sd.get("step"), bool) or not isinstance(sd.get("step"), int) \
+                or sd["step"] < 0:
+            raise _bad(f"'rounding' is {sd.get('rounding')!r} and 'step' {sd.get('step')!r}; expected 'stochastic' and an int >= 0")
+        step = sd["step"]
     for key in ("seed", "d_spread", "params", "takeover", "gamma"):
         if key not in sd:
             raise ValueError(f"Invalid syre state: missing key {key!r} (truncated or corrupted)")
@@ -129,7 +153,24 @@ def validate_state(sd, *, covered: Dict[str, tuple], idle: Dict[str, tuple], n_g
         if shapes:
             parts.append(f"shape mismatch: {shapes}")
         raise ValueError("syre state does not match this model; nothing was changed. " + "; ".join(parts))
-    return Loaded(seed, d_spread, gamma, takeover, {n: float(item["sigma0"]) for n, item in saved.items()}, version)
+    return Loaded(seed, d_spread, gamma, takeover, {n: float(item["sigma0"]) for n, item in saved.items()}, version,
+                  target, step)
+
+
+def _check_target(t) -> Optional[Dict[str, Any]]:
+    """A saved target record: ``{"kind", "init_seed", "init_scheme"}`` or ``{"kind", "checksum"}``, or None."""
+    if t is None:
+        return None
+    ok = isinstance(t, dict) and t.get("kind") in ("init", "pretrained", "mapping")
+    if ok and "init_seed" in t:
+        ok = t["kind"] == "init" and isinstance(t.get("init_scheme"), str) and set(t) == {"kind", "init_seed", "init_scheme"}
+        if ok:
+            check_seed(t["init_seed"])
+    elif ok:
+        ok = isinstance(t.get("checksum"), str) and set(t) == {"kind", "checksum"}
+    if not ok:
+        raise _bad(f"'target' is {t!r}; expected {{'kind', 'init_seed', 'init_scheme'}} or {{'kind', 'checksum'}}")
+    return dict(t)
 
 
 def plain_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:

@@ -41,46 +41,67 @@ class AnchorStore:
         self.d_spread = d_spread
         self.version = version  # the anchor format (syre.anchors.FORMATS)
         self.generation = 0  # counts sync() calls: what callers derived from the anchors is stale after one
+        self.target = None  # syre._targets.Target; None: the random anchor
+        self.rounding = "nearest"  # or "stochastic" (fp16/bf16 parameters; syre._rounding)
+        self.step = 0  # the step whose stochastic-rounding bits the next decay reads
 
     def configure(self, seed: int, d_spread: float, version: Optional[int] = None) -> None:
         self.seed, self.d_spread = seed, d_spread
         if version is not None:
             self.version = version
 
+    @property
+    def random(self) -> bool:
+        return self.target is None or self.target.random
+
     def off(self, e: Entry) -> bool:
         """The anchor is the origin with D = I: the decay is plain weight decay."""
-        return e.sigma0 == 0.0 and self.d_spread == 0.0
+        return self.random and e.sigma0 == 0.0 and self.d_spread == 0.0
+
+    def rounds(self, e: Entry) -> bool:
+        """Whether ``e``'s decayed values are rounded stochastically (fp16/bf16 storage)."""
+        return self.rounding == "stochastic" and e.param.dtype in (torch.float16, torch.bfloat16)
 
     def generate(self, e: Entry) -> Pair:
         """``(theta0, xi)`` shaped like ``e.local()``: the local shard's slice for a DTensor."""
         if not e.covered or self.off(e):
             return None, None
+        if not self.random:  # theta0 from the target; D from the anchor stream
+            return self.target.theta0(e), self._draw(e, 0.0)[1]
+        return self._draw(e, e.sigma0)
+
+    def _draw(self, e: Entry, sigma0: float) -> Pair:
+        """``(theta0, xi)`` from the anchor stream at ``sigma0`` (None where off), shaped like ``e.local()``."""
+        if sigma0 == 0.0 and self.d_spread == 0.0:
+            return None, None
         if e.shard is None:
-            return A.anchor_like(self.seed, e.name, e.param, sigma0=e.sigma0, d_spread=self.d_spread, version=self.version)
+            return A.anchor_like(self.seed, e.name, e.param, sigma0=sigma0, d_spread=self.d_spread, version=self.version)
         local = e.local()
         if e.shard.flat is not None:  # Replicate / Shard(0): one slice of the flattened parameter
             start, stop = e.shard.flat
-            out = A.anchor_slice(self.seed, e.name, start, stop, sigma0=e.sigma0, d_spread=self.d_spread,
+            out = A.anchor_slice(self.seed, e.name, start, stop, sigma0=sigma0, d_spread=self.d_spread,
                                  device=local.device, dtype=anchor_dtype(local), version=self.version)
         else:  # tensor parallelism, 2-D meshes: the product of per-dimension index ranges
-            out = self._indexed(e, anchor_dtype(local), local.device)
+            out = self._indexed(e, anchor_dtype(local), local.device, sigma0)
         return tuple(None if t is None else torch.empty_like(local, dtype=t.dtype).copy_(t.view(local.shape)) for t in out)
 
-    def _indexed_blocks(self, e: Entry, dtype: torch.dtype, device):
+    def _indexed_blocks(self, e: Entry, dtype: torch.dtype, device, sigma0: Optional[float] = None):
         """Yield ``(lo, hi, theta0, xi)`` for blocks ``[lo, hi)`` of the local shard (local row-major
         positions), each generated at the block's global indices (``e.shard.indices``)."""
         n = e.shard.numel
+        sigma0 = e.sigma0 if sigma0 is None else sigma0
         for lo in range(0, n, _INDEX_BLOCK):
             hi = min(lo + _INDEX_BLOCK, n)
-            yield (lo, hi) + A.anchor_at(self.seed, e.name, e.shard.indices(lo, hi, device), sigma0=e.sigma0,
+            yield (lo, hi) + A.anchor_at(self.seed, e.name, e.shard.indices(lo, hi, device), sigma0=sigma0,
                                          d_spread=self.d_spread, dtype=dtype, device=device, version=self.version)
 
-    def _indexed(self, e: Entry, dtype: torch.dtype, device) -> Pair:
+    def _indexed(self, e: Entry, dtype: torch.dtype, device, sigma0: Optional[float] = None) -> Pair:
         """Flat ``(theta0, xi)`` of the whole local shard, from ``_indexed_blocks``."""
         n = e.shard.numel
-        theta0 = torch.empty(n, dtype=dtype, device=device) if e.sigma0 != 0.0 else None
+        sigma0 = e.sigma0 if sigma0 is None else sigma0
+        theta0 = torch.empty(n, dtype=dtype, device=device) if sigma0 != 0.0 else None
         xi = torch.empty(n, dtype=dtype, device=device) if self.d_spread != 0.0 else None
-        for lo, hi, t, x in self._indexed_blocks(e, dtype, device):
+        for lo, hi, t, x in self._indexed_blocks(e, dtype, device, sigma0):
             if theta0 is not None:
                 theta0[lo:hi] = t
             if xi is not None:
@@ -91,14 +112,40 @@ class AnchorStore:
         """``(theta0, xi)`` of the full parameter, generated for this call (``Syre.anchor`` of a DTensor)."""
         if not e.covered or self.off(e):
             return None, None
+        if not self.random:
+            return self.target.full(e, dtype, device), self._full_xi(e, dtype, device)
         shape = e.param.shape
         out = A.anchor_slice(self.seed, e.name, 0, shape.numel(), sigma0=e.sigma0, d_spread=self.d_spread,
                              device=device, dtype=dtype, version=self.version)
         return tuple(None if t is None else t.view(shape) for t in out)
 
+    def _full_xi(self, e: Entry, dtype, device) -> Optional[torch.Tensor]:
+        if self.d_spread == 0.0:
+            return None
+        _, x = A.anchor_slice(self.seed, e.name, 0, e.param.shape.numel(), sigma0=0.0, d_spread=self.d_spread,
+                              device=device, dtype=dtype, version=self.version)
+        return x.view(e.param.shape)
+
     def buckets(self, entries: List[Entry], foreach: Optional[bool]):
         """The decay's calls for ``entries`` decided once (``functional.buckets``), or None (decided per step)."""
         return None
+
+    def decay_rounded(self, entries: List[Entry], weight: float) -> None:
+        """The decay of fp16/bf16 entries rounded stochastically: fp32 arithmetic, then ``syre._rounding``."""
+        from ._rounding import stochastic_round_
+
+        for e in entries:
+            local = e.local()
+            t, x = self.pair(e)
+            work = local.detach().to(torch.float32 if t is None else t.dtype)
+            F.decay_([work], [t], [x], weight=weight, foreach=False)
+            stochastic_round_(local, work, self.seed, e.name, self.step, e.shard)
+
+    def split_rounded(self, entries: List[Entry]):
+        """``(plain, rounded)``: the entries of the usual decay, and those rounded stochastically."""
+        if self.rounding != "stochastic":
+            return entries, []
+        return [e for e in entries if not self.rounds(e)], [e for e in entries if self.rounds(e)]
 
     # Overridden:
     def sync(self, entries: List[Entry]) -> None:
@@ -114,9 +161,12 @@ class AnchorStore:
     def clear(self) -> None:
         """Free everything held."""
 
+    def _target_tensors(self):
+        return [] if self.target is None else list(self.target.copies())
+
     def nbytes(self) -> int:
-        """Bytes held for anchors."""
-        return 0
+        """Bytes held for anchors (targets' copies included)."""
+        return _unique_bytes(self._target_tensors())
 
 
 class StoredStore(AnchorStore):
@@ -131,7 +181,7 @@ class StoredStore(AnchorStore):
     def _key(self, e: Entry) -> tuple:
         local = e.local()
         return (self.version, self.seed, self.d_spread, e.sigma0, e.shard, anchor_dtype(local), local.device,
-                tuple(local.shape), tuple(local.stride()))
+                tuple(local.shape), tuple(local.stride()), None if self.target is None else id(self.target))
 
     def sync(self, entries: List[Entry]) -> None:
         super().sync(entries)
@@ -142,7 +192,7 @@ class StoredStore(AnchorStore):
         batched: Dict[tuple, List[Entry]] = defaultdict(list)
         for e in todo:
             local = e.local()
-            if e.shard is None and local.is_contiguous() and type(local.data) is torch.Tensor and not self.off(e):
+            if self.random and e.shard is None and local.is_contiguous() and type(local.data) is torch.Tensor and not self.off(e):
                 batched[(anchor_dtype(local), local.device)].append(e)
             else:
                 self._anchors[e.name] = (self._key(e), self.generate(e))
@@ -158,10 +208,15 @@ class StoredStore(AnchorStore):
         return (None, None) if got is None else got[1]
 
     def buckets(self, entries: List[Entry], foreach: Optional[bool]):
+        if any(self.rounds(e) for e in entries):
+            return None  # stochastic rounding: per step, in decay()
         pairs = [self.pair(e) for e in entries]
         return F.buckets([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], foreach)
 
     def decay(self, entries: List[Entry], weight: float, foreach: Optional[bool]) -> None:
+        entries, rounded = self.split_rounded(entries)
+        if rounded:
+            self.decay_rounded(rounded, weight)
         pairs = [self.pair(e) for e in entries]
         F.decay_([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], weight=weight, foreach=foreach)
 
@@ -170,13 +225,7 @@ class StoredStore(AnchorStore):
         self.generation += 1
 
     def nbytes(self) -> int:
-        seen, total = set(), 0
-        for _, pair in self._anchors.values():
-            for t in pair:
-                if t is not None and t.untyped_storage().data_ptr() not in seen:
-                    seen.add(t.untyped_storage().data_ptr())
-                    total += t.untyped_storage().nbytes()
-        return total
+        return _unique_bytes([t for _, pair in self._anchors.values() for t in pair] + self._target_tensors())
 
 
 class SeededStore(AnchorStore):
@@ -194,10 +243,16 @@ class SeededStore(AnchorStore):
         return self.generate(e)
 
     def decay(self, entries: List[Entry], weight: float, foreach: Optional[bool]) -> None:
+        entries, rounded = self.split_rounded(entries)
+        if rounded:
+            self.decay_rounded(rounded, weight)
         plain: List[torch.Tensor] = []
         for e in entries:
             local = e.local()
-            if self.off(e):
+            if not self.random:  # a target: theta0 recomputed (syre.init_) or copied, D from the stream
+                t, x = self.generate(e)
+                F.decay_([local], [t], [x], weight=weight, foreach=False)
+            elif self.off(e):
                 plain.append(local)  # the origin with D = I: AdamW's decay
             elif e.shard is not None and e.shard.flat is None and type(local.data) is torch.Tensor and local.is_contiguous():
                 flat = local.detach().view(-1)  # a shard that is no slice: generated at its global indices
@@ -219,6 +274,15 @@ class SeededStore(AnchorStore):
                 F.decay_([local], [t], [x], weight=weight, foreach=False)
         if plain:
             F.decay_(plain, [None] * len(plain), [None] * len(plain), weight=weight, foreach=foreach)
+
+
+def _unique_bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if t is not None and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            total += t.untyped_storage().nbytes()
+    return total
 
 
 def _triton_seeded(version: int, local: torch.Tensor, weight) -> bool:

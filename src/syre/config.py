@@ -23,6 +23,8 @@ from .sigma0 import DEFAULT_SIGMA0, Sigma0Spec, check_sigma0_spec, describe_sigm
 
 __all__ = [
     "ATTACH_KWARGS",
+    "ROUNDINGS",
+    "TARGETS",
     "Config",
     "DEFAULT_D_SPREAD",
     "MODES",
@@ -36,7 +38,13 @@ __all__ = [
 DEFAULT_D_SPREAD = 0.1
 
 
-@dataclass(frozen=True)
+#: ``attach(target=...)`` names (or a mapping name -> tensor); see ``syre._targets``.
+TARGETS = ("random", "init", "pretrained")
+#: ``attach(rounding=...)``: how decayed fp16/bf16 values are stored; see ``syre._rounding``.
+ROUNDINGS = ("nearest", "stochastic")
+
+
+@dataclass(frozen=True, eq=False)
 class Config:
     """syre's configuration (the keyword arguments of ``syre.attach``), validated on construction.
 
@@ -50,6 +58,9 @@ class Config:
         include, exclude: parameter selection rules (see ``syre.select``).
         strict: a trainable model parameter the optimizer does not hold is an error.
         foreach: multi-tensor kernels (None: decide per call).
+        target: what the decay pulls toward: ``"random"`` (syre's anchor), ``"init"``,
+            ``"pretrained"``, or a mapping name -> tensor (see ``syre._targets``).
+        rounding: ``"nearest"`` or ``"stochastic"`` (decayed fp16/bf16 values, ``syre._rounding``).
     """
 
     gamma: Optional[float] = None
@@ -61,6 +72,8 @@ class Config:
     exclude: Rule = None
     strict: bool = True
     foreach: Optional[bool] = None
+    target: Any = "random"
+    rounding: str = "nearest"
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalise in place once)
@@ -74,6 +87,25 @@ class Config:
         check_bool("strict", self.strict)
         if self.foreach is not None and not isinstance(self.foreach, bool):
             raise TypeError(f"Invalid foreach value: {self.foreach!r}; expected None or a bool")
+        if not (isinstance(self.target, Mapping) or (isinstance(self.target, str) and self.target in TARGETS)):
+            raise ValueError(f"Invalid target value: {self.target!r}; expected one of {TARGETS} or a mapping name -> tensor")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"Invalid rounding value: {self.rounding!r}; expected one of {ROUNDINGS}")
+
+    def __eq__(self, other) -> bool:
+        """Field by field; a mapping target or a callable compares by identity (tensors have no single truth value)."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, Mapping) or isinstance(b, Mapping) or callable(a) or callable(b):
+                if a is not b:
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, where: str = "syre.attach") -> "Config":

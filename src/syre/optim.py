@@ -60,6 +60,7 @@ from ._store import anchor_dtype, make_store
 from ._validate import MODES  # noqa: F401
 from .anchors import Anchor
 from .config import DEFAULT_D_SPREAD, Config
+from ._targets import make_target
 from .select import check_rules_match, collect, unwrap_model
 from .sigma0 import DEFAULT_SIGMA0
 
@@ -100,6 +101,19 @@ def _refuse_reparametrized(model: nn.Module) -> None:
                 )
 
 
+def _target_scale(target, infos):
+    """sigma0 as a callable for a target: the RMS of the target tensor (the anchor's size)."""
+    by_name = {i.name: i for i in infos}
+
+    def scale(name, param):
+        if target.kind == "mapping" and name not in target._mapping:
+            raise ValueError(f"Invalid target mapping: it has no tensor for the covered parameter {name!r}; give one "
+                             "for every parameter syre decays (or exclude it)")
+        return target.scale_of(by_name[name])
+
+    return scale
+
+
 class Syre:
     """syre attached to a torch optimizer (see the module docstring for the update rule).
 
@@ -131,11 +145,11 @@ class Syre:
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, *, gamma: Optional[float] = None,
                  sigma0=DEFAULT_SIGMA0, d_spread: float = DEFAULT_D_SPREAD, seed: int = 0, mode: str = "stored",
                  include=None, exclude=None, strict: bool = True, foreach: Optional[bool] = None,
-                 _check_idle: bool = True):
+                 target="random", rounding: str = "nearest", _check_idle: bool = True):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"Invalid optimizer: {type(optimizer).__name__}; expected a torch.optim.Optimizer")
         config = Config(gamma=gamma, sigma0=sigma0, d_spread=d_spread, seed=seed, mode=mode, include=include,
-                        exclude=exclude, strict=strict, foreach=foreach)
+                        exclude=exclude, strict=strict, foreach=foreach, target=target, rounding=rounding)
         model = unwrap_model(model)
         # Everything is checked before anything is changed.
         if attached(optimizer) is not None:
@@ -148,8 +162,13 @@ class Syre:
         _refuse_reparametrized(model)
         self._optimizer, self._model, self._config, self._requested = optimizer, model, config, config
         self._sigma0s: Dict[str, float] = {}
-        plan = build_plan(optimizer, model, config, self._sigma0s)
         infos = list(collect(model).values())
+        self._target = make_target(config.target, model, infos)
+        if not self._target.random:  # the anchor's size is the target's RMS (reported as sigma0)
+            self._plan_config = config.replace(sigma0=_target_scale(self._target, infos))
+        else:
+            self._plan_config = config
+        plan = build_plan(optimizer, model, self._plan_config, self._sigma0s)
         check_rules_match(infos, config.include, config.exclude)
         trainable = [i for i in infos if i.param.requires_grad]
         if trainable and not plan.covered() and not any(e.reason == LAZY for e in plan.entries) \
@@ -165,7 +184,11 @@ class Syre:
         self._groups.attach(check_idle=_check_idle)  # checks, then takes over weight_decay (the first change)
         self._plan, self._fp = plan, fingerprint(optimizer)
         self._store = make_store(config.mode, config.seed, config.d_spread)
+        self._store.target, self._store.rounding = (None if self._target.random else self._target), config.rounding
         self._store.sync(plan.entries)
+        if not self._target.regenerable:  # a copied target is the weights as they are at attach
+            for e in plan.covered():
+                self._target.take(e)
         self._cache: Dict[int, tuple] = {}
         self._cache_key: Optional[tuple] = None
         self._steps = 0
@@ -235,9 +258,10 @@ class Syre:
         plan = self._refresh()
         weights = self._groups.weights()  # validated; raises before anything changes
         rows = plan.by_group
-        if self._precision.due(self._steps) and plan.low_precision():
+        if self._config.rounding != "stochastic" and self._precision.due(self._steps) and plan.low_precision():
             live = [[e for e in row if e.param.grad is not None] if _nonzero(weights[gi]) else [] for gi, row in enumerate(rows)]
             self._precision.check(((e, weights[gi]) for gi, row in enumerate(live) for e in row), self._store.pair)
+        self._store.step = self._steps  # the stochastic-rounding stream's generation
         self._steps += 1
         if getattr(optimizer, "_syre_fusable", False) and self._store.mode == "stored":
             # syre.AdamW / syre.SGD: their step reads each group's weight and anchors in its own pass.
@@ -367,8 +391,13 @@ class Syre:
         """Small, ``weights_only``-safe state: seed, configuration, names, shapes, sigma0; no anchors."""
         c = self._config
         params = [{"name": e.name, "shape": list(e.param.shape), "sigma0": float(e.sigma0)} for e in self._refresh().covered()]
+        for e in self._plan.covered():
+            if not self._target.random:
+                self._store.pair(e)  # a copied target is taken when first covered: before its checksum
         return build_state(seed=c.seed, gamma=c.gamma, d_spread=c.d_spread, mode=c.mode,
-                           takeover=self._groups.takeover, params=params, version=self._store.version)
+                           takeover=self._groups.takeover, params=params, version=self._store.version,
+                           target=self._target.state(),
+                           step=self._steps if c.rounding == "stochastic" else None)
 
     def _validate(self, state_dict, n_groups: Optional[int] = None):
         plan = self._refresh()
@@ -376,7 +405,14 @@ class Syre:
         idle = {e.name: (None if e.reason == LAZY else tuple(e.param.shape)) for e in plan.entries
                 if e.reason in (FROZEN, LAZY)}
         n = len(self._optimizer.param_groups) if n_groups is None else n_groups
-        return validate_state(state_dict, covered=covered, idle=idle, n_groups=n)
+        loaded = validate_state(state_dict, covered=covered, idle=idle, n_groups=n)
+        self._target.check(loaded.target)
+        if (loaded.step is not None) != (self._config.rounding == "stochastic"):
+            raise ValueError(
+                "syre state does not match this attachment; nothing was changed. It was saved with rounding="
+                f"{'stochastic' if loaded.step is not None else 'nearest'!r}, this Syre rounds {self._config.rounding!r}"
+            )
+        return loaded
 
     def check_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Check ``state_dict`` as ``load_state_dict`` does, and load nothing (a ``ValueError`` names the difference)."""
@@ -398,6 +434,9 @@ class Syre:
         for e in self._plan.entries:
             if e.name in loaded.sigma0s:
                 e.sigma0 = loaded.sigma0s[e.name]
+        self._target.adopt(loaded.target)
+        if loaded.step is not None:
+            self._steps = self._store.step = loaded.step
         self._store.configure(loaded.seed, loaded.d_spread, loaded.version)
         self._store.sync(self._plan.entries)
 

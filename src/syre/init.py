@@ -1,0 +1,260 @@
+"""Regenerable initialisation, shrink-and-perturb and unit resets, from syre's counter-based streams.
+
+``syre.init_(model, seed=0, scheme="lecun")`` sets every parameter of ``model`` from a stream keyed
+by (seed, parameter name) and indexed by the element's global index (``syre._streams``), never the
+global RNG: the initial weights are a pure function of (seed, name, index), the same on every rank
+and world size (a DTensor shard is filled from its global indices), and recomputable at any step
+from the seed alone -- which is what lets ``syre.attach(..., target="init", mode="seeded")`` decay
+toward the initial weights while storing nothing.
+
+The rule per parameter (the fan-in rules of ``syre.sigma0``):
+
+* weights (2 or more dimensions, and Embedding tables): ``N(0, std^2)`` with ``std`` the scheme's:
+  ``"lecun"`` ``1/sqrt(fan_in)``, ``"kaiming"`` ``sqrt(2/fan_in)``, ``"xavier"``
+  ``sqrt(2/(fan_in + fan_out))``, ``"<scheme>:X"`` X times that, ``"normal:S"`` the absolute std S
+  (GPT-2 and nanoGPT use ``"normal:0.02"``); an Embedding's fan-in is 1;
+* biases (a 1-D parameter whose layer has a weight: ``bias``, ``in_proj_bias``, an RNN's
+  ``bias_ih_l0``): ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` as torch initialises Linear, Conv and RNN
+  biases, and zeros under ``"normal:S"`` (as GPT-2 does);
+* normalisation layers: weights 1, biases 0 (as torch); the magnitude ``g`` of a weight-normalised
+  weight: the norm of its direction's rows (as ``weight_norm`` sets it); other 1-D parameters: 0.
+
+``shrink_perturb_(model, shrink=..., perturb=..., seed=..., step=...)`` is Ash and Adams' (2020)
+``p <- shrink * p + perturb * p_fresh`` with ``p_fresh`` a fresh initialisation: the same rule, the
+stream's generation ``step + 1`` (generation 0 is ``init_`` itself). ``reset_units_`` puts chosen
+units of a layer back to their initial weights (generation 0), and optionally zeroes their
+outgoing weights in the next layer (as ReDo resets dormant units).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from . import _dist
+from . import _streams as S
+from ._validate import check_nonneg_float, check_seed
+from .select import GAIN, NORM_TYPES, ParamInfo, collect, unwrap_model
+from .sigma0 import PRESETS, _scaled_tensor, fans, parse_sigma0, std_from_fans
+
+__all__ = ["InitRecord", "init_", "init_record", "init_values", "reset_units_", "shrink_perturb_"]
+
+_BLOCK = 1 << 18
+_RECORD = "_syre_init"
+
+
+@dataclass(frozen=True)
+class InitRecord:
+    """What ``init_`` did: the stream's seed and the scheme (enough to recompute every initial value)."""
+
+    seed: int
+    scheme: str
+
+
+def _check_scheme(scheme) -> str:
+    if isinstance(scheme, str):
+        name, _, raw = scheme.partition(":")
+        if name == "normal":
+            try:
+                std = float(raw)
+            except ValueError:
+                std = math.nan
+            if math.isfinite(std) and std >= 0.0:
+                return scheme
+        elif name in PRESETS:
+            parse_sigma0(scheme)
+            return scheme
+    raise ValueError(
+        f"Invalid scheme value: {scheme!r}; expected one of {sorted(PRESETS)} (optionally with a multiple, e.g. "
+        "'lecun:0.5'), or 'normal:S' for an absolute std S (e.g. 'normal:0.02')"
+    )
+
+
+def _kind(info: ParamInfo) -> str:
+    """``weight`` | ``bias`` | ``one`` | ``zero`` | ``gain``: how ``info``'s initial values are made."""
+    if info.role == GAIN:
+        return "gain"
+    if isinstance(info.module, NORM_TYPES):
+        return "one" if info.attr == "weight" else "zero"
+    scaled = _scaled_tensor(info.param, info.module, info.attr, info.role)
+    if scaled is None:
+        return "zero"
+    return "weight" if scaled[0] is info.param else "bias"
+
+
+def _scale(info: ParamInfo, kind: str, scheme: str) -> float:
+    """The std of a weight, or the half-width of a bias's uniform."""
+    fan = fans(info.param, info.module, info.attr, info.role)
+    name, _, raw = scheme.partition(":")
+    if kind == "weight":
+        return float(raw) if name == "normal" else parse_sigma0(scheme)[1] * std_from_fans(name, *fan)
+    return 0.0 if name == "normal" else 1.0 / math.sqrt(fan[0])
+
+
+def init_values(info: ParamInfo, idx: torch.Tensor, *, seed: int, scheme: str, generation: int = 0,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The initial values of ``info``'s parameter at the global flat indices ``idx`` (int64), in ``dtype``.
+
+    Not for weight-normalised magnitudes (``g`` is a function of its direction's rows: see ``init_``).
+    """
+    kind = _kind(info)
+    if kind == "one":
+        return torch.ones(idx.shape, dtype=dtype, device=idx.device)
+    if kind == "zero":
+        return torch.zeros(idx.shape, dtype=dtype, device=idx.device)
+    if kind == "gain":
+        raise ValueError(f"Parameter {info.name!r} is a weight-normalised magnitude; its initial value is the norm "
+                         "of its direction's rows, not an elementwise draw")
+    scale = _scale(info, kind, scheme)
+    w = S.words(S.key(seed, info.name, "init"), idx, generation)
+    unit = S.normal(w, torch.float64) if kind == "weight" else S.uniform_pm1(w, torch.float64)
+    return (unit * scale).to(dtype)
+
+
+def _local_values(info: ParamInfo, seed: int, scheme: str, generation: int) -> torch.Tensor:
+    """Initial values shaped like the local tensor of ``info.param`` (a DTensor's shard from its indices)."""
+    p = info.param
+    local = _dist.local_tensor(p)
+    geom = _dist.shard_geometry(info.name, p)
+    n = local.numel()
+    out = torch.empty(n, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32, device=local.device)
+    for lo in range(0, n, _BLOCK):
+        hi = min(lo + _BLOCK, n)
+        if geom is None:
+            idx = torch.arange(lo, hi, dtype=torch.int64, device=local.device)
+        elif geom.flat is not None:
+            idx = torch.arange(geom.flat[0] + lo, geom.flat[0] + hi, dtype=torch.int64, device=local.device)
+        else:
+            idx = geom.indices(lo, hi, local.device)
+        out[lo:hi] = init_values(info, idx, seed=seed, scheme=scheme, generation=generation, dtype=out.dtype)
+    return out.view(local.shape)
+
+
+def _gain_values(info: ParamInfo, infos, seed: int, scheme: str, generation: int) -> torch.Tensor:
+    """A weight-normalised magnitude: the norm of each row of its direction's initial values."""
+    direction = info.name[: -len("_g")] + "_v"
+    v = next((i for i in infos if i.name == direction), None)
+    if v is None or _dist.is_dtensor(v.param):
+        raise ValueError(f"Parameter {info.name!r}: its direction {direction!r} is not a plain parameter of the model; "
+                         "syre.init_ cannot compute the weight-normalised magnitude")
+    values = _local_values(v, seed, scheme, generation).double()
+    norm = values.reshape(values.shape[0], -1).norm(dim=1)
+    return norm.view(info.param.shape).to(torch.float64 if info.param.dtype == torch.float64 else torch.float32)
+
+
+def _values_for(info: ParamInfo, infos, seed: int, scheme: str, generation: int) -> torch.Tensor:
+    if _kind(info) == "gain":
+        return _gain_values(info, infos, seed, scheme, generation)
+    return _local_values(info, seed, scheme, generation)
+
+
+def init_record(model: nn.Module) -> Optional[InitRecord]:
+    """The ``InitRecord`` of the last ``syre.init_`` on ``model``, or None."""
+    return unwrap_model(model).__dict__.get(_RECORD)
+
+
+@torch.no_grad()
+def init_(model: nn.Module, *, seed: int = 0, scheme: str = "lecun") -> InitRecord:
+    """Initialise every parameter of ``model`` in place from syre's stream (see the module docstring).
+
+    Returns the ``InitRecord`` (also kept on the model for ``syre.attach(..., target="init")``).
+    """
+    seed, scheme = check_seed(seed), _check_scheme(scheme)
+    model = unwrap_model(model)
+    infos = list(collect(model).values())
+    for info in infos:
+        if not info.param.is_floating_point():
+            raise ValueError(f"Parameter {info.name!r} has dtype {info.param.dtype}; syre.init_ sets floating-point parameters")
+    # Directions before magnitudes: g is the norm of its direction's rows.
+    for info in sorted(infos, key=lambda i: _kind(i) == "gain"):
+        _dist.local_tensor(info.param).copy_(_values_for(info, infos, seed, scheme, 0))
+    record = InitRecord(seed, scheme)
+    model.__dict__[_RECORD] = record
+    return record
+
+
+def _resolve(model, seed, scheme):
+    record = init_record(model)
+    if seed is None:
+        if record is None:
+            raise ValueError("The model was not initialised by syre.init_: pass seed= (and scheme=) of the stream to use")
+        seed = record.seed
+    if scheme is None:
+        scheme = record.scheme if record is not None else "lecun"
+    return check_seed(seed), _check_scheme(scheme)
+
+
+@torch.no_grad()
+def shrink_perturb_(model: nn.Module, *, shrink: float, perturb: float, step: int, seed: Optional[int] = None,
+                    scheme: Optional[str] = None, include: Optional[Iterable[str]] = None) -> None:
+    """``p <- shrink * p + perturb * p_fresh`` for every parameter (or those named in ``include``).
+
+    ``p_fresh`` is a fresh initialisation under ``scheme``: generation ``step + 1`` of the init stream
+    of ``seed`` (by default the model's ``init_`` seed and scheme), so the perturbation of a step is
+    the same on every rank and after a restart.
+    """
+    shrink, perturb = check_nonneg_float("shrink", shrink), check_nonneg_float("perturb", perturb)
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**32 - 1:
+        raise ValueError(f"Invalid step value: {step!r}; expected an int in [0, 2**32 - 1)")
+    seed, scheme = _resolve(model, seed, scheme)
+    infos = list(collect(unwrap_model(model)).values())
+    chosen = None if include is None else set(include)
+    if chosen is not None:
+        unknown = sorted(chosen - {i.name for i in infos})
+        if unknown:
+            raise ValueError(f"Invalid include value: {unknown} are not parameters of the model")
+    for info in infos:
+        if chosen is not None and info.name not in chosen:
+            continue
+        local = _dist.local_tensor(info.param)
+        fresh = _values_for(info, infos, seed, scheme, step + 1)
+        local.copy_((local.to(fresh.dtype) * shrink + fresh * perturb).to(local.dtype))
+
+
+@torch.no_grad()
+def reset_units_(model: nn.Module, layer: Union[str, nn.Module], units: Union[Sequence[int], torch.Tensor], *,
+                 seed: Optional[int] = None, scheme: Optional[str] = None, outgoing: Union[str, nn.Module, None] = None) -> None:
+    """Put ``units`` (indices along dim 0 of ``layer.weight``) back to their initial weights and biases.
+
+    The initial values are ``init_``'s (generation 0, by default the model's seed and scheme).
+    ``outgoing``: the next layer, whose weights read from these units (dim 1) are zeroed, so the
+    reset units start without effect on the output (as ReDo resets dormant units).
+    """
+    seed, scheme = _resolve(model, seed, scheme)
+    model = unwrap_model(model)
+    infos = {i.name: i for i in collect(model).values()}
+    layer_name, mod = _module(model, layer, "layer")
+    units = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
+    w = getattr(mod, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.dim() < 2 or _dist.is_dtensor(w):
+        raise ValueError(f"Invalid layer value: {layer_name!r} has no plain weight of 2 or more dimensions whose rows are units")
+    if units.numel() and (int(units.min()) < 0 or int(units.max()) >= w.shape[0]):
+        raise ValueError(f"Invalid units value: {units.tolist()}; {layer_name!r} has units 0 to {w.shape[0] - 1}")
+    for attr in ("weight", "bias"):
+        p = getattr(mod, attr, None)
+        if not isinstance(p, nn.Parameter):
+            continue
+        name = f"{layer_name}.{attr}" if layer_name else attr
+        rows = _local_values(infos[name], seed, scheme, 0)
+        p[units] = rows[units].to(p.dtype)
+    if outgoing is not None:
+        out_name, nxt = _module(model, outgoing, "outgoing")
+        ow = getattr(nxt, "weight", None)
+        if not isinstance(ow, torch.Tensor) or ow.dim() < 2 or ow.shape[1] != w.shape[0]:
+            raise ValueError(f"Invalid outgoing value: {out_name!r} has no weight reading the {w.shape[0]} units of {layer_name!r}")
+        ow[:, units] = 0.0
+
+
+def _module(model: nn.Module, which, arg: str):
+    if isinstance(which, str):
+        try:
+            return which, model.get_submodule(which)
+        except AttributeError:
+            raise ValueError(f"Invalid {arg} value: {which!r} is not a submodule of the model") from None
+    for name, m in model.named_modules():
+        if m is which:
+            return name, m
+    raise ValueError(f"Invalid {arg} value: the module {type(which).__name__} is not part of the model")
