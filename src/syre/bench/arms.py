@@ -42,7 +42,6 @@ import torch
 from torch import nn
 
 import syre
-from syre import functional as F
 
 __all__ = ["Arm", "ARMS", "ARM_DEFAULTS", "GAMMA_CONVENTION", "apply_arm", "arms", "arm_gamma", "capture", "dropout_rate",
            "default_scale", "init_stds", "library_scale", "perturb_", "sigma0_label", "sigma0_spec", "syre_arm"]
@@ -328,7 +327,7 @@ def apply_arm(arm: Arm, model: nn.Module, optimizer: torch.optim.Optimizer, *, s
         handle.syre = syre.attach(optimizer, model, gamma=g, sigma0=sigma0_spec(spec),
                                   d_spread=cfg["d_spread"] if arm.d_spread is None else arm.d_spread, seed=seed)
     else:
-        _apply_l2init(handle, optimizer, g)
+        _apply_l2init(handle, model, optimizer, g, seed)
     return handle
 
 
@@ -348,18 +347,10 @@ def perturb_(params: Sequence[torch.Tensor], stds: Sequence[float], scale: float
         p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype), alpha=scale * s)
 
 
-def _apply_l2init(handle: ArmHandle, optimizer: torch.optim.Optimizer, gamma: float) -> None:
-    inits = [[(p, p.detach().clone()) for p in g["params"]] for g in optimizer.param_groups]
-
-    @torch.no_grad()
-    def pre_step(opt, args, kwargs):
-        for group, pairs in zip(opt.param_groups, inits):
-            live = [(p, t) for p, t in pairs if p.grad is not None]
-            g = float(group.get("syre_gamma", gamma))  # a group's own gamma, as syre reads it (0: a no-decay group)
-            if live and g:
-                F.decay_([p for p, _ in live], [t for _, t in live], [None] * len(live), weight=float(group["lr"]) * g)
-
-    handle._hooks.append(optimizer.register_step_pre_hook(pre_step))
+def _apply_l2init(handle: ArmHandle, model: nn.Module, optimizer: torch.optim.Optimizer, gamma: float, seed: int) -> None:
+    """L2-Init through the library: ``syre.attach(..., target="init")`` (decay toward the weights at attach, D = I;
+    a group's ``syre_gamma`` is honoured as syre reads it)."""
+    handle.syre = syre.attach(optimizer, model, gamma=gamma, target="init", d_spread=0.0, seed=seed)
 
 
 def _apply_wfix(handle: ArmHandle, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Dict[str, Any], seed: int) -> None:

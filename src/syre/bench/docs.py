@@ -29,7 +29,10 @@ _BLOCK = re.compile(r"<!-- bench:begin (\S+)([^>]*?) -->\n(.*?)<!-- bench:end \1
 
 def load(root: Path) -> Dict[str, Dict[str, Any]]:
     out = {}
-    for f in sorted((Path(root) / RESULTS).glob("*/summary.json")):
+    def natural(f: Path):  # e2 before e10
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.parent.name)]
+
+    for f in sorted((Path(root) / RESULTS).glob("*/summary.json"), key=natural):
         s = json.loads(f.read_text())
         out[s["experiment"]] = s
     return out

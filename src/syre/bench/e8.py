@@ -9,8 +9,9 @@ the seed only, shared by every arm. Adam, decoupled decay at ``gamma`` (the Adam
 Arms: ``none``, ``wd``, ``syre`` (library default sigma0), ``syre_ar`` (AR), ``syre_0.3x`` and
 ``syre_3x`` (other scales), ``l2init`` (L2-Init, Kumar et al. 2023: decay toward the initial weights) and ``sp`` (Shrink and
 Perturb, Ash and Adams 2020, in the per-step form of Dohare et al. 2024: weight decay at
-``gamma`` plus Gaussian noise of std ``sp_noise`` times each parameter's LeCun init std added
-after every step).
+``gamma`` plus ``sp_noise`` times a fresh LeCun initialisation added after every step, through
+``syre.shrink_perturb_``: Gaussian of std ``sp_noise / sqrt(fan_in)`` for the weights, torch's uniform
+bias init for the biases (std ``sp_noise / sqrt(3 fan_in)``).
 
 Metrics per trial: per task, the test accuracy on that task right after training on it
 (``task_acc``: plasticity), the effective rank of the last hidden layer on that task's test
@@ -37,7 +38,7 @@ from syre.diagnostics.metrics import effective_rank
 import syre
 
 from . import fmt, heldout
-from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms, init_stds
+from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms
 from .common import accuracy, dataset, hidden_features, mlp, trial_rng, tuned_cells
 from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
@@ -97,16 +98,14 @@ def _check(cfg: Dict[str, Any]) -> None:
 
 
 def _add_perturb(net: nn.Module, opt: torch.optim.Optimizer, noise: float, seed: int):
-    """After every step add ``noise`` x init std Gaussian noise to every parameter (Shrink and Perturb)."""
-    stds = init_stds(net)
-    names = {id(p): n for n, p in net.named_parameters()}
-    pairs = [(p, noise * stds[names[id(p)]]) for g in opt.param_groups for p in g["params"]]
-    gen = torch.Generator().manual_seed(40_000 + seed)
+    """After every step add ``noise`` times a fresh LeCun initialisation to every parameter (Shrink and Perturb), through
+    ``syre.shrink_perturb_`` (shrink 1: the shrink is the arm's weight decay): the noise of step k is generation k + 1
+    of syre's init stream of ``seed``, the same on every rank and after a restart."""
+    steps = iter(range(2**32 - 1))
 
     @torch.no_grad()
     def post_step(o, args, kwargs):
-        for p, s in pairs:
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype), alpha=s)
+        syre.shrink_perturb_(net, shrink=1.0, perturb=noise, step=next(steps), seed=seed, scheme="lecun")
 
     return opt.register_step_post_hook(post_step)
 
