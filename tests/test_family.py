@@ -129,6 +129,20 @@ def test_a_mapping_target_is_checked_before_anything_changes():
         syre.attach(torch.optim.AdamW(m.parameters(), lr=0.01), m, target="origin")
 
 
+def test_a_parameter_covered_after_attach_reports_its_targets_size():
+    m = _mlp()
+    start = {n: p.detach().clone() - 0.5 for n, p in m.named_parameters()}
+    m[3].weight.requires_grad_(False)  # covered only once unfrozen: the plan is rebuilt then
+    o = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
+    s = syre.attach(o, m, target=start, d_spread=0.0)
+    m[3].weight.requires_grad_(True)
+    _train(m, o, 1)
+    sig = {p["name"]: p["sigma0"] for p in s.state_dict()["params"]}
+    for name in ("0.weight", "3.weight"):  # the target's RMS, not the "lecun" preset, for both
+        assert sig[name] == pytest.approx(float(start[name].double().square().mean().sqrt()), rel=1e-12)
+    torch.testing.assert_close(s.anchor("3.weight").theta0, start["3.weight"])
+
+
 def test_target_init_refuses_weights_that_left_their_initial_values():
     m = _mlp()
     I.init_(m, seed=1)

@@ -222,7 +222,7 @@ class Syre:
         """The plan for the optimizer and model as they are now (rebuilt only when they changed)."""
         fp = fingerprint(self._optimizer)
         if fp != self._fp:
-            self._plan = build_plan(self._optimizer, self._model, self._config, self._sigma0s)
+            self._plan = build_plan(self._optimizer, self._model, self._plan_config, self._sigma0s)
             self._store.sync(self._plan.entries)
             self._fp = fp
         return self._plan
