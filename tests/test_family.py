@@ -283,3 +283,22 @@ def test_stochastic_rounding_resumes_its_stream():
 
 def test_the_family_is_exported_at_the_top_level():
     assert syre.init_ is I.init_ and syre.shrink_perturb_ is I.shrink_perturb_ and syre.reset_units_ is I.reset_units_
+
+
+# ----------------------------------------------------------------------------- the compiled counter streams
+def test_compiled_stream_ranges_equal_the_eager_words_and_normals(monkeypatch):
+    from syre import _streams as S
+
+    monkeypatch.setenv("SYRE_COMPILE", "1")  # compile now (the probe checks them bitwise first)
+    k = S.key(3, "layer.weight", "round")
+    for gen in (0, 5, 2**31, 2**32 - 1):  # generations past int32's sign bit
+        for a, b in ((0, 1000), (37, 5000), ((1 << 34) - 91, (1 << 34) + 300)):
+            want = S.words(k, torch.arange(a, b), gen)
+            assert torch.equal(S.range_words(k, a, b, gen), want), (gen, a, b)
+            assert torch.equal(S.range_normal(k, a, b, gen, dtype=torch.float64), S.normal(want, torch.float64))
+    assert S._WORDS._state.get(None) is True and S._NORMALS._state.get(None) is True  # the compiled path was taken
+    m, twin = _mlp(), _mlp()
+    I.init_(m, seed=4)
+    monkeypatch.setenv("SYRE_COMPILE", "0")
+    I.init_(twin, seed=4)
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), twin.parameters()))

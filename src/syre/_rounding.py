@@ -42,7 +42,13 @@ def stochastic_round_(p: torch.Tensor, value: torch.Tensor, seed: int, name: str
     hi = torch.where(up, other, near).to(value.dtype)
     width = hi - lo
     prob_hi = torch.where(width > 0, (value - lo) / width, torch.zeros_like(value))
-    u = S.uniform01(S.words(S.key(seed, name, "round"), _indices(p, shard).view(p.shape), step % 2**32), value.dtype)
+    k, gen = S.key(seed, name, "round"), step % 2**32
+    if shard is None or shard.flat is not None:  # a contiguous range: compiled on CPU where available
+        first = 0 if shard is None else shard.flat[0]
+        w = S.range_words(k, first, first + p.numel(), gen, p.device).view(p.shape)
+    else:
+        w = S.words(k, _indices(p, shard).view(p.shape), gen)
+    u = S.uniform01(w, value.dtype)
     out = torch.where(back == value, near, torch.where(u < prob_hi, hi.to(p.dtype), lo.to(p.dtype)))
     out = torch.where(torch.isfinite(value), out, near)  # NaN and inf stay what rounding to nearest gives
     p.copy_(out)
