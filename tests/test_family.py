@@ -302,3 +302,24 @@ def test_compiled_stream_ranges_equal_the_eager_words_and_normals(monkeypatch):
     monkeypatch.setenv("SYRE_COMPILE", "0")
     I.init_(twin, seed=4)
     assert all(torch.equal(p, q) for p, q in zip(m.parameters(), twin.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_stochastic_rounding_rounds_up_with_the_distance_as_probability(dtype):
+    from syre._rounding import stochastic_round_
+
+    n = 1 << 16
+    for base in (1.0, -3.0):
+        lo = torch.tensor(base, dtype=dtype)
+        hi = torch.nextafter(lo, torch.tensor(float("inf"), dtype=dtype)) if base > 0 else torch.nextafter(lo, torch.tensor(-float("inf"), dtype=dtype))
+        for share in (0.1, 0.75):
+            v = torch.full((n,), lo.float().item() + share * (hi.float().item() - lo.float().item()))
+            p = torch.empty(n, dtype=dtype)
+            stochastic_round_(p, v, seed=1, name="w", step=3)
+            assert set(p.float().unique().tolist()) <= {lo.float().item(), hi.float().item()}
+            up = (p == hi).float().mean().item()
+            assert abs(up - share) < 4 * math.sqrt(share * (1 - share) / n), (dtype, base, share, up)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.5, -0.0])
+    p = torch.empty(5, dtype=dtype)
+    stochastic_round_(p, special, seed=1, name="w", step=0)
+    assert torch.isnan(p[0]) and p[1] == float("inf") and p[2] == -float("inf") and p[3] == 0.5 and p[4] == 0
