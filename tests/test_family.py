@@ -295,6 +295,7 @@ def test_compiled_stream_ranges_equal_the_eager_words_and_normals(monkeypatch):
         for a, b in ((0, 1000), (37, 5000), ((1 << 34) - 91, (1 << 34) + 300)):
             want = S.words(k, torch.arange(a, b), gen)
             assert torch.equal(S.range_words(k, a, b, gen), want), (gen, a, b)
+            assert torch.equal(S.range_bits(k, a, b, gen).to(torch.int64) & 0xFFFFFFFF, want)
             assert torch.equal(S.range_normal(k, a, b, gen, dtype=torch.float64), S.normal(want, torch.float64))
     assert S._WORDS._state.get(None) is True and S._NORMALS._state.get(None) is True  # the compiled path was taken
     m, twin = _mlp(), _mlp()

@@ -37,16 +37,20 @@ def stochastic_round_(p: torch.Tensor, value: torch.Tensor, seed: int, name: str
     k, gen = S.key(seed, name, "round"), step % 2**32
     if shard is None or shard.flat is not None:  # a contiguous range: compiled on CPU where available
         first = 0 if shard is None else shard.flat[0]
-        w = S.range_words(k, first, first + p.numel(), gen, p.device).view(p.shape)
+        bits = S.range_bits(k, first, first + p.numel(), gen, p.device).view(p.shape)
+        w = None
     else:
         w = S.words(k, _indices(p, shard).view(p.shape), gen)
+        bits = w.to(torch.int32)  # the same bit pattern
     if p.dtype == torch.bfloat16 and value.dtype == torch.float32:
         # bf16 is fp32 without its low 16 bits: adding 16 random bits there and truncating rounds the magnitude
-        # up with probability (v - lo) / (hi - lo) exactly (a carry moves to the next binade, as it should).
-        bits = (value.view(torch.int32) + (w >> 16).to(torch.int32)) & -65536
-        out = bits.view(torch.float32).to(torch.bfloat16)
-        p.copy_(torch.where(torch.isfinite(value), out, value.to(p.dtype)))  # NaN and inf as rounding to nearest
+        # up with probability (v - lo) / (hi - lo) exactly (a carry moves to the next binade, as it should;
+        # inf stays inf).
+        out = ((value.view(torch.int32) + ((bits >> 16) & 0xFFFF)) & -65536).view(torch.float32).to(torch.bfloat16)
+        p.copy_(out.masked_fill_(value != value, float("nan")))  # a NaN stays NaN (its low bits could reach inf)
         return
+    if w is None:
+        w = bits.to(torch.int64) & 0xFFFFFFFF
     near = value.to(p.dtype)
     back = near.to(value.dtype)
     up = back < value

@@ -29,7 +29,7 @@ from ._compile import LazyKernel
 from ._philox import MASK32, philox4x32, philox4x32_i32, round_keys
 from ._validate import check_seed
 
-__all__ = ["PURPOSES", "key", "normal", "range_normal", "range_words", "uniform01", "uniform_pm1", "words"]
+__all__ = ["PURPOSES", "key", "normal", "range_bits", "range_normal", "range_words", "uniform01", "uniform_pm1", "words"]
 
 PURPOSES = ("init", "round")
 
@@ -109,12 +109,20 @@ _WORDS = LazyKernel("counter stream (init, rounding)", _words_kernel, _probe(Fal
 _NORMALS = LazyKernel("counter stream (init, rounding)", _normal_kernel, _probe(True), budget=1 << 22)
 
 
-def _compiled_range(kernel, normal_out: bool, k, start: int, stop: int, generation: int) -> torch.Tensor:
-    """Words (int64) or normals ``N`` (int64) of ``[start, stop)`` from ``kernel``, one 64-aligned call per ``V2.BLOCK``."""
+def _compiled_range(kernel, normal_out: bool, k, start: int, stop: int, generation: int, bits32: bool = False) -> torch.Tensor:
+    """Words or normals ``N`` of ``[start, stop)`` from ``kernel`` (int64; int32 bit patterns when ``bits32``),
+    one 64-aligned call per ``V2.BLOCK``."""
     rk = torch.tensor(round_keys(k), dtype=torch.int32)
     c3 = torch.tensor(generation - (1 << 32) if generation >= 1 << 31 else generation, dtype=torch.int32)
     extra = (V2.table("cpu", torch.int32),) if normal_out else ()
-    out = torch.empty(stop - start, dtype=torch.int64)
+    n = stop - start
+    a0, b0 = start & ~(V2._ALIGN - 1), -(-stop // V2._ALIGN) * V2._ALIGN
+    if b0 - a0 <= V2.BLOCK + V2._ALIGN:  # one call: the kernel's output is the result (no copy)
+        buf = torch.empty(b0 - a0, dtype=torch.int32)
+        V2._run(kernel, buf, torch.empty(4, buf.shape[0] // 4, dtype=torch.int32), a0 >> 2, rk, c3, *extra)
+        got = buf[start - a0 : stop - a0]
+        return got if bits32 else (got.to(torch.int64) if normal_out else got.to(torch.int64) & MASK32)
+    out = torch.empty(n, dtype=torch.int32 if bits32 else torch.int64)
     buf = torch.empty(V2.BLOCK + 2 * V2._ALIGN, dtype=torch.int32)
     lanes = torch.empty(4, buf.shape[0] // 4, dtype=torch.int32)
     lo = start
@@ -122,20 +130,26 @@ def _compiled_range(kernel, normal_out: bool, k, start: int, stop: int, generati
         hi = min(stop, (lo // V2.BLOCK + 1) * V2.BLOCK)
         a, b = lo & ~(V2._ALIGN - 1), -(-hi // V2._ALIGN) * V2._ALIGN
         V2._run(kernel, buf[: b - a], lanes, a >> 2, rk, c3, *extra)
-        got = buf[lo - a : hi - a].to(torch.int64)
-        out[lo - start : hi - start] = got if normal_out else got & MASK32
+        got = buf[lo - a : hi - a]
+        out[lo - start : hi - start] = got if (bits32 or normal_out) else got.to(torch.int64) & MASK32
         lo = hi
     return out
 
 
-def _range(normal_out: bool, k, start: int, stop: int, generation: int, device) -> torch.Tensor:
+def _range(normal_out: bool, k, start: int, stop: int, generation: int, device, bits32: bool = False) -> torch.Tensor:
     _check_generation(generation)
     kernels = _NORMALS if normal_out else _WORDS
     kernel = kernels.get(stop - start) if torch.device(device).type == "cpu" and stop - start >= V2._ALIGN else None
     if kernel is not None:
-        return _compiled_range(kernel, normal_out, k, start, stop, generation)
+        return _compiled_range(kernel, normal_out, k, start, stop, generation, bits32)
     w = words(k, torch.arange(start, stop, dtype=torch.int64, device=device), generation)
-    return V2.normal_fixed(w, V2.table(w.device)) if normal_out else w
+    w = V2.normal_fixed(w, V2.table(w.device)) if normal_out else w
+    return w.to(torch.int32) if bits32 else w  # int64 to int32 wraps: the same bit pattern
+
+
+def range_bits(k: Tuple[int, int], start: int, stop: int, generation: int = 0, device="cpu") -> torch.Tensor:
+    """``range_words`` as int32 bit patterns (no widening; shift with care: ``>>`` is arithmetic)."""
+    return _range(False, k, start, stop, generation, device, bits32=True)
 
 
 def range_words(k: Tuple[int, int], start: int, stop: int, generation: int = 0, device="cpu") -> torch.Tensor:
