@@ -16,6 +16,12 @@ JSON = ROOT / "benchmarks" / "results" / "perf.json"
 README = ROOT / "README.md"
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
 
+#: The last line of the report: where the cost of the other anchor targets is measured.
+TARGETS_NOTE = (
+    "Anchor targets other than syre's random one (`target=\"init\"` via `syre.init_` or as a copy, `\"pretrained\"`, "
+    "a mapping; basic and AR) and bf16 parameters with `rounding=\"nearest\"` vs `\"stochastic\"`: bytes per parameter "
+    "and step ratio in `benchmarks/results/targets-cost/results.md` (`benchmarks/targets_cost.py`).")
+
 #: README rows: (label, variant in the JSON).
 ROWS = [
     ("fused AdamW(weight_decay), torch", "fused_adamw"),
@@ -83,6 +89,7 @@ def report(res: dict) -> str:
     lines += ["", "| persistent anchor bytes per parameter | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
     for k in next(iter(sizes.values()))["persistent_bytes_per_param"]:
         lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['persistent_bytes_per_param'][k]:g}" for s in sizes) + " |")
+    lines += ["", TARGETS_NOTE]
     return "\n".join(lines) + "\n"
 
 

@@ -129,6 +129,20 @@ def test_a_mapping_target_is_checked_before_anything_changes():
         syre.attach(torch.optim.AdamW(m.parameters(), lr=0.01), m, target="origin")
 
 
+def test_a_parameter_covered_after_attach_reports_its_targets_size():
+    m = _mlp()
+    start = {n: p.detach().clone() - 0.5 for n, p in m.named_parameters()}
+    m[3].weight.requires_grad_(False)  # covered only once unfrozen: the plan is rebuilt then
+    o = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
+    s = syre.attach(o, m, target=start, d_spread=0.0)
+    m[3].weight.requires_grad_(True)
+    _train(m, o, 1)
+    sig = {p["name"]: p["sigma0"] for p in s.state_dict()["params"]}
+    for name in ("0.weight", "3.weight"):  # the target's RMS, not the "lecun" preset, for both
+        assert sig[name] == pytest.approx(float(start[name].double().square().mean().sqrt()), rel=1e-12)
+    torch.testing.assert_close(s.anchor("3.weight").theta0, start["3.weight"])
+
+
 def test_target_init_refuses_weights_that_left_their_initial_values():
     m = _mlp()
     I.init_(m, seed=1)
@@ -269,3 +283,44 @@ def test_stochastic_rounding_resumes_its_stream():
 
 def test_the_family_is_exported_at_the_top_level():
     assert syre.init_ is I.init_ and syre.shrink_perturb_ is I.shrink_perturb_ and syre.reset_units_ is I.reset_units_
+
+
+# ----------------------------------------------------------------------------- the compiled counter streams
+def test_compiled_stream_ranges_equal_the_eager_words_and_normals(monkeypatch):
+    from syre import _streams as S
+
+    monkeypatch.setenv("SYRE_COMPILE", "1")  # compile now (the probe checks them bitwise first)
+    k = S.key(3, "layer.weight", "round")
+    for gen in (0, 5, 2**31, 2**32 - 1):  # generations past int32's sign bit
+        for a, b in ((0, 1000), (37, 5000), ((1 << 34) - 91, (1 << 34) + 300)):
+            want = S.words(k, torch.arange(a, b), gen)
+            assert torch.equal(S.range_words(k, a, b, gen), want), (gen, a, b)
+            assert torch.equal(S.range_bits(k, a, b, gen).to(torch.int64) & 0xFFFFFFFF, want)
+            assert torch.equal(S.range_normal(k, a, b, gen, dtype=torch.float64), S.normal(want, torch.float64))
+    assert S._WORDS._state.get(None) is True and S._NORMALS._state.get(None) is True  # the compiled path was taken
+    m, twin = _mlp(), _mlp()
+    I.init_(m, seed=4)
+    monkeypatch.setenv("SYRE_COMPILE", "0")
+    I.init_(twin, seed=4)
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), twin.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_stochastic_rounding_rounds_up_with_the_distance_as_probability(dtype):
+    from syre._rounding import stochastic_round_
+
+    n = 1 << 16
+    for base in (1.0, -3.0):
+        lo = torch.tensor(base, dtype=dtype)
+        hi = torch.nextafter(lo, torch.tensor(float("inf"), dtype=dtype)) if base > 0 else torch.nextafter(lo, torch.tensor(-float("inf"), dtype=dtype))
+        for share in (0.1, 0.75):
+            v = torch.full((n,), lo.float().item() + share * (hi.float().item() - lo.float().item()))
+            p = torch.empty(n, dtype=dtype)
+            stochastic_round_(p, v, seed=1, name="w", step=3)
+            assert set(p.float().unique().tolist()) <= {lo.float().item(), hi.float().item()}
+            up = (p == hi).float().mean().item()
+            assert abs(up - share) < 4 * math.sqrt(share * (1 - share) / n), (dtype, base, share, up)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.5, -0.0])
+    p = torch.empty(5, dtype=dtype)
+    stochastic_round_(p, special, seed=1, name="w", step=0)
+    assert torch.isnan(p[0]) and p[1] == float("inf") and p[2] == -float("inf") and p[3] == 0.5 and p[4] == 0

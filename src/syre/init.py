@@ -114,6 +114,21 @@ def init_values(info: ParamInfo, idx: torch.Tensor, *, seed: int, scheme: str, g
     return (unit * scale).to(dtype)
 
 
+def _range_values(info: ParamInfo, start: int, stop: int, *, seed: int, scheme: str, generation: int,
+                  dtype: torch.dtype, device) -> torch.Tensor:
+    """``init_values`` at the contiguous flat indices ``[start, stop)`` (compiled on CPU where available)."""
+    kind = _kind(info)
+    if kind in ("one", "zero", "gain"):
+        return init_values(info, torch.arange(start, stop, dtype=torch.int64, device=device), seed=seed, scheme=scheme,
+                           generation=generation, dtype=dtype)
+    k = S.key(seed, info.name, "init")
+    if kind == "weight":
+        unit = S.range_normal(k, start, stop, generation, device, torch.float64)
+    else:
+        unit = S.uniform_pm1(S.range_words(k, start, stop, generation, device), torch.float64)
+    return (unit * _scale(info, kind, scheme)).to(dtype)
+
+
 def _local_values(info: ParamInfo, seed: int, scheme: str, generation: int) -> torch.Tensor:
     """Initial values shaped like the local tensor of ``info.param`` (a DTensor's shard from its indices)."""
     p = info.param
@@ -123,13 +138,13 @@ def _local_values(info: ParamInfo, seed: int, scheme: str, generation: int) -> t
     out = torch.empty(n, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32, device=local.device)
     for lo in range(0, n, _BLOCK):
         hi = min(lo + _BLOCK, n)
-        if geom is None:
-            idx = torch.arange(lo, hi, dtype=torch.int64, device=local.device)
-        elif geom.flat is not None:
-            idx = torch.arange(geom.flat[0] + lo, geom.flat[0] + hi, dtype=torch.int64, device=local.device)
+        if geom is None or geom.flat is not None:
+            first = 0 if geom is None else geom.flat[0]
+            out[lo:hi] = _range_values(info, first + lo, first + hi, seed=seed, scheme=scheme, generation=generation,
+                                       dtype=out.dtype, device=local.device)
         else:
             idx = geom.indices(lo, hi, local.device)
-        out[lo:hi] = init_values(info, idx, seed=seed, scheme=scheme, generation=generation, dtype=out.dtype)
+            out[lo:hi] = init_values(info, idx, seed=seed, scheme=scheme, generation=generation, dtype=out.dtype)
     return out.view(local.shape)
 
 

@@ -140,6 +140,16 @@ class Syre:
         strict: a trainable parameter of the model that the optimizer does not hold is an error
             (``False``: it is listed in ``summary()`` and left alone).
         foreach: ``None`` (multi-tensor kernels when there is more than one tensor), or a bool.
+        target: the point ``theta0`` the decay pulls toward (see ``syre._targets``): ``"random"``
+            (syre's anchor, the default), ``"init"`` (the initial weights: recomputed from
+            ``syre.init_``'s seed and scheme, nothing stored in seeded mode; otherwise copied at
+            attach), ``"pretrained"`` (the weights at attach, copied), or a mapping ``name -> tensor``
+            (copied, one per covered parameter). ``D`` applies to every target; a copied target is
+            kept (fp32) in every mode, and a checkpoint records its checksum.
+        rounding: ``"nearest"`` (torch's rounding of the decayed value into the parameter's dtype),
+            or ``"stochastic"`` for fp16/bf16 parameters: unbiased in expectation, its random bits
+            from a stream keyed by (seed, name, index, step) (see ``syre._rounding``). Only syre's
+            decay is rounded so; the optimizer's own update is rounded by torch.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, *, gamma: Optional[float] = None,
@@ -212,7 +222,7 @@ class Syre:
         """The plan for the optimizer and model as they are now (rebuilt only when they changed)."""
         fp = fingerprint(self._optimizer)
         if fp != self._fp:
-            self._plan = build_plan(self._optimizer, self._model, self._config, self._sigma0s)
+            self._plan = build_plan(self._optimizer, self._model, self._plan_config, self._sigma0s)
             self._store.sync(self._plan.entries)
             self._fp = fp
         return self._plan
