@@ -77,7 +77,7 @@ def e5_nets():
     pytest.importorskip("sklearn")
     from e5_runs import e5_run
 
-    return {arm: e5_run(arm) for arm in ("none", "wd", "syre_big")}
+    return {arm: e5_run(arm) for arm in ("none", "wd", "syre")}
 
 
 @pytest.mark.parametrize("reference", ["init", "bench"])

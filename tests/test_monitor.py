@@ -216,9 +216,9 @@ def test_alarms_on_the_e5_runs(tmp_path):
     pytest.importorskip("sklearn")
     from e5_runs import e5_run
 
-    runs = {arm: e5_run(arm)[1] for arm in ("none", "wd", "syre_big")}
+    runs = {arm: e5_run(arm)[1] for arm in ("none", "wd", "syre")}
     fired = {arm: {(a["layer"], a["metric"]) for a in m.alarms} for arm, m in runs.items()}
-    assert fired["none"] == set() and fired["syre_big"] == set(), fired
+    assert fired["none"] == set() and fired["syre"] == set(), fired
     assert {(f"hidden.{i}", "effective_rank") for i in range(3)} <= fired["wd"], fired["wd"]
     assert ("hidden.1", "rank") in fired["wd"]
     warned = runs["wd"].warned
