@@ -170,6 +170,22 @@ def test_weight_decay_set_beside_an_explicit_gamma_is_warned_at_the_step():
         _zero_grad_step(m, o)
 
 
+def test_weight_decay_of_a_group_syre_covers_nothing_in_is_the_users_and_not_warned():
+    m = make_mlp()
+    head = list(m[-1].parameters())
+    body = [p for p in m.parameters() if all(p is not q for q in head)]
+    o = torch.optim.AdamW([{"params": body, "weight_decay": 0.0}, {"params": head, "weight_decay": 0.05}], lr=0.01)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        s = syre.attach(o, m, gamma=0.1, exclude=[f"{len(m) - 1}.*"])
+        _zero_grad_step(m, o)
+    assert _settings_warnings(record) == [] and o.param_groups[1]["weight_decay"] == 0.05  # left as the user set it
+    assert s.group_gamma(0) == 0.1
+    o.param_groups[0]["weight_decay"] = 0.01  # the group syre covers: beside its gamma, warned
+    with pytest.warns(syre.DecaySettingWarning, match="param group 0 .* still applies weight_decay=0.01"):
+        _zero_grad_step(m, o)
+
+
 # ----------------------------------------------------------------------------- requires_grad toggled
 def test_parameters_unfrozen_after_attach_are_decayed_from_then_on():
     m = make_mlp(dtype=torch.float64)

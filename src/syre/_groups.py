@@ -126,9 +126,12 @@ def _coupled_advice(optimizer, group) -> str:
 class Groups:
     """The per-group rules of one ``Syre`` (see the module docstring)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, gamma: Optional[float]):
+    def __init__(self, optimizer: torch.optim.Optimizer, gamma: Optional[float], covers=None):
         self.optimizer = optimizer
         self.gamma_default = gamma
+        #: ``covers(gi)``: whether syre decays anything in group ``gi`` now (a group it covers nothing in keeps its
+        #: weight_decay, the user's choice for what they excluded, without a warning).
+        self.covers = covers or (lambda gi: True)
         #: group index -> the weight_decay syre took over (given back by ``restore``).
         self.takeover: Dict[int, float] = {}
         self._known = 0  # groups seen so far; later ones are new (add_param_group)
@@ -161,7 +164,7 @@ class Groups:
                 continue
             wd = group.get("weight_decay", None)
             if self.gamma_default is not None:
-                if wd:
+                if wd and self.covers(gi):
                     self._warn_origin(gi, wd, stacklevel=5)
                 continue
             if wd is None:
@@ -242,7 +245,7 @@ class Groups:
                 gamma = rescheduled[gi] = check_nonneg_float(f"param_groups[{gi}]['weight_decay']", wd)
             else:
                 gamma = plan[gi] if gi in plan else self.gamma(gi)
-                if wd != 0.0 and gamma > 0.0 and gi not in plan:
+                if wd != 0.0 and gamma > 0.0 and gi not in plan and self.covers(gi):
                     self._warn_origin(gi, wd, stacklevel=_stacklevel())
             lr = group["lr"]
             if isinstance(lr, torch.Tensor) and lr.device.type != "cpu":

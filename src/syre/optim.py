@@ -190,7 +190,9 @@ class Syre:
                 f"{len(plan.unheld)} trainable parameter(s) of the model are not held by the optimizer: {shown}; "
                 "add them to the optimizer, freeze them (requires_grad=False), or pass strict=False to leave them alone"
             )
-        self._groups = Groups(optimizer, config.gamma)
+        self._plan = plan
+        self._groups = Groups(optimizer, config.gamma,
+                              covers=lambda gi: gi < len(self._plan.by_group) and bool(self._plan.by_group[gi]))
         self._groups.attach(check_idle=_check_idle)  # checks, then takes over weight_decay (the first change)
         self._plan, self._fp = plan, fingerprint(optimizer)
         self._store = make_store(config.mode, config.seed, config.d_spread)
