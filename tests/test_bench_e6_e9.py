@@ -1,4 +1,4 @@
-"""E6 to E9 run in quick mode and write a complete run directory; their building blocks are checked."""
+"""The building blocks of E6 to E9 (their quick runs are in test_bench_experiments.py)."""
 import json
 import math
 
@@ -6,135 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from syre.bench import get_experiment, run_experiment
-from syre.data import fashion_mnist_dirs
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
 
-IDS = ["e6", "e7", "e8", "e9"]
-NEEDS_FASHION = {"e6", "e7", "e8"}
-PLOTS = {
-    "e6": {"e6_beta_vae.png", "e6_reconstructions.png"},
-    "e7": {"e7_simclr.png"},
-    "e8": {"e8_permuted_fashion.png"},
-    "e9": {"e9_ppo_plasticity.png"},
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread, as the runner uses: these models are tiny, and more threads only add overhead."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _have_fashion():
-    return any((d / "train-images-idx3-ubyte.gz").is_file() or (d / "train-images-idx3-ubyte").is_file() for d in fashion_mnist_dirs())
-
-
-# (id, overrides): E9's default engine is stable-baselines3 (skipped where it is not installed); its
-# built-in engine runs everywhere.
-RUNS = [("e6", {}), ("e7", {}), ("e8", {}), ("e9", {}), ("e9", {"engine": "torch"})]
-
-
-@pytest.fixture(scope="module", params=RUNS, ids=["e6", "e7", "e8", "e9-sb3", "e9-torch"])
-def quick_run(request, tmp_path_factory):
-    exp_id, overrides = request.param
-    if exp_id in NEEDS_FASHION and not _have_fashion():
-        pytest.skip("Fashion-MNIST files not installed")
-    if exp_id == "e9" and not overrides:
-        pytest.importorskip("stable_baselines3")
-        pytest.importorskip("gymnasium")
-    out = tmp_path_factory.mktemp(exp_id)
-    summary = run_experiment(exp_id, quick=True, out=out, verbose=False, overrides=overrides)
-    return exp_id, out, summary
-
-
-def _rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_quick_run_writes_every_file(quick_run):
-    exp_id, out, summary = quick_run
-    for f in ("config.json", "command.txt", "environment.json", "metrics.jsonl", "summary.json", "results.md"):
-        assert (out / f).is_file(), f
-    pngs = {p.name for p in out.glob("*.png")}
-    assert pngs == set(summary["plots"]) == PLOTS[exp_id]
-    assert json.loads((out / "summary.json").read_text()) == summary
-    rows = _rows(out)
-    assert rows and all({"arm", "seed", "point"} <= set(r) for r in rows)
-    assert {r["seed"] for r in rows} == set(summary["seeds"]) == {0, 1}
-    cfg = summary["config"]
-    # every configured arm ran every seed (E6 adds the no-decay arm at gamma = 0)
-    expected = set(cfg["arms"]) | ({"none"} if exp_id == "e6" else set())
-    assert {r["arm"] for r in rows} == expected
-    assert len(rows) == 2 * (len(cfg["arms"]) * (len(cfg.get("gammas", [0])))) + (2 if exp_id == "e6" else 0)
-
-
-def test_quick_summary_fields(quick_run):
-    exp_id, out, summary = quick_run
-    exp = get_experiment(exp_id)
-    assert summary["experiment"] == exp_id and summary["claim"] == exp.claim and summary["title"] == exp.title
-    assert summary["supported"] is None  # quick runs never decide
-    overrides = {"engine": summary["config"]["engine"]} if exp_id == "e9" else {}
-    assert summary["quick"] is True and summary["config"] == exp.config(quick=True, overrides=overrides)
-    assert summary["sigma0"]["sigma0"]["spec"] == exp.config(quick=True)["sigma0"]
-    for arm, metrics in summary["arms"].items():
-        for name, d in metrics.items():
-            assert set(d) == {"mean", "std", "n"} and d["n"] == 2, (arm, name)
-    assert summary["tests"] and all(t["passed"] in (True, False, None) and t["rule"] for t in summary["tests"])
-    assert any(t.get("primary", True) for t in summary["tests"]), "no primary test: the verdict would decide nothing"
-    assert summary["rule"] and summary["gamma_convention"] and summary["findings"].get("headline")
-    md = (out / "results.md").read_text()
-    assert exp.claim in md and "## Tests" in md
-
-
-def test_quick_metrics_are_in_range(quick_run):
-    exp_id, out, summary = quick_run
-    cfg = summary["config"]
-    for r in _rows(out):
-        if exp_id == "e6":
-            assert 0 <= r["active_units"] <= r["rank_mu"] <= cfg["latent"]
-            assert 0 < r["eff_rank_mu"] <= cfg["latent"] and r["recon"] > 0 and r["kl"] >= 0
-            assert len(r["mu_var_sorted"]) == cfg["latent"] and r["mu_var_sorted"] == sorted(r["mu_var_sorted"], reverse=True)
-            assert r["active_units"] == sum(v > cfg["active_threshold"] for v in r["mu_var_sorted"])
-        elif exp_id == "e7":
-            for m in ("lowrank_proj", "lowrank_backbone"):
-                assert 0.0 <= r[m] < 1.0  # some direction always survives
-            for m in ("probe_proj", "probe_backbone"):
-                assert 0.15 < r[m] <= 1.0  # well above chance (0.1) even after a few steps
-            assert 1.0 <= r["eff_rank_proj"] <= cfg["proj_dim"]
-        elif exp_id == "e8":
-            assert len(r["task_acc"]) == len(r["task_eff_rank"]) == cfg["tasks"]
-            assert all(0.1 < a <= 1.0 for a in r["task_acc"])  # every task is learned above chance
-            assert r["acc_last"] == pytest.approx(np.mean(r["task_acc"][-cfg["last_tasks"]:]))
-        elif exp_id == "e9":
-            assert len(r["phase_final_return"]) == len(r["phase_eff_rank"]) == cfg["phases"]
-            assert all(5 <= x <= 500 for x in r["phase_final_return"])  # CartPole episodes: a few steps at least, 500 at most
-            assert r["return_last"] == pytest.approx(np.mean(r["phase_final_return"][-cfg["last_phases"]:]))
-
-
 # ----------------------------------------------------------------------------- building blocks
-def test_e7_sigma0_10x_scales_every_spec():
-    from syre.bench.e7 import scaled_sigma0
-
-    from syre.anchors import DEFAULT_SIGMA0_SCALE as S
-    from syre.bench.arms import sigma0_values
-
-    assert scaled_sigma0("lecun", 10.0) == f"lecun:{10 * S:g}"
-    assert scaled_sigma0("rel:0.5", 10.0) == "lecun:5"
-    assert scaled_sigma0(0.02, 10.0) == pytest.approx(0.2)
-    assert scaled_sigma0("abs:0.03", 10.0) == pytest.approx(0.3)
-    assert scaled_sigma0("kaiming", 10.0) == f"kaiming:{10 * S:g}"
-    net = torch.nn.Sequential(torch.nn.Linear(6, 4))
-    for spec in ("lecun", "kaiming:0.3", "xavier"):
-        ten, one = sigma0_values(scaled_sigma0(spec, 10.0), net), sigma0_values(spec, net)
-        assert ten == pytest.approx({k: 10 * v for k, v in one.items()})
-
-
 def test_e7_augment_is_seeded_and_changes_the_image():
     from syre.bench.e7 import DEFAULTS, augment
 
@@ -170,7 +46,7 @@ def test_e7_linear_probe_separable_and_random():
 
 
 def test_e8_shrink_and_perturb_noise_has_the_stated_scale():
-    from syre.bench.arms import sigma0_values
+    from syre.bench.arms import init_stds
     from syre.bench.common import mlp
     from syre.bench.e8 import _add_perturb
 
@@ -181,7 +57,7 @@ def test_e8_shrink_and_perturb_noise_has_the_stated_scale():
     for p in net.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()  # lr 0: only the perturbation moves the weights
-    stds = sigma0_values("rel:1.0", net)
+    stds = init_stds(net)
     w = "hidden.0.weight"
     moved = dict(net.named_parameters())[w].detach() - before[w]
     assert float(moved.std()) == pytest.approx(0.1 * stds[w], rel=0.05)
@@ -269,8 +145,9 @@ def test_e9_sb3_engine_missing_names_the_extra(monkeypatch):
     from syre.bench.e9 import EXPERIMENT, trial
 
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import fails as if not installed
+    assert EXPERIMENT.config()["engine"] == "torch"  # the default needs nothing beyond the bench extra
     with pytest.raises(ImportError, match=r"torch-syre\[sb3\].*engine=torch"):
-        trial(EXPERIMENT.config(quick=True), ARMS["none"], 0)
+        trial(EXPERIMENT.config(quick=True, overrides={"engine": "sb3"}), ARMS["none"], 0)
 
 
 TINY = {"phases": 2, "phase_steps": 512, "n_envs": 4, "n_steps": 64, "epochs": 2, "last_phases": 1}
@@ -288,6 +165,7 @@ def test_e9_trials_are_reproducible_and_leave_the_global_rngs_alone(engine):
     cfg = EXPERIMENT.config(overrides={**TINY, "engine": engine})
     states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
     a, b = trial(cfg, ARMS["syre"], 3), trial(cfg, ARMS["syre"], 3)
+    assert a != trial(cfg, ARMS["syre"].tuned(0.01), 3)  # the arm's own gamma is used
     assert a == b
     assert trial(cfg, ARMS["syre"], 4) != a
     assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])

@@ -1,4 +1,4 @@
-"""The benchmark harness: configuration, statistics, arms, run directory and command line."""
+"""The benchmark harness: configuration, arms, the runner's phases, run directory and command line."""
 import argparse
 import json
 import math
@@ -8,30 +8,27 @@ import pytest
 import torch
 from torch import nn
 
-from syre.bench import Experiment, run_experiment
+import syre
+from syre.bench import Design, Experiment, Test, Tuning, cell, run_experiment
 from syre.bench import cli as bench_cli
-from syre.bench import stats
-from syre.anchors import DEFAULT_SIGMA0_SCALE
-from syre.bench.arms import ARMS, apply_arm, arms, dropout_rate, sigma0_label, sigma0_values
+from syre.bench.arms import ARMS, apply_arm, arms, default_scale, dropout_rate, init_stds, library_scale, perturb_, sigma0_label, syre_arm
 from syre.bench.registry import experiment_ids, get_experiment
 
-scipy_stats = pytest.importorskip("scipy.stats")
+pytest.importorskip("scipy")
 
 
 # ----------------------------------------------------------------------------- configuration
-def test_registry_lists_e0_to_e5_and_rejects_unknown_ids():
-    assert experiment_ids()[:6] == ["e0", "e1", "e2", "e3", "e4", "e5"]
+def test_registry_lists_the_experiments_and_rejects_unknown_ids():
+    assert experiment_ids()[:10] == [f"e{i}" for i in range(10)] and "sigma-sweep" in experiment_ids()
     with pytest.raises(ValueError, match="Invalid experiment id: 'e99'"):
         get_experiment("e99")
 
 
 def test_config_overrides_are_checked_and_coerced():
     exp = get_experiment("e1")
-    cfg = exp.config(quick=True, overrides={"steps": 10.0, "gamma": 1, "sigma0": "rel:1.0"})
-    assert cfg["steps"] == 10 and isinstance(cfg["steps"], int)
-    assert cfg["gamma"] == 1.0 and isinstance(cfg["gamma"], float)
-    assert cfg["sigma0"] == "rel:1.0"
-    assert cfg["n_test"] == exp.quick["n_test"] != exp.defaults["n_test"]
+    cfg = exp.config(quick=True, overrides={"steps": 10.0, "gamma": 1, "sigma0": "lecun:0.3"})
+    assert cfg["steps"] == 10 and isinstance(cfg["steps"], int) and cfg["gamma"] == 1.0 and isinstance(cfg["gamma"], float)
+    assert cfg["n_test"] == exp.quick["n_test"] != exp.defaults["n_test"] and cfg["eval_split"] == "test"
     with pytest.raises(ValueError, match="Invalid configuration key for e1: 'stepz'"):
         exp.config(overrides={"stepz": 1})
     with pytest.raises(ValueError, match="Invalid value for steps: 1.5; expected an int"):
@@ -45,40 +42,6 @@ def test_parse_set_reads_json_and_falls_back_to_strings():
         "a": 1, "b": [1, 2], "c": "rel:1.0", "d": "x", "e": True}
     with pytest.raises(ValueError, match="expected key=value"):
         bench_cli.parse_set(["gamma"])
-
-
-# ----------------------------------------------------------------------------- statistics
-def test_paired_and_welch_tests_match_scipy():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(1.0, 1.0, 6), rng.normal(0.0, 1.0, 6)
-    t = stats.compare("x", a, b, metric="m", arms=["a", "b"], alternative="greater")
-    ref = scipy_stats.ttest_rel(a, b, alternative="greater")
-    assert t["p"] == pytest.approx(ref.pvalue, rel=1e-10) and t["statistic"] == pytest.approx(ref.statistic, rel=1e-10)
-    w = stats.compare("x", a, b, metric="m", arms=["a", "b"], alternative="less", paired=False)
-    ref = scipy_stats.ttest_ind(a, b, equal_var=False, alternative="less")
-    assert w["p"] == pytest.approx(ref.pvalue, rel=1e-10)
-    # a margin shifts the null: non-inferiority by 0.5 equals a plain test on a + 0.5
-    ni = stats.compare("x", a, b, metric="m", arms=["a", "b"], margin=-0.5)
-    assert ni["p"] == pytest.approx(scipy_stats.ttest_rel(a + 0.5, b, alternative="greater").pvalue, rel=1e-10)
-
-
-def test_tests_need_three_seeds_and_decide_zero_variance_by_sign():
-    assert stats.compare("x", [1, 2], [0, 1], metric="m", arms=["a", "b"])["passed"] is None
-    same = stats.compare("x", [2, 3, 4], [1, 2, 3], metric="m", arms=["a", "b"])  # differences all exactly 1
-    assert same["passed"] is True and same["p"] == 0.0
-    assert stats.compare("x", [1, 2, 3], [1, 2, 3], metric="m", arms=["a", "b"])["passed"] is False
-    assert stats.seedwise("x", [2, 3, 1], [1, 2, 0.5], metric="m", arms=["a", "b"])["passed"] is True
-    assert stats.seedwise("x", [2, 3, 1], [1, 2, 1.5], metric="m", arms=["a", "b"])["passed"] is False
-    assert stats.within("x", [0.1, 0.2], metric="m", high=0.15)["passed"] is False
-    assert stats.within("x", [0.1, 0.2], metric="m", low=0.1, high=0.2)["passed"] is True
-
-
-def test_all_passed_ignores_secondary_tests_and_is_none_when_undecided():
-    ok, bad, undecided = {"passed": True}, {"passed": False}, {"passed": None}
-    assert stats.all_passed([ok, stats.secondary(dict(bad))]) is True
-    assert stats.all_passed([ok, bad]) is False
-    assert stats.all_passed([ok, undecided]) is None
-    assert stats.all_passed([]) is None
 
 
 # ----------------------------------------------------------------------------- arms
@@ -110,26 +73,51 @@ def test_weight_decay_arm_is_adamw_weight_decay_bitwise():
         assert torch.equal(p, q)
 
 
-def test_arm_rejects_an_optimizer_that_already_decays():
+def test_an_arm_takes_its_own_gamma_before_the_configs():
     net = _net()
+    h = apply_arm(ARMS["wd"].tuned(0.7), net, torch.optim.SGD(net.parameters(), lr=0.1), seed=0, cfg={"gamma": 0.1})
+    assert h.syre.group_gamma(0) == pytest.approx(0.7)
+    net = _net()
+    h = apply_arm(ARMS["wd"], net, torch.optim.SGD(net.parameters(), lr=0.1), seed=0, cfg={"gamma": 0.1})
+    assert h.syre.group_gamma(0) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="weight_decay=0.1"):
         apply_arm(ARMS["syre"], net, torch.optim.AdamW(net.parameters(), weight_decay=0.1), gamma=0.1, seed=0)
 
 
-def test_relative_sigma0_is_a_multiple_of_the_lecun_init_std():
+def test_each_arm_name_means_one_sigma0():
+    assert ARMS["syre"].sigma0 is None  # the run's sigma0 key, whose default is the library's
+    assert syre_arm(syre.DEFAULT_SIGMA0).name == "syre" and syre_arm("lecun:0.3").name == "syre_0.3x"
+    assert syre_arm(0.5).name == "syre_abs0.5" and syre_arm("lecun:3", d_spread=None).name == "syre_ar_3x"
+    assert [a.sigma0 for a in arms(["syre_0.01x", "syre_abs0.1"])] == ["lecun:0.01", "abs:0.1"]
+    with pytest.raises(ValueError, match="Invalid arm: 'syre_big'"):
+        arms(["syre_big"])
     net = _net()
-    vals = sigma0_values("rel:2.0", net)
-    assert vals["0.weight"] == pytest.approx(2.0 / math.sqrt(6)) and vals["2.bias"] == pytest.approx(2.0 / math.sqrt(5))
-    assert sigma0_values(f"rel:{DEFAULT_SIGMA0_SCALE}", net) == pytest.approx(sigma0_values("lecun", net))
-    assert sigma0_values("rel:0.3", net) == pytest.approx(sigma0_values("lecun:0.3", net))
-    assert sigma0_values(0.3, net)["0.weight"] == 0.3 == sigma0_values("abs:0.3", net)["2.weight"]
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    h = apply_arm(ARMS["syre_big"], net, opt, gamma=0.1, seed=0, cfg={"sigma0_big": "rel:2.0"})
+    h = apply_arm(arms(["syre_0.3x"])[0], net, torch.optim.SGD(net.parameters(), lr=0.1), gamma=0.1, seed=0)
     cov = {r["name"]: r["sigma0"] for r in h.syre.coverage()}
-    assert cov["0.weight"] == pytest.approx(2.0 / math.sqrt(6))
-    for bad in ("rel:x", "big", -1.0, True):
+    assert cov["0.weight"] == pytest.approx(0.3 / math.sqrt(6)) and cov["2.bias"] == pytest.approx(0.3 / math.sqrt(5))
+
+
+def test_sigma0_labels_and_the_library_scale():
+    assert library_scale("lecun") == pytest.approx(default_scale())
+    assert "(the library default)" in sigma0_label(syre.DEFAULT_SIGMA0)
+    assert sigma0_label("lecun:0.3") == "0.3 x lecun init std" and sigma0_label(0.05) == "0.05 (absolute)"
+    assert sigma0_label("rel:2") == "2 x lecun init std"
+    for bad in ("rel:x", "big", -1.0, True, "lecun:-1"):
         with pytest.raises(ValueError, match="Invalid sigma0"):
             sigma0_label(bad)
+
+
+def test_init_stds_and_the_perturbed_start():
+    net = _net()
+    stds = init_stds(net)
+    assert stds["0.weight"] == stds["0.bias"] == pytest.approx(1 / math.sqrt(6)) and stds["2.weight"] == pytest.approx(1 / math.sqrt(5))
+    a = [p.detach().clone() for p in net.parameters()]
+    perturb_(list(net.parameters()), [stds[n] for n, _ in net.named_parameters()], 0.01, seed=3)
+    d = [p.detach() - q for p, q in zip(net.parameters(), a)]
+    assert all(0 < float(x.abs().max()) < 0.1 for x in d)
+    net2 = _net()
+    perturb_(list(net2.parameters()), [stds[n] for n, _ in net2.named_parameters()], 0.01, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), net2.parameters()))  # seeded, not the global RNG
 
 
 def test_syre_ar_arm_takes_d_spread_from_the_config_and_basic_has_none():
@@ -176,47 +164,86 @@ def test_arm_names_and_dropout():
     with pytest.raises(ValueError, match="Invalid arm: 'sgd'"):
         arms(["sgd"])
     assert dropout_rate(ARMS["dropout"], {"dropout": 0.3}) == 0.3 and dropout_rate(ARMS["wd"]) == 0.0
+    assert ARMS["none"].tunable == [] and ARMS["wd"].tunable == ["gamma"] and ARMS["syre"].tunable == ["gamma", "sigma0"]
 
 
-# ----------------------------------------------------------------------------- runner
-def _toy_run(ctx):
-    ctx.run_grid(arms(["wd", "syre"]), lambda cfg, arm, seed, x: {"score": seed + (cfg["shift"] if arm.name == "syre" else 0.0) + x},
-                 points=[{"x": 0.0}, {"x": 1.0}])
-    fig, ax = ctx.subplots()
-    ax.plot([0, 1])
-    ctx.save(fig, "toy")
-    a, b = ctx.values("syre", "score", {"x": 0.0}), ctx.values("wd", "score", {"x": 0.0})
-    return {"tests": [stats.compare("syre scores higher", a, b, metric="score", arms=["syre", "wd"])]}
+# ----------------------------------------------------------------------------- the runner on a toy experiment
+def _toy_trial(cfg, arm, seed):
+    """score = the seed's noise + a gain for syre that peaks at gamma 1, minus 0.1 gamma for wd; the validation split adds 100."""
+    g = 0.0 if arm.decay == "none" else float(cfg["gamma"] if arm.gamma is None else arm.gamma)
+    noise = float(np.random.default_rng(seed).normal(0, 0.1))
+    gain = cfg["shift"] * (2.0 - abs(math.log10(g))) if arm.decay == "syre" and g > 0 else 0.0
+    return {"score": noise + gain + (100.0 if cfg["eval_split"] == "val" else 0.0) - 0.1 * g * (arm.decay == "wd")}
 
 
-TOY = Experiment(id="toy", title="toy", claim="syre scores higher", run=_toy_run, defaults={"shift": 1.0}, quick={"shift": 0.0})
+def _toy_design(cfg):
+    arm_list = arms(["none", "wd", "syre"])
+    tun = Tuning(metric="score", better="max", arms=("wd", "syre"), gammas=(0.1, 1.0, 10.0), sigma0s=(syre.DEFAULT_SIGMA0,))
+    cells = [cell("none"), cell("wd"), cell("syre"), cell("wd@tuned"), cell("syre@tuned")]
+    tests = [Test("syre beats wd", "score", cell("syre"), cell("wd")),
+             Test("tuned: syre beats wd", "score", cell("syre@tuned"), cell("wd@tuned"), family="tuned"),
+             Test("none is none", "score", cell("none"), cell("none"), kind="bound", direction="less", role="sanity",
+                  why="a cell minus itself is zero")]
+    return Design(arms=arm_list, cells=cells, tests=tests, tuning=tun)
+
+
+TOY = Experiment(id="toy", title="toy", claim="syre scores higher", trial=_toy_trial, design=_toy_design,
+                 defaults={"shift": 1.0, "gamma": 10.0}, quick={"shift": 0.0}, n_min=4, n_max=4, selection=2)
 
 
 def test_run_directory_has_every_file_and_field(tmp_path):
-    s = run_experiment(TOY, seeds=3, out=tmp_path, verbose=False, command=["syre", "bench", "run", "toy"])
-    for f in ("config.json", "command.txt", "environment.json", "metrics.jsonl", "summary.json", "results.md", "toy.png"):
+    s = run_experiment(TOY, out=tmp_path, verbose=False, command=["syre", "bench", "run", "toy"])
+    for f in ("protocol.json", "config.json", "command.txt", "environment.json", "metrics.jsonl", "summary.json", "results.md",
+              "toy_tuning.png"):
         assert (tmp_path / f).is_file(), f
     disk = json.loads((tmp_path / "summary.json").read_text())
-    assert disk["experiment"] == "toy" and disk["claim"] == "syre scores higher" and disk["supported"] is True
-    assert disk["arms"]["syre[x=0]"]["score"] == {"mean": 2.0, "std": 1.0, "n": 3}
-    assert disk["arms"]["wd[x=1]"]["score"]["mean"] == 2.0
-    assert {"torch", "numpy", "syre", "git_revision", "python"} <= set(disk["environment"])
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 12
+    assert disk == s and disk["experiment"] == "toy" and disk["quick"] is False
+    assert disk["seeds"] == {"selection": [500, 501], "evaluation": [100, 101, 102, 103]}
+    # at the shared gamma 10 syre gains 1 and wd pays 1: syre beats wd; tuned, syre picks gamma 1 (gain 2) and wd gamma 0.1
+    assert disk["supported"] is True and disk["supported_tuned"] is True and disk["sanity_ok"] is True
+    assert disk["selection"]["all"]["syre"]["chosen"]["gamma"] == 1.0 and disk["selection"]["all"]["wd"]["chosen"]["gamma"] == 0.1
+    assert disk["arms"]["syre@tuned"]["score"]["mean"] == pytest.approx(2.0, abs=0.2)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    sel = [r for r in rows if r["phase"] == "select"]
+    assert len(sel) == 2 * 3 * 2 and all(r["score"] > 50 for r in sel)  # tuning scored on the validation split only
+    assert all(r["score"] < 50 for r in rows if r["phase"] == "evaluate")
+    assert {r["seed"] for r in sel}.isdisjoint({r["seed"] for r in rows if r["phase"] == "evaluate"})
     assert (tmp_path / "command.txt").read_text().strip() == "syre bench run toy"
-    assert json.loads((tmp_path / "config.json").read_text())["seeds"] == [0, 1, 2]
+    proto = json.loads((tmp_path / "protocol.json").read_text())
+    assert proto["hash"] == disk["protocol"]["hash"] and proto["declaration"] == disk["protocol"]["declaration"]
     md = (tmp_path / "results.md").read_text()
-    assert "syre scores higher" in md and "![toy.png](toy.png)" in md and "**Verdict.** supported" in md
-    assert torch.get_num_threads() >= 1
+    assert "syre scores higher" in md and "At the shared gamma: supported" in md and "## Tuning" in md
 
 
-def test_quick_runs_leave_the_verdict_undecided_and_a_false_test_fails_the_claim(tmp_path):
-    q = run_experiment(TOY, seeds=3, quick=True, out=tmp_path / "q", verbose=False)
-    assert q["supported"] is None and q["tests"][0]["passed"] is False  # shift 0 in quick mode: no difference
-    assert "quick run" in q["notes"][0]
-    f = run_experiment(TOY, seeds=3, out=tmp_path / "f", verbose=False, overrides={"shift": -1.0})
-    assert f["supported"] is False
+def test_quick_runs_leave_the_verdicts_undecided_and_a_failed_test_fails_the_claim(tmp_path):
+    q = run_experiment(TOY, quick=True, out=tmp_path / "q", verbose=False)
+    assert q["supported"] is None and q["supported_tuned"] is None and "quick run" in q["notes"][0]
+    assert q["seeds"]["selection"] == [500] and q["seeds"]["evaluation"] == [100, 101]
+    f = run_experiment(TOY, out=tmp_path / "f", verbose=False, overrides={"shift": -1.0})
+    assert f["supported"] is False  # shared gamma 10: syre loses 1, as much as wd pays: no difference
+    assert f["supported_tuned"] is False  # tuned, syre's best (-1) is below wd's best (-0.01)
+    assert [t["passed"] for t in f["tests"] if t["role"] == "primary"] == [False, False]
+
+
+def test_a_failed_sanity_check_voids_every_verdict(tmp_path):
+    def design(cfg):
+        d = _toy_design(cfg)
+        d.tests[-1] = Test("none beats itself", "score", cell("none"), cell("none"), kind="bound", threshold=1.0, role="sanity",
+                           why="deliberately false")
+        return d
+
+    exp = Experiment(id="toy2", title="toy", claim="x", trial=_toy_trial, design=design, defaults={"shift": 1.0, "gamma": 10.0},
+                     n_min=3, n_max=3)
+    s = run_experiment(exp, out=tmp_path, verbose=False)
+    assert s["sanity_ok"] is False and s["supported"] is None and s["supported_tuned"] is None
+    assert "sanity check failed" in s["notes"][0]
+
+
+def test_seed_count_and_registration_errors(tmp_path):
     with pytest.raises(ValueError, match="Invalid seeds: 0"):
         run_experiment(TOY, seeds=0, out=tmp_path / "z", verbose=False)
+    with pytest.raises(ValueError, match="no --set, no --seeds"):
+        run_experiment(TOY, seeds=3, out=tmp_path / "z", verbose=False, ledger=tmp_path / "ledger.json")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -227,14 +254,17 @@ def _main(argv):
     return args.func(args)
 
 
-def test_cli_list_run_and_table(tmp_path, capsys):
+def test_cli_list_protocol_run_and_table(tmp_path, capsys):
     assert _main(["bench", "list"]) == 0
     out = capsys.readouterr().out
-    assert all(f"e{i} " in out for i in range(6)) and "claim:" in out
+    assert all(f"e{i} " in out for i in range(10)) and "claim:" in out
+    assert _main(["bench", "protocol", "e3", "--quick"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert len(p["hash"]) == 16 and p["declaration"]["experiment"] == "e3"
     assert _main(["bench", "run", "e0", "--quick", "--seeds", "1", "--quiet", "--out", str(tmp_path / "e0"),
                   "--set", "scaling_draws=50", "--set", "trap_steps=50", "--set", "ridge_steps=50", "--set", "scaling_n=[1, 10]"]) == 0
     s = json.loads((tmp_path / "e0" / "summary.json").read_text())
-    assert s["config"]["scaling_draws"] == 50 and s["seeds"] == [0] and s["quick"] is True
+    assert s["config"]["scaling_draws"] == 50 and s["seeds"]["evaluation"] == [100] and s["quick"] is True
     assert "| e0 |" in capsys.readouterr().out
     assert _main(["bench", "table", str(tmp_path)]) == 0
     assert "| e0 | theorem checks" in capsys.readouterr().out
@@ -242,3 +272,4 @@ def test_cli_list_run_and_table(tmp_path, capsys):
     assert "Invalid configuration key for e0: 'nope'" in capsys.readouterr().err
     assert _main(["bench", "run", "e42"]) == 2
     assert _main(["bench", "run", "e1", "--sigma-scale", "-1"]) == 2
+    assert _main(["bench", "table", str(tmp_path / "nothing")]) == 2

@@ -1,40 +1,40 @@
 """The arms every experiment draws from, defined once, and how each is applied to a model.
 
-An arm is a way of training: what the decay pulls toward, and what else breaks symmetry.
-All decays use the **decoupled** convention of ``torch.optim.AdamW`` (and of ``syre.attach``):
-before each optimizer step, ``p <- p - lr * gamma * D * (p - target)``, with
+An arm is a way of training: what the decay pulls toward, and what else breaks symmetry. All
+decays use the **decoupled** convention of ``torch.optim.AdamW`` (and of ``syre.attach``): before
+each optimizer step, ``p <- p - lr * gamma * D * (p - target)``, with
 
-=============  ==========================================================  ===============
-arm            target, D                                                   also
-=============  ==========================================================  ===============
-``none``       no decay                                                    -
-``wd``         the origin, D = I (AdamW's ``weight_decay``; plain SGD's)   -
-``syre``       a fixed random anchor theta0 ~ N(0, sigma0^2), D = I         -
-``syre_ar``    theta0, D_ii ~ U(1 - d_spread, 1 + d_spread) (AR)            -
-``syre_big``   theta0 with sigma0 = ``sigma0_big`` (default: the init std)  -
-``l2init``     the initial weights theta(0), D = I (L2-Init)                -
-``wfix``       the origin, D = I                                            W-fix
-``dropout``    the origin, D = I                                            dropout
-=============  ==========================================================  ===============
+=================  =========================================================  ==================
+arm                target, D                                                  also
+=================  =========================================================  ==================
+``none``           no decay                                                   -
+``wd``             the origin, D = I (AdamW's ``weight_decay``)               -
+``syre``           theta0 at **the library default** ``syre.DEFAULT_SIGMA0``    -
+``syre_ar``        theta0 at the library default, D_ii ~ U(1 - eps, 1 + eps)   -
+``syre_<X>x``      theta0 at X LeCun init stds (``"lecun:X"``), D = I            -
+``syre_abs<X>``    theta0 at the absolute sigma0 X, D = I                      -
+``l2init``         the initial weights theta(0), D = I (L2-Init)              -
+``perturb``        the origin, D = I                                          a small random perturbation of the start
+``wfix``           the origin, D = I                                          W-fix
+``dropout``        the origin, D = I                                          dropout
+=================  =========================================================  ==================
 
-W-fix (Lim et al. 2024, "W-asymmetric" networks): in every weight matrix (and convolution
-kernel) a fixed random subset of each output unit's incoming weights, a fraction ``wfix_frac``
-(at least one), is set to random constants ~ N(0, (wfix_scale * init_std)^2) and never trained
-(restored after every step, so neither the gradient nor the decay moves them).
+Each name means one sigma0 (``syre_arm(spec)`` builds the name from the spec). A tuned arm
+(``Arm.tuned``) is called ``<name>@tuned`` and carries the gamma and sigma0 chosen for it.
 
-sigma0 is a spec (the configuration key ``sigma0``; see ``sigma0_spec``):
+W-fix (Lim et al. 2024): in every weight matrix (and convolution kernel) a fixed random subset of
+each output unit's incoming weights, a share ``wfix_frac`` (at least one), is set to random
+constants ~ N(0, (wfix_scale * init_std)^2) and restored after every step.
 
-* the library's forms: ``"lecun"`` / ``"kaiming"`` / ``"xavier"`` (the library's default scale
-  times that init std) and ``"lecun:X"`` (X times it); see ``syre.anchors.resolve_sigma0``;
-* ``"rel:X"``: the same as ``"lecun:X"``, X times the LeCun init std 1 / sqrt(fan_in) of each
-  parameter (a bias takes its layer's fan-in; parameters with no fan-in follow the library's rule);
-* a number or ``"abs:X"``: the absolute value X for every parameter.
+sigma0 specs: the library's forms (``"lecun"``, ``"kaiming"``, ``"xavier"``, ``"lecun:X"``), ``"rel:X"``
+(= ``"lecun:X"``), an absolute number or ``"abs:X"``. Only syre's public API is used.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -42,37 +42,28 @@ from torch import nn
 
 import syre
 from syre import functional as F
-from syre.anchors import DEFAULT_D_SPREAD, parse_sigma0, resolve_sigma0
-from syre.select import collect
 
-__all__ = [
-    "Arm",
-    "ARMS",
-    "ArmHandle",
-    "GAMMA_CONVENTION",
-    "apply_arm",
-    "arms",
-    "capture",
-    "sigma0_spec",
-    "sigma0_label",
-    "sigma0_values",
-]
+__all__ = ["Arm", "ARMS", "ARM_DEFAULTS", "GAMMA_CONVENTION", "apply_arm", "arms", "arm_gamma", "capture", "dropout_rate",
+           "default_scale", "init_stds", "library_scale", "perturb_", "sigma0_label", "sigma0_spec", "syre_arm"]
 
 GAMMA_CONVENTION = (
     "decoupled (AdamW convention): every step applies p <- p - lr * gamma * D * (p - target) before the "
     "optimizer's update (target 0 for weight decay, theta0 for syre, theta(0) for L2-Init); equal to the "
     "coupled penalty (gamma/2)||p - target||^2 for plain SGD"
 )
+DECAYS = ("none", "wd", "syre", "l2init")
+#: The pull / update ratio below which ``syre.WeakPullWarning`` fires (read from the library where it says so).
+WEAK_PULL = float(getattr(getattr(syre, "optim", None), "WEAK_PULL_RATIO", 1e-4))
 
 
 @dataclass(frozen=True)
 class Arm:
     """A way of training (see the module docstring).
 
-    ``decay``: ``"none" | "wd" | "syre" | "l2init"``. ``sigma0``: ``None`` takes the run's
-    ``sigma0`` (config), a string names another config key (``"sigma0_big"``) or is a spec.
-    ``d_spread``: ``None`` takes the config's ``d_spread``. ``dropout``/``wfix`` are True when
-    the arm uses the config's ``dropout`` rate / ``wfix_frac``.
+    ``decay``: one of ``DECAYS``. ``sigma0``: a spec, or ``None`` for the run's ``sigma0`` key (the
+    library default unless overridden). ``d_spread``: ``None`` takes the config's. ``gamma``:
+    ``None`` takes the config's ``gamma``. ``dropout``/``wfix``/``perturb``: use the config's
+    rate / share / scale. ``tag``: an experiment-specific variant (e.g. ``"sp"``, Shrink and Perturb).
     """
 
     name: str
@@ -80,11 +71,50 @@ class Arm:
     decay: str = "wd"
     sigma0: Any = None
     d_spread: Optional[float] = 0.0
+    gamma: Optional[float] = None
     dropout: bool = False
     wfix: bool = False
+    perturb: bool = False
+    tag: str = ""
+
+    def __post_init__(self):
+        if self.decay not in DECAYS:
+            raise ValueError(f"Invalid arm decay: {self.decay!r}; expected one of {DECAYS}")
+
+    @property
+    def tunable(self) -> List[str]:
+        """The knobs tuning may choose for this arm: ``gamma`` (any decay) and ``sigma0`` (syre)."""
+        return [] if self.decay == "none" else (["gamma", "sigma0"] if self.decay == "syre" else ["gamma"])
 
     def with_name(self, name: str, label: Optional[str] = None, **changes) -> "Arm":
         return replace(self, name=name, label=label or self.label, **changes)
+
+    def tuned(self, gamma: Optional[float], sigma0: Any = None, suffix: str = "@tuned") -> "Arm":
+        """This arm at a chosen ``gamma`` (and ``sigma0``, for syre arms), named ``<name><suffix>``."""
+        ch: Dict[str, Any] = {"gamma": gamma}
+        if self.decay == "syre" and sigma0 is not None:
+            ch["sigma0"] = sigma0
+        return replace(self, name=self.name + suffix, label=self.label + " (tuned)", **ch)
+
+    def declaration(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _syre_name(spec) -> str:
+    if spec == syre.DEFAULT_SIGMA0:
+        return "syre"
+    kind, preset, x = _parse(spec)
+    if kind == "abs":
+        return f"syre_abs{x:g}"
+    return f"syre_{x:g}x" if preset == "lecun" else f"syre_{preset}{x:g}x"
+
+
+def syre_arm(spec, *, d_spread: Optional[float] = 0.0, name: Optional[str] = None) -> Arm:
+    """Basic syre (or AR with ``d_spread=None``) at the sigma0 ``spec``, named after it."""
+    _parse(spec)
+    nm = name or (_syre_name(spec) if d_spread == 0.0 else _syre_name(spec).replace("syre", "syre_ar", 1))
+    return Arm(nm, f"syre{' AR' if d_spread != 0.0 else ''}, sigma0 {sigma0_label(spec)}", decay="syre", sigma0=spec,
+               d_spread=d_spread)
 
 
 #: The standard arms, by name.
@@ -93,10 +123,10 @@ ARMS: Dict[str, Arm] = {
     for a in (
         Arm("none", "no decay", decay="none"),
         Arm("wd", "weight decay", decay="wd"),
-        Arm("syre", "syre (basic)", decay="syre", d_spread=0.0),
-        Arm("syre_ar", "syre AR", decay="syre", d_spread=None),
-        Arm("syre_big", "syre (basic, large sigma0)", decay="syre", sigma0="sigma0_big", d_spread=0.0),
+        Arm("syre", "syre (library default sigma0)", decay="syre", d_spread=0.0),
+        Arm("syre_ar", "syre AR (library default sigma0)", decay="syre", d_spread=None),
         Arm("l2init", "L2-Init", decay="l2init"),
+        Arm("perturb", "perturbed start + weight decay", decay="wd", perturb=True),
         Arm("wfix", "W-fix + weight decay", decay="wd", wfix=True),
         Arm("dropout", "dropout + weight decay", decay="wd", dropout=True),
     )
@@ -104,83 +134,126 @@ ARMS: Dict[str, Arm] = {
 
 #: Configuration keys the arms read, with their defaults (experiments merge these in).
 ARM_DEFAULTS: Dict[str, Any] = {
-    "sigma0": "lecun",
-    "sigma0_big": "rel:1.0",
-    "d_spread": DEFAULT_D_SPREAD,
+    "sigma0": syre.DEFAULT_SIGMA0,
+    "d_spread": syre.DEFAULT_D_SPREAD,
     "dropout": 0.2,
     "wfix_frac": 0.25,
     "wfix_scale": 1.0,
+    "perturb_scale": 0.01,
 }
 
 
 def arms(names: Sequence[str]) -> List[Arm]:
-    """The standard arms ``names`` (a ValueError names an unknown one)."""
+    """The arms ``names``: standard ones, or ``syre_<X>x`` / ``syre_abs<X>`` (a ValueError names an unknown one)."""
     out = []
     for n in names:
-        if n not in ARMS:
-            raise ValueError(f"Invalid arm: {n!r}; expected one of {sorted(ARMS)}")
-        out.append(ARMS[n])
+        if n in ARMS:
+            out.append(ARMS[n])
+        elif n.startswith("syre_abs"):
+            out.append(syre_arm(f"abs:{n[len('syre_abs'):]}"))
+        elif n.startswith("syre_") and n.endswith("x") and _is_number(n[5:-1]):
+            out.append(syre_arm(f"lecun:{n[5:-1]}"))
+        else:
+            raise ValueError(f"Invalid arm: {n!r}; expected one of {sorted(ARMS)}, 'syre_<X>x' or 'syre_abs<X>'")
     return out
+
+
+def _is_number(s: str) -> bool:
+    try:
+        return math.isfinite(float(s))
+    except ValueError:
+        return False
+
+
+def arm_gamma(arm: Arm, cfg: Dict[str, Any]) -> float:
+    """The gamma ``arm`` trains with under ``cfg`` (0 for no decay)."""
+    if arm.decay == "none":
+        return 0.0
+    return float(cfg["gamma"] if arm.gamma is None else arm.gamma)
 
 
 # ----------------------------------------------------------------------------- sigma0 specs
 _SPEC_FORMS = "'lecun', 'kaiming', 'xavier', 'lecun:X' (any preset), 'rel:X', 'abs:X' or a number >= 0"
+_PRESETS = ("lecun", "kaiming", "xavier")
+
+
+def _number(spec, raw) -> float:
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"Invalid sigma0: {spec!r}; the value must be a finite number >= 0")
+    return x
 
 
 def _parse(spec) -> tuple:
-    """``("rel", preset, scale)`` or ``("abs", None, x)`` for a sigma0 spec."""
-    if isinstance(spec, bool):
+    """``("rel", preset, scale)`` (scale ``None``: the library's default scale) or ``("abs", None, x)``."""
+    if isinstance(spec, bool) or not isinstance(spec, (int, float, str)):
         raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}")
     if isinstance(spec, (int, float)):
-        x = float(spec)
-        if not math.isfinite(x) or x < 0:
-            raise ValueError(f"Invalid sigma0: {spec!r}; the value must be a finite number >= 0")
-        return ("abs", None, x)
-    if not isinstance(spec, str):
-        raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}")
+        return ("abs", None, _number(spec, spec))
     head, sep, raw = spec.partition(":")
-    if head in ("rel", "abs") and sep:
-        try:
-            x = float(raw)
-        except ValueError:
-            raise ValueError(f"Invalid sigma0: {spec!r}; the part after '{head}:' must be a number") from None
-        if not math.isfinite(x) or x < 0:
-            raise ValueError(f"Invalid sigma0: {spec!r}; the value must be a finite number >= 0")
-        return ("abs", None, x) if head == "abs" else ("rel", "lecun", x)
-    try:
-        preset, scale = parse_sigma0(spec)
-    except (TypeError, ValueError):
-        raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}") from None
-    return ("rel", preset, scale)
+    if head == "abs" and sep:
+        return ("abs", None, _number(spec, raw))
+    if head == "rel" and sep:
+        return ("rel", "lecun", _number(spec, raw))
+    if head in _PRESETS:
+        return ("rel", head, _number(spec, raw) if sep else None)
+    raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}")
+
+
+@functools.lru_cache(maxsize=None)
+def library_scale(preset: str = "lecun") -> float:
+    """The multiple of the ``preset`` init std that the bare preset name means in the library (measured)."""
+    lin = nn.Linear(100, 1, bias=False)
+    s = syre.attach(torch.optim.SGD(lin.parameters(), lr=0.1), lin, gamma=0.1, sigma0=preset, seed=0)
+    measured = float(s.coverage()[0]["sigma0"])
+    s.remove()
+    std = {"lecun": 0.1, "kaiming": math.sqrt(2.0 / 100), "xavier": math.sqrt(2.0 / 101)}[preset]
+    return measured / std
+
+
+def default_scale() -> Optional[float]:
+    """The multiple of the LeCun init std that the library default sigma0 means (None if it is not LeCun-relative)."""
+    kind, preset, x = _parse(syre.DEFAULT_SIGMA0)
+    if kind != "rel" or preset != "lecun":
+        return None
+    return library_scale("lecun") if x is None else x
 
 
 def sigma0_label(spec) -> str:
-    """A short human label: ``"0.3 x lecun init std"``, ``"0.05 (absolute)"``."""
+    """A short label: ``"0.3 x lecun init std"``, ``"0.05 (absolute)"``; the library default says so."""
     kind, preset, x = _parse(spec)
-    if kind == "rel":
-        return f"{x:g} x {preset} init std"
-    return f"{x:g} (absolute)"
+    if kind == "abs":
+        return f"{x:g} (absolute)"
+    text = f"{library_scale(preset) if x is None else x:g} x {preset} init std"
+    return text + (" (the library default)" if spec == syre.DEFAULT_SIGMA0 else "")
 
 
-def sigma0_spec(spec, model: Optional[nn.Module] = None):
-    """What to pass as ``syre.attach(..., sigma0=)`` for the spec ``spec``: ``"lecun:X"`` or a float."""
+def sigma0_spec(spec):
+    """What to pass as ``syre.attach(..., sigma0=)``: the library default as is, ``"lecun:X"``, or a float."""
     kind, preset, x = _parse(spec)
-    return f"{preset}:{x!r}" if kind == "rel" else x
-
-
-def sigma0_values(spec, model: nn.Module) -> Dict[str, float]:
-    """The sigma0 each parameter of ``model`` gets under ``spec`` (by canonical name)."""
-    lib = sigma0_spec(spec)
-    return {info.name: resolve_sigma0(lib, info.name, info.param, info.module, info.attr) for info in collect(model).values()}
+    if kind == "abs":
+        return x
+    return preset if x is None else f"{preset}:{x!r}"
 
 
 def resolve_arm_sigma0(arm: Arm, cfg: Dict[str, Any]):
     """The sigma0 spec ``arm`` uses under configuration ``cfg``."""
-    if arm.sigma0 is None:
-        return cfg.get("sigma0", ARM_DEFAULTS["sigma0"])
-    if isinstance(arm.sigma0, str) and arm.sigma0 in ARM_DEFAULTS:
-        return cfg.get(arm.sigma0, ARM_DEFAULTS[arm.sigma0])
-    return arm.sigma0
+    return cfg.get("sigma0", ARM_DEFAULTS["sigma0"]) if arm.sigma0 is None else arm.sigma0
+
+
+def init_stds(model: nn.Module) -> Dict[str, float]:
+    """The LeCun init std ``1 / sqrt(fan_in)`` of every parameter of Linear/Conv layers (a bias takes its layer's)."""
+    out = {}
+    for mname, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor) and w.dim() >= 2:
+            std = 1.0 / math.sqrt(w[0].numel())
+            for pname, p in m.named_parameters(recurse=False):
+                out[f"{mname}.{pname}" if mname else pname] = std
+    return out
 
 
 # ----------------------------------------------------------------------------- applying
@@ -189,11 +262,7 @@ _CAPTURES: List[list] = []
 
 @contextlib.contextmanager
 def capture():
-    """Collect ``(model, handle)`` of every ``apply_arm`` call inside the block, in call order.
-
-    Lets a study reuse an experiment's trial function unchanged and still read the trained
-    model (its weights, its ``Syre`` object) once the trial returns.
-    """
+    """Collect ``(model, handle)`` of every ``apply_arm`` call inside the block, in call order."""
     seen: list = []
     _CAPTURES.append(seen)
     try:
@@ -220,47 +289,36 @@ class ArmHandle:
             self.syre.remove()
 
 
-def _weight_params(model: nn.Module):
-    """Weight matrices and kernels (2-D or more) with their owning modules."""
-    for info in collect(model).values():
-        if info.param.dim() >= 2 and info.param.requires_grad:
-            yield info
-
-
-def apply_arm(arm: Arm, model: nn.Module, optimizer: torch.optim.Optimizer, *, gamma: float, seed: int,
-              cfg: Optional[Dict[str, Any]] = None) -> ArmHandle:
+def apply_arm(arm: Arm, model: nn.Module, optimizer: torch.optim.Optimizer, *, seed: int,
+              cfg: Optional[Dict[str, Any]] = None, gamma: Optional[float] = None) -> ArmHandle:
     """Attach ``arm``'s decay (and W-fix) to ``optimizer`` for ``model``; return the handle.
 
-    The optimizer must not carry its own ``weight_decay`` (the arm supplies the decay) and must
-    be one for which decoupled decay is the usual convention (SGD without momentum, AdamW, Adam).
-    Dropout is part of the model: build it with ``dropout_rate(arm, cfg)``.
+    ``gamma``: the decay strength (default ``arm_gamma(arm, cfg)``). The optimizer must not carry
+    its own ``weight_decay``. Dropout is part of the model (``dropout_rate``); the perturbed start
+    is applied by the experiment (``perturb_``), which owns its start.
     """
     cfg = {**ARM_DEFAULTS, **(cfg or {})}
+    g = arm_gamma(arm, cfg) if gamma is None else float(gamma)
     for gi, group in enumerate(optimizer.param_groups):
         if group.get("weight_decay", 0):
-            raise ValueError(
-                f"Invalid optimizer: param group {gi} has weight_decay={group['weight_decay']}; the arm supplies the decay, "
-                "build the optimizer with weight_decay=0"
-            )
+            raise ValueError(f"Invalid optimizer: param group {gi} has weight_decay={group['weight_decay']}; the arm supplies "
+                             "the decay, build the optimizer with weight_decay=0")
     handle = ArmHandle(arm)
     for seen in _CAPTURES:
         seen.append((model, handle))
     if arm.wfix:
         _apply_wfix(handle, model, optimizer, cfg, seed)
-    if arm.decay == "none" or gamma == 0.0:
+    if arm.decay == "none" or g == 0.0:
         return handle
     if arm.decay == "wd":
-        handle.syre = syre.attach(optimizer, model, gamma=gamma, sigma0=0.0, d_spread=0.0, seed=seed)
+        handle.syre = syre.attach(optimizer, model, gamma=g, sigma0=0.0, d_spread=0.0, seed=seed)
     elif arm.decay == "syre":
         spec = resolve_arm_sigma0(arm, cfg)
-        d_spread = cfg["d_spread"] if arm.d_spread is None else arm.d_spread
         handle.sigma0 = spec
-        handle.syre = syre.attach(optimizer, model, gamma=gamma, sigma0=sigma0_spec(spec, model),
-                                  d_spread=d_spread, seed=seed)
-    elif arm.decay == "l2init":
-        _apply_l2init(handle, model, optimizer, gamma)
+        handle.syre = syre.attach(optimizer, model, gamma=g, sigma0=sigma0_spec(spec),
+                                  d_spread=cfg["d_spread"] if arm.d_spread is None else arm.d_spread, seed=seed)
     else:
-        raise ValueError(f"Invalid arm decay: {arm.decay!r}; expected 'none', 'wd', 'syre' or 'l2init'")
+        _apply_l2init(handle, optimizer, g)
     return handle
 
 
@@ -270,14 +328,22 @@ def dropout_rate(arm: Arm, cfg: Optional[Dict[str, Any]] = None) -> float:
     return float(cfg["dropout"]) if arm.dropout else 0.0
 
 
-def _apply_l2init(handle: ArmHandle, model: nn.Module, optimizer: torch.optim.Optimizer, gamma: float) -> None:
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    inits = [p.detach().clone() for p in params]
-    groups = [[(p, t) for p, t in zip(params, inits) if any(p is q for q in g["params"])] for g in optimizer.param_groups]
+@torch.no_grad()
+def perturb_(params: Sequence[torch.Tensor], stds: Sequence[float], scale: float, seed: int) -> None:
+    """Add N(0, (scale * std)^2) noise to each of ``params`` (the perturbed-start control), seeded."""
+    if not scale >= 0:
+        raise ValueError(f"Invalid perturb_scale: {scale!r}; expected a number >= 0")
+    gen = torch.Generator().manual_seed(70_000 + seed)
+    for p, s in zip(params, stds):
+        p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype), alpha=scale * s)
+
+
+def _apply_l2init(handle: ArmHandle, optimizer: torch.optim.Optimizer, gamma: float) -> None:
+    inits = [[(p, p.detach().clone()) for p in g["params"]] for g in optimizer.param_groups]
 
     @torch.no_grad()
     def pre_step(opt, args, kwargs):
-        for group, pairs in zip(opt.param_groups, groups):
+        for group, pairs in zip(opt.param_groups, inits):
             live = [(p, t) for p, t in pairs if p.grad is not None]
             if live:
                 F.decay_([p for p, _ in live], [t for _, t in live], [None] * len(live), weight=float(group["lr"]) * gamma)
@@ -290,16 +356,12 @@ def _apply_wfix(handle: ArmHandle, model: nn.Module, optimizer: torch.optim.Opti
     if not 0.0 < frac <= 1.0:
         raise ValueError(f"Invalid wfix_frac: {frac!r}; expected 0 < wfix_frac <= 1")
     gen = torch.Generator().manual_seed(10_000 + seed)
-    for info in _weight_params(model):
-        p = info.param
-        rows = p.shape[0]
-        fan_in = p[0].numel()
+    for p in (p for p in model.parameters() if p.dim() >= 2 and p.requires_grad):
+        rows, fan_in = p.shape[0], p[0].numel()
         k = max(1, int(round(frac * fan_in)))
-        scores = torch.rand(rows, fan_in, generator=gen)
-        idx = scores.argsort(dim=1)[:, :k]
+        idx = torch.rand(rows, fan_in, generator=gen).argsort(dim=1)[:, :k]
         mask = torch.zeros(rows, fan_in, dtype=torch.bool).scatter_(1, idx, True).view_as(p)
-        std = float(cfg["wfix_scale"]) / math.sqrt(fan_in)
-        values = (torch.randn(p.shape, generator=gen, dtype=torch.float64) * std).to(p.dtype)
+        values = (torch.randn(p.shape, generator=gen, dtype=torch.float64) * (float(cfg["wfix_scale"]) / math.sqrt(fan_in))).to(p.dtype)
         with torch.no_grad():
             p[mask] = values[mask]
         handle.frozen.append((p, mask, values))

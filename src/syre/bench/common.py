@@ -3,6 +3,11 @@
 Every trial draws its randomness from explicit generators seeded by the trial's seed, and runs
 inside ``trial_rng(seed)`` (a forked global RNG) so that dropout masks are reproducible too
 without touching the caller's global RNG.
+
+``dataset(..., split="val")`` replaces the test images by a validation split: images of the
+training pool that no trial trains on (the next ``n_test`` images of the same seeded draw for
+Fashion-MNIST; for digits, the last quarter of the training part, which is then not trained on).
+Tuning scores on it, so the test images play no part in any choice.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from torch import nn
 from syre.data import Split, digits, fashion_mnist
 
 __all__ = [
+    "tuned_cells",
     "accuracy",
     "dataset",
     "hidden_features",
@@ -28,17 +34,42 @@ __all__ = [
 _CACHE: Dict[tuple, Split] = {}
 
 
-def dataset(name: str, **kwargs) -> Split:
-    """``"fashion"`` (``syre.data.fashion_mnist(**kwargs)``) or ``"digits"``, cached per process."""
-    key = (name, tuple(sorted(kwargs.items())))
+def dataset(name: str, split: str = "test", **kwargs) -> Split:
+    """``"fashion"`` (``syre.data.fashion_mnist(**kwargs)``) or ``"digits"``, cached per process.
+
+    ``split``: ``"test"`` (the test images) or ``"val"`` (a validation split, see the module docstring).
+    """
+    if split not in ("test", "val"):
+        raise ValueError(f"Invalid eval_split: {split!r}; expected 'test' or 'val'")
+    key = (name, split, tuple(sorted(kwargs.items())))
     if key not in _CACHE:
         if name == "fashion":
-            _CACHE[key] = fashion_mnist(**kwargs)
+            if split == "test":
+                _CACHE[key] = fashion_mnist(**kwargs)
+            else:
+                n_train, n_val = kwargs["n_train"], kwargs["n_test"]
+                pool = fashion_mnist(**{**kwargs, "n_train": n_train + n_val})
+                _CACHE[key] = Split(pool.x_train[:n_train], pool.y_train[:n_train], pool.x_train[n_train:], pool.y_train[n_train:])
         elif name == "digits":
-            _CACHE[key] = digits(**kwargs)
+            d = digits(**kwargs)
+            if split == "val":
+                k = len(d.x_train) * 3 // 4
+                d = Split(d.x_train[:k], d.y_train[:k], d.x_train[k:], d.y_train[k:])
+            _CACHE[key] = d
         else:
             raise ValueError(f"Invalid dataset: {name!r}; expected 'fashion' or 'digits'")
     return _CACHE[key]
+
+
+def tuned_cells(tuning) -> list:
+    """The evaluation cells of the tuned arms of ``tuning``: ``<arm>@tuned`` and ``<arm>@<source>-gamma`` per context."""
+    from .protocol import Cell
+
+    out = []
+    for context in tuning.contexts:
+        out += [Cell(f"{a}@tuned", tuple(context)) for a in tuning.arms]
+        out += [Cell(f"{a}@{src}-gamma", tuple(context)) for a, src in tuning.also]
+    return out
 
 
 @contextlib.contextmanager

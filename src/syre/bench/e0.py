@@ -29,9 +29,10 @@ from torch import nn
 
 import syre
 
-from . import stats
+from . import fmt
+from .arms import Arm
+from .protocol import Design, Test, cell
 from .registry import Experiment
-from .runner import md_cell
 
 CLAIM = (
     "At a mirror vanilla gradients vanish in the mirror's directions while syre's equal -2 gamma P theta0; "
@@ -300,89 +301,95 @@ def _absolute(spec) -> float:
     return value
 
 
-def run(ctx) -> Dict[str, Any]:
-    cfg = dict(ctx.config)
-    cfg["sigma0"] = _absolute(cfg["sigma0"])
-    checks = (check_escape, check_asymmetry, check_scaling, check_ridge, check_trap)
-    ctx.progress(len(ctx.seeds) * len(checks))
-    what: Dict[str, str] = {}
-    for seed in ctx.seeds:
-        for check in checks:
-            res = check(seed, cfg)
-            for r in res if isinstance(res, list) else [res]:
-                r = dict(r)
-                what[r["arm"]] = r.pop("what")
-                ctx.record(r.pop("arm"), seed, **r)
-            ctx.step(f"seed {seed} {check.__name__}")
+CHECKS = {"escape": check_escape, "asymmetry": check_asymmetry, "scaling": check_scaling, "ridge": check_ridge, "trap": check_trap}
 
-    def vals(arm, metric="error"):
-        return ctx.values(arm, metric)
 
+def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
+    """Run the check group ``arm.name`` (one of ``CHECKS``) at ``seed``; metrics ``<check>.<measured|predicted|error|...>``."""
+    if arm.name not in CHECKS:
+        raise ValueError(f"Invalid e0 check: {arm.name!r}; expected one of {sorted(CHECKS)}")
+    cfg = {**cfg, "sigma0": _absolute(cfg["sigma0"])}
+    res = CHECKS[arm.name](seed, cfg)
+    out: Dict[str, Any] = {}
+    for r in res if isinstance(res, list) else [res]:
+        r = dict(r)
+        name = r.pop("arm")
+        for k, v in r.items():
+            if v is not None:
+                out[f"{name}.{k}"] = v
+    return out
+
+
+def design(cfg: Dict[str, Any]) -> Design:
+    _absolute(cfg["sigma0"])
+    arms = [Arm(n, f"check: {n}", decay="none") for n in CHECKS]
     tol = cfg["rel_tol"]
+    b = lambda name, arm, metric, **kw: Test(name, metric, cell(arm), kind="bound", **kw)  # noqa: E731
     tests = [
-        stats.within("vanilla P grad = 0 (to round-off)", vals("escape_vanilla"), metric="||P grad|| / ||grad||", high=tol,
-                     arm="escape_vanilla"),
-        stats.within("syre P grad = -2 gamma P theta0", vals("escape_syre"), metric="relative error", high=tol, arm="escape_syre"),
-        stats.within("AR P grad = 2 gamma P D (phi - theta0)", vals("escape_ar"), metric="relative error", high=tol, arm="escape_ar"),
-        stats.within("asymmetry identity", vals("asymmetry"), metric="relative error", high=1e-6, arm="asymmetry"),
+        b("vanilla P grad = 0 (to round-off)", "escape", "escape_vanilla.error", direction="less", threshold=tol, role="sanity",
+          why="at a point on a mirror of an exact reflection symmetry the gradient has no component in P, whatever the code"),
+        b("syre P grad = -2 gamma P theta0", "escape", "escape_syre.error", direction="less", threshold=tol),
+        b("AR P grad = 2 gamma P D (phi - theta0)", "escape", "escape_ar.error", direction="less", threshold=tol),
+        b("asymmetry identity", "asymmetry", "asymmetry.error", direction="less", threshold=1e-6),
     ]
-    # scaling: the mean over seeds within 4 standard errors of the finite-N prediction
-    for n in cfg["scaling_n"]:
-        arm = f"scaling_N{n}"
-        m = np.array(vals(arm, "measured"))
-        se = float(np.sqrt(np.sum(np.array(vals(arm, "stderr")) ** 2))) / len(m)
-        pred = expected_min_abs(n)
-        z = abs(float(m.mean()) - pred) / se
-        tests.append(stats.within(f"sigma0/N scaling, N = {n}", [z], metric="|mean - prediction| / standard error", high=4.0, arm=arm))
+    tests += [b(f"sigma0/N scaling, N = {n} (within 4 standard errors)", "scaling", f"scaling_N{n}.error", direction="less",
+                threshold=4.0) for n in cfg["scaling_n"]]
     tests += [
-        stats.within("ridge GD (Penalty) = closed form", vals("ridge_coupled"), metric="relative error", high=1e-8, arm="ridge_coupled"),
-        stats.within("ridge GD (attach, 2 gamma) = closed form", vals("ridge_attach"), metric="relative error", high=1e-8, arm="ridge_attach"),
-        stats.within("ridge shift from plain ridge = gamma A^-1 theta0 (all sigma0)",
-                     vals("ridge_shift_s0.01") + vals("ridge_shift_s0.1") + vals("ridge_shift_s1"), metric="relative error",
-                     high=1e-6, arm="ridge_shift"),
-        stats.within("basic syre stays on the rotation mirror", vals("trap_syre", "measured"), metric="max |n^T W1|, |W2 n|",
-                     high=cfg["trap_stay"], arm="trap_syre"),
-        stats.within("AR leaves the rotation mirror", vals("trap_ar", "measured"), metric="max |n^T W1|, |W2 n|",
-                     low=cfg["trap_escape"], arm="trap_ar"),
+        b("ridge GD (Penalty) = closed form", "ridge", "ridge_coupled.error", direction="less", threshold=1e-8),
+        b("ridge GD (attach, 2 gamma) = closed form", "ridge", "ridge_attach.error", direction="less", threshold=1e-8),
+    ] + [b(f"ridge shift from plain ridge = gamma A^-1 theta0 (sigma0 x {s:g})", "ridge", f"ridge_shift_s{s:g}.error",
+           direction="less", threshold=1e-6) for s in (0.01, 0.1, 1.0)]
+    tests += [
+        b("basic syre stays on the rotation mirror", "trap", "trap_syre.measured", direction="less", threshold=cfg["trap_stay"],
+          role="sanity", why="the mirror is chosen orthogonal to the anchors, so neither the loss gradient nor basic syre's pull "
+          "toward theta0 has a component off it"),
+        b("AR leaves the rotation mirror", "trap", "trap_ar.measured", threshold=cfg["trap_escape"]),
     ]
-    # the table: measured beside predicted (mean over seeds)
-    rows = ["## Measured beside predicted", "", "| check | measured (mean) | predicted (mean) | error (max over seeds) |", "|---|---|---|---|"]
-    lines = []
-    for arm, text in what.items():
-        meas = np.mean(vals(arm, "measured"))
-        p = [v for v in vals(arm, "predicted")]
-        pred = f"{np.mean(p):.6g}" if p else "(escape: > 0)"
-        e = vals(arm, "error")
-        err = f"{max(e):.2g}" if e else "-"
-        rows.append(f"| {md_cell(text)} | {meas:.6g} | {pred} | {err} |")
-        lines.append(f"{arm:22s} measured {meas:12.6g}  predicted {pred:>14s}  error {err}")
-    for ln in lines:
-        ctx.log(ln)
-    shift = [np.mean(vals(f"ridge_shift_s{s:g}", "measured")) for s in (0.01, 0.1, 1.0)]
-    sf = {k: np.mean(vals(f"signflip_k{k}", "measured")) for k in cfg["scaling_n"]}
+    return Design(arms=arms, cells=[cell(n) for n in CHECKS], tests=tests, notes=[
+        "vanilla P grad is 0 in exact arithmetic; in float64 the BLAS kernels sum the two equal units' gradients in different "
+        "orders, leaving round-off of order 1e-18 (the measured value is shown).",
+        "sigma0 here is absolute (float64 checks hold at any scale); the Monte Carlo checks use syre's own Philox anchors as the "
+        "random theta0. Gamma convention here: coupled (paper), l(phi) + gamma ||phi - theta0||_D^2 via syre.Penalty; the attach "
+        "checks use the decoupled syre.attach with gamma_attach = 2 gamma on plain SGD.",
+        "These checks test the library against the paper's equations: they fail when the implementation is wrong. Power does not "
+        "apply (deterministic up to round-off and Monte Carlo error)."])
+
+
+def _vals(ctx, metric):
+    group = metric.split("_")[0].split(".")[0]
+    group = {"signflip": "scaling", "escape": "escape", "asymmetry": "asymmetry", "scaling": "scaling", "ridge": "ridge",
+             "trap": "trap"}[group]
+    return ctx.values(group, metric)
+
+
+def report(ctx) -> Dict[str, Any]:
+    cfg = ctx.config
+    rows = []
+    firsts = {}
+    for r in ctx.records:
+        for k, v in r.items():
+            if k.endswith(".what"):
+                firsts.setdefault(k[: -len(".what")], v)
+    for name, what in firsts.items():
+        meas = _vals(ctx, f"{name}.measured")
+        pred = _vals(ctx, f"{name}.predicted")
+        err = _vals(ctx, f"{name}.error")
+        rows.append([what, fmt.num(np.mean(meas), 6), fmt.num(np.mean(pred), 6) if pred else "(escape: > 0)",
+                     fmt.num(max(err), 2) if err else "-"])
+    shift = [np.mean(_vals(ctx, f"ridge_shift_s{s:g}.measured")) for s in (0.01, 0.1, 1.0)]
+    sf = {k: np.mean(_vals(ctx, f"signflip_k{k}.measured")) for k in cfg["scaling_n"]}
+    passed = sum(1 for t in ctx.tests if t["passed"])
     findings = {
-        "headline": (f"all {len(tests)} checks within tolerance" if stats.all_passed(tests) else "some checks failed")
-        + f"; trap: basic {np.mean(vals('trap_syre', 'measured')):.1e}, AR {np.mean(vals('trap_ar', 'measured')):.1e}",
-        "ridge shift vs sigma0 (x0.01, x0.1, x1)": ", ".join(f"{s:.3g}" for s in shift) + " (linear in sigma0: vanishes as sigma0 -> 0)",
-        "sign flips": "E[min_i ||P_i theta0||] * sqrt(k) / sigma0 = "
-        + ", ".join(f"{v:.3f} (k={k})" for k, v in sf.items())
+        "headline": f"{passed}/{len(ctx.tests)} checks within tolerance; rotation trap: basic "
+                    f"{fmt.num(np.mean(_vals(ctx, 'trap_syre.measured')), 2)}, AR {fmt.num(np.mean(_vals(ctx, 'trap_ar.measured')), 2)}",
+        "ridge shift vs sigma0 (x0.01, x0.1, x1)": ", ".join(fmt.num(v) for v in shift) + " (linear in sigma0: vanishes as sigma0 -> 0)",
+        "sign flips": "E[min_i ||P_i theta0||] * sqrt(k) / sigma0 = " + ", ".join(f"{fmt.num(v, 4)} (k={k})" for k, v in sf.items())
         + f" vs sqrt(pi/2) = {math.sqrt(math.pi / 2):.4f}: for k independent sign-flip (rank-2) mirrors the weakest escape force "
         "scales like sigma0 / sqrt(k), not sigma0 / k",
     }
-    _plot(ctx, cfg, vals)
-    return {
-        "tests": tests,
-        "rule": "every measured value agrees with its prediction within the stated tolerance (exact checks: "
-        f"relative error <= {tol:g}; Monte Carlo means: within 4 standard errors)",
-        "findings": findings,
-        "tables": ["\n".join(rows) + "\n"],
-        "gamma_convention": "coupled (paper): l(phi) + gamma ||phi - theta0||_D^2 via syre.Penalty, gradient 2 gamma D (phi - theta0); "
-        "the attach checks use the decoupled syre.attach with gamma_attach = 2 gamma on plain SGD",
-        "notes": ["vanilla P grad is 0 in exact arithmetic; in float64 the BLAS kernels sum the two equal units' "
-                  "gradients in different orders, leaving round-off of order 1e-18 (the measured value is shown).",
-                  "sigma0 here is absolute (float64 checks hold at any scale); "
-                  "the Monte Carlo checks use syre's own Philox anchors as the random theta0."],
-    }
+    _plot(ctx, cfg, lambda arm, metric="error": _vals(ctx, f"{arm}.{metric}"))
+    return {"findings": findings, "tables": ["## Measured beside predicted\n\n" + fmt.md_table(
+        ["check", "measured (mean)", "predicted (mean)", "error (max over seeds)"], rows)]}
 
 
 def _plot(ctx, cfg, vals) -> None:
@@ -407,13 +414,6 @@ def _plot(ctx, cfg, vals) -> None:
     ctx.save(fig, "e0_checks")
 
 
-EXPERIMENT = Experiment(
-    id="e0",
-    title="theorem checks (escape force, asymmetry, sigma0/N, ridge, rotation trap)",
-    claim=CLAIM,
-    run=run,
-    defaults={**DEFAULTS, "d_spread": 0.1},
-    quick=QUICK,
-    seeds=5,
-    quick_seeds=2,
-)
+EXPERIMENT = Experiment(id="e0", title="theorem checks (escape force, asymmetry, sigma0/N, ridge, rotation trap)", claim=CLAIM,
+                        trial=trial, design=design, report=report, defaults={**DEFAULTS, "d_spread": 0.1}, quick=QUICK, n_min=5,
+                        n_max=5)

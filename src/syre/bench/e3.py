@@ -5,20 +5,22 @@ Each coordinate i has the sign-flip mirror ``(u_i, w_i) -> (-u_i, -w_i)``; its f
 coordinate started dead stays dead whatever its information, and weight decay pulls toward it.
 
 Data: ``x ~ N(0, I_d)``, ``y = sum_i beta_i x_i + noise`` with every ``|beta_i|`` in
-``[beta_min, beta_max]``, all above the weight-decay threshold ``gamma / 2`` (below it the
-optimum of ``(beta - p)^2`` plus decay is the mirror itself, ``p = u w = 0``). The first
-``n_dead`` coordinates start dead (``u_i = w_i = 0``), the others at ``N(0, init_std^2)``.
-Full-batch gradient descent, decoupled decay.
+``[beta_min, beta_max]``, all above the weight-decay threshold ``gamma / 2`` for every gamma of the
+tuning grid. The first ``n_dead`` coordinates start dead, the others at ``N(0, init_std^2)``.
+Full-batch gradient descent, decoupled decay. Data are drawn per seed.
 
-Arms: no decay; weight decay (the paper's "vanilla"); W-fix + weight decay; syre (default
-sigma0, AR, and sigma0 = the init std); L2-Init is not run (a dead start is its own anchor).
-W-fix here: the model has one incoming weight per unit, so Lim et al.'s per-unit subset is
-taken over the whole parameter vector: a random fraction ``wfix_frac`` of the entries of ``u``
-and of ``w`` is frozen at ``N(0, init_std^2)`` constants.
+Arms: no decay; weight decay (the paper's "vanilla"); W-fix + weight decay; the **perturbed start**
+(N(0, (perturb_scale x init_std)^2) noise on every coordinate, then weight decay: a started-dead
+coordinate with any noise is on a saddle, not on the mirror); syre at the library default (u and w
+are 1-D parameters without a fan-in: 0.01 absolute), AR, and ``syre_abs0.5`` (the init std of the
+live coordinates). W-fix: the model has one incoming weight per unit, so the per-unit subset of
+Lim et al. is taken over the whole vector: a random share ``wfix_frac`` of the entries of ``u`` and
+of ``w`` is frozen at ``N(0, init_std^2)`` constants; it revives exactly the started-dead
+coordinates with a frozen entry (a sanity check).
 
-Metrics: ``dead_started_dead`` (started-dead coordinates whose ``|u_i w_i| < dead_tol``),
-``dead`` (all coordinates), ``excess_risk`` ``= sum_i (beta_i - u_i w_i)^2`` (the population
-test MSE minus the noise).
+Metrics: ``dead_started_dead`` (started-dead coordinates with ``|u_i w_i| < dead_tol``),
+``unfrozen_dead_start`` (started-dead coordinates with no frozen entry: W-fix only), ``dead``,
+``excess_risk`` ``= sum_i (beta_i - u_i w_i)^2`` (population test MSE minus the noise).
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import stats
-from .arms import ARM_DEFAULTS, ArmHandle, apply_arm, arms as get_arms
+from . import fmt
+from .arms import ARM_DEFAULTS, ArmHandle, apply_arm, arms as get_arms, perturb_
+from .common import tuned_cells
+from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
 
 CLAIM = ("In f = sum_i u_i w_i x_i trained with weight decay, informative coefficients started dead stay dead under vanilla "
@@ -37,8 +41,10 @@ CLAIM = ("In f = sum_i u_i w_i x_i trained with weight decay, informative coeffi
 
 DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
-    "sigma0_big": "abs:0.5",
-    "arms": ["none", "wd", "wfix", "syre", "syre_ar", "syre_big"],
+    "arms": ["none", "wd", "wfix", "perturb", "syre", "syre_ar", "syre_abs0.5"],
+    "tune_arms": ["wd", "wfix", "perturb", "syre", "syre_ar"],
+    "tune_gammas": [0.01, 0.03, 0.1, 0.3],
+    "tune_sigma0s": ["lecun", "abs:0.1", "abs:0.5"],
     "d": 20,
     "n_dead": 10,
     "n_train": 500,
@@ -51,7 +57,8 @@ DEFAULTS: Dict[str, Any] = {
     "steps": 3000,
     "dead_tol": 1e-3,
 }
-QUICK = {"steps": 400, "arms": ["wd", "wfix", "syre"]}
+QUICK = {"steps": 400, "arms": ["none", "wd", "wfix", "perturb", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [0.03, 0.1],
+         "tune_sigma0s": ["lecun"]}
 
 
 class Diagonal(nn.Module):
@@ -98,11 +105,15 @@ def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
         model.w.copy_(torch.randn(d, generator=g) * cfg["init_std"])
         model.u[:k] = 0.0
         model.w[:k] = 0.0
+    if arm.perturb:
+        perturb_([model.u, model.w], [cfg["init_std"]] * 2, float(cfg["perturb_scale"]), seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
-    wfix_arm = arm.wfix
-    handle = apply_arm(arm.with_name(arm.name, wfix=False) if wfix_arm else arm, model, opt, gamma=cfg["gamma"], seed=seed, cfg=cfg)
-    if wfix_arm:
+    handle = apply_arm(arm.with_name(arm.name, wfix=False) if arm.wfix else arm, model, opt, seed=seed, cfg=cfg)
+    unfrozen = k
+    if arm.wfix:
         _wfix(handle, model, opt, cfg, seed)
+        frozen_any = handle.frozen[0][1] | handle.frozen[1][1]
+        unfrozen = int((~frozen_any[:k]).sum())
     for _ in range(cfg["steps"]):
         opt.zero_grad(set_to_none=True)
         ((model(x) - y) ** 2).mean().backward()
@@ -115,59 +126,61 @@ def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
             "dead": int(dead.sum()),
             "excess_risk": float(((beta - prod) ** 2).sum()),
             "excess_risk_started_dead": float(((beta - prod)[:k] ** 2).sum()),
+            "unfrozen_dead_start": unfrozen,
         }
 
 
-def run(ctx) -> Dict[str, Any]:
-    cfg = ctx.config
-    if cfg["beta_min"] <= cfg["gamma"] / 2:
-        ctx.log(f"note: beta_min {cfg['beta_min']:g} <= gamma/2 = {cfg['gamma'] / 2:g}: weight decay's optimum kills those coordinates")
+def design(cfg: Dict[str, Any]) -> Design:
+    if cfg["beta_min"] <= max(cfg["tune_gammas"] + [cfg["gamma"]]) / 2:
+        raise ValueError(f"Invalid beta_min: {cfg['beta_min']!r}; expected above gamma / 2 for every gamma tried (else weight "
+                         "decay's optimum kills those coordinates and the claim does not apply)")
     arm_list = get_arms(cfg["arms"])
-    ctx.run_grid(arm_list, trial)
     names = [a.name for a in arm_list]
+    tun = Tuning(metric="excess_risk", better="min", arms=tuple(a for a in cfg["tune_arms"] if a in names),
+                 gammas=tuple(cfg["tune_gammas"]), sigma0s=tuple(cfg["tune_sigma0s"]))
     k = cfg["n_dead"]
-    tests = []
-    ref = "wd" if "wd" in names else None
-    if ref:
-        tests.append(stats.within("weight decay: the started-dead coefficients stay dead", ctx.values("wd", "dead_started_dead"),
-                                  metric="dead_started_dead", low=k, arm="wd", min_n=stats.MIN_N))
-    if "wfix" in names and "syre" in names:
-        tests.append(stats.seedwise("W-fix leaves more dead coefficients than syre", ctx.values("wfix", "dead_started_dead"),
-                                    ctx.values("syre", "dead_started_dead"), metric="dead_started_dead", arms=["wfix", "syre"]))
-    if "syre" in names:
-        tests.append(stats.within("syre: no started-dead coefficient stays dead", ctx.values("syre", "dead_started_dead"),
-                                  metric="dead_started_dead", high=0, arm="syre", min_n=stats.MIN_N))
-        for other in [n for n in ("wd", "wfix") if n in names]:
-            tests.append(stats.compare(f"syre's excess risk below {other}'s", ctx.values("syre", "excess_risk"),
-                                       ctx.values(other, "excess_risk"), metric="excess_risk", arms=["syre", other], alternative="less"))
-    for other in ("syre_ar", "syre_big"):
-        if other in names:
-            tests.append(stats.secondary(stats.within(f"{other}: no started-dead coefficient stays dead",
-                                                      ctx.values(other, "dead_started_dead"), metric="dead_started_dead",
-                                                      high=0, arm=other, min_n=stats.MIN_N)))
-
-    def ms(arm, m):
-        dsc = stats.describe(ctx.values(arm, m))
-        return f"{dsc['mean']:.3g} ± {dsc['std']:.2g}"
-
-    _plot(ctx, arm_list)
-    return {
-        "tests": tests,
-        "rule": "weight decay keeps all started-dead coefficients dead and syre none (every seed), W-fix leaves more dead than syre "
-        "in every seed, and syre's excess risk is below weight decay's and W-fix's (one-sided paired t-tests, p < 0.05)",
-        "findings": {"headline": f"dead of {k} started dead: " + ", ".join(f"{a} {ms(a, 'dead_started_dead')}" for a in names)
-                     + "; excess risk: " + ", ".join(f"{a} {ms(a, 'excess_risk')}" for a in names)},
-        "notes": [f"d = {cfg['d']}, {k} started dead, |beta| in [{cfg['beta_min']:g}, {cfg['beta_max']:g}] (all above gamma/2 = "
-                  f"{cfg['gamma'] / 2:g}), full-batch GD lr {cfg['lr']:g}, {cfg['steps']} steps, gamma {cfg['gamma']:g} (decoupled); "
-                  f"dead: |u_i w_i| < {cfg['dead_tol']:g}.",
-                  "sigma0 of u and w (1-D parameters with no fan-in): the lecun preset gives the library's unit rule, 0.01 absolute; "
-                  f"syre_big uses {cfg['sigma0_big']} (the init std of the live coordinates)."],
-    }
+    why_dead = ("at u_i = w_i = 0 the loss gradient in (u_i, w_i) is exactly zero and the decay pulls toward 0: a started-dead "
+                "coordinate cannot move")
+    tests = [Test(f"{b}: the started-dead coefficients stay dead", "dead_started_dead", cell(b), kind="bound", threshold=k,
+                  role="sanity", why=why_dead) for b in ("none", "wd") if b in names]
+    if "wfix" in names:
+        tests.append(Test("W-fix: every started-dead coefficient without a frozen entry stays dead", "dead_started_dead",
+                          cell("wfix"), cell("wfix"), metric_b="unfrozen_dead_start", kind="bound", threshold=0.0, role="sanity",
+                          why="W-fix's frozen constants are the only thing that moves a dead coordinate off the mirror"))
+        tests.append(Test("W-fix leaves started-dead coefficients dead", "dead_started_dead", cell("wfix"), kind="bound",
+                          threshold=1, role="secondary"))
+    for arm in [n for n in names if n.startswith("syre") or n == "perturb"]:
+        tests.append(Test(f"{arm}: no started-dead coefficient stays dead", "dead_started_dead", cell(arm), kind="bound",
+                          direction="less", threshold=0, role="primary" if arm == "syre" else "secondary"))
+    for arm in [n for n in names if n.startswith("syre")]:
+        for ref in [r for r in ("wd", "wfix", "perturb") if r in names]:
+            tests.append(Test(f"{arm}: excess risk below {ref}'s", "excess_risk", cell(arm), cell(ref), direction="less",
+                              role="primary" if arm == "syre" else "secondary"))
+    for arm in [a for a in tun.arms if a.startswith("syre")]:
+        for ref in [r for r in ("wd", "wfix", "perturb") if r in tun.arms] + (["none"] if "none" in names else []):
+            b = cell("none") if ref == "none" else cell(f"{ref}@tuned")
+            tests.append(Test(f"tuned: {arm} excess risk below {ref}'s", "excess_risk", cell(f"{arm}@tuned"), b, direction="less",
+                              family="tuned", role="primary" if arm == "syre" else "secondary"))
+    return Design(arms=arm_list, cells=[cell(n) for n in names] + tuned_cells(tun), tests=tests, tuning=tun, notes=[
+        f"d = {cfg['d']}, {k} started dead, |beta| in [{cfg['beta_min']:g}, {cfg['beta_max']:g}], full-batch GD lr {cfg['lr']:g}, "
+        f"{cfg['steps']} steps, shared gamma {cfg['gamma']:g} (decoupled); dead: |u_i w_i| < {cfg['dead_tol']:g}; perturbed start: "
+        f"N(0, ({cfg['perturb_scale']:g} x {cfg['init_std']:g})^2).",
+        "sigma0 of u and w (1-D parameters with no fan-in): the library default gives its unit rule, 0.01 absolute."])
 
 
-def _plot(ctx, arm_list) -> None:
-    fig, axes = ctx.subplots(1, 2, figsize=(9, 3.4))
-    names = [a.name for a in arm_list]
+def report(ctx) -> Dict[str, Any]:
+    keys = [c.key for c in ctx.protocol.design.cells if c.key in ctx.arms]
+    metrics = ["dead_started_dead", "dead", "excess_risk"]
+    rows = [[k] + [fmt.ms(ctx.arms[k][m]) for m in metrics] for k in keys]
+    _plot(ctx, keys)
+    k = ctx.config["n_dead"]
+    return {"tables": ["## Arms\n\n" + fmt.md_table(["cell"] + metrics, rows)],
+            "findings": {"headline": f"dead of {k} started dead: " + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['dead_started_dead'])}" for a in keys)
+                         + "; excess risk: " + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['excess_risk'])}" for a in keys)}}
+
+
+def _plot(ctx, names) -> None:
+    fig, axes = ctx.subplots(1, 2, figsize=(10, 3.6))
     for ax, metric, label in ((axes[0], "dead_started_dead", f"dead of the {ctx.config['n_dead']} started dead"),
                               (axes[1], "excess_risk", "excess risk sum (beta - u w)^2")):
         vals = [ctx.values(n, metric) for n in names]
@@ -176,17 +189,12 @@ def _plot(ctx, arm_list) -> None:
         for i, v in enumerate(vals):
             ax.scatter([i] * len(v), v, color="k", s=8, zorder=3)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=20, fontsize=8)
+        ax.set_xticklabels(names, rotation=30, fontsize=7, ha="right")
         ax.set_ylabel(label)
     axes[1].set_yscale("log")
     ctx.save(fig, "e3_dead_coefficients")
 
 
-EXPERIMENT = Experiment(
-    id="e3",
-    title="dead coefficients of f = sum u_i w_i x_i: vanilla, W-fix, syre",
-    claim=CLAIM,
-    run=run,
-    defaults=DEFAULTS,
-    quick=QUICK,
-)
+EXPERIMENT = Experiment(id="e3", title="dead coefficients of f = sum u_i w_i x_i: vanilla, W-fix, perturbed start, syre", claim=CLAIM,
+                        trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="excess_risk", better="min",
+                        rank="dead_started_dead", n_min=5, n_max=12, selection=3)

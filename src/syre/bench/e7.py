@@ -23,9 +23,10 @@ Metrics per trial, on ``n_test`` test images (the paper's two measurements, at b
 * ``probe_proj`` / ``probe_backbone``: test accuracy of a linear probe (multinomial logistic
   regression on standardised features, L-BFGS, fitted on ``n_probe`` labelled training images).
 
-Arms: ``none``, ``wd``, ``syre`` (the configured sigma0), ``syre_10x`` (ten times it:
-``sigma0_10x = "auto"``, or any sigma0 spec) and ``syre_big`` (``sigma0_big``, the init std).
-The paper's table (CIFAR-100, ResNet-18): projector output 70% -> 0% near-zero eigenvalues,
+Arms: ``none``, ``wd``, ``syre`` (library default sigma0), ``syre_ar`` (AR: SimCLR's symmetry is a
+rotation of the embedding, which needs distinct D entries), ``l2init``, ``syre_0.3x`` and ``syre_3x``
+(other scales of the init std: the sigma0 curve of this experiment, under this protocol only), and
+the tuned arms. The paper's table (CIFAR-100, ResNet-18): projector output 70% -> 0% near-zero eigenvalues,
 probe 22.2% -> 32.5%, backbone output 46.8% unchanged.
 """
 from __future__ import annotations
@@ -40,9 +41,12 @@ from torch.nn import functional as F
 
 from syre.diagnostics.metrics import effective_rank, low_rank_fraction, singular_values
 
-from . import stats
-from .arms import ARM_DEFAULTS, ARMS, Arm, _parse, apply_arm, arms as get_arms, sigma0_label
-from .common import dataset, lecun_init_, trial_rng
+import syre
+
+from . import fmt, heldout
+from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms
+from .common import dataset, lecun_init_, trial_rng, tuned_cells
+from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
 
 CLAIM = ("In SimCLR, syre removes the collapse of the projector output (near-zero eigenvalues 70% -> 0%) and raises linear-probe "
@@ -52,9 +56,12 @@ PAPER = {"lowrank_proj": (0.70, 0.0), "probe": (0.222, 0.325), "lowrank_backbone
 
 DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
-    "sigma0_10x": "auto",
-    "arms": ["none", "wd", "syre", "syre_10x", "syre_big"],
+    "arms": ["none", "wd", "syre", "syre_ar", "l2init", "syre_0.3x", "syre_3x"],
     "gamma": 10.0,
+    "tune_arms": ["wd", "syre", "syre_ar", "l2init"],
+    "tune_gammas": [0.1, 1.0, 10.0],
+    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "noninferior_margin": 0.01,
     "steps": 400,
     "batch": 128,
     "lr": 1e-3,
@@ -73,7 +80,8 @@ DEFAULTS: Dict[str, Any] = {
     "noise": 0.1,
     "low_rank_threshold": 1e-3,
 }
-QUICK = {"arms": ["wd", "syre"], "steps": 20, "batch": 64, "n_train": 1000, "n_test": 300, "n_probe": 300, "probe_iters": 20}
+QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [1.0, 10.0], "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+         "steps": 20, "batch": 64, "n_train": 1000, "n_test": 300, "n_probe": 300, "probe_iters": 20}
 
 
 class SimCLRNet(nn.Module):
@@ -145,41 +153,22 @@ def linear_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Ten
         return float((lin(b).argmax(1) == y_test).float().mean())
 
 
-def scaled_sigma0(spec, factor: float):
-    """The sigma0 spec ``factor`` times ``spec`` (``"lecun"`` -> ``"lecun:<default scale * factor>"``, ...)."""
-    kind, preset, x = _parse(spec)
-    if kind == "rel":
-        return f"{preset}:{x * factor:g}"
-    return x * factor
-
-
-def _arm_list(cfg: Dict[str, Any]) -> List[Arm]:
-    ten = cfg["sigma0_10x"]
-    ten = scaled_sigma0(cfg["sigma0"], 10.0) if ten == "auto" else ten
-    sigma0_label(ten)  # validate
-    extra = {"syre_10x": Arm("syre_10x", f"syre (sigma0 {sigma0_label(ten)})", decay="syre", sigma0=ten, d_spread=0.0)}
-    out = []
-    for name in cfg["arms"]:
-        out.append(extra[name] if name in extra else get_arms([name])[0])
-    return out
-
-
 def _data(cfg):
-    return dataset("fashion", n_train=cfg["n_train"], n_test=cfg["n_test"], size=cfg["size"], flat=False)
+    return dataset("fashion", cfg["eval_split"], n_train=cfg["n_train"], n_test=cfg["n_test"], size=cfg["size"], flat=False)
 
 
-def trial(cfg: Dict[str, Any], arm, seed: int, keep: Dict[str, Any] = None) -> Dict[str, Any]:
+def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     """SimCLR with ``arm``; low-rank shares, effective ranks and linear-probe accuracy of both outputs."""
     with trial_rng(seed):  # module constructors draw from the global generator (their init is then overwritten)
-        return _trial(cfg, arm, seed, keep)
+        return _trial(cfg, arm, seed)
 
 
-def _trial(cfg: Dict[str, Any], arm, seed: int, keep: Dict[str, Any] = None) -> Dict[str, Any]:
+def _trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     data = _data(cfg)
     net = lecun_init_(SimCLRNet(cfg["channels"], cfg["proj_hidden"], cfg["proj_dim"]), torch.Generator().manual_seed(seed),
                       gain=math.sqrt(2.0))
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-    apply_arm(arm, net, opt, gamma=cfg["gamma"], seed=seed, cfg=cfg)
+    apply_arm(arm, net, opt, seed=seed, cfg=cfg)
     gen = torch.Generator().manual_seed(30_000 + seed)
     x = data.x_train
     loss = torch.tensor(float("nan"))
@@ -197,12 +186,12 @@ def _trial(cfg: Dict[str, Any], arm, seed: int, keep: Dict[str, Any] = None) -> 
         h_tr, z_tr = net(x[: cfg["n_probe"]])
     y_tr = data.y_train[: cfg["n_probe"]]
     thr = cfg["low_rank_threshold"]
-    if keep is not None:
-        for name, f in (("proj", z), ("backbone", h)):
-            s = singular_values(f, center=True)
-            ev = (s * s) / float((s * s)[0]) if float(s[0]) > 0 else s * 0
-            keep[name] = ev.tolist()
+    spectra = {}
+    for name, f in (("proj", z), ("backbone", h)):
+        sv = singular_values(f, center=True)
+        spectra[f"spectrum_{name}"] = ((sv * sv) / float((sv * sv)[0]) if float(sv[0]) > 0 else sv * 0).tolist()
     return {
+        **spectra,
         "lowrank_proj": low_rank_fraction(z, threshold=thr),
         "lowrank_backbone": low_rank_fraction(h, threshold=thr),
         "eff_rank_proj": effective_rank(z, center=True),
@@ -213,71 +202,57 @@ def _trial(cfg: Dict[str, Any], arm, seed: int, keep: Dict[str, Any] = None) -> 
     }
 
 
-def run(ctx) -> Dict[str, Any]:
-    cfg = ctx.config
-    arm_list = _arm_list(cfg)
-    _data(cfg)
-    spectra: Dict[str, Dict[str, Any]] = {}
-    ctx.progress(len(arm_list) * len(ctx.seeds))
-    for arm in arm_list:
-        for seed in ctx.seeds:
-            keep = {} if seed == ctx.seeds[0] else None
-            ctx.record(arm.name, seed, None, **trial(cfg, arm, seed, keep))
-            if keep:
-                spectra[arm.name] = keep
-            ctx.step(f"{arm.name} seed {seed}")
-
+def design(cfg: Dict[str, Any]) -> Design:
+    arm_list = get_arms(cfg["arms"])
     names = [a.name for a in arm_list]
-    v = ctx.values
-    tests: List[Dict[str, Any]] = []
-    if "wd" in names and "none" in names:
-        tests.append(stats.secondary(stats.compare("weight decay raises the projector's low-rank share", v("wd", "lowrank_proj"),
-                                                   v("none", "lowrank_proj"), metric="lowrank_proj", arms=["wd", "none"],
-                                                   alternative="greater")))
-    for arm in ("syre", "syre_10x", "syre_big"):
-        if arm not in names or "wd" not in names:
-            continue
-        wrap = (lambda t: t) if arm == "syre" else stats.secondary
-        tests.append(wrap(stats.compare(f"{arm}: projector low-rank share below weight decay's", v(arm, "lowrank_proj"),
-                                        v("wd", "lowrank_proj"), metric="lowrank_proj", arms=[arm, "wd"], alternative="less")))
-        tests.append(wrap(stats.compare(f"{arm}: projector probe accuracy above weight decay's", v(arm, "probe_proj"),
-                                        v("wd", "probe_proj"), metric="probe_proj", arms=[arm, "wd"], alternative="greater")))
-        tests.append(stats.secondary(stats.compare(f"{arm}: backbone probe accuracy above weight decay's", v(arm, "probe_backbone"),
-                                                   v("wd", "probe_backbone"), metric="probe_backbone", arms=[arm, "wd"],
-                                                   alternative="greater")))
-        tests.append(stats.secondary(stats.compare(f"{arm}: backbone low-rank share below weight decay's", v(arm, "lowrank_backbone"),
-                                                   v("wd", "lowrank_backbone"), metric="lowrank_backbone", arms=[arm, "wd"],
-                                                   alternative="less")))
+    tun = Tuning(metric="probe_proj", better="max", arms=tuple(a for a in cfg["tune_arms"] if a in names),
+                 gammas=tuple(cfg["tune_gammas"]), sigma0s=tuple(cfg["tune_sigma0s"]),
+                 also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
+    c = cell
+    tests: List[Test] = []
+    if "none" in names:
+        tests.append(Test("weight decay raises the projector's low-rank share", "lowrank_proj", c("wd"), c("none"), role="secondary"))
+    for arm in [n for n in names if n not in ("none", "wd")]:
+        role = "primary" if arm == "syre" else "secondary"
+        tests += [Test(f"{arm}: projector low-rank share below weight decay's", "lowrank_proj", c(arm), c("wd"), direction="less", role=role),
+                  Test(f"{arm}: projector effective rank above weight decay's", "eff_rank_proj", c(arm), c("wd"), role=role),
+                  Test(f"{arm}: projector probe accuracy above weight decay's", "probe_proj", c(arm), c("wd"), role=role),
+                  Test(f"{arm}: backbone probe accuracy above weight decay's", "probe_backbone", c(arm), c("wd"), role="secondary"),
+                  Test(f"{arm}: backbone probe accuracy below weight decay's", "probe_backbone", c(arm), c("wd"), direction="less",
+                       role="secondary"),
+                  Test(f"{arm}: backbone low-rank share below weight decay's", "lowrank_backbone", c(arm), c("wd"), direction="less",
+                       role="secondary")]
+    if "syre" in tun.arms:
+        for ref in [r for r in tun.arms if r != "syre"]:
+            tests.append(Test(f"tuned: syre's projector probe accuracy above {ref}'s", "probe_proj", c("syre@tuned"), c(f"{ref}@tuned"),
+                              family="tuned", role="primary" if ref == "wd" else "secondary"))
+            tests.append(Test(f"tuned: syre's backbone probe accuracy above {ref}'s", "probe_backbone", c("syre@tuned"),
+                              c(f"{ref}@tuned"), family="tuned", role="secondary"))
+        if "none" in names:
+            tests.append(Test("tuned: syre's projector probe accuracy above no decay's", "probe_proj", c("syre@tuned"), c("none"),
+                              family="tuned"))
+    tests += heldout.tests("SimCLR", lambda a: c(a), lambda n: c(n), perf="probe_proj", rank="eff_rank_proj", better="max",
+                           margin=cfg["noninferior_margin"], tuned_arms=tun.arms,
+                           scale_arms=[a for a in ("syre_0.3x", "syre_3x") if a in names])
+    return Design(arms=arm_list, cells=[c(n) for n in names] + tuned_cells(tun), tests=tests, tuning=tun, notes=[
+        f"backbone conv {cfg['channels']} + global average pooling ({cfg['channels'][-1]}-d), projector {cfg['channels'][-1]}-"
+        f"{cfg['proj_hidden']}-{cfg['proj_dim']}, no batch norm; NT-Xent tau {cfg['tau']:g}, batch {cfg['batch']} (x2 views), "
+        f"{cfg['steps']} Adam steps lr {cfg['lr']:g}, shared gamma {cfg['gamma']:g} (decoupled) on every parameter; {cfg['n_train']} "
+        f"unlabelled Fashion-MNIST images {cfg['size']}x{cfg['size']}.",
+        f"low-rank share: eigenvalues of the output covariance over {cfg['n_test']} test images below {cfg['low_rank_threshold']:g} x "
+        f"the largest; linear probe: logistic regression on {cfg['n_probe']} labelled training images, L-BFGS {cfg['probe_iters']} "
+        f"iterations, test accuracy on {cfg['n_test']} images.",
+        "Scale: the paper used ResNet-18 on CIFAR-100 (100 classes); this is a 3-layer CNN on Fashion-MNIST (10 classes), so compare "
+        "directions and relative sizes, not the numbers. The backbone probe is measured here only, under this protocol."])
 
-    def ms(arm, m, pct=True):
-        d = stats.describe(v(arm, m))
-        return f"{100 * d['mean']:.1f}% ± {100 * d['std']:.1f}" if pct else f"{d['mean']:.3g} ± {d['std']:.2g}"
 
-    findings = {"headline": "; ".join(f"{a}: projector low-rank {ms(a, 'lowrank_proj')}, probe {ms(a, 'probe_proj')}, backbone "
-                                      f"low-rank {ms(a, 'lowrank_backbone')}, probe {ms(a, 'probe_backbone')}" for a in names)}
-    table = _paper_table(ctx, names)
-    _plot(ctx, cfg, arm_list, spectra)
-    return {
-        "tests": tests,
-        "rule": "syre (the configured sigma0) has a lower share of near-zero eigenvalues of the projector output and a higher "
-        "projector linear-probe accuracy than weight decay (one-sided paired t-tests over seeds, p < 0.05); the 10x and "
-        "init-std sigma0, the backbone and weight decay vs no decay are reported (secondary)",
-        "findings": findings,
-        "tables": [table],
-        "notes": [
-            f"backbone conv {cfg['channels']} + global average pooling ({cfg['channels'][-1]}-d), projector "
-            f"{cfg['channels'][-1]}-{cfg['proj_hidden']}-{cfg['proj_dim']}, no batch norm; SimCLR NT-Xent tau {cfg['tau']:g}, batch "
-            f"{cfg['batch']} (x2 views), {cfg['steps']} Adam steps lr {cfg['lr']:g}, gamma {cfg['gamma']:g} (decoupled) on every "
-            f"parameter; {cfg['n_train']} unlabelled Fashion-MNIST images {cfg['size']}x{cfg['size']}.",
-            f"low-rank share: eigenvalues of the output covariance over {cfg['n_test']} test images below "
-            f"{cfg['low_rank_threshold']:g} x the largest; linear probe: logistic regression on {cfg['n_probe']} labelled training "
-            f"images, L-BFGS {cfg['probe_iters']} iterations, test accuracy on {cfg['n_test']} images.",
-            f"syre sigma0: {sigma0_label(cfg['sigma0'])}; syre_10x: "
-            f"{sigma0_label(_arm_list({**cfg, 'arms': ['syre_10x']})[0].sigma0)}; syre_big: {sigma0_label(cfg['sigma0_big'])}.",
-            "Scale: the paper used ResNet-18 on CIFAR-100 (100 classes, probe chance 1%); this is a 3-layer CNN on Fashion-MNIST "
-            "(10 classes, chance 10%), so compare directions and relative sizes, not the numbers.",
-        ],
-    }
+def report(ctx) -> Dict[str, Any]:
+    keys = [c.key for c in ctx.protocol.design.cells if c.key in ctx.arms]
+    _plot(ctx, ctx.config, keys)
+    head = "; ".join(f"{a}: projector low-rank {fmt.ms(ctx.arms[a]['lowrank_proj'], pct=True)}, probe "
+                     f"{fmt.ms(ctx.arms[a]['probe_proj'], pct=True)}, backbone probe {fmt.ms(ctx.arms[a]['probe_backbone'], pct=True)}"
+                     for a in keys)
+    return {"tables": [_paper_table(ctx, keys)], "findings": {"headline": head}}
 
 
 def _paper_table(ctx, names) -> str:
@@ -287,47 +262,44 @@ def _paper_table(ctx, names) -> str:
             f"{PAPER['lowrank_backbone'][0]:.1%} | - |",
             f"| paper, SimCLR + syre | {PAPER['lowrank_proj'][1]:.0%} | {PAPER['probe'][1]:.1%} | {PAPER['lowrank_backbone'][1]:.1%} | - |"]
     for n in names:
-        cells = []
-        for m in ("lowrank_proj", "probe_proj", "lowrank_backbone", "probe_backbone"):
-            d = stats.describe(ctx.values(n, m))
-            cells.append(f"{100 * d['mean']:.1f}% ± {100 * d['std']:.1f}")
-        rows.append(f"| ours, {n} | " + " | ".join(cells) + " |")
+        rows.append(f"| ours, {n} | " + " | ".join(fmt.ms(ctx.arms[n][m], pct=True) for m in
+                                                   ("lowrank_proj", "probe_proj", "lowrank_backbone", "probe_backbone")) + " |")
     return "\n".join(rows) + "\n"
 
 
-def _plot(ctx, cfg, arm_list, spectra) -> None:
-    fig, axes = ctx.subplots(1, 4, figsize=(16, 3.6))
-    for i, arm in enumerate(arm_list):
-        for ax, key in zip(axes[:2], ("proj", "backbone")):
-            ev = spectra.get(arm.name, {}).get(key)
-            if ev:
-                ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-12), color=f"C{i}", label=arm.label)
-    for ax, key in zip(axes[:2], ("projector output", "backbone output")):
+def _plot(ctx, cfg, names) -> None:
+    fig, axes = ctx.subplots(1, 4, figsize=(17, 3.8))
+    first = ctx.protocol.evaluation_seeds[0]
+    for i, key in enumerate(names):
+        rows = [r for r in ctx.records if _cell_key(r) == key and r["seed"] == first]
+        for ax, name in zip(axes[:2], ("proj", "backbone")):
+            if rows:
+                ev = rows[0][f"spectrum_{name}"]
+                ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-12), color=f"C{i % 10}", label=key)
+    for ax, title in zip(axes[:2], ("projector output", "backbone output")):
         ax.axhline(cfg["low_rank_threshold"], color="k", ls=":", lw=0.8)
-        ax.set_xlabel("eigenvalue index")
-        ax.set_ylabel("eigenvalue / largest (seed 0)")
-        ax.set_title(key, fontsize=9)
+        ax.set(xlabel="eigenvalue index", ylabel=f"eigenvalue / largest (seed {first})")
+        ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=6)
-    names = [a.name for a in arm_list]
     xs = np.arange(len(names))
     for ax, (a, b, label) in zip(axes[2:], (("lowrank_proj", "lowrank_backbone", "near-zero eigenvalue share"),
                                             ("probe_proj", "probe_backbone", "linear-probe accuracy"))):
         for j, (m, off, lab) in enumerate(((a, -0.2, "projector"), (b, 0.2, "backbone"))):
-            means = [np.mean(ctx.values(n, m)) for n in names]
-            stds = [np.std(ctx.values(n, m)) for n in names]
-            ax.bar(xs + off, means, width=0.4, yerr=stds, label=lab, color=f"C{j}", alpha=0.8)
+            ax.bar(xs + off, [ctx.arms[n][m]["mean"] for n in names], width=0.4, yerr=[ctx.arms[n][m]["std"] for n in names],
+                   label=lab, color=f"C{j}", alpha=0.8)
         ax.set_xticks(xs)
-        ax.set_xticklabels(names, rotation=20, fontsize=8)
+        ax.set_xticklabels(names, rotation=30, fontsize=7, ha="right")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     ctx.save(fig, "e7_simclr")
 
 
-EXPERIMENT = Experiment(
-    id="e7",
-    title="SimCLR on Fashion-MNIST: low-rank share and linear probe of projector and backbone",
-    claim=CLAIM,
-    run=run,
-    defaults=DEFAULTS,
-    quick=QUICK,
-)
+def _cell_key(r) -> str:
+    from .protocol import point_key
+
+    return point_key(r["arm"], r["point"])
+
+
+EXPERIMENT = Experiment(id="e7", title="SimCLR on Fashion-MNIST: low-rank share and linear probe of projector and backbone", claim=CLAIM,
+                        trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="probe_proj", better="max",
+                        rank="eff_rank_proj", n_min=5, n_max=6, selection=2, heldout=True)

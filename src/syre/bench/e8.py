@@ -6,8 +6,8 @@ fixed random permutation of the pixels, trained for ``epochs`` epochs on ``n_per
 drawn from a pool of ``n_train``; the permutations and the images of each task are a function of
 the seed only, shared by every arm. Adam, decoupled decay at ``gamma`` (the AdamW convention).
 
-Arms: ``none``, ``wd``, ``syre`` (the configured sigma0), ``syre_big`` (sigma0 = the init std),
-``l2init`` (L2-Init, Kumar et al. 2023: decay toward the initial weights) and ``sp`` (Shrink and
+Arms: ``none``, ``wd``, ``syre`` (library default sigma0), ``syre_ar`` (AR), ``syre_0.3x`` and
+``syre_3x`` (other scales), ``l2init`` (L2-Init, Kumar et al. 2023: decay toward the initial weights) and ``sp`` (Shrink and
 Perturb, Ash and Adams 2020, in the per-step form of Dohare et al. 2024: weight decay at
 ``gamma`` plus Gaussian noise of std ``sp_noise`` times each parameter's LeCun init std added
 after every step).
@@ -34,9 +34,12 @@ from torch import nn
 
 from syre.diagnostics.metrics import effective_rank
 
-from . import stats
-from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms, sigma0_label, sigma0_values
-from .common import accuracy, dataset, hidden_features, mlp, trial_rng
+import syre
+
+from . import fmt, heldout
+from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms, init_stds
+from .common import accuracy, dataset, hidden_features, mlp, trial_rng, tuned_cells
+from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
 
 CLAIM = ("In continual learning on permuted (Fashion-)MNIST, vanilla training loses effective rank and accuracy on new tasks "
@@ -44,8 +47,12 @@ CLAIM = ("In continual learning on permuted (Fashion-)MNIST, vanilla training lo
 
 DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
-    "arms": ["none", "wd", "syre", "syre_big", "l2init", "sp"],
+    "arms": ["none", "wd", "syre", "syre_ar", "l2init", "sp", "syre_0.3x", "syre_3x"],
     "gamma": 10.0,
+    "tune_arms": ["wd", "syre", "syre_ar", "l2init", "sp"],
+    "tune_gammas": [0.1, 1.0, 10.0],
+    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "noninferior_margin": 0.01,
     "sp_noise": 0.05,
     "tasks": 20,
     "epochs": 5,
@@ -61,10 +68,11 @@ DEFAULTS: Dict[str, Any] = {
     "keep_acc_margin": 0.01,
     "keep_rank_share": 0.9,
 }
-QUICK = {"arms": ["wd", "syre", "sp"], "tasks": 3, "epochs": 2, "n_per_task": 500, "n_train": 2000, "n_test": 500,
+QUICK = {"arms": ["none", "wd", "syre", "sp"], "tune_arms": ["wd", "syre"], "tune_gammas": [1.0, 10.0],
+         "tune_sigma0s": [syre.DEFAULT_SIGMA0], "tasks": 3, "epochs": 2, "n_per_task": 500, "n_train": 2000, "n_test": 500,
          "width": 64, "n_rank": 300, "last_tasks": 1}
 
-SP_ARM = Arm("sp", "Shrink and Perturb", decay="wd")
+SP_ARM = Arm("sp", "Shrink and Perturb", decay="wd", tag="sp")
 
 
 def _arm_list(cfg: Dict[str, Any]) -> List[Arm]:
@@ -72,7 +80,7 @@ def _arm_list(cfg: Dict[str, Any]) -> List[Arm]:
 
 
 def _data(cfg):
-    return dataset("fashion", n_train=cfg["n_train"], n_test=cfg["n_test"], size=cfg["size"])
+    return dataset("fashion", cfg["eval_split"], n_train=cfg["n_train"], n_test=cfg["n_test"], size=cfg["size"])
 
 
 def _check(cfg: Dict[str, Any]) -> None:
@@ -90,7 +98,7 @@ def _check(cfg: Dict[str, Any]) -> None:
 
 def _add_perturb(net: nn.Module, opt: torch.optim.Optimizer, noise: float, seed: int):
     """After every step add ``noise`` x init std Gaussian noise to every parameter (Shrink and Perturb)."""
-    stds = sigma0_values("rel:1.0", net)
+    stds = init_stds(net)
     names = {id(p): n for n, p in net.named_parameters()}
     pairs = [(p, noise * stds[names[id(p)]]) for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(40_000 + seed)
@@ -115,8 +123,8 @@ def _trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     d = data.x_train.shape[1]
     net = mlp(d, cfg["width"], 2, 10, seed=seed, gain=math.sqrt(2.0))
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-    apply_arm(arm, net, opt, gamma=cfg["gamma"], seed=seed, cfg=cfg)
-    if arm.name == "sp" and cfg["sp_noise"] > 0:
+    apply_arm(arm, net, opt, seed=seed, cfg=cfg)
+    if arm.tag == "sp" and cfg["sp_noise"] > 0:
         _add_perturb(net, opt, float(cfg["sp_noise"]), seed)
     tasks = torch.Generator().manual_seed(60_000 + seed)  # permutations and task images: the same for every arm
     order = torch.Generator().manual_seed(seed + 7919)
@@ -154,107 +162,86 @@ def _trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     }
 
 
-def run(ctx) -> Dict[str, Any]:
-    cfg = ctx.config
+def design(cfg: Dict[str, Any]) -> Design:
     _check(cfg)
     arm_list = _arm_list(cfg)
-    _data(cfg)
-    ctx.run_grid(arm_list, trial)
     names = [a.name for a in arm_list]
-    v = ctx.values
-    k = cfg["last_tasks"]
-    tests: List[Dict[str, Any]] = []
+    tun = Tuning(metric="acc_last", better="max", arms=tuple(a for a in cfg["tune_arms"] if a in names),
+                 gammas=tuple(cfg["tune_gammas"]), sigma0s=tuple(cfg["tune_sigma0s"]),
+                 also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
+    k, margin, share = cfg["last_tasks"], cfg["keep_acc_margin"], cfg["keep_rank_share"]
+    c = cell
+    tests: List[Test] = []
     for base in ("none", "wd"):
         if base in names:
-            tests.append(stats.secondary(stats.compare(f"{base} loses plasticity: accuracy on the last {k} tasks below tasks 2-{k + 1}",
-                                                       v(base, "acc_last"), v(base, "acc_first"), metric="accuracy",
-                                                       arms=[f"{base}, last {k} tasks", f"{base}, tasks 2-{k + 1}"],
-                                                       alternative="less")))
-            tests.append(stats.secondary(stats.compare(f"{base} loses feature rank: last task below the first",
-                                                       v(base, "eff_rank_last"), v(base, "eff_rank_first"),
-                                                       metric="eff_rank", arms=[f"{base}, last task", f"{base}, first task"],
-                                                       alternative="less")))
-    margin, share = cfg["keep_acc_margin"], cfg["keep_rank_share"]
-    for arm in ("syre", "syre_big", "l2init", "sp"):
-        if arm not in names:
-            continue
-        wrap = (lambda t: t) if arm == "syre" else stats.secondary
-        # "keeps accuracy and rank": no loss beyond the margin from the early tasks to the last ones
-        tests.append(wrap(stats.compare(f"{arm} keeps its accuracy: last {k} tasks not below tasks 2-{k + 1} by more than "
-                                        f"{margin:g}", v(arm, "acc_last"), v(arm, "acc_first"), metric="accuracy",
-                                        arms=[f"{arm}, last {k} tasks", f"{arm}, tasks 2-{k + 1}"], alternative="greater",
-                                        margin=-margin)))
-        first = np.array(v(arm, "eff_rank_first"), dtype=float)
-        last = np.array(v(arm, "eff_rank_last"), dtype=float)
-        tests.append(wrap(stats.within(f"{arm} keeps its feature rank: last task >= {share:g} x the first, every seed",
-                                       last / np.maximum(first, 1e-12), metric="eff_rank_last / eff_rank_first", low=share,
-                                       arm=arm, min_n=stats.MIN_N)))
-        if "wd" not in names:
-            continue
-        tests.append(wrap(stats.compare(f"{arm}: accuracy on the last {k} tasks above weight decay's", v(arm, "acc_last"),
-                                        v("wd", "acc_last"), metric="acc_last", arms=[arm, "wd"], alternative="greater")))
-        tests.append(wrap(stats.compare(f"{arm}: feature rank on the last task above weight decay's", v(arm, "eff_rank_last"),
-                                        v("wd", "eff_rank_last"), metric="eff_rank_last", arms=[arm, "wd"], alternative="greater")))
-    for arm in ("syre", "syre_big"):
-        if arm in names and "none" in names:
-            tests.append(stats.secondary(stats.compare(f"{arm}: accuracy on the last {k} tasks above no decay's", v(arm, "acc_last"),
-                                                       v("none", "acc_last"), metric="acc_last", arms=[arm, "none"],
-                                                       alternative="greater")))
+            tests += [Test(f"{base} loses plasticity: accuracy on the last {k} tasks below tasks 2-{k + 1}", "acc_last", c(base), c(base),
+                           metric_b="acc_first", direction="less", role="secondary"),
+                      Test(f"{base} loses feature rank: last task below the first", "eff_rank_last", c(base), c(base),
+                           metric_b="eff_rank_first", direction="less", role="secondary")]
+    for arm in [n for n in names if n not in ("none", "wd")]:
+        role = "primary" if arm == "syre" else "secondary"
+        tests += [Test(f"{arm} keeps its accuracy: last {k} tasks not below tasks 2-{k + 1} by more than {margin:g}", "acc_last", c(arm),
+                       c(arm), metric_b="acc_first", threshold=-margin, role=role),
+                  Test(f"{arm} keeps its feature rank: last task above {share:g} x the first", "eff_rank_last", c(arm), c(arm),
+                       metric_b="eff_rank_first", ratio=share, role=role),
+                  Test(f"{arm}: accuracy on the last {k} tasks above weight decay's", "acc_last", c(arm), c("wd"), role=role),
+                  Test(f"{arm}: feature rank on the last task above weight decay's", "eff_rank_last", c(arm), c("wd"), role=role)]
+    if "syre" in names and "none" in names:
+        tests.append(Test(f"syre: accuracy on the last {k} tasks above no decay's", "acc_last", c("syre"), c("none"), role="secondary"))
+    if "syre" in tun.arms:
+        for ref in [r for r in tun.arms if r != "syre"]:
+            tests.append(Test(f"tuned: syre's accuracy on the last {k} tasks above {ref}'s", "acc_last", c("syre@tuned"), c(f"{ref}@tuned"),
+                              family="tuned", role="primary" if ref == "wd" else "secondary"))
+        if "none" in names:
+            tests.append(Test(f"tuned: syre's accuracy on the last {k} tasks above no decay's", "acc_last", c("syre@tuned"), c("none"),
+                              family="tuned"))
+    tests += heldout.tests("permuted Fashion-MNIST", lambda a: c(a), lambda n: c(n), perf="acc_last", rank="eff_rank_last",
+                           better="max", margin=cfg["noninferior_margin"], tuned_arms=tun.arms,
+                           scale_arms=[a for a in ("syre_0.3x", "syre_3x") if a in names])
+    return Design(arms=arm_list, cells=[c(n) for n in names] + tuned_cells(tun), tests=tests, tuning=tun, notes=[
+        f"MLP {cfg['size'] ** 2}-{cfg['width']}-{cfg['width']}-10 (ReLU, shared head), Adam lr {cfg['lr']:g}, batch {cfg['batch']}, "
+        f"{cfg['epochs']} epochs per task on {cfg['n_per_task']} images; {cfg['tasks']} tasks (pixel permutations of Fashion-MNIST "
+        f"{cfg['size']}x{cfg['size']}); shared gamma {cfg['gamma']:g} (decoupled); Shrink and Perturb: weight decay plus N(0, "
+        f"({cfg['sp_noise']:g} x init std)^2) noise after every step; effective rank of the last hidden layer on {cfg['n_rank']} "
+        "test images of each task."])
 
-    def ms(arm, m, fmt=".3f"):
-        d = stats.describe(v(arm, m))
-        return f"{d['mean']:{fmt}} ± {d['std']:.2g}" if d["n"] else "-"
 
-    findings = {"headline": "; ".join(f"{a} acc tasks 2-{k + 1} {ms(a, 'acc_first')} -> last {k} {ms(a, 'acc_last')}, eff rank "
-                                      f"{ms(a, 'eff_rank_first', '.0f')} -> {ms(a, 'eff_rank_last', '.0f')}" for a in names)}
-    _plot(ctx, cfg, arm_list)
-    return {
-        "tests": tests,
-        "rule": f"syre (the configured sigma0) keeps its plasticity and its features: accuracy over the last {k} tasks not below "
-        f"tasks 2-{k + 1} by more than {margin:g} (one-sided paired non-inferiority t-test, p < 0.05) and effective rank of the "
-        f"last hidden layer on the last task >= {share:g} x the first task's in every seed; and it beats the weight-decay "
-        f"control: higher accuracy over the last {k} tasks and higher last-task effective rank (one-sided paired t-tests, "
-        "p < 0.05). No decay, the large sigma0, L2-Init and Shrink and Perturb are reported (secondary)",
-        "findings": findings,
-        "tables": [_table(ctx, cfg, names)],
-        "notes": [
-            f"MLP {cfg['size'] ** 2}-{cfg['width']}-{cfg['width']}-10 (ReLU, shared head), Adam lr {cfg['lr']:g}, batch {cfg['batch']}, "
-            f"{cfg['epochs']} epochs per task on {cfg['n_per_task']} images; {cfg['tasks']} tasks (pixel permutations of "
-            f"Fashion-MNIST {cfg['size']}x{cfg['size']}); gamma {cfg['gamma']:g} (decoupled) for every decaying arm.",
-            f"Shrink and Perturb: weight decay at gamma plus N(0, ({cfg['sp_noise']:g} x init std)^2) noise after every step.",
-            f"effective rank of the last hidden layer on {cfg['n_rank']} test images of each task.",
-            f"syre sigma0: {sigma0_label(cfg['sigma0'])}; syre_big: {sigma0_label(cfg['sigma0_big'])}.",
-        ],
-    }
+def report(ctx) -> Dict[str, Any]:
+    keys = [c.key for c in ctx.protocol.design.cells if c.key in ctx.arms]
+    k = ctx.config["last_tasks"]
+    metrics = ("acc_first", "acc_last", "eff_rank_first", "eff_rank_last", "dead_last")
+    rows = [[a] + [fmt.ms(ctx.arms[a][m]) for m in metrics] for a in keys]
+    _plot(ctx, ctx.config, keys)
+    head = "; ".join(f"{a} acc tasks 2-{k + 1} {fmt.num(ctx.arms[a]['acc_first']['mean'])} -> last {k} "
+                     f"{fmt.num(ctx.arms[a]['acc_last']['mean'])}, eff rank {fmt.num(ctx.arms[a]['eff_rank_first']['mean'])} -> "
+                     f"{fmt.num(ctx.arms[a]['eff_rank_last']['mean'])}" for a in keys)
+    return {"tables": ["## Cells\n\n" + fmt.md_table(["cell"] + list(metrics), rows), _table(ctx, ctx.config, keys)],
+            "findings": {"headline": head}}
 
 
 def _curves(ctx, arm: str, key: str) -> np.ndarray:
-    rows = sorted((r for r in ctx.records if r["arm"] == arm), key=lambda r: r["seed"])
+    rows = ctx.rows(cell(arm))
     return np.array([r[key] for r in rows], dtype=float)
 
 
 def _table(ctx, cfg, names: Sequence[str]) -> str:
-    rows = ["## Accuracy on each new task and effective rank of the features, task by task", "",
-            "| task | " + " | ".join(f"{n} acc | {n} eff rank" for n in names) + " |", "|---|" + "---|---|" * len(names)]
     data = {n: (_curves(ctx, n, "task_acc"), _curves(ctx, n, "task_eff_rank")) for n in names}
-    for t in range(int(cfg["tasks"])):
-        cells = [f"{data[n][0][:, t].mean():.3f} ± {data[n][0][:, t].std():.3f} | {data[n][1][:, t].mean():.1f} ± "
-                 f"{data[n][1][:, t].std():.1f}" for n in names]
-        rows.append(f"| {t + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+    rows = [[t + 1] + [v for n in names for v in (fmt.ms(data[n][0][:, t]), fmt.ms(data[n][1][:, t]))] for t in range(int(cfg["tasks"]))]
+    return ("## Accuracy on each new task and effective rank of the features, task by task\n\n"
+            + fmt.md_table(["task"] + [f"{n} {m}" for n in names for m in ("acc", "eff rank")], rows))
 
 
-def _plot(ctx, cfg, arm_list) -> None:
+def _plot(ctx, cfg, names) -> None:
     fig, axes = ctx.subplots(1, 3, figsize=(13, 3.5))
     tasks = np.arange(1, int(cfg["tasks"]) + 1)
-    for i, arm in enumerate(arm_list):
+    for i, name in enumerate(names):
         for ax, key in zip(axes, ("task_acc", "task_eff_rank", "task_dead")):
-            c = _curves(ctx, arm.name, key)
+            c = _curves(ctx, name, key)
             if c.size == 0:
                 continue
             m, s = c.mean(axis=0), c.std(axis=0)
-            ax.plot(tasks, m, marker="o", color=f"C{i}", label=arm.label)
-            ax.fill_between(tasks, m - s, m + s, color=f"C{i}", alpha=0.15)
+            ax.plot(tasks, m, marker="o", color=f"C{i % 10}", ls="-" if i < 10 else "--", label=name)
+            ax.fill_between(tasks, m - s, m + s, color=f"C{i % 10}", alpha=0.1)
     for ax, label in zip(axes, ("test accuracy on the new task", "effective rank (last hidden layer)", "dead units (share)")):
         ax.set_xlabel("task")
         ax.set_ylabel(label)
@@ -262,11 +249,6 @@ def _plot(ctx, cfg, arm_list) -> None:
     ctx.save(fig, "e8_permuted_fashion")
 
 
-EXPERIMENT = Experiment(
-    id="e8",
-    title="continual learning on permuted Fashion-MNIST: accuracy on new tasks and feature rank",
-    claim=CLAIM,
-    run=run,
-    defaults=DEFAULTS,
-    quick=QUICK,
-)
+EXPERIMENT = Experiment(id="e8", title="continual learning on permuted Fashion-MNIST: accuracy on new tasks and feature rank",
+                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="acc_last",
+                        better="max", rank="eff_rank_last", n_min=5, n_max=8, selection=2, heldout=True)

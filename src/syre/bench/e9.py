@@ -11,11 +11,14 @@ Two engines (``engine``), the same PPO hyperparameters (clipped surrogate, GAE, 
 and critic MLPs of two hidden layers of ``width`` units, Adam with eps 1e-5, gradient clipping,
 advantage normalisation, entropy bonus):
 
-* ``"sb3"`` (default): stable-baselines3's ``PPO("MlpPolicy", ...)`` on ``n_envs`` gymnasium
+* ``"torch"`` (default): a compact PPO written here (below); needs nothing beyond torch and numpy.
+* ``"sb3"``: stable-baselines3's ``PPO("MlpPolicy", ...)`` on ``n_envs`` gymnasium
   CartPole-v1 environments; syre is attached to its policy optimizer by one line
   (``apply_arm(arm, model.policy, model.policy.optimizer, ...)``, i.e. ``syre.attach``), so the
-  training loop is someone else's. Needs ``pip install 'torch-syre[sb3]'``.
-* ``"torch"``: a compact PPO written here, on a batch of CartPoles in numpy with the same
+  training loop is someone else's. Needs ``pip install 'torch-syre[sb3]'`` (the run stops with that
+  hint and the ``engine=torch`` alternative where it is missing).
+
+The built-in engine runs a batch of CartPoles in numpy with the same
   equations, thresholds, reward and 500-step limit (tested against gymnasium step by step). No
   dependency beyond torch and numpy. Differences: LeCun-normal init (sb3: orthogonal), and a
   truncated episode is treated as terminal (sb3 bootstraps it).
@@ -24,8 +27,8 @@ Measured on this machine with matched settings (16 environments x 64 steps, 8 ep
 minibatches), both run at about 4,500 environment steps per CPU second.
 
 Decay is decoupled (AdamW's convention) and applies to every parameter of actor and critic.
-Arms: ``none`` (PPO), ``wd`` (PPO + weight decay), ``syre`` (PPO + syre, the configured sigma0),
-``syre_big`` (PPO + syre, sigma0 = the init std).
+Arms: ``none`` (PPO), ``wd`` (PPO + weight decay), ``syre`` (PPO + syre, library default sigma0),
+``syre_ar`` (PPO + syre AR), and the tuned arms.
 
 Metrics per trial: per phase, the mean return of the episodes finished in the phase
 (``phase_return``), the mean return of those finished in the last quarter of the phase
@@ -47,9 +50,12 @@ from torch import nn
 
 from syre.diagnostics.metrics import effective_rank
 
-from . import stats
-from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms, sigma0_label
-from .common import lecun_init_, trial_rng
+import syre
+
+from . import fmt
+from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms
+from .common import lecun_init_, trial_rng, tuned_cells
+from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
 
 CLAIM = ("PPO on a task whose dynamics change periodically loses the rank of its features and its return; PPO + syre keeps "
@@ -57,9 +63,12 @@ CLAIM = ("PPO on a task whose dynamics change periodically loses the rank of its
 
 DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
-    "arms": ["none", "wd", "syre", "syre_big"],
-    "engine": "sb3",
+    "arms": ["none", "wd", "syre", "syre_ar"],
+    "engine": "torch",
     "gamma": 1.0,
+    "tune_arms": ["wd", "syre", "syre_ar"],
+    "tune_gammas": [0.01, 0.1, 1.0],
+    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
     "phases": 8,
     "phase_steps": 20480,
     "length_range": [0.25, 1.0],
@@ -80,7 +89,8 @@ DEFAULTS: Dict[str, Any] = {
     "activation": "relu",
     "last_phases": 2,
 }
-QUICK = {"arms": ["none", "syre"], "phases": 2, "phase_steps": 2048, "n_envs": 8, "epochs": 4, "last_phases": 1}
+QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [0.1, 1.0], "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+         "phases": 2, "phase_steps": 2048, "n_envs": 8, "epochs": 4, "last_phases": 1}
 
 
 # ----------------------------------------------------------------------------- the environment
@@ -226,7 +236,7 @@ def _trial_torch(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
         agent.actor_head.weight.mul_(0.01)
         agent.critic[-1].weight.mul_(0.1)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg["lr"], eps=1e-5)
-    apply_arm(arm, agent, opt, gamma=cfg["gamma"], seed=seed, cfg=cfg)  # the one added line
+    apply_arm(arm, agent, opt, seed=seed, cfg=cfg)  # the one added line
 
     env = CartPoles(n_envs, np.random.default_rng(seed))
     gen = torch.Generator().manual_seed(20_000 + seed)
@@ -340,7 +350,7 @@ def _trial_sb3(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
                         ent_coef=cfg["ent_coef"], vf_coef=cfg["vf_coef"], max_grad_norm=cfg["max_grad_norm"],
                         policy_kwargs={"net_arch": {"pi": [width, width], "vf": [width, width]}, "activation_fn": act},
                         seed=seed, device="cpu", verbose=0)
-            apply_arm(arm, model.policy, model.policy.optimizer, gamma=cfg["gamma"], seed=seed, cfg=cfg)  # the one added line
+            apply_arm(arm, model.policy, model.policy.optimizer, seed=seed, cfg=cfg)  # the one added line
             episodes = EpisodeReturns()
             phase_return, phase_final, phase_rank, phase_dead = [], [], [], []
             for k, physics in enumerate(physics_schedule(cfg, seed)):
@@ -376,101 +386,81 @@ def _set_physics(env, physics: Dict[str, float]) -> None:
 
 
 _ENGINES = {"sb3": "stable-baselines3 PPO on gymnasium CartPole-v1", "torch": "built-in PPO, CartPole-v1 physics in numpy"}
-_LABELS = {"none": "PPO", "wd": "PPO + weight decay", "syre": "PPO + syre", "syre_ar": "PPO + syre AR",
-           "syre_big": "PPO + syre (large sigma0)"}
 
 
-def run(ctx) -> Dict[str, Any]:
-    cfg = ctx.config
+def design(cfg: Dict[str, Any]) -> Design:
     _check(cfg)
-    arm_list = [a.with_name(a.name, _LABELS.get(a.name, f"PPO + {a.label}")) for a in get_arms(cfg["arms"])]
-    ctx.run_grid(arm_list, trial)
+    arm_list = get_arms(cfg["arms"])
     names = [a.name for a in arm_list]
+    tun = Tuning(metric="return_last", better="max", arms=tuple(a for a in cfg["tune_arms"] if a in names),
+                 gammas=tuple(cfg["tune_gammas"]), sigma0s=tuple(cfg["tune_sigma0s"]))
     k = cfg["last_phases"]
-    tests: List[Dict[str, Any]] = []
-    base = "none" if "none" in names else None
-    if base:
-        tests.append(stats.secondary(stats.compare(f"PPO loses return: last {k} phases below the first {k}",
-                                                   ctx.values(base, "return_last"), ctx.values(base, "return_first"),
-                                                   metric="return", arms=[f"none, last {k} phases", f"none, first {k} phases"],
-                                                   alternative="less")))
-        tests.append(stats.secondary(stats.compare("PPO loses feature rank: last phase below the first",
-                                                   ctx.values(base, "eff_rank_last"), ctx.values(base, "eff_rank_first"),
-                                                   metric="eff_rank", arms=["none, last phase", "none, first phase"],
-                                                   alternative="less")))
-        for arm in ("syre", "syre_big", "wd"):
-            if arm not in names:
-                continue
-            wrap = (lambda t: t) if arm == "syre" else stats.secondary
-            tests.append(wrap(stats.compare(f"{arm}: return over the last {k} phases above PPO's", ctx.values(arm, "return_last"),
-                                            ctx.values(base, "return_last"), metric="return_last", arms=[arm, "none"],
-                                            alternative="greater")))
-            tests.append(wrap(stats.compare(f"{arm}: feature rank in the last phase above PPO's", ctx.values(arm, "eff_rank_last"),
-                                            ctx.values(base, "eff_rank_last"), metric="eff_rank_last", arms=[arm, "none"],
-                                            alternative="greater")))
-    if "syre" in names and "wd" in names:
-        tests.append(stats.secondary(stats.compare(f"syre: return over the last {k} phases above weight decay's",
-                                                   ctx.values("syre", "return_last"), ctx.values("wd", "return_last"),
-                                                   metric="return_last", arms=["syre", "wd"], alternative="greater")))
+    c = cell
+    tests: List[Test] = []
+    if "none" in names:
+        tests += [Test(f"PPO loses return: last {k} phases below the first {k}", "return_last", c("none"), c("none"),
+                       metric_b="return_first", direction="less", role="secondary"),
+                  Test("PPO loses feature rank: last phase below the first", "eff_rank_last", c("none"), c("none"),
+                       metric_b="eff_rank_first", direction="less", role="secondary")]
+        for arm in [n for n in names if n != "none"]:
+            role = "primary" if arm == "syre" else "secondary"
+            tests += [Test(f"{arm}: return over the last {k} phases above PPO's", "return_last", c(arm), c("none"), role=role),
+                      Test(f"{arm}: feature rank in the last phase above PPO's", "eff_rank_last", c(arm), c("none"), role=role)]
+    for arm in [n for n in names if n.startswith("syre")]:
+        if "wd" in names:
+            tests.append(Test(f"{arm}: return over the last {k} phases above weight decay's", "return_last", c(arm), c("wd"),
+                              role="secondary"))
+    if "syre" in tun.arms:
+        for ref in [r for r in tun.arms if r != "syre"]:
+            tests.append(Test(f"tuned: syre's return over the last {k} phases above {ref}'s", "return_last", c("syre@tuned"),
+                              c(f"{ref}@tuned"), family="tuned", role="primary" if ref == "wd" else "secondary"))
+        if "none" in names:
+            tests.append(Test(f"tuned: syre's return over the last {k} phases above PPO's", "return_last", c("syre@tuned"), c("none"),
+                              family="tuned"))
+    return Design(arms=arm_list, cells=[c(n) for n in names] + tuned_cells(tun), tests=tests, tuning=tun, notes=[
+        f"engine {cfg['engine']} ({_ENGINES[cfg['engine']]}), {cfg['n_envs']} environments; {cfg['phases']} phases of "
+        f"{cfg['phase_steps']} steps; the motor reverses every phase; pole half-length in {cfg['length_range']}, pole mass in "
+        f"{cfg['masspole_range']}, gravity in {cfg['gravity_range']}, drawn per phase from the seed.",
+        f"PPO: actor and critic MLPs 4-{cfg['width']}-{cfg['width']} ({cfg['activation']}), rollouts of {cfg['n_steps']} steps x "
+        f"{cfg['n_envs']} envs, {cfg['epochs']} epochs x {cfg['minibatches']} minibatches, Adam lr {cfg['lr']:g}, clip {cfg['clip']:g}, "
+        f"GAE ({cfg['discount']:g}, {cfg['gae_lambda']:g}), entropy {cfg['ent_coef']:g}, gradient norm <= {cfg['max_grad_norm']:g}; "
+        f"shared decay gamma {cfg['gamma']:g} (decoupled) on every parameter of actor and critic.",
+        "phase return: mean return of the episodes that finished in the last quarter of each phase (500 is the maximum). Returns "
+        "come from training episodes; the selection seeds have their own physics schedules."])
 
-    def ms(arm, m, fmt=".3g"):
-        d = stats.describe(ctx.values(arm, m))
-        return f"{d['mean']:{fmt}} ± {d['std']:.2g}" if d["n"] else "-"
 
-    findings = {"headline": "; ".join(f"{a} return first {ms(a, 'return_first', '.0f')} -> last {ms(a, 'return_last', '.0f')}, "
-                                      f"eff rank last {ms(a, 'eff_rank_last', '.1f')}" for a in names)}
-    _plot(ctx, cfg, arm_list)
-    table = _table(ctx, cfg, names)
-    return {
-        "tests": tests,
-        "rule": f"PPO + syre (the configured sigma0) has a higher return over the last {k} phases and a higher effective rank of "
-        "the actor's features in the last phase than PPO (one-sided paired t-tests over seeds, p < 0.05); weight decay, the "
-        "large sigma0 and PPO's own decline are reported (secondary)",
-        "findings": findings,
-        "tables": [table],
-        "notes": [
-            f"engine {cfg['engine']} ({_ENGINES[cfg['engine']]}), "
-            f"{cfg['n_envs']} environments; {cfg['phases']} phases of {cfg['phase_steps']} steps; the "
-            f"motor reverses every phase; pole half-length in {cfg['length_range']}, pole mass in {cfg['masspole_range']}, gravity "
-            f"in {cfg['gravity_range']}, drawn per phase from the seed.",
-            f"PPO: actor and critic MLPs 4-{cfg['width']}-{cfg['width']} ({cfg['activation']}), rollouts of {cfg['n_steps']} steps x "
-            f"{cfg['n_envs']} envs, {cfg['epochs']} epochs x {cfg['minibatches']} minibatches, Adam lr {cfg['lr']:g}, clip "
-            f"{cfg['clip']:g}, GAE ({cfg['discount']:g}, {cfg['gae_lambda']:g}), entropy {cfg['ent_coef']:g}, gradient norm <= "
-            f"{cfg['max_grad_norm']:g}; decay gamma {cfg['gamma']:g} (decoupled) on every parameter of actor and critic.",
-            "phase return: mean return of the episodes that finished in the last quarter of each phase (500 is the maximum).",
-            f"syre sigma0: {sigma0_label(cfg['sigma0'])}; syre_big: {sigma0_label(cfg['sigma0_big'])}.",
-        ],
-    }
+def report(ctx) -> Dict[str, Any]:
+    keys = [c.key for c in ctx.protocol.design.cells if c.key in ctx.arms]
+    k = ctx.config["last_phases"]
+    _plot(ctx, ctx.config, keys)
+    head = "; ".join(f"{a} return first {k} {fmt.num(ctx.arms[a]['return_first']['mean'])} -> last {k} "
+                     f"{fmt.num(ctx.arms[a]['return_last']['mean'])}, eff rank last {fmt.num(ctx.arms[a]['eff_rank_last']['mean'])}"
+                     for a in keys)
+    return {"tables": [_table(ctx, ctx.config, keys)], "findings": {"headline": head}}
 
 
 def _curves(ctx, arm: str, key: str) -> np.ndarray:
-    rows = sorted((r for r in ctx.records if r["arm"] == arm), key=lambda r: r["seed"])
+    rows = ctx.rows(cell(arm))
     return np.array([[np.nan if v is None else v for v in r[key]] for r in rows], dtype=float)
 
 
 def _table(ctx, cfg, names: Sequence[str]) -> str:
-    rows = ["## Return (last quarter of each phase) and feature rank per phase", "",
-            "| phase | " + " | ".join(f"{n} return | {n} eff rank" for n in names) + " |", "|---|" + "---|---|" * len(names)]
     data = {n: (_curves(ctx, n, "phase_final_return"), _curves(ctx, n, "phase_eff_rank")) for n in names}
-    for p in range(int(cfg["phases"])):
-        cells = []
-        for n in names:
-            r, e = data[n]
-            cells.append(f"{np.nanmean(r[:, p]):.0f} ± {np.nanstd(r[:, p]):.0f} | {np.nanmean(e[:, p]):.1f} ± {np.nanstd(e[:, p]):.1f}")
-        rows.append(f"| {p + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+    rows = [[p + 1] + [v for n in names for v in (fmt.ms(data[n][0][:, p]), fmt.ms(data[n][1][:, p]))] for p in range(int(cfg["phases"]))]
+    return ("## Return (last quarter of each phase) and feature rank per phase\n\n"
+            + fmt.md_table(["phase"] + [f"{n} {m}" for n in names for m in ("return", "eff rank")], rows))
 
 
-def _plot(ctx, cfg, arm_list) -> None:
+def _plot(ctx, cfg, names) -> None:
     fig, axes = ctx.subplots(1, 3, figsize=(13, 3.5))
     phases = np.arange(1, int(cfg["phases"]) + 1)
-    for i, arm in enumerate(arm_list):
+    for i, name in enumerate(names):
         for ax, key in zip(axes, ("phase_final_return", "phase_eff_rank", "phase_dead")):
-            c = _curves(ctx, arm.name, key)
+            c = _curves(ctx, name, key)
             if c.size == 0:
                 continue
             m, s = np.nanmean(c, axis=0), np.nanstd(c, axis=0)
-            ax.plot(phases, m, marker="o", color=f"C{i}", label=arm.label)
+            ax.plot(phases, m, marker="o", color=f"C{i}", label=name)
             ax.fill_between(phases, m - s, m + s, color=f"C{i}", alpha=0.15)
     for ax, label in zip(axes, ("return (last quarter of the phase)", "effective rank of actor features", "dead actor units (share)")):
         ax.set_xlabel("phase (physics change; motor reverses)")
@@ -479,11 +469,6 @@ def _plot(ctx, cfg, arm_list) -> None:
     ctx.save(fig, "e9_ppo_plasticity")
 
 
-EXPERIMENT = Experiment(
-    id="e9",
-    title="PPO on CartPole with changing physics: return and feature rank over time",
-    claim=CLAIM,
-    run=run,
-    defaults=DEFAULTS,
-    quick=QUICK,
-)
+EXPERIMENT = Experiment(id="e9", title="PPO on CartPole with changing physics: return and feature rank over time", claim=CLAIM,
+                        trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="return_last", better="max",
+                        rank="eff_rank_last", n_min=5, n_max=6, selection=2)

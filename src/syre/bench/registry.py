@@ -1,8 +1,16 @@
-"""The experiment registry: ids, claims, default configurations and the trial functions.
+"""The experiment registry: ids, claims, configurations, trial functions and pre-registered designs.
 
-An experiment is a module ``syre.bench.<id>`` holding ``EXPERIMENT = Experiment(...)``. The
-registry imports it on first use, so ``syre bench list`` stays fast and an experiment's heavy
-imports (datasets, scipy) happen only when it runs. ``register`` adds one defined elsewhere.
+An experiment is a module ``syre.bench.<id>`` holding ``EXPERIMENT = Experiment(...)``. Every
+experiment has the same trial contract::
+
+    trial(cfg: dict, arm: syre.bench.arms.Arm, seed: int) -> dict of metrics
+
+where ``cfg`` is the run's configuration with the cell's setting merged in (``gamma``,
+``dataset``, ...; ``eval_split`` is ``"val"`` during tuning) and the arm carries its own gamma
+and sigma0 when it was tuned. So tuning, the sigma0 sweep and the held-out check call any
+experiment's trial the same way. ``design(cfg) -> protocol.Design`` declares the arms, the cells,
+the tests and the tuning before anything runs. The registry imports a module on first use, so
+``syre bench list`` stays fast.
 """
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["Experiment", "EXPERIMENT_MODULES", "register", "get_experiment", "experiment_ids"]
+__all__ = ["Experiment", "EXPERIMENT_MODULES", "register", "get_experiment", "experiment_ids", "coerce"]
 
 #: id -> module holding ``EXPERIMENT``; the order is the order of ``syre bench list``.
 EXPERIMENT_MODULES: Dict[str, str] = {
@@ -32,33 +40,49 @@ _LOADED: Dict[str, "Experiment"] = {}
 
 @dataclass
 class Experiment:
-    """One reproduction: what the paper claims, how to run it, and its configuration.
+    """One reproduction: what the paper claims, how one trial runs, and the pre-registered design.
 
     Attributes:
-        id: short name (``"e1"``), the argument of ``syre bench run``.
-        title: one line.
-        claim: the paper's claim in one sentence (copied into ``summary.json``).
-        run: ``run(ctx) -> dict`` trains every arm and seed through ``ctx`` (see
-            ``syre.bench.runner.Context``) and returns the verdict: ``{"tests": [...],
-            "supported": ..., "rule": "...", "notes": [...], "tables": [...]}``.
-        defaults: the full-mode configuration; every key can be overridden with
-            ``--set key=value``, and only these keys exist.
-        quick: overrides applied by ``--quick`` (a smaller run for tests, at most about 60 s).
-        seeds: default number of seeds (full mode); ``quick_seeds`` for ``--quick``.
+        id, title, claim: the name (``syre bench run ID``), one line, and the claim tested.
+        trial: ``trial(cfg, arm, seed) -> metrics`` (the contract above).
+        design: ``design(cfg) -> Design``: arms, cells, tests (with roles and families), tuning.
+        report: ``report(ctx) -> {"tables": [...], "findings": {...}, "notes": [...]}`` after the
+            tests (plots through ``ctx.save``); optional.
+        defaults / quick: the full configuration and the overrides of ``--quick`` (under a minute).
+        version / changes: the protocol version and what changed from the previous one.
+        perf / better / rank: the experiment's performance metric, ``"max"`` or ``"min"``, and its
+            rank metric (read by the sigma0 sweep and the held-out check).
+        n_min / n_max: the range the power rule chooses the evaluation seeds from; ``selection``:
+            the number of selection seeds (when the design tunes); ``quick_seeds``.
+        heldout: True when the library default sigma0 is judged on this experiment's evaluation
+            seeds (its design then declares ``heldout`` tests).
+        seed_range: the range its evaluation seeds come from (``protocol.SEED_BASE``).
     """
 
     id: str
     title: str
     claim: str
-    run: Callable[[Any], Dict[str, Any]]
+    trial: Callable[..., Dict[str, Any]]
+    design: Callable[[Dict[str, Any]], Any]
     defaults: Dict[str, Any] = field(default_factory=dict)
     quick: Dict[str, Any] = field(default_factory=dict)
-    seeds: int = 5
+    report: Optional[Callable[[Any], Dict[str, Any]]] = None
+    version: int = 1
+    changes: str = "first pre-registered version"
+    perf: Optional[str] = None
+    better: str = "max"
+    rank: Optional[str] = None
+    n_min: int = 5
+    n_max: int = 10
+    selection: int = 2
     quick_seeds: int = 2
+    heldout: bool = False
+    seed_range: str = "evaluation"
 
     def config(self, *, quick: bool = False, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then ``overrides``."""
         cfg = dict(self.defaults)
+        cfg.setdefault("eval_split", "test")
         if quick:
             unknown = sorted(set(self.quick) - set(cfg))
             if unknown:  # a defect of the experiment's definition, not of the user's input
@@ -66,9 +90,7 @@ class Experiment:
             cfg.update(self.quick)
         for key, value in (overrides or {}).items():
             if key not in cfg:
-                raise ValueError(
-                    f"Invalid configuration key for {self.id}: {key!r}; valid keys are {sorted(cfg)}"
-                )
+                raise ValueError(f"Invalid configuration key for {self.id}: {key!r}; valid keys are {sorted(cfg)}")
             cfg[key] = coerce(key, value, cfg[key])
         return cfg
 
@@ -81,7 +103,7 @@ def coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise ValueError(f"Invalid value for {key}: {value!r}; expected true or false")
-    if isinstance(default, int) and not isinstance(default, bool):
+    if isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():

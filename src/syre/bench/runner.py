@@ -1,17 +1,16 @@
-"""Running an experiment: the context its trials write through, and the run directory.
+"""Running an experiment: build and register its protocol, tune, evaluate, decide, write the run directory.
 
-A run directory holds
+A run directory holds ``protocol.json`` (the declaration, written before any trial), ``config.json``,
+``command.txt``, ``environment.json``, ``metrics.jsonl`` (one JSON object per trial: ``phase``
+``select`` or ``evaluate``, ``arm``, ``seed``, ``point`` and the metrics), ``summary.json``,
+``results.md`` and the PNG plots.
 
-* ``config.json``: the experiment, the configuration, the seeds, quick or full;
-* ``command.txt``: the command line;
-* ``environment.json``: the git revision, the versions of Python, torch, numpy, syre (and
-  scipy, matplotlib, scikit-learn where present), the platform and the thread count;
-* ``metrics.jsonl``: one JSON object per trial: ``{"arm", "seed", "point", <metrics>...}``;
-* ``summary.json``: ``experiment``, ``title``, ``claim``, ``supported`` (true, false or null),
-  ``rule``, ``tests``, ``arms`` (arm -> metric -> ``{mean, std, n}``), ``points``, ``config``,
-  ``seeds``, ``wall_time_s``, the gamma convention, the environment;
-* ``results.md``: the same, readable, with the plots;
-* PNG plots.
+``summary.json``: ``experiment``, ``title``, ``claim``, ``protocol`` (version, hash, whether it was
+registered in a ledger, the power statement, the full declaration), ``seeds`` (``selection``,
+``evaluation``), ``supported`` (shared gamma), ``supported_tuned``, ``default_survives`` (held-out
+experiments), ``sanity_ok``, ``tests``, ``selection`` (the tuning grid scores and choices),
+``sigma0`` (the library default and each arm's spec), ``arms`` (cell key -> metric -> {mean, std,
+n}), ``findings``, ``notes``, ``config``, ``wall_time_s``, ``command``, ``environment``, ``plots``.
 """
 from __future__ import annotations
 
@@ -25,41 +24,32 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
-from . import stats
-from .arms import GAMMA_CONVENTION, sigma0_label
+import syre
+
+from . import fmt, stats, tuning
+from .arms import GAMMA_CONVENTION, resolve_arm_sigma0, sigma0_label
+from .power import plan
+from .protocol import Cell, Protocol, canonical, register, seeds_for
 from .registry import Experiment, get_experiment
 
-__all__ = ["Context", "run_experiment", "point_key", "environment"]
+__all__ = ["Context", "run_experiment", "build_protocol", "environment", "json_safe"]
 
 
-def point_key(arm: str, point: Optional[Dict[str, Any]] = None) -> str:
-    """The key of an arm at a sweep point in ``summary.json``: ``"syre"`` or ``"syre[gamma=0.1]"``."""
-    if not point:
-        return arm
-    return f"{arm}[{','.join(f'{k}={_fmt(v)}' for k, v in point.items())}]"
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _json_safe(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if hasattr(x, "item") and callable(x.item):
         try:
-            return _json_safe(x.item())
+            return json_safe(x.item())
         except (ValueError, RuntimeError):
             pass
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return str(x)
+    return x if isinstance(x, (str, int, bool)) or x is None else str(x)
 
 
 def environment() -> Dict[str, Any]:
@@ -67,18 +57,10 @@ def environment() -> Dict[str, Any]:
     import numpy
     import torch
 
-    import syre
-
-    env: Dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "syre": syre.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    env: Dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+                           "syre": syre.__version__, "platform": platform.platform(),
+                           "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                           "torch_threads": torch.get_num_threads()}
     for mod in ("scipy", "matplotlib", "sklearn"):
         try:
             env[mod] = __import__(mod).__version__
@@ -87,109 +69,104 @@ def environment() -> Dict[str, Any]:
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
+                               timeout=10)
         env["git_revision"] = rev.stdout.strip() or None
         env["git_dirty"] = bool(dirty.stdout.strip()) if rev.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        env["git_revision"] = None
-        env["git_dirty"] = None
+        env["git_revision"], env["git_dirty"] = None, None
     return env
 
 
+def build_protocol(exp: Experiment, cfg: Dict[str, Any], *, quick: bool = False, seeds: Optional[int] = None,
+                   pilot: Optional[Dict[str, Any]] = None) -> Protocol:
+    """The protocol of a run of ``exp`` under ``cfg``: design, seeds (from the power rule), declaration."""
+    design = exp.design(cfg)
+    primary = [t for t in design.tests if t.role == "primary" and t.family == "shared"]
+    if pilot is None and not quick:
+        from .pilots import PILOTS
+
+        pilot = PILOTS.get(exp.id)
+    power = plan(None if quick else pilot, primary, n_min=exp.n_min, n_max=exp.n_max)
+    n = exp.quick_seeds if quick else power["n"]
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ValueError(f"Invalid seeds: {seeds!r}; expected a positive int (the number of evaluation seeds)")
+        n = seeds
+        power = {**power, "n": n, "statement": f"n = {n} evaluation seeds set by the command line (the power rule gives "
+                 f"{power['n']})"}
+    if quick:
+        power["statement"] = f"quick run: n = {n}, power not estimated"
+    n_sel = (1 if quick else exp.selection) if design.tuning else 0
+    return Protocol(experiment=exp.id, version=exp.version, changes=exp.changes, claim=exp.claim, design=design,
+                    evaluation_seeds=seeds_for(exp.seed_range, n), selection_seeds=seeds_for("selection", n_sel),
+                    power=canonical(power), config=canonical(json_safe(cfg)))
+
+
 class Progress:
-    """A one-line-per-update progress report on stderr: done/total, elapsed, remaining."""
+    """One line per update on stderr: done/total, elapsed, remaining."""
 
-    def __init__(self, prefix: str, total: int, stream=None, enabled: bool = True):
-        self.prefix = prefix
-        self.total = max(int(total), 1)
-        self.done = 0
-        self.t0 = time.perf_counter()
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
+    def __init__(self, prefix: str, total: int, enabled: bool = True):
+        self.prefix, self.total, self.done, self.t0, self.enabled = prefix, max(int(total), 1), 0, time.perf_counter(), enabled
 
-    def step(self, what: str = "", n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        el = time.perf_counter() - self.t0
-        eta = el / self.done * (self.total - self.done) if self.done else 0.0
-        print(f"[{self.prefix}] {self.done}/{self.total} {what}  elapsed {el:5.1f}s  eta {eta:5.1f}s",
-              file=self.stream, flush=True)
+    def step(self, what: str = "") -> None:
+        self.done += 1
+        if self.enabled:
+            el = time.perf_counter() - self.t0
+            eta = el / self.done * (self.total - self.done)
+            print(f"[{self.prefix}] {self.done}/{self.total} {what}  elapsed {el:6.1f}s  eta {eta:6.1f}s", file=sys.stderr, flush=True)
 
 
 class Context:
-    """What an experiment's ``run`` gets: configuration, seeds, records, plots, progress.
+    """What a run's phases and the experiment's ``report`` see: the protocol, records, plots, progress."""
 
-    Attributes: ``exp`` (the Experiment), ``config`` (dict), ``seeds`` (list of ints), ``quick``
-    (bool), ``out`` (the run directory, a Path), ``records`` (list of dicts written so far).
-    """
-
-    def __init__(self, exp: Experiment, config: Dict[str, Any], seeds: List[int], quick: bool, out: Path, verbose: bool = True):
-        self.exp = exp
-        self.config = config
-        self.seeds = seeds
-        self.quick = quick
-        self.out = out
-        self.verbose = verbose
+    def __init__(self, exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: bool = True):
+        self.exp, self.protocol, self.quick, self.out, self.verbose = exp, protocol, quick, out, verbose
+        self.config = dict(protocol.config)
         self.records: List[Dict[str, Any]] = []
+        self.selection_records: List[Dict[str, Any]] = []
         self.plots: List[str] = []
-        self._progress: Optional[Progress] = None
-        self._metrics_file = open(out / "metrics.jsonl", "w")
-
-    # -- progress
-    def progress(self, total: int) -> Progress:
-        """Start a progress counter of ``total`` steps (``ctx.step(...)`` advances it)."""
-        self._progress = Progress(self.exp.id, total, enabled=self.verbose)
-        return self._progress
-
-    def step(self, what: str = "") -> None:
-        if self._progress is not None:
-            self._progress.step(what)
+        self.tests: List[Dict[str, Any]] = []
+        self.arms: Dict[str, Any] = {}
+        self._progress = Progress(exp.id, 1, enabled=verbose)
+        self._metrics = open(out / "metrics.jsonl", "w")
 
     def log(self, msg: str) -> None:
         if self.verbose:
             print(f"[{self.exp.id}] {msg}", file=sys.stderr, flush=True)
 
-    # -- records
-    def record(self, arm: str, seed: int, point: Optional[Dict[str, Any]] = None, **metrics: Any) -> Dict[str, Any]:
-        """Write one trial's metrics (numbers; lists are kept but not summarised)."""
-        rec = {"arm": arm, "seed": int(seed), "point": dict(point or {}), **metrics}
-        rec = _json_safe(rec)
-        self.records.append(rec)
-        self._metrics_file.write(json.dumps(rec) + "\n")
-        self._metrics_file.flush()
+    def run_trial(self, arm, seed: int, where: Dict[str, Any], *, phase: str = "evaluate", point=None) -> Dict[str, Any]:
+        """Run the experiment's trial for ``arm`` at setting ``where`` and seed; record it."""
+        t0 = time.perf_counter()
+        metrics = self.exp.trial({**self.config, **where}, arm, seed)
+        metrics.setdefault("time_s", time.perf_counter() - t0)
+        point = {k: v for k, v in where.items() if k != "eval_split"} if point is None else point
+        rec = json_safe({"phase": phase, "arm": arm.name, "seed": int(seed), "point": dict(point), **metrics})
+        (self.records if phase == "evaluate" else self.selection_records).append(rec)
+        self._metrics.write(json.dumps(rec) + "\n")
+        self._metrics.flush()
+        self._progress.step(f"{phase} {fmt.md_cell(Cell(arm.name, tuple(point.items())).key)} seed {seed}")
         return rec
 
-    def values(self, arm: str, metric: str, point: Optional[Dict[str, Any]] = None) -> List[float]:
-        """The per-seed values of ``metric`` for ``arm`` at ``point``, in seed order."""
-        want = _json_safe(dict(point or {}))
-        rows = [r for r in self.records if r["arm"] == arm and r["point"] == want and r.get(metric) is not None]
-        rows.sort(key=lambda r: r["seed"])
-        return [float(r[metric]) for r in rows]
+    def rows(self, c: Cell) -> List[Dict[str, Any]]:
+        want = json_safe(c.where)
+        return sorted((r for r in self.records if r["arm"] == c.arm and r["point"] == want), key=lambda r: r["seed"])
 
-    def run_grid(self, arms: Sequence[Any], trial, points: Optional[Sequence[Dict[str, Any]]] = None) -> None:
-        """Run ``trial(config, arm, seed, **point)`` for every point, arm and seed; record each.
+    def values(self, c: Union[Cell, str], metric: str, **point) -> List[float]:
+        """Per-seed values of ``metric`` in cell ``c`` (a Cell, or an arm name and ``point`` keywords), in seed order."""
+        c = c if isinstance(c, Cell) else Cell(c, tuple(point.items()))
+        return [float(r[metric]) for r in self.rows(c) if r.get(metric) is not None]
 
-        ``arms``: ``syre.bench.arms.Arm`` objects. The trial returns a dict of metrics.
-        """
-        points = list(points) if points else [{}]
-        self.progress(len(points) * len(arms) * len(self.seeds))
-        for point in points:
-            for arm in arms:
-                for seed in self.seeds:
-                    t0 = time.perf_counter()
-                    metrics = trial(self.config, arm, seed, **point)
-                    metrics.setdefault("time_s", time.perf_counter() - t0)
-                    self.record(arm.name, seed, point, **metrics)
-                    self.step(f"{point_key(arm.name, point)} seed {seed}")
+    def result(self, name: str) -> Dict[str, Any]:
+        for t in self.tests:
+            if t["name"] == name:
+                return t
+        raise KeyError(name)
 
-    # -- plots
     def subplots(self, *args, **kwargs):
-        """``matplotlib.pyplot.subplots(...)``; save the figure with ``ctx.save(fig, name)``."""
         return pyplot().subplots(*args, **kwargs)
 
     def save(self, fig, name: str) -> str:
-        """Save ``fig`` as ``<out>/<name>.png`` and close it."""
         path = self.out / f"{name}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -198,7 +175,7 @@ class Context:
         return path.name
 
     def close(self) -> None:
-        self._metrics_file.close()
+        self._metrics.close()
 
 
 def pyplot():
@@ -213,215 +190,111 @@ def pyplot():
     return plt
 
 
-def summarise(records: Iterable[Dict[str, Any]]) -> tuple:
-    """``(arms, points)``: arm key -> metric -> {mean, std, n}, and the structured list."""
-    groups: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
+def summarise(records) -> Dict[str, Any]:
+    """Cell key -> metric -> {mean, std, n} over the numeric metrics of ``records``."""
+    groups: "OrderedDict[str, Dict[str, List[float]]]" = OrderedDict()
     for r in records:
-        key = point_key(r["arm"], r["point"])
-        g = groups.setdefault(key, {"arm": r["arm"], "point": r["point"], "values": OrderedDict()})
+        g = groups.setdefault(Cell(r["arm"], tuple(r["point"].items())).key, OrderedDict())
         for k, v in r.items():
-            if k in ("arm", "seed", "point"):
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v is None:
-                continue
-            g["values"].setdefault(k, []).append(float(v))
-    arms = OrderedDict()
-    points = []
-    for key, g in groups.items():
-        metrics = OrderedDict((k, stats.describe(v)) for k, v in g["values"].items())
-        arms[key] = metrics
-        points.append({"arm": g["arm"], "point": g["point"], "metrics": metrics})
-    return arms, points
+            if k not in ("phase", "arm", "seed", "point") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                g.setdefault(k, []).append(float(v))
+    return OrderedDict((key, OrderedDict((k, stats.describe(v)) for k, v in g.items())) for key, g in groups.items())
 
 
-def md_cell(text: Any) -> str:
-    """``text`` safe inside a markdown table cell (pipes escaped, no newlines)."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _fmt_stat(d: Dict[str, Any]) -> str:
-    if d.get("mean") is None:
-        return "-"
-    m, s = d["mean"], d["std"]
-    if m != 0 and (abs(m) < 1e-3 or abs(m) >= 1e5):
-        return f"{m:.3g} ± {s:.2g}"
-    return f"{m:.4g} ± {s:.2g}"
-
-
-def markdown_table(arms: Dict[str, Dict[str, Any]], metrics: Optional[Sequence[str]] = None, labels: Optional[Dict[str, str]] = None) -> str:
-    """A markdown table: one row per arm key, one column per metric (mean ± std)."""
-    if not arms:
-        return "(no results)\n"
-    if metrics is None:
-        seen: List[str] = []
-        for m in arms.values():
-            for k in m:
-                if k not in seen:
-                    seen.append(k)
-        metrics = seen
-    n = max((d.get("n", 0) for m in arms.values() for d in m.values()), default=0)
-    head = "| arm | " + " | ".join(md_cell(m) for m in metrics) + " |"
-    sep = "|---|" + "---|" * len(metrics)
-    rows = [head, sep]
-    for key, m in arms.items():
-        name = (labels or {}).get(key, key)
-        rows.append(f"| {md_cell(name)} | " + " | ".join(_fmt_stat(m.get(k, {})) for k in metrics) + " |")
-    return "\n".join(rows) + f"\n\nmean ± std over n = {n} seeds per row.\n"
-
-
-def _verdict(s: Optional[bool]) -> str:
-    return {True: "supported", False: "not supported", None: "undecided (quick run or too few seeds)"}[s]
-
-
-def tests_table(tests: List[Dict[str, Any]]) -> str:
-    rows = ["| test | rule | result |", "|---|---|---|"]
-    for t in sorted(tests, key=lambda t: not t.get("primary", True)):
-        bits = []
-        if t.get("mean_a") is not None and t.get("mean_b") is not None:
-            bits.append(f"means {t['mean_a']:.4g} vs {t['mean_b']:.4g}")
-        if t.get("p") is not None:
-            bits.append(f"p = {t['p']:.3g}")
-        if t.get("wins") is not None:
-            bits.append(f"{t['wins']}/{t['n'][0]} seeds")
-        if t.get("min") is not None:
-            bits.append(f"range [{t['min']:.3g}, {t['max']:.3g}]")
-        res = {True: "pass", False: "FAIL", None: "undecided"}[t.get("passed")]
-        name = t["name"] + ("" if t.get("primary", True) else " (reported, not in the verdict)")
-        rows.append(f"| {md_cell(name)} | {md_cell(t['rule'])} | {res}{': ' + ', '.join(bits) if bits else ''} |")
-    return "\n".join(rows) + "\n"
-
-
-def run_experiment(
-    exp_id: Union[str, Experiment],
-    *,
-    seeds: Optional[int] = None,
-    quick: bool = False,
-    out: Union[str, os.PathLike, None] = None,
-    overrides: Optional[Dict[str, Any]] = None,
-    verbose: bool = True,
-    command: Optional[Sequence[str]] = None,
-    threads: Optional[int] = 1,
-) -> Dict[str, Any]:
+def run_experiment(exp_id: Union[str, Experiment], *, seeds: Optional[int] = None, quick: bool = False,
+                   out: Union[str, os.PathLike, None] = None, overrides: Optional[Dict[str, Any]] = None, verbose: bool = True,
+                   command: Optional[Sequence[str]] = None, threads: Optional[int] = 1,
+                   ledger: Union[str, os.PathLike, None] = None) -> Dict[str, Any]:
     """Run experiment ``exp_id`` and write its run directory; return the summary dict.
 
-    ``seeds``: number of seeds (0, 1, ... N-1); default the experiment's (5 full, fewer quick).
-    ``out``: the run directory (default ``runs/<id>-<quick|full>-<time>``). ``overrides``:
-    configuration values (``--set key=value``), checked against the experiment's keys.
-    ``threads``: torch's intra-op threads during the run (default 1: the models are small, and
-    on a shared machine one thread is both faster and steadier); ``None`` leaves torch's setting.
+    ``seeds``: evaluation seeds (default: the protocol's power rule; fewer with ``quick``).
+    ``ledger``: a protocol ledger (``benchmarks/protocols.json``): a full run registers its
+    protocol there before training, and stops if that version was registered with other rules.
+    ``threads``: torch's intra-op threads during the run (default 1); ``None`` leaves torch's setting.
     """
-    exp = exp_id if isinstance(exp_id, Experiment) else get_experiment(exp_id)
-    if seeds is None:
-        seeds = exp.quick_seeds if quick else exp.seeds
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"Invalid seeds: {seeds!r}; expected a positive int (the number of seeds)")
-    config = exp.config(quick=quick, overrides=overrides)
-    if out is None:
-        out = Path("runs") / f"{exp.id}-{'quick' if quick else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_list = list(range(seeds))
     import torch
 
-    old_threads = torch.get_num_threads()
+    exp = exp_id if isinstance(exp_id, Experiment) else get_experiment(exp_id)
+    cfg = exp.config(quick=quick, overrides=overrides)
+    protocol = build_protocol(exp, cfg, quick=quick, seeds=seeds)
+    registered = False
+    if ledger is not None and not quick:
+        if overrides or seeds is not None:
+            raise ValueError("Invalid run: a run registered in the ledger must use the declared protocol (no --set, no --seeds)")
+        register(protocol, ledger)
+        registered = True
+    out = Path(out) if out is not None else Path("runs") / f"{exp.id}-{'quick' if quick else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "protocol.json").write_text(json.dumps({"hash": protocol.hash(), "declaration": protocol.declaration()}, indent=1) + "\n")
+    old = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        return _run(exp, config, seed_list, quick, out, verbose, command)
+        return _run(exp, protocol, quick, out, verbose, command, registered)
     finally:
-        torch.set_num_threads(old_threads)
+        torch.set_num_threads(old)
 
 
-def _run(exp: Experiment, config: Dict[str, Any], seed_list: List[int], quick: bool, out: Path, verbose: bool,
-         command: Optional[Sequence[str]]) -> Dict[str, Any]:
+def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: bool, command, registered: bool) -> Dict[str, Any]:
     env = environment()
     cmd = list(command) if command is not None else list(sys.argv)
     (out / "command.txt").write_text(" ".join(shlex.quote(c) for c in cmd) + "\n")
     (out / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
-    (out / "config.json").write_text(json.dumps(_json_safe(
-        {"experiment": exp.id, "quick": quick, "seeds": seed_list, "config": config}), indent=2) + "\n")
-    ctx = Context(exp, config, seed_list, quick, out, verbose=verbose)
+    (out / "config.json").write_text(json.dumps({"experiment": exp.id, "quick": quick, "config": protocol.config,
+                                                 "evaluation_seeds": protocol.evaluation_seeds,
+                                                 "selection_seeds": protocol.selection_seeds}, indent=2) + "\n")
+    design = protocol.design
+    ctx = Context(exp, protocol, quick, out, verbose)
+    n_sel = sum(len(design.tuning.grid(design.arm(a))) for a in design.tuning.arms) * len(design.tuning.contexts) if design.tuning else 0
+    ctx._progress = Progress(exp.id, n_sel * len(protocol.selection_seeds) + len(design.cells) * len(protocol.evaluation_seeds), verbose)
+    ctx.log(f"protocol v{protocol.version} {protocol.hash()}: {len(design.cells)} cells x {len(protocol.evaluation_seeds)} "
+            f"evaluation seeds, {n_sel} tuning points x {len(protocol.selection_seeds)} selection seeds")
     t0 = time.perf_counter()
     try:
-        result = exp.run(ctx) or {}
+        selection, resolved = tuning.select(ctx) if design.tuning else ({}, {})
+        for c in design.cells:
+            arm = resolved.get(c.key) or design.arm(c.arm)
+            for seed in protocol.evaluation_seeds:
+                ctx.run_trial(arm, seed, c.where)
+        ctx.tests = [stats.evaluate(t, ctx.values(t.a, t.metric), ctx.values(t.b, t.metric_b or t.metric) if t.b else None,
+                                    alpha=protocol.alpha, seeds_a=[r["seed"] for r in ctx.rows(t.a)],
+                                    seeds_b=[r["seed"] for r in ctx.rows(t.b)] if t.b else None) for t in design.tests]
+        ctx.arms = summarise(ctx.records)
+        extra = exp.report(ctx) if exp.report else {}
+        if selection:
+            tuning.plot(ctx, selection)
     finally:
         ctx.close()
     wall = time.perf_counter() - t0
-    arms, points = summarise(ctx.records)
-    tests = result.get("tests", [])
-    supported = result["supported"] if "supported" in result else stats.all_passed(tests)
-    notes = list(result.get("notes", []))
+    sane = stats.sanity_ok(ctx.tests)
+    verdicts = {fam: (stats.verdict(ctx.tests, fam) if sane else None) for fam in ("shared", "tuned", "heldout")}
+    notes = list(design.notes) + list(extra.get("notes", []))
+    if not sane:
+        notes.insert(0, "a sanity check failed: the experiment does not measure what it should, every verdict is left undecided")
     if quick:
-        # a quick run is a smoke test: too small (short training, few seeds) to decide the claim
-        notes.insert(0, "quick run: the tests are computed but the verdict is left undecided (supported = null); "
-                        f"the verdict of the tests alone would be {_verdict(supported)}")
-        supported = None
+        notes.insert(0, "quick run: the tests are computed but every verdict is left undecided; the tests alone would give "
+                        + ", ".join(f"{k} {fmt.verdict_word(v)}" for k, v in verdicts.items()))
+        verdicts = {k: None for k in verdicts}
+    used = {a.name: a for a in design.arms}
+    used.update({k: a for k, a in resolved.items()})
+    sigma0 = {"library_default": syre.DEFAULT_SIGMA0, "default_meaning": sigma0_label(syre.DEFAULT_SIGMA0),
+              "arms": {k: {"spec": resolve_arm_sigma0(a, protocol.config), "meaning": sigma0_label(resolve_arm_sigma0(a, protocol.config))}
+                       for k, a in used.items() if a.decay == "syre"}}
     summary = OrderedDict(
-        experiment=exp.id,
-        title=exp.title,
-        claim=exp.claim,
-        supported=supported,
-        rule=result.get("rule", "every test below passes"),
-        tests=tests,
-        findings=result.get("findings", {}),
-        arms=arms,
-        points=points,
-        notes=notes,
-        gamma_convention=result.get("gamma_convention", GAMMA_CONVENTION),
-        sigma0=_sigma0_statement(config),
-        config=config,
-        seeds=seed_list,
-        quick=quick,
-        wall_time_s=round(wall, 2),
-        command=cmd,
-        environment=env,
-        plots=ctx.plots,
+        experiment=exp.id, title=exp.title, claim=exp.claim,
+        protocol={"version": protocol.version, "hash": protocol.hash(), "changes": protocol.changes, "registered": registered,
+                  "power": protocol.power, "declaration": protocol.declaration()},
+        seeds={"selection": protocol.selection_seeds, "evaluation": protocol.evaluation_seeds},
+        supported=verdicts["shared"], supported_tuned=verdicts["tuned"] if design.tuning else None,
+        sanity_ok=sane, tests=ctx.tests, selection=selection, sigma0=sigma0, arms=ctx.arms,
+        findings=extra.get("findings", {}), notes=notes, gamma_convention=GAMMA_CONVENTION, config=protocol.config,
+        quick=quick, wall_time_s=round(wall, 2), command=cmd, environment=env, plots=ctx.plots,
     )
-    summary = _json_safe(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "results.md").write_text(results_markdown(summary, result.get("tables", [])))
-    if verbose:
-        print(f"[{exp.id}] {_verdict(supported)}; wrote {out} ({wall:.1f}s)", file=sys.stderr, flush=True)
+    if exp.heldout:
+        summary["default_survives"] = verdicts["heldout"]
+    summary = json_safe(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "results.md").write_text(fmt.results_markdown(summary, extra.get("tables", [])))
+    ctx.log(f"shared gamma: {fmt.verdict_word(summary['supported'])}; tuned: {fmt.verdict_word(summary['supported_tuned'])}; "
+            f"wrote {out} ({wall:.1f}s)")
     return summary
-
-
-def _sigma0_statement(config: Dict[str, Any]) -> Dict[str, Any]:
-    out = {}
-    for key in ("sigma0", "sigma0_big"):
-        if key in config:
-            try:
-                out[key] = {"spec": config[key], "meaning": sigma0_label(config[key])}
-            except ValueError:
-                out[key] = {"spec": config[key]}
-    return out
-
-
-def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str:
-    """``results.md`` of a run from its summary (and extra markdown tables of the experiment)."""
-    lines = [
-        f"# {summary['experiment']}: {summary['title']}",
-        "",
-        f"**Claim (paper).** {summary['claim']}",
-        "",
-        f"**Verdict.** {_verdict(summary['supported'])}. Rule: {summary['rule']}.",
-        "",
-        f"Seeds: {len(summary['seeds'])} ({'quick' if summary['quick'] else 'full'} run), wall time "
-        f"{summary['wall_time_s']:.1f} s, syre {summary['environment'].get('syre')}, torch {summary['environment'].get('torch')}, "
-        f"git {str(summary['environment'].get('git_revision'))[:10]}.",
-        "",
-        f"Gamma convention: {summary['gamma_convention']}.",
-        "",
-    ]
-    if summary.get("sigma0"):
-        lines += ["sigma0: " + "; ".join(f"`{k}` = {v.get('meaning', v['spec'])}" for k, v in summary["sigma0"].items()) + ".", ""]
-    lines += ["## Tests", "", tests_table(summary["tests"]), ""]
-    if summary.get("findings"):
-        lines += ["## Findings", ""] + [f"- {k}: {v}" for k, v in summary["findings"].items()] + [""]
-    for t in tables:
-        lines += [t, ""]
-    lines += ["## All arms", "", markdown_table(summary["arms"]), ""]
-    if summary.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
-    for p in summary.get("plots", []):
-        lines += [f"![{p}]({p})", ""]
-    return "\n".join(lines)
