@@ -20,7 +20,7 @@ def num(x: Optional[Number], digits: int = 3) -> str:
         return f"{x:.{max(digits - 1, 1)}e}"
     if abs(x) >= 10 ** digits:
         return f"{x:.0f}"
-    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}g}"
+    return f"{x:.{digits}g}"
 
 
 def _desc(v: Union[Dict[str, Any], Iterable[float]]) -> Dict[str, Any]:
@@ -108,8 +108,9 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
     lines = [
         f"# {summary['experiment']}: {summary['title']}", "",
         f"**Claim (paper).** {summary['claim']}", "",
-        f"**Verdicts.** At the shared gamma: {verdict_word(summary['supported'])}. At each arm's tuned gamma: "
-        f"{verdict_word(summary.get('supported_tuned'))}."
+        f"**Verdicts.** At the shared gamma: {verdict_word(summary['supported'])}. "
+        + (f"At each arm's tuned gamma: {verdict_word(summary.get('supported_tuned'))}." if pr["declaration"].get("tuning")
+           else "No tuned comparison (nothing is tuned in this experiment).")
         + (f" The library default sigma0 on held-out seeds: {'survives' if summary['default_survives'] else 'does not survive' if summary['default_survives'] is False else 'undecided'}."
            if "default_survives" in summary else ""), "",
         f"Protocol version {pr['version']} (hash `{pr['hash']}`{', registered' if pr.get('registered') else ', not registered'}); "
