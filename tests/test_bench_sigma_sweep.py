@@ -30,6 +30,8 @@ def quick(tmp_path_factory):
 def test_quick_run_writes_the_run_directory(quick):
     out, summary, rows = quick
     assert summary["supported"] is None and summary["experiment"] == "sigma-sweep"
+    assert {p.name for p in out.glob("*.png")} == set(summary["plots"]) == {"sigma_sweep.png", "sigma_sweep_pull.png"}
+    assert summary["protocol"]["hash"] in (out / "results.md").read_text() and summary["seeds"]["selection"] == []
     assert {r["seed"] for r in rows} == {0, 1} == set(summary["seeds"]["evaluation"])  # the sweep's own seed range
     md = (out / "results.md").read_text()
     for heading in ("### e1: test_loss", "### e5: test_acc", "### 1-D parameters", "### d_spread"):

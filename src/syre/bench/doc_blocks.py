@@ -1,0 +1,374 @@
+"""The generators of the documentation's result blocks (see ``syre.bench.docs``).
+
+Each ``b_<name>(S, args) -> str`` turns the committed summaries ``S`` (experiment id -> summary)
+into markdown; every number and every verdict word in it comes from ``S``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+from . import fmt
+from .heldout import verdict as heldout_verdict
+
+__all__ = ["BLOCKS"]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _mean(s, key: str, metric: str) -> Optional[float]:
+    d = s["arms"].get(key, {}).get(metric)
+    return None if d is None else d["mean"]
+
+
+def _test(s, name: str) -> Dict[str, Any]:
+    for t in s["tests"]:
+        if t["name"] == name:
+            return t
+    raise KeyError(f"{s['experiment']}: no test {name!r}")
+
+
+def _brief(t: Dict[str, Any]) -> str:
+    if t["kind"] == "bound":
+        extreme = ("largest", t.get("max_x")) if t["direction"] == "less" else ("smallest", t.get("min_x"))
+        bits = [f"{extreme[0]} {fmt.num(extreme[1])}"]
+    else:
+        bits = [f"{fmt.num(t.get('mean_a'))}" + (f" vs {fmt.num(t['mean_b'])}" if t.get("mean_b") is not None else "")]
+    if t.get("p") is not None:
+        bits.append(fmt.pval(t["p"]))
+    if t.get("holds_in") is not None:
+        bits.append(f"holds in {t['holds_in']}/{t['n']} seeds")
+    return f"{t['name']} ({', '.join(bits)})"
+
+
+def _word(v) -> str:
+    return fmt.verdict_word(v)
+
+
+def _ids(args: str, S) -> List[str]:
+    return [i for i in args.split(",") if i in S] if args else list(S)
+
+
+def _failed(s, family: str) -> List[Dict[str, Any]]:
+    return [t for t in s["tests"] if t["family"] == family and t["role"] == "primary" and t["passed"] is False]
+
+
+# ----------------------------------------------------------------------------- blocks
+def b_verdicts(S, args: str) -> str:
+    """The verdicts, not-supported first."""
+    ids = _ids(args, S)
+    lines = []
+    for fam, key, label in (("shared", "supported", "at the shared gamma"), ("tuned", "supported_tuned", "with every arm at its tuned gamma")):
+        rel = [i for i in ids if S[i]["protocol"]["declaration"].get("tuning") or fam == "shared"]
+        no = [i for i in rel if S[i].get(key) is False]
+        und = [i for i in rel if S[i].get(key) is None]
+        yes = [i for i in rel if S[i].get(key) is True]
+        if no:
+            lines.append(f"* **Not supported {label}: {', '.join(no)}.** Failed primary tests: "
+                         + "; ".join(f"{i}: " + "; ".join(_brief(t) for t in _failed(S[i], fam)) for i in no) + ".")
+        if und:
+            lines.append(f"* Undecided {label}: {', '.join(und)}.")
+        if yes:
+            lines.append(f"* Supported {label}: {', '.join(yes)}.")
+    return "\n".join(lines) + "\n"
+
+
+def b_results_table(S, args: str) -> str:
+    rows = []
+    for i in _ids(args, S):
+        s = S[i]
+        seeds = s["seeds"]
+        tuned = _word(s.get("supported_tuned")) if s["protocol"]["declaration"].get("tuning") else "-"
+        held = {True: "survives", False: "does not survive", None: "undecided"}[s["default_survives"]] if "default_survives" in s else "-"
+        rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`",
+                     f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**", tuned, held,
+                     f"{s['wall_time_s']:.0f} s"])
+    return fmt.md_table(["id", "experiment", "protocol", "seeds (selection + evaluation)", "shared gamma", "tuned gamma",
+                         "default sigma0, held out", "wall time"], rows)
+
+
+def b_tests(S, args: str) -> str:
+    """Primary and sanity tests of one experiment, with their results."""
+    s = S[args]
+    rows = [[t["family"], t["role"], t["name"], fmt.test_result(t)] for t in s["tests"] if t["role"] in ("primary", "sanity")]
+    return fmt.md_table(["family", "role", "test", "result"], rows)
+
+
+def b_cells(S, args: str) -> str:
+    """``cells ID metric metric ...`` (a ``key~substring`` filter keeps matching cells only)."""
+    parts = args.split()
+    s, metrics = S[parts[0]], [m for m in parts[1:] if not m.startswith("~")]
+    filt = [m[1:] for m in parts[1:] if m.startswith("~")]
+    rows = [[k] + [fmt.ms(v.get(m, {})) for m in metrics] for k, v in s["arms"].items() if not filt or any(f in k for f in filt)]
+    n = len(s["seeds"]["evaluation"])
+    return fmt.md_table(["cell"] + metrics, rows) + f"\nmean ± std over the {n} evaluation seeds.\n"
+
+
+def b_tuned(S, args: str) -> str:
+    rows = []
+    for i in _ids(args, S):
+        for ck, by_arm in (S[i].get("selection") or {}).items():
+            for arm, sel in by_arm.items():
+                ch = sel["chosen"]
+                rows.append([i, ck, arm, fmt.num(ch["gamma"]), ch["sigma0"] if ch.get("sigma0") is not None else "-", fmt.num(ch["mean"])])
+    return fmt.md_table(["id", "context", "arm", "chosen gamma", "chosen sigma0", "validation score"], rows) if rows else "(no tuning)\n"
+
+
+def b_power(S, args: str) -> str:
+    rows = []
+    for i in _ids(args, S):
+        p = S[i]["protocol"]["power"]
+        pw = [v["power"] for v in p.get("tests", {}).values() if v.get("power") is not None]
+        against = [k for k, v in p.get("tests", {}).items() if v.get("note", "").startswith("the pilot effect lies against")]
+        rows.append([i, len(S[i]["seeds"]["evaluation"]), p.get("statement", ""),
+                     f"{fmt.num(min(pw), 2)} to {fmt.num(max(pw), 2)}" if pw else "-", len(against)])
+    return fmt.md_table(["id", "evaluation seeds", "seed count", "power of the primary t-tests (pilot effect)",
+                         "primary tests whose pilot effect lay against H1"], rows)
+
+
+def b_heldout(S, args: str) -> str:
+    v = heldout_verdict([S[i] for i in S])
+    word = {True: "**survives**", False: "**does not survive**", None: "is undecided in"}[v["survives"]]
+    out = [f"The library default sigma0 {word} the held-out check on the evaluation seeds of {', '.join(v['experiments'])}."]
+    if v["failed"]:
+        out.append("Failed: " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items()) + ".")
+    if v["better_scales"]:
+        out.append("A neighbouring scale did better than the default in: " + "; ".join(
+            f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["better_scales"].items()) + ".")
+    else:
+        out.append("No neighbouring scale (0.3x, 3x) was significantly better than the default at the collapsing gamma.")
+    rows = [[i, t["name"].split("held-out: ", 1)[-1], t["role"], fmt.test_result(t)] for i in v["experiments"] for t in S[i]["tests"]
+            if t["family"] == "heldout"]
+    return " ".join(out) + "\n\n" + fmt.md_table(["id", "test", "role", "result"], rows)
+
+
+def _collapse_cells(s) -> List[Dict[str, Any]]:
+    """(label, cell of the setting at the collapsing gamma for an arm, no-decay cell) per held-out setting."""
+    out = []
+    for t in s["tests"]:
+        if t["family"] == "heldout" and t["role"] == "primary" and "above weight decay's at the collapsing gamma" in t["name"]:
+            out.append({"label": t["name"].split(", held-out")[0], "syre": t["a"], "wd": t["b"], "rank": t["metric"]})
+    return out
+
+
+def b_readme_evidence(S, args: str) -> str:
+    """The evidence sentences of the README's "Choosing gamma, sigma0 and eps"."""
+    v = heldout_verdict([S[i] for i in S])
+    lines = []
+    state = {True: "survives", False: "does not survive", None: "is undecided in"}[v["survives"]]
+    where = ", ".join(v["experiments"]) or "no experiment yet"
+    lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default **{state}** "
+                 "the held-out check"
+                 + (": it failed " + "; ".join(f"{i} ({len(n)} test{'s' if len(n) > 1 else ''})" for i, n in v["failed"].items()) if v["failed"] else "")
+                 + ".")
+    parts = []
+    for i in v["experiments"]:
+        s = S[i]
+        for c in _collapse_cells(s):
+            perf = next(t for t in s["tests"] if t["family"] == "heldout" and t["a"] == c["syre"] and t["metric"] != c["rank"])
+            parts.append(f"{i} ({c['label']}): {c['rank']} {fmt.num(_mean(s, c['wd'], c['rank']))} -> {fmt.num(_mean(s, c['syre'], c['rank']))}, "
+                         f"{perf['metric']} {fmt.num(perf['mean_b'])} -> {fmt.num(perf['mean_a'])}")
+    if parts:
+        lines.append("Where weight decay collapses a model, from weight decay to syre at the default: " + "; ".join(parts) + ".")
+    tuned_no = [i for i in S if S[i].get("supported_tuned") is False]
+    tuned_yes = [i for i in S if S[i].get("supported_tuned") is True]
+    if tuned_no or tuned_yes:
+        lines.append("With every arm at its own tuned gamma (and sigma0), syre is "
+                     + (f"**not significantly better than every tuned baseline** in {', '.join(tuned_no)}" if tuned_no else "")
+                     + ("; it is in " if tuned_no and tuned_yes else "significantly better than every tuned baseline in " if tuned_yes else "")
+                     + ", ".join(tuned_yes) + ".")
+    sw = S.get("sigma-sweep")
+    if sw:
+        hurt = [t for t in sw["tests"] if "(harm)" in t["name"] and t["passed"]]
+        if hurt:
+            lines.append("**Where syre hurts** (sigma0 sweep, validation split): " + "; ".join(_brief(t) for t in hurt) + ".")
+        lines.append(f"The sweep's selection rule, re-applied: {sw['findings'].get('rule re-applied', '-')}.")
+    return "\n".join(f"{ln}" for ln in lines) + "\n"
+
+
+def b_sweep(S, args: str) -> str:
+    """``sweep EXP``: the sigma0 sweep's table for one experiment."""
+    s = S["sigma-sweep"]
+    e = args.strip()
+    rows = []
+    for key, m in s["arms"].items():
+        if f"experiment={e}," not in key:
+            continue
+        arm = key.split("[")[0]
+        perf = [t for t in s["tests"] if t["a"] == key and "better than weight decay" in t["name"]]
+        harm = [t for t in s["tests"] if t["a"] == key and "(harm)" in t["name"]]
+        verdict = "-"
+        if perf:
+            verdict = "better" if perf[0]["passed"] else "worse" if harm and harm[0]["passed"] else "same"
+        rows.append([key.split("gamma=")[1].rstrip("]"), arm] + [fmt.ms(m.get(k, {})) for k in _sweep_metrics(s, e)] + [verdict])
+    return fmt.md_table(["gamma", "arm"] + _sweep_metrics(s, e) + ["vs wd"], rows)
+
+
+def _sweep_metrics(s, e: str) -> List[str]:
+    metrics: List[str] = []
+    for t in s["tests"]:
+        if t["a"].startswith("syre_") and f"experiment={e}," in t["a"] and t["metric"] not in metrics:
+            metrics.append(t["metric"])
+    return metrics + ["dist_wd", "pull_ratio"]
+
+
+def b_sweep_study(S, args: str) -> str:
+    """``sweep-study norm|trap|spread metric ...``: a side study of the sweep."""
+    s = S["sigma-sweep"]
+    parts = args.split()
+    prefix, metrics = parts[0], parts[1:]
+    rows = [[k] + [fmt.ms(m.get(x, {})) for x in metrics] for k, m in s["arms"].items() if k.startswith(prefix)]
+    return fmt.md_table(["cell"] + metrics, rows)
+
+
+def b_scale_arms(S, args: str) -> str:
+    """sigma0 scales at the collapsing gamma in the held-out experiments: perf and rank per arm."""
+    rows = []
+    for i in _ids(args, S):
+        s = S[i]
+        for c in _collapse_cells(s):
+            perf = next(t["metric"] for t in s["tests"] if t["family"] == "heldout" and t["a"] == c["syre"] and t["metric"] != c["rank"])
+            base = c["syre"]
+            cells = {"wd": c["wd"]}
+            for a in ("syre_0.01x", "syre_0.3x", "syre", "syre_3x"):
+                cells[a] = base.replace("syre", a, 1) if a != "syre" else base
+            row = [i, c["label"]]
+            for a, key in cells.items():
+                row.append(f"{fmt.num(_mean(s, key, perf))} / {fmt.num(_mean(s, key, c['rank']))}" if key in s["arms"] else "-")
+            rows.append(row + [f"{perf} / {c['rank']}"])
+    return fmt.md_table(["id", "setting", "wd", "0.01x", "0.3x", "1x (default)", "3x", "metrics"], rows)
+
+
+def b_account(S, args: str) -> str:
+    """``account ID``: an experiment's verdicts in words, failures first, with the numbers of every primary test."""
+    s = S[args.strip()]
+    out = []
+    fams = [("shared", "supported", "At the shared gamma")]
+    if s["protocol"]["declaration"].get("tuning"):
+        fams.append(("tuned", "supported_tuned", "With every arm at its tuned gamma"))
+    if "default_survives" in s:
+        fams.append(("heldout", "default_survives", "The library default sigma0 on these held-out seeds"))
+    for fam, key, label in fams:
+        prim = [t for t in s["tests"] if t["family"] == fam and t["role"] == "primary"]
+        word = _word(s[key]) if fam != "heldout" else {True: "survives", False: "does not survive", None: "undecided"}[s[key]]
+        fail = [t for t in prim if t["passed"] is False]
+        und = [t for t in prim if t["passed"] is None]
+        ok = [t for t in prim if t["passed"] is True]
+        text = f"**{label}: {word}.**"
+        if fail:
+            text += " Fails: " + "; ".join(_brief(t) for t in fail) + "."
+        if und:
+            text += " Undecided: " + "; ".join(_brief(t) for t in und) + "."
+        if ok:
+            text += " Holds: " + "; ".join(_brief(t) for t in ok) + "."
+        out.append(text)
+    san = [t for t in s["tests"] if t["role"] == "sanity"]
+    if san:
+        bad = [t for t in san if t["passed"] is False]
+        out.append(f"Sanity checks (hold by construction): {'all ' + str(len(san)) + ' hold' if not bad else 'failed: ' + '; '.join(_brief(t) for t in bad)}.")
+    return "\n\n".join(out) + "\n"
+
+
+def b_environment(S, args: str) -> str:
+    envs = [s["environment"] for s in S.values()]
+
+    def one(key):
+        vals = sorted({str(e.get(key)) for e in envs})
+        return ", ".join(vals)
+
+    revs = sorted({str(e.get("git_revision"))[:7] for e in envs})
+    dirty = any(e.get("git_dirty") for e in envs)
+    total = sum(s["wall_time_s"] for s in S.values())
+    return (f"Machine: {one('cpu_count')} CPU cores ({one('processor')}, {one('platform')}), {one('torch_threads')} torch thread per run; "
+            f"Python {one('python')}, torch {one('torch')}, numpy {one('numpy')}, scipy {one('scipy')}; syre {one('syre')} at git "
+            f"revision {', '.join(f'`{r}`' for r in revs)} ({'dirty' if dirty else 'clean'} tree). The runs ran one after another on a "
+            f"machine shared with other work, so wall times are upper bounds; all runs together: {total / 3600:.1f} h.\n")
+
+
+def b_e7_paper(S, args: str) -> str:
+    from .e7 import PAPER
+
+    s = S["e7"]
+    rows = [["paper, SimCLR (CIFAR-100, ResNet-18)", f"{PAPER['lowrank_proj'][0]:.0%}", f"{PAPER['probe'][0]:.1%}",
+             f"{PAPER['lowrank_backbone'][0]:.1%}", "-"],
+            ["paper, SimCLR + syre", f"{PAPER['lowrank_proj'][1]:.0%}", f"{PAPER['probe'][1]:.1%}", f"{PAPER['lowrank_backbone'][1]:.1%}", "-"]]
+    for k, m in s["arms"].items():
+        rows.append([f"ours, {k}"] + [fmt.ms(m[x], pct=True) for x in ("lowrank_proj", "probe_proj", "lowrank_backbone", "probe_backbone")])
+    return fmt.md_table(["", "projector low-rank share", "projector probe", "backbone low-rank share", "backbone probe"], rows)
+
+
+def b_backbone(S, args: str) -> str:
+    """E7's backbone probe against weight decay, every arm, one protocol."""
+    s = S["e7"]
+    parts = []
+    for k in s["arms"]:
+        if k in ("wd", "none") or "@" in k:
+            continue
+        up, down = _test(s, f"{k}: backbone probe accuracy above weight decay's"), _test(s, f"{k}: backbone probe accuracy below weight decay's")
+        word = "above" if up["passed"] else "below" if down["passed"] else "not significantly different from"
+        p = up["p"] if up["passed"] else down["p"] if down["passed"] else min(up.get("p") or 1, down.get("p") or 1)
+        parts.append(f"{k} {fmt.num(up['mean_a'])} ({word} weight decay's {fmt.num(up['mean_b'])}, {fmt.pval(p)})")
+    t = [x for x in s["tests"] if x["name"] == "tuned: syre's backbone probe accuracy above wd's"]
+    tuned = f"; tuned, syre {fmt.num(t[0]['mean_a'])} vs weight decay {fmt.num(t[0]['mean_b'])} ({fmt.pval(t[0].get('p'))})" if t else ""
+    return ("Backbone linear probe at the shared gamma (E7's evaluation seeds, the only protocol it is measured under): "
+            + "; ".join(parts) + f"; no decay {fmt.num(_mean(s, 'none', 'probe_backbone'))}{tuned}.\n")
+
+
+def b_norm_eps(S, args: str) -> str:
+    """The sweep's 1-D rule and d_spread studies in two sentences."""
+    s = S["sigma-sweep"]
+
+    def m(key, metric):
+        return _mean(s, key, metric)
+
+    n = lambda r, x: m(f"norm:{r}[study=norm]", x)  # noqa: E731
+    spreads = sorted(float(k.split("=")[1].rstrip("]")) for k in s["arms"] if k.startswith("trap["))
+    trap = ", ".join(f"{fmt.num(m(f'trap[d_spread={e:g}]', 'mirror_distance'), 2)} at {e:g}" for e in spreads)
+    acc = ", ".join(f"{fmt.num(m(f'spread[d_spread={e:g}]', 'test_acc'))} at {e:g}" for e in spreads)
+    return (f"LayerNorm MLP at gamma {fmt.num(s['config']['norm_gamma'])}: anchoring the norm weights as if their fan-in were 1 (`one`) "
+            f"left {fmt.num(100 * n('one', 'dead_units'), 2)}% of the hidden units dead (the library's unit rule: "
+            f"{fmt.num(100 * n('unit', 'dead_units'), 2)}%, the origin: {fmt.num(100 * n('origin', 'dead_units'), 2)}%); accuracy "
+            f"unit rule {fmt.num(n('unit', 'test_acc'))}, origin {fmt.num(n('origin', 'test_acc'))}, no decay on the norms "
+            f"(`exclude=syre.NORM_TYPES`) {fmt.num(n('excluded', 'test_acc'))}, weight decay {fmt.num(n('wd', 'test_acc'))}. "
+            f"Rotation trap, distance from the mirror by d_spread: {trap}; E5 accuracy with AR by d_spread: {acc}.\n")
+
+
+def b_pull(S, args: str) -> str:
+    """Share of weight decay's rank loss that syre undoes, against the measured pull / update, in the sweep's collapse settings."""
+    s = S["sigma-sweep"]
+    rows = []
+    for e, g in s["config"]["collapse_settings"]:
+        wd = f"wd[experiment={e},gamma={fmt.num(float(g))}]"
+        rank = next(t["metric"] for t in s["tests"] if t["b"] == wd and "raises" in t["name"])
+        none = _mean(s, f"none[experiment={e},gamma=0]", rank)
+        r_wd = _mean(s, wd, rank)
+        for k in s["arms"]:
+            if k.startswith("syre_") and k.endswith(f"[experiment={e},gamma={fmt.num(float(g))}]"):
+                share = (_mean(s, k, rank) - r_wd) / (none - r_wd) if none != r_wd else None
+                rows.append([f"{e}, gamma {fmt.num(float(g))}", k.split("[")[0], fmt.num(_mean(s, k, "pull_ratio"), 2), fmt.num(share, 2)])
+    return fmt.md_table(["setting", "arm", "pull / update", "share of weight decay's rank loss undone"], rows)
+
+
+def b_paper(S, args: str) -> str:
+    """The paper's claims against this reproduction's verdicts, not-supported first."""
+    ids = _ids(args, S)
+    order = sorted(ids, key=lambda i: (S[i].get("supported") is not False and S[i].get("supported_tuned") is not False, ids.index(i)))
+    rows = []
+    for i in order:
+        s = S[i]
+        fails = _failed(s, "shared") + _failed(s, "tuned")
+        tuned = _word(s.get("supported_tuned")) if s["protocol"]["declaration"].get("tuning") else "-"
+        rows.append([i, s["claim"], f"**{_word(s['supported'])}**", tuned, "; ".join(_brief(t) for t in fails) or "-"])
+    return fmt.md_table(["id", "the paper's claim", "shared gamma", "tuned gamma", "failed primary tests"], rows)
+
+
+def b_finding(S, args: str) -> str:
+    """``finding ID key words``: one finding of a run, as it recorded it."""
+    i, key = args.split(" ", 1)
+    return f"{S[i]['findings'][key]}\n"
+
+
+BLOCKS: Dict[str, Callable[[Dict[str, Any], str], str]] = {
+    "verdicts": b_verdicts, "results-table": b_results_table, "tests": b_tests, "cells": b_cells, "tuned": b_tuned,
+    "power": b_power, "heldout": b_heldout, "readme-evidence": b_readme_evidence, "sweep": b_sweep, "sweep-study": b_sweep_study,
+    "scale-arms": b_scale_arms, "account": b_account, "environment": b_environment, "e7-paper": b_e7_paper, "backbone": b_backbone,
+    "norm-eps": b_norm_eps, "pull": b_pull, "paper": b_paper, "finding": b_finding,
+}

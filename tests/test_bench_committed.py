@@ -1,0 +1,123 @@
+"""The committed benchmark results: protocol, sigma0, seeds and tests of every summary, and the text written from them."""
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import syre
+from syre.bench import build_protocol, get_experiment
+from syre.bench.docs import DOCS, blocks_in, check, load
+from syre.bench.protocol import digest, read_ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SUMMARIES = sorted(RESULTS.glob("*/summary.json"))
+
+#: Tests that hold by construction (experiment, arm cell, metric): they may be sanity checks, never primary.
+BY_CONSTRUCTION = [("e1", "none", "min_separation"), ("e1", "wd", "min_separation"), ("e3", "none", "dead_started_dead"),
+                   ("e3", "wd", "dead_started_dead"), ("e4", "wd", "min_symmetry"), ("e4", "dropout", "min_symmetry"),
+                   ("e4", "wfix", "max_symmetry_on"), ("e0", "escape", "escape_vanilla.error"), ("e0", "trap", "trap_syre.measured")]
+
+pytestmark = pytest.mark.skipif(not SUMMARIES, reason="no committed benchmark results")
+
+
+@pytest.fixture(scope="module", params=[p.parent.name for p in SUMMARIES])
+def summary(request):
+    return json.loads((RESULTS / request.param / "summary.json").read_text())
+
+
+def test_every_committed_summary_carries_its_registered_protocol(summary):
+    pr = summary["protocol"]
+    assert pr["hash"] == digest(pr["declaration"]), "the declaration does not hash to the stated hash"
+    assert pr["registered"] is True and summary["quick"] is False
+    ledger = read_ledger(ROOT / "benchmarks" / "protocols.json")
+    entry = ledger[summary["experiment"]][str(pr["version"])]
+    assert entry["hash"] == pr["hash"] and entry["declaration"] == pr["declaration"]
+    # the code declares the same rules today: a rule changed after the run would need a new version and a rerun
+    exp = get_experiment(summary["experiment"])
+    assert exp.version == pr["version"]
+    assert build_protocol(exp, exp.config()).hash() == pr["hash"], "the code's rules differ from the committed run's"
+
+
+def test_the_default_arm_used_the_library_default_sigma0(summary):
+    s0 = summary["sigma0"]
+    assert s0["library_default"] == syre.DEFAULT_SIGMA0
+    arms = [a["name"] for a in summary["protocol"]["declaration"]["arms"]]
+    if "syre" in arms:  # the arm named syre is the library default, in the config and as run
+        assert s0["arms"]["syre"]["spec"] == syre.DEFAULT_SIGMA0 and "library default" in s0["arms"]["syre"]["meaning"]
+        assert summary["config"]["sigma0"] == syre.DEFAULT_SIGMA0
+
+
+def test_selection_and_evaluation_seeds_are_disjoint_and_match_the_tests(summary):
+    seeds = summary["seeds"]
+    d = summary["protocol"]["declaration"]
+    assert not set(seeds["selection"]) & set(seeds["evaluation"]) and seeds["evaluation"]
+    assert seeds["evaluation"] == d["evaluation_seeds"] and seeds["selection"] == d["selection_seeds"]
+    assert bool(seeds["selection"]) == bool(d["tuning"])
+    for t in summary["tests"]:
+        assert t["n"] == len(seeds["evaluation"]), t["name"]
+    for k, metrics in summary["arms"].items():
+        assert all(v["n"] == len(seeds["evaluation"]) for v in metrics.values()), k
+
+
+def test_only_tests_that_can_fail_are_primary(summary):
+    declared = {t["name"]: t for t in summary["protocol"]["declaration"]["tests"]}
+    assert [t["name"] for t in summary["tests"]] == list(declared)
+    for t in summary["tests"]:
+        assert t["role"] == declared[t["name"]]["role"] and t["family"] == declared[t["name"]]["family"]
+        if t["role"] == "sanity":
+            assert t["why"]
+        if t["role"] == "primary":
+            key = (summary["experiment"], t["a"].split("[")[0], t["metric"])
+            assert key not in BY_CONSTRUCTION, f"{t['name']} holds by construction"
+            assert t["b"] != t["a"] or t.get("metric_b") not in (None, t["metric"]), f"{t['name']} compares a cell with itself"
+    assert any(t["role"] == "primary" for t in summary["tests"])
+    for fam, key in (("shared", "supported"), ("tuned", "supported_tuned"), ("heldout", "default_survives")):
+        prim = [t["passed"] for t in summary["tests"] if t["role"] == "primary" and t["family"] == fam]
+        if key in summary and prim and summary["sanity_ok"]:
+            want = False if False in prim else (None if None in prim else True)
+            assert summary[key] is want, (fam, prim)
+
+
+def test_results_md_and_plots_are_committed_beside_each_summary(summary):
+    here = RESULTS / summary["experiment"]
+    assert (here / "results.md").is_file() and summary["protocol"]["hash"] in (here / "results.md").read_text()
+    for p in summary["plots"]:
+        assert (here / p).is_file(), p
+
+
+# ----------------------------------------------------------------------------- the text written from the results
+def test_the_documents_say_what_the_committed_summaries_say():
+    assert check(ROOT) == [], "run `syre bench docs` after committing new results"
+
+
+def test_the_check_notices_a_changed_number_or_verdict():
+    S = load(ROOT)
+    i = next(iter(S))
+    changed = copy.deepcopy(S)
+    changed[i]["supported"] = not changed[i]["supported"] if changed[i]["supported"] is not None else True
+    key = next(iter(changed[i]["arms"]))
+    metric = next(iter(changed[i]["arms"][key]))
+    changed[i]["arms"][key][metric]["mean"] += 1.0
+    assert check(ROOT, changed), "a changed verdict went unnoticed"
+
+
+def test_outside_the_generated_blocks_the_documents_state_no_result():
+    pattern = re.compile(r"±|\bp = 0\.|\(p = |\d+ of \d+ seeds|\d+/\d+ seeds")
+    for rel in DOCS:
+        text = (ROOT / rel).read_text()
+        for name, args, body in blocks_in(text):
+            text = text.replace(body, "")
+        if rel == "README.md":  # the section whose evidence comes from the benchmarks (the demo prints its own output)
+            text = text[text.index("### Choosing gamma"):text.index("## Has my model collapsed?")]
+        hits = pattern.findall(text)
+        assert not hits, f"{rel}: result-like text outside the generated blocks: {hits}"
+
+
+def test_every_committed_experiment_has_its_account_in_the_documents():
+    text = "\n".join((ROOT / rel).read_text() for rel in DOCS)
+    for p in SUMMARIES:
+        i = p.parent.name
+        assert f"bench:begin account {i}" in text, i
