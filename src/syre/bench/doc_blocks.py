@@ -80,9 +80,9 @@ def b_results_table(S, args: str) -> str:
         held = {True: "survives", False: "does not survive", None: "undecided"}[s["default_survives"]] if "default_survives" in s else "-"
         rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`",
                      f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**", tuned, held,
-                     f"{s['wall_time_s']:.0f} s"])
+                     f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if s.get("cpu_time_s") is not None else "")])
     return fmt.md_table(["id", "experiment", "protocol", "seeds (selection + evaluation)", "shared gamma", "tuned gamma",
-                         "default sigma0, held out", "wall time"], rows)
+                         "default sigma0, held out", "wall / CPU time"], rows)
 
 
 def b_tests(S, args: str) -> str:
@@ -277,10 +277,13 @@ def b_environment(S, args: str) -> str:
     revs = sorted({str(e.get("git_revision"))[:7] for e in envs})
     dirty = any(e.get("git_dirty") for e in envs)
     total = sum(s["wall_time_s"] for s in S.values())
+    cpu = [s["cpu_time_s"] for s in S.values() if s.get("cpu_time_s") is not None]
     return (f"Machine: {one('cpu_count')} CPU cores ({one('processor')}, {one('platform')}), {one('torch_threads')} torch thread per run; "
             f"Python {one('python')}, torch {one('torch')}, numpy {one('numpy')}, scipy {one('scipy')}; syre {one('syre')} at git "
             f"revision {', '.join(f'`{r}`' for r in revs)} ({'dirty' if dirty else 'clean'} tree). The runs ran one after another on a "
-            f"machine shared with other work, so wall times are upper bounds; all runs together: {total / 3600:.1f} h.\n")
+            f"machine shared with other work, so wall times are upper bounds and CPU times (where recorded) the better guide; all runs "
+            f"together: {total / 3600:.1f} h of wall time" + (f", {sum(cpu) / 3600:.1f} h of CPU time in the runs that record it" if cpu else "")
+            + ".\n")
 
 
 def b_e7_paper(S, args: str) -> str:

@@ -116,7 +116,8 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
         f"Protocol version {pr['version']} (hash `{pr['hash']}`{', registered' if pr.get('registered') else ', not registered'}); "
         f"{pr['power'].get('statement', '')}. Evaluation seeds {seeds['evaluation']}; selection seeds {seeds['selection'] or 'none (no tuning)'}.",
         "",
-        f"{'Quick' if summary['quick'] else 'Full'} run, wall time {summary['wall_time_s']:.1f} s, syre {env.get('syre')}, torch "
+        f"{'Quick' if summary['quick'] else 'Full'} run, wall time {summary['wall_time_s']:.1f} s"
+        + (f" (CPU time {summary['cpu_time_s']:.1f} s)" if summary.get("cpu_time_s") is not None else "") + f", syre {env.get('syre')}, torch "
         f"{env.get('torch')}, git {str(env.get('git_revision'))[:10]}{' (dirty tree)' if env.get('git_dirty') else ''}.", "",
         f"Gamma convention: {summary['gamma_convention']}.", "",
         "sigma0: " + "; ".join(f"`{k}` {v['meaning']}" for k, v in summary["sigma0"]["arms"].items()) + ".", "",

@@ -249,7 +249,7 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
     ctx._progress = Progress(exp.id, n_sel * len(protocol.selection_seeds) + len(design.cells) * len(protocol.evaluation_seeds), verbose)
     ctx.log(f"protocol v{protocol.version} {protocol.hash()}: {len(design.cells)} cells x {len(protocol.evaluation_seeds)} "
             f"evaluation seeds, {n_sel} tuning points x {len(protocol.selection_seeds)} selection seeds")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         selection, resolved = tuning.select(ctx) if design.tuning else ({}, {})
         for c in design.cells:
@@ -265,7 +265,7 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
             tuning.plot(ctx, selection)
     finally:
         ctx.close()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     sane = stats.sanity_ok(ctx.tests)
     verdicts = {fam: (stats.verdict(ctx.tests, fam) if sane else None) for fam in ("shared", "tuned", "heldout")}
     notes = list(design.notes) + list(extra.get("notes", []))
@@ -288,7 +288,7 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
         supported=verdicts["shared"], supported_tuned=verdicts["tuned"] if design.tuning else None,
         sanity_ok=sane, tests=ctx.tests, selection=selection, sigma0=sigma0, arms=ctx.arms,
         findings=extra.get("findings", {}), notes=notes, gamma_convention=GAMMA_CONVENTION, config=protocol.config,
-        quick=quick, wall_time_s=round(wall, 2), command=cmd, environment=env, plots=ctx.plots,
+        quick=quick, wall_time_s=round(wall, 2), cpu_time_s=round(cpu, 2), command=cmd, environment=env, plots=ctx.plots,
     )
     if exp.heldout:
         summary["default_survives"] = verdicts["heldout"]
