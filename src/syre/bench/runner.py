@@ -69,8 +69,9 @@ def environment() -> Dict[str, Any]:
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
-                               timeout=10)
+        # dirty: uncommitted changes outside benchmarks/ (the results and the ledger are what runs write)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks"],
+                               cwd=here, capture_output=True, text=True, timeout=10)
         env["git_revision"] = rev.stdout.strip() or None
         env["git_dirty"] = bool(dirty.stdout.strip()) if rev.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
