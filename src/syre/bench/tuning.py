@@ -83,6 +83,9 @@ def plot(ctx, selection: Dict[str, Any]) -> None:
             ch = s["chosen"]
             ax.scatter([ch["gamma"]], [ch["mean"]], s=120, facecolors="none", edgecolors=f"C{i}", zorder=5)
         ax.set_xscale("log")
+        means = [g["mean"] for s in by_arm.values() for g in s["grid"]]
+        if min(means) > 0 and max(means) > 20 * min(means):
+            ax.set_yscale("log")
         ax.set_xlabel("gamma (decoupled)")
         ax.set_ylabel(f"{tuning.metric} (validation, selection seeds)")
         ax.set_title(f"{ctx.exp.id} tuning: {ck} (circle: chosen)", fontsize=9)
