@@ -241,8 +241,9 @@ def b_account(S, args: str) -> str:
     """``account ID``: an experiment's verdicts in words, failures first, with the numbers of every primary test."""
     s = S[args.strip()]
     out = []
-    fams = [("shared", "supported", "At the shared gamma")]
-    if s["protocol"]["declaration"].get("tuning"):
+    tuned = bool(s["protocol"]["declaration"].get("tuning"))
+    fams = [("shared", "supported", "At the shared gamma" if tuned else "Verdict")]
+    if tuned:
         fams.append(("tuned", "supported_tuned", "With every arm at its tuned gamma"))
     if "default_survives" in s:
         fams.append(("heldout", "default_survives", "The library default sigma0 on these held-out seeds"))
