@@ -209,10 +209,10 @@ def _fsdp2(rank: int, world: int, out: Path) -> dict:
 
 
 def _placements(rank: int, world: int) -> dict:
-    """Replicate is supported (the local tensor is the whole); Shard(1) and FSDP1 are refused."""
+    """Replicate is supported (the local tensor is the whole); Partial and FSDP1 are refused."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FullyShardedDataParallel
-    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    from torch.distributed.tensor import DTensor, Partial, Replicate, distribute_tensor
 
     res = {}
     mesh = init_device_mesh("cpu", (world,))
@@ -220,11 +220,11 @@ def _placements(rank: int, world: int) -> dict:
     lin.weight = nn.Parameter(distribute_tensor(lin.weight.detach(), mesh, [Replicate()]))
     s = syre.attach(torch.optim.SGD(lin.parameters(), lr=0.1), lin, gamma=0.1, sigma0=0.3, seed=3)
     res["replicate_anchor"] = tuple(s.anchor("weight"))
-    lin.weight = nn.Parameter(distribute_tensor(lin.weight.to_local().detach(), mesh, [Shard(1)]))
+    lin.weight = nn.Parameter(DTensor.from_local(lin.weight.to_local().detach(), mesh, [Partial()]))
     try:
         syre.attach(torch.optim.SGD(lin.parameters(), lr=0.1), lin, gamma=0.1)
     except ValueError as exc:
-        res["shard1_error"] = str(exc)
+        res["partial_error"] = str(exc)
     fsdp1 = FullyShardedDataParallel(make_model(0), device_id=torch.device("cpu"), use_orig_params=True)
     try:
         syre.attach(torch.optim.AdamW(fsdp1.parameters(), lr=0.1), fsdp1)

@@ -185,8 +185,8 @@ def test_replicated_dtensor_gets_the_full_anchor(runs):
 
 def test_unsupported_placements_and_fsdp1_are_refused(runs):
     for r in runs["ranks"]:
-        msg = r["placements"]["shard1_error"]
-        assert "'weight'" in msg and "Shard(dim=1)" in msg and "Shard(0)" in msg
+        msg = r["placements"]["partial_error"]
+        assert "'weight'" in msg and "Partial(sum)" in msg and "pending sum" in msg and "redistribute" in msg.lower()
         assert "fully_shard" in r["placements"]["fsdp1_error"]
 
 

@@ -109,8 +109,8 @@ def test_restore_callback_states_rebuilds_the_callback(tmp_path):
     assert rebuilt.syre.seed == 5 and not any(n.endswith(".bias") for n in rebuilt.syre.names())
 
 
-def test_gamma_zero_everywhere_warns(tmp_path):
-    with pytest.warns(UserWarning, match="gamma = 0 on every parameter"):
+def test_gamma_none_with_no_weight_decay_is_refused_with_the_remedy(tmp_path):
+    with pytest.raises(ValueError, match=r"weight_decay=0, so syre would decay nothing.*TrainingArguments\(weight_decay"):
         train(tmp_path, [SyreCallback()], max_steps=1, weight_decay=0.0, save_strategy="no")
 
 

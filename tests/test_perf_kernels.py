@@ -215,6 +215,7 @@ def test_eager_fallback_gives_the_same_anchors_and_steps(monkeypatch):
 def _syre_tensors(s):
     """Every tensor reachable from the Syre object's own state (not the model's or optimizer's)."""
     found, seen = [], set()
+    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info")  # references to the user's objects
 
     def walk(obj, depth=0):
         if id(obj) in seen or depth > 6:
@@ -228,11 +229,12 @@ def _syre_tensors(s):
         elif isinstance(obj, (list, tuple)):
             for v in obj:
                 walk(v, depth + 1)
-        elif type(obj).__name__ == "_Entry":
-            for slot in ("theta0", "xi"):
-                walk(getattr(obj, slot), depth + 1)
+        elif type(obj).__module__.startswith("syre") and hasattr(obj, "__dict__"):
+            for k, v in vars(obj).items():
+                if k not in SKIP:
+                    walk(v, depth + 1)
 
-    walk({k: v for k, v in vars(s).items() if k not in ("_optimizer", "_model", "_handles")})
+    walk({k: v for k, v in vars(s).items() if k not in SKIP})
     return found
 
 

@@ -8,23 +8,34 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 ``syre.reparametrize`` (the paper's literal ``theta + theta0`` form).
 """
 from ._version import __version__
+from ._groups import equivalent_gamma
+from ._multi import MultiSyre
+from ._state import plain_state_dict
 from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
-from .optim import Syre, WeakPullWarning, attach
+from .config import Config
+from .optim import DecaySettingWarning, PrecisionWarning, Syre, WeakPullWarning, attach, attached
 from .penalty import Penalty
 from .reparam import Reparametrization, reparametrize
 from .select import NORM_TYPES
 
 __all__ = [
     "Anchor",
+    "Config",
     "DEFAULT_D_SPREAD",
     "DEFAULT_SIGMA0",
+    "DecaySettingWarning",
+    "MultiSyre",
     "NORM_TYPES",
     "Penalty",
+    "PrecisionWarning",
     "Reparametrization",
     "Syre",
     "WeakPullWarning",
     "__version__",
     "anchor",
     "attach",
+    "attached",
+    "equivalent_gamma",
+    "plain_state_dict",
     "reparametrize",
 ]

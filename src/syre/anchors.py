@@ -10,7 +10,8 @@ unchanged on any device:
   RNG, on the rank or on the number of processes;
 * the **counter** of an element is its row-major index in the full (logical) parameter, split
   into two 32-bit words; so the anchor of a contiguous slice of the flattened parameter (a shard)
-  is computed from that slice's indices alone, without building the full tensor.
+  is computed from that slice's indices alone, without building the full tensor, and so is the
+  anchor at any set of indices (``anchor_at``: a tensor-parallel shard's).
 
 One Philox block per element gives four 32-bit words ``x0..x3``:
 
@@ -34,22 +35,42 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 
 from ._compile import LazyKernel
+from ._validate import check_d_spread, check_nonneg_float, check_seed
+from .config import DEFAULT_D_SPREAD
+# The sigma0 presets and fan-in rules live in ``syre.sigma0``; these names stay importable from here.
+from .sigma0 import (  # noqa: F401
+    DEFAULT_SIGMA0,
+    DEFAULT_SIGMA0_SCALE,
+    PRESETS,
+    SIGMA0_PRESETS,
+    UNIT_SIGMA0,
+    Sigma0Spec,
+    check_sigma0_spec,
+    init_std,
+    parse_sigma0,
+    resolve_sigma0,
+)
 
 __all__ = [
     "Anchor",
     "DEFAULT_D_SPREAD",
     "DEFAULT_SIGMA0",
     "DEFAULT_SIGMA0_SCALE",
+    "PHILOX_M0",
+    "PHILOX_M1",
+    "PHILOX_W0",
+    "PHILOX_W1",
     "PRESETS",
     "SIGMA0_PRESETS",
     "anchor",
+    "anchor_at",
     "anchor_like",
+    "anchor_many",
     "anchor_slice",
     "init_std",
     "parse_sigma0",
@@ -59,22 +80,14 @@ __all__ = [
 ]
 
 MASK32 = 0xFFFFFFFF
-_M0 = 0xD2511F53
-_M1 = 0xCD9E8D57
-_W0 = 0x9E3779B9
-_W1 = 0xBB67AE85
+#: Philox4x32's multipliers and Weyl key increments (Salmon et al. 2011), shared with ``syre.optax``.
+PHILOX_M0 = 0xD2511F53
+PHILOX_M1 = 0xCD9E8D57
+PHILOX_W0 = 0x9E3779B9
+PHILOX_W1 = 0xBB67AE85
+_M0, _M1, _W0, _W1 = PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 _TWO_NEG32 = 2.0**-32
 _CHUNK = 1 << 20  # elements per generator chunk: bounds the int64 temporaries to ~40 MB
-
-#: Default spread of D: D_ii ~ Uniform(1 - 0.1, 1 + 0.1). See ``docs``/README "Choosing eps".
-DEFAULT_D_SPREAD = 0.1
-#: Default scale of the sigma0 presets: ``"lecun"`` means sigma0 = DEFAULT_SIGMA0_SCALE / sqrt(fan_in),
-#: the LeCun init std itself. Chosen by the sigma-sweep benchmark (docs/defaults.md).
-DEFAULT_SIGMA0_SCALE = 1.0
-#: Default sigma0 spec (a preset relative to the LeCun init std; see ``resolve_sigma0``).
-DEFAULT_SIGMA0 = "lecun"
-
-Sigma0Spec = Union[str, float, int, Callable[[str, torch.Tensor], float]]
 
 
 class Anchor(NamedTuple):
@@ -90,7 +103,7 @@ def stream_key(seed: int, name: str) -> Tuple[int, int]:
     ``blake2b(seed as 8 little-endian bytes || utf-8 name)``; stable across processes, Python
     versions and platforms (unlike ``hash``).
     """
-    _check_seed(seed)
+    seed = check_seed(seed)
     if not isinstance(name, str):
         raise TypeError(f"Invalid name: {name!r}; expected a str (a parameter name)")
     digest = hashlib.blake2b(
@@ -99,9 +112,8 @@ def stream_key(seed: int, name: str) -> Tuple[int, int]:
     return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")
 
 
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise ValueError(f"Invalid seed: {seed!r}; expected an int in [0, 2**64)")
+def _check_seed(seed) -> int:  # kept for code that imported it; use syre.config.check_seed
+    return check_seed(seed)
 
 
 def philox4x32(
@@ -289,12 +301,61 @@ def anchor_slice(
     is ``None`` when ``sigma0 == 0`` (the anchor is the origin) and ``xi`` is ``None`` when
     ``d_spread == 0`` (D = I); ``D = 1 + xi``.
     """
-    _check_seed(seed)
+    seed = check_seed(seed)
     sigma0 = check_nonneg_float("sigma0", sigma0)
     d_spread = check_d_spread(d_spread)
     if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop < 2**63):
         raise ValueError(f"Invalid slice: start={start!r}, stop={stop!r}; need 0 <= start <= stop < 2**63")
     return _fill(seed, name, start, stop, sigma0, d_spread, torch.device(device or "cpu"), dtype)
+
+
+def anchor_at(
+    seed: int,
+    name: str,
+    indices: torch.Tensor,
+    *,
+    sigma0: float,
+    d_spread: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    device: Union[str, torch.device, None] = None,
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """``(theta0, xi)`` at the global flat indices ``indices`` of parameter ``name``, shaped like ``indices``.
+
+    ``indices`` is an int64 tensor of row-major element indices into the full (flattened)
+    parameter, in any order and shape (a tensor-parallel shard's indices are not one range).
+    Element ``i`` of the result is bitwise element ``indices[i]`` of ``anchor_slice`` (and of
+    ``anchor``): the same counters, key and float64 operations. ``None`` where off, as in
+    ``anchor_slice``. On ``device`` (default: that of ``indices``).
+    """
+    seed = check_seed(seed)
+    sigma0 = check_nonneg_float("sigma0", sigma0)
+    d_spread = check_d_spread(d_spread)
+    if not isinstance(indices, torch.Tensor) or indices.dtype != torch.int64:
+        got = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
+        raise TypeError(f"Invalid indices: {got}; expected an int64 tensor of global element indices")
+    device = torch.device(device) if device is not None else indices.device
+    idx = indices.to(device).reshape(-1)
+    if idx.numel() and int(idx.min()) < 0:
+        raise ValueError(f"Invalid indices: the smallest is {int(idx.min())}; element indices are >= 0")
+    theta0 = torch.empty(idx.numel(), dtype=dtype, device=device) if sigma0 != 0.0 else None
+    xi = torch.empty(idx.numel(), dtype=dtype, device=device) if d_spread != 0.0 else None
+    if theta0 is None and xi is None:
+        return None, None
+    key = stream_key(seed, name)
+    for lo in range(0, idx.numel(), _CHUNK):
+        part = idx[lo : lo + _CHUNK]
+        x0, x1, x2, _ = philox4x32(part & MASK32, part >> 32, key)
+        # The float64 operations of _fill_eager, in its order.
+        if theta0 is not None:
+            u1 = (x0.to(torch.float64) + 1.0) * _TWO_NEG32
+            u2 = x1.to(torch.float64) * _TWO_NEG32
+            z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+            theta0[lo : lo + part.numel()] = z * sigma0
+        if xi is not None:
+            u3 = (x2.to(torch.float64) + 0.5) * _TWO_NEG32
+            xi[lo : lo + part.numel()] = (2.0 * u3 - 1.0) * d_spread
+    shape = indices.shape
+    return (None if theta0 is None else theta0.view(shape)), (None if xi is None else xi.view(shape))
 
 
 def anchor(
@@ -340,152 +401,82 @@ def anchor_like(
     return theta0, xi
 
 
-# ----------------------------------------------------------------------------- validation
-def check_nonneg_float(arg: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Invalid {arg} value: {value!r}; expected a finite float >= 0")
-    value = float(value)
-    if not math.isfinite(value) or value < 0.0:
-        raise ValueError(f"Invalid {arg} value: {value!r}; expected a finite float >= 0")
-    return value
+#: Requests up to this many elements are batched by ``anchor_many``; larger ones take ``anchor_slice``.
+_MANY_MAX = 1 << 16
 
 
-def check_d_spread(value) -> float:
-    value = check_nonneg_float("d_spread", value)
-    if value >= 1.0:
-        raise ValueError(f"Invalid d_spread value: {value!r}; expected 0 <= d_spread < 1 (D must stay positive)")
-    return value
+def anchor_many(
+    seed: int,
+    requests: Sequence[Tuple[str, int, float]],
+    *,
+    d_spread: float = 0.0,
+    device: Union[str, torch.device, None] = None,
+    dtype: torch.dtype = torch.float32,
+) -> List[Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]:
+    """Flat ``(theta0, xi)`` of each ``(name, numel, sigma0)`` request, many tensors per generator call.
 
-
-# ----------------------------------------------------------------------------- sigma0
-_NORM_TYPES = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-
-#: The reference std of parameters with no fan-in (normalisation weights and biases, loose 1-D
-#: parameters) under the relative presets: their sigma0 is ``scale * UNIT_SIGMA0``. Not "fan_in = 1"
-#: (``scale * 1``): anchoring LayerNorm weights at N(0, scale^2) turned units dead and cost rank and
-#: accuracy in the sigma-sweep benchmark, while 0.01 was indistinguishable from the origin there.
-UNIT_SIGMA0 = 0.01
-
-
-def _fans(param: torch.Tensor, module: Optional[nn.Module], attr: str) -> Optional[Tuple[int, int]]:
-    """(fan_in, fan_out) of ``module.<attr>``, or None for a parameter with no fan-in."""
-    if module is not None and isinstance(module, _NORM_TYPES):
-        return None
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight":
-        # A row is selected by a one-hot input: one active input per output.
-        return 1, int(param.shape[1]) if param.dim() > 1 else 1
-    if param.dim() >= 2:
-        receptive = int(math.prod(param.shape[2:])) if param.dim() > 2 else 1
-        return int(param.shape[1]) * receptive, int(param.shape[0]) * receptive
-    if module is not None:
-        # A bias takes its module's fan-in: `bias` pairs with `weight`, `in_proj_bias` with
-        # `in_proj_weight` (nn.MultiheadAttention), and so on.
-        partner = attr[: -len("bias")] + "weight" if attr.endswith("bias") else None
-        w = getattr(module, partner, None) if partner else None
-        if isinstance(w, torch.Tensor) and w.dim() >= 2:
-            return _fans(w, module, partner)
-    return None
-
-
-def init_std(preset: str, param: torch.Tensor, module: Optional[nn.Module] = None, attr: str = "") -> Optional[float]:
-    """The usual initialisation std of ``module.<attr>`` under ``preset``, or None (no fan-in).
-
-    ``lecun`` = 1/sqrt(fan_in), ``kaiming`` = sqrt(2/fan_in), ``xavier`` = sqrt(2/(fan_in+fan_out)).
-    fan_in follows torch's convention (``shape[1] * prod(shape[2:])``) for Linear, Conv and any
-    parameter of 2 or more dimensions, is 1 for Embedding rows, and a bias takes the fan-in of
-    its module's weight. Normalisation layers and loose 1-D parameters have none (``None``).
+    Bitwise equal to ``anchor_slice(seed, name, 0, numel, sigma0=sigma0, d_spread=d_spread, ...)``
+    request by request (the same counters, keys and float64 operations, on the concatenation of the
+    small requests); a model of many small tensors pays one batched generator pass instead of
+    thousands of tiny ones. The small anchors are views into one buffer per output.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"Invalid sigma0 preset: {preset!r}; expected one of {sorted(PRESETS)}")
-    fans = _fans(param, module, attr)
-    if fans is None:
-        return None
-    fan_in, fan_out = fans
-    if preset == "lecun":
-        return 1.0 / math.sqrt(fan_in)
-    if preset == "kaiming":
-        return math.sqrt(2.0 / fan_in)
-    return math.sqrt(2.0 / (fan_in + fan_out))
+    seed = check_seed(seed)
+    d_spread = check_d_spread(d_spread)
+    device = torch.device(device or "cpu")
+    out: List[Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]] = [(None, None)] * len(requests)
+    small = []
+    for i, (name, n, sigma0) in enumerate(requests):
+        sigma0 = check_nonneg_float("sigma0", sigma0)
+        if sigma0 == 0.0 and d_spread == 0.0:
+            continue
+        if n > _MANY_MAX:
+            out[i] = anchor_slice(seed, name, 0, n, sigma0=sigma0, d_spread=d_spread, device=device, dtype=dtype)
+        elif n > 0:
+            small.append((i, stream_key(seed, name), int(n), sigma0))
+    if not small:
+        return out
+    total = sum(n for _, _, n, _ in small)
+    any_theta = any(s0 != 0.0 for _, _, _, s0 in small)
+    theta_all = torch.empty(total, dtype=dtype, device=device) if any_theta else None
+    xi_all = torch.empty(total, dtype=dtype, device=device) if d_spread != 0.0 else None
+    pos = lo = 0
+    while pos < len(small):
+        batch, size = [], 0
+        while pos < len(small) and (not batch or size + small[pos][2] <= _CHUNK):
+            batch.append(small[pos])
+            size += small[pos][2]
+            pos += 1
+        _fill_batch(batch, lo, theta_all, xi_all, d_spread, device)
+        lo += size
+    off = 0
+    for i, _, n, s0 in small:
+        t = theta_all[off : off + n] if (theta_all is not None and s0 != 0.0) else None
+        x = xi_all[off : off + n] if xi_all is not None else None
+        out[i] = (t, x)
+        off += n
+    return out
 
 
-#: The relative presets: sigma0 = scale * the init std of that name (see ``init_std``).
-PRESETS = ("lecun", "kaiming", "xavier")
-#: Preset name -> the scale a bare preset name uses (``"lecun"`` means ``"lecun:<scale>"``).
-SIGMA0_PRESETS = {name: DEFAULT_SIGMA0_SCALE for name in PRESETS}
+def _fill_batch(batch, lo: int, theta_all, xi_all, d_spread: float, device) -> None:
+    """One generator pass over the concatenated requests of ``batch``, written from ``lo`` on.
 
-_SPEC_HELP = (
-    "expected one of {presets} (sigma0 = {scale:g} x that init std), a preset with a scale such as 'lecun:0.3' "
-    "(0.3 x the LeCun init std), an absolute float >= 0, or a callable (name, param) -> float"
-)
-
-
-def _spec_help() -> str:
-    return _SPEC_HELP.format(presets=sorted(PRESETS), scale=DEFAULT_SIGMA0_SCALE)
-
-
-def parse_sigma0(spec) -> Tuple[str, float]:
-    """``(preset, scale)`` of a relative sigma0 spec: ``"lecun"`` or ``"lecun:0.3"``.
-
-    A bare preset name takes ``SIGMA0_PRESETS[name]`` (the default scale). A ``ValueError``
-    names the bad value and the forms allowed.
+    Element ``j`` of request ``(name, n, sigma0)`` gets counter ``j`` under ``stream_key(seed, name)``
+    and the float64 operations of ``_fill_eager`` (``sigma0`` as a per-element tensor: the same
+    IEEE product as the scalar).
     """
-    if not isinstance(spec, str):
-        raise TypeError(f"Invalid sigma0 value: {spec!r}; a relative spec is a str, " + _spec_help())
-    name, sep, raw = spec.partition(":")
-    name = name.strip()
-    if name not in PRESETS:
-        raise ValueError(f"Invalid sigma0 value: {spec!r}; " + _spec_help())
-    if not sep:
-        return name, SIGMA0_PRESETS[name]
-    try:
-        scale = float(raw)
-    except ValueError:
-        scale = math.nan
-    if not math.isfinite(scale) or scale < 0.0:
-        raise ValueError(
-            f"Invalid sigma0 value: {spec!r}; the scale after '{name}:' must be a finite number >= 0 "
-            f"(e.g. '{name}:0.3' is 0.3 x the {name} init std)"
-        )
-    return name, scale
-
-
-def resolve_sigma0(spec: Sigma0Spec, name: str, param: torch.Tensor, module: Optional[nn.Module] = None, attr: str = "") -> float:
-    """The sigma0 of one parameter under ``spec``: relative to its init std, absolute, or a callable's.
-
-    * ``"lecun" | "kaiming" | "xavier"``: ``DEFAULT_SIGMA0_SCALE * init_std(preset)``;
-      ``"lecun:0.3"``: ``0.3 * init_std("lecun")`` (any preset, any scale >= 0). A bias takes its
-      module's fan-in; parameters without a fan-in (normalisation weights and biases, loose 1-D
-      parameters) get ``scale * UNIT_SIGMA0``;
-    * a float: that absolute value for every parameter;
-    * a callable ``(name, param) -> float``: its value, validated.
-    """
-    if isinstance(spec, str):
-        preset, scale = parse_sigma0(spec)
-        std = init_std(preset, param, module, attr)
-        return scale * (UNIT_SIGMA0 if std is None else std)
-    if callable(spec):
-        value = spec(name, param)
-        try:
-            return check_nonneg_float("sigma0", value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; expected a finite float >= 0") from exc
-    return _check_sigma0_number(spec)
-
-
-def _check_sigma0_number(spec) -> float:
-    if isinstance(spec, bool) or not isinstance(spec, (int, float)):
-        raise TypeError(f"Invalid sigma0 value: {spec!r}; " + _spec_help())
-    return check_nonneg_float("sigma0", spec)
-
-
-def check_sigma0_spec(spec) -> None:
-    """Validate a sigma0 spec without a parameter (so errors come before anything is applied)."""
-    if isinstance(spec, str):
-        parse_sigma0(spec)
-    elif not callable(spec):
-        _check_sigma0_number(spec)
+    lengths = torch.tensor([n for _, _, n, _ in batch], dtype=torch.int64, device=device)
+    starts = torch.cumsum(lengths, 0) - lengths
+    size = int(lengths.sum())
+    idx = torch.arange(size, dtype=torch.int64, device=device) - torch.repeat_interleave(starts, lengths)
+    k0 = torch.repeat_interleave(torch.tensor([k[0] for _, k, _, _ in batch], dtype=torch.int64, device=device), lengths)
+    k1 = torch.repeat_interleave(torch.tensor([k[1] for _, k, _, _ in batch], dtype=torch.int64, device=device), lengths)
+    x0, x1, x2, _ = philox4x32(idx & MASK32, idx >> 32, (k0, k1))
+    if theta_all is not None:
+        s0 = torch.repeat_interleave(torch.tensor([s for _, _, _, s in batch], dtype=torch.float64, device=device), lengths)
+        u1 = (x0.to(torch.float64) + 1.0) * _TWO_NEG32
+        u2 = x1.to(torch.float64) * _TWO_NEG32
+        z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+        theta_all[lo : lo + size] = z * s0
+    if xi_all is not None:
+        u3 = (x2.to(torch.float64) + 0.5) * _TWO_NEG32
+        xi_all[lo : lo + size] = (2.0 * u3 - 1.0) * d_spread

@@ -62,24 +62,21 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
-from .anchors import (
-    DEFAULT_D_SPREAD,
+from .anchors import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1, stream_key
+from .config import DEFAULT_D_SPREAD, check_d_spread, check_nonneg_float, check_seed
+from .sigma0 import (
     DEFAULT_SIGMA0,
+    MATCH,
     UNIT_SIGMA0,
-    _check_seed,
-    check_d_spread,
-    check_nonneg_float,
     check_sigma0_spec,
+    fans_from_shape,
     parse_sigma0,
-    stream_key,
+    resolve_sigma0,
+    sigma0_from_fans,
 )
 
 __all__ = ["SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
 
-_M0 = 0xD2511F53
-_M1 = 0xCD9E8D57
-_W0 = 0x9E3779B9
-_W1 = 0xBB67AE85
 LAYOUTS = ("jax", "torch")
 _KERNEL_NAMES = ("kernel", "weight", "w")
 _BIAS_NAMES = ("bias", "b")
@@ -243,7 +240,7 @@ def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0,
     the generator works in float64 like the torch one and rounds once; without it, in float32.
     """
     _, jnp, np = _import()
-    _check_seed(seed)
+    seed = check_seed(seed)
     sigma0 = check_nonneg_float("sigma0", sigma0)
     d_spread = check_d_spread(d_spread)
     shape = tuple(int(s) for s in shape)
@@ -287,11 +284,7 @@ def _fans(name: str, shape: Tuple[int, ...], layout: str, shapes: dict) -> Optio
     if last in _EMBEDDING_NAMES and len(shape) >= 2:
         return 1, int(shape[-1])
     if len(shape) >= 2:
-        if layout == "jax":
-            receptive = math.prod(shape[:-2])
-            return int(shape[-2]) * receptive, int(shape[-1]) * receptive
-        receptive = math.prod(shape[2:])
-        return int(shape[1]) * receptive, int(shape[0]) * receptive
+        return fans_from_shape(shape, layout)
     if last in _BIAS_NAMES:
         for k in _KERNEL_NAMES:
             sib = f"{parent}.{k}" if parent else k
@@ -300,26 +293,37 @@ def _fans(name: str, shape: Tuple[int, ...], layout: str, shapes: dict) -> Optio
     return None
 
 
-def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict) -> float:
+def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict, leaves: Optional[dict] = None) -> float:
+    """sigma0 of one leaf: the presets read fans from its shape (``_fans``), the rest as in torch.
+
+    ``"match"`` reads values: X times the RMS of the leaf (of its sibling kernel for a bias; the
+    1-D rule for leaves without a fan-in); ``leaves`` maps names to arrays for the sibling lookup.
+    """
     if isinstance(spec, str):
         preset, scale = parse_sigma0(spec)
-        fans = _fans(name, tuple(leaf.shape), layout, shapes)
-        if fans is None:
-            return scale * UNIT_SIGMA0
-        fan_in, fan_out = fans
-        std = {"lecun": 1.0 / math.sqrt(fan_in), "kaiming": math.sqrt(2.0 / fan_in),
-               "xavier": math.sqrt(2.0 / (fan_in + fan_out))}[preset]
-        return scale * std
-    if callable(spec):
-        value = spec(name, leaf)
-        try:
-            return check_nonneg_float("sigma0", value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; "
-                "expected a finite float >= 0"
-            ) from exc
-    return check_nonneg_float("sigma0", spec)
+        if preset == MATCH:
+            fan = _fans(name, tuple(leaf.shape), layout, shapes)
+            if fan is None:
+                return scale * UNIT_SIGMA0
+            src = leaf if len(leaf.shape) >= 2 else _sibling_kernel(name, leaves or {})
+            return scale * _rms_np(src)
+        return sigma0_from_fans(spec, _fans(name, tuple(leaf.shape), layout, shapes))
+    return resolve_sigma0(spec, name, leaf)
+
+
+def _sibling_kernel(name: str, leaves: dict):
+    parent = name.rpartition(".")[0]
+    for k in _KERNEL_NAMES:
+        sib = f"{parent}.{k}" if parent else k
+        if sib in leaves and len(leaves[sib].shape) >= 2:
+            return leaves[sib]
+    raise KeyError(name)
+
+
+def _rms_np(x) -> float:
+    _, _, np = _import()
+    a = np.asarray(x, dtype=np.float64)
+    return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
 def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dict:
@@ -334,7 +338,8 @@ def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dic
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     named = [(_path_name(p), leaf) for p, leaf in flat]
     shapes = {n: tuple(leaf.shape) for n, leaf in named}
-    return {n: _resolve_sigma0(sigma0, n, leaf, kernel_layout, shapes) for n, leaf in named}
+    leaves = dict(named)
+    return {n: _resolve_sigma0(sigma0, n, leaf, kernel_layout, shapes, leaves) for n, leaf in named}
 
 
 # ----------------------------------------------------------------------------- the transformation
@@ -372,8 +377,14 @@ def syre_decay(
     if not callable(gamma):
         gamma = check_nonneg_float("gamma", gamma)
     check_sigma0_spec(sigma0)
+    if isinstance(sigma0, str) and parse_sigma0(sigma0)[0] == MATCH:
+        raise ValueError(
+            f"Invalid sigma0 value: {sigma0!r}; syre_decay reads sigma0 at every update, when the params have moved. "
+            f"Resolve it once from the initial params and pass the table: table = syre.optax.sigma0s(params, "
+            f"{sigma0!r}); syre_decay(gamma, sigma0=lambda name, p: table[name])"
+        )
     d_spread = check_d_spread(d_spread)
-    _check_seed(seed)
+    seed = check_seed(seed)
     if kernel_layout not in LAYOUTS:
         raise ValueError(f"Invalid kernel_layout value: {kernel_layout!r}; expected one of {LAYOUTS}")
 

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, _check_seed, anchor_like, check_d_spread, check_nonneg_float, check_sigma0_spec, resolve_sigma0
+from .anchors import anchor_like
+from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float
 from .select import covered
+from .sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
 
 __all__ = ["Penalty"]
 
@@ -37,16 +39,14 @@ class Penalty(nn.Module):
                  seed: int = 0, include=None, exclude=None):
         super().__init__()
         self.gamma = check_nonneg_float("gamma", gamma)
-        check_sigma0_spec(sigma0)
-        self.d_spread = check_d_spread(d_spread)
-        _check_seed(seed)
-        self.seed = seed
+        cfg = Config(sigma0=sigma0, d_spread=d_spread, seed=seed, include=include, exclude=exclude)
+        self.d_spread, self.seed = cfg.d_spread, cfg.seed
         self._params: List[torch.Tensor] = []
         self.names: List[str] = []
         self.sigma0s: List[float] = []
         for i, info in enumerate(covered(model, include, exclude)):
-            s0 = resolve_sigma0(sigma0, info.name, info.param, info.module, info.attr)
-            t, x = anchor_like(seed, info.name, info.param.detach(), sigma0=s0, d_spread=self.d_spread)
+            s0 = resolve_sigma0_of(sigma0, info)
+            t, x = anchor_like(self.seed, info.name, info.param.detach(), sigma0=s0, d_spread=self.d_spread)
             self.register_buffer(f"theta0_{i}", t, persistent=False)
             self.register_buffer(f"xi_{i}", x, persistent=False)
             self._params.append(info.param)

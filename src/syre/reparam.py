@@ -21,8 +21,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import functional as F
-from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, _check_seed, anchor_like, check_d_spread, check_nonneg_float, check_sigma0_spec, resolve_sigma0
-from .select import covered
+from .anchors import anchor_like
+from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float
+from .select import covered, unwrap_model
+from .sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
 
 __all__ = ["Reparametrization", "reparametrize", "AnchorShift"]
 
@@ -77,18 +79,37 @@ class Reparametrization:
 
 def reparametrize(model: nn.Module, *, sigma0=DEFAULT_SIGMA0, seed: int = 0, d_spread: float = DEFAULT_D_SPREAD,
                   include=None, exclude=None) -> Reparametrization:
-    """Make the forward pass of ``model`` use ``theta + theta0`` for every covered parameter."""
-    check_sigma0_spec(sigma0)
-    d_spread = check_d_spread(d_spread)
-    _check_seed(seed)
-    infos = covered(model, include, exclude)
+    """Make the forward pass of ``model`` use ``theta + theta0`` for every covered parameter.
+
+    Refused, before anything changes, for a parameter that is already parametrized, for a tied
+    parameter (held under several names, such as an embedding tied to the output head: the
+    parametrization would shift one of its aliases only), and for a model an attached ``Syre``
+    decays (two anchors for one weight).
+    """
+    cfg = Config(sigma0=sigma0, d_spread=d_spread, seed=seed, include=include, exclude=exclude)
+    from .optim import on_model
+
+    live = on_model(model)
+    if live:
+        raise ValueError(
+            f"The model has syre attached to its optimizer ({live[0]!r}); reparametrizing it too would decay the "
+            "trained theta toward a second anchor. Use one form: syre.attach (decay toward theta0), or remove() it "
+            "and reparametrize"
+        )
+    infos = covered(unwrap_model(model), cfg.include, cfg.exclude)
     for info in infos:
         if parametrize.is_parametrized(info.module, info.attr):
             raise ValueError(f"Parameter {info.name!r} is already parametrized; remove that parametrization first")
+        if info.aliases:
+            raise ValueError(
+                f"Parameter {info.name!r} is tied: the model also holds it as {list(info.aliases)}. reparametrize would "
+                "shift one alias only, and the others would compute with theta instead of theta + theta0. Exclude it "
+                f"(exclude=[{info.name!r}]), or use syre.attach / syre.Penalty, which decay a tied parameter once"
+            )
     planned = []
     for info in infos:
-        s0 = resolve_sigma0(sigma0, info.name, info.param, info.module, info.attr)
-        t, x = anchor_like(seed, info.name, info.param.detach(), sigma0=s0, d_spread=d_spread)
+        s0 = resolve_sigma0_of(cfg.sigma0, info)
+        t, x = anchor_like(cfg.seed, info.name, info.param.detach(), sigma0=s0, d_spread=cfg.d_spread)
         if t is None:
             t = torch.zeros_like(info.param.detach(), dtype=torch.float64 if info.param.dtype == torch.float64 else torch.float32)
         planned.append((info, s0, t, x))
@@ -97,4 +118,4 @@ def reparametrize(model: nn.Module, *, sigma0=DEFAULT_SIGMA0, seed: int = 0, d_s
         for info, s0, t, x in planned:
             parametrize.register_parametrization(info.module, info.attr, AnchorShift(t))
             entries.append((info.module, info.attr, info.name, s0, x))
-    return Reparametrization(entries, seed, d_spread)
+    return Reparametrization(entries, cfg.seed, cfg.d_spread)

@@ -1,14 +1,12 @@
-"""Helpers shared by the framework integrations (no framework imported here)."""
+"""Helpers shared by the framework integrations (no framework imported here; public syre names only)."""
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
 
-#: Keyword arguments of ``syre.attach`` that the integrations pass through unchanged.
-ATTACH_KWARGS = ("gamma", "sigma0", "d_spread", "seed", "mode", "include", "exclude", "strict", "foreach")
+from ..config import ATTACH_KWARGS, Config  # noqa: F401  (ATTACH_KWARGS: the keyword arguments passed through)
 
 
 def require(module: str, extra: str, what: str):
@@ -45,51 +43,22 @@ def unwrap_optimizer(optimizer: Any) -> Any:
 
 
 def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, kwargs: Dict[str, Any]):
-    """``syre.attach`` each optimizer to ``model`` with the same seed and configuration.
+    """``syre.attach`` to ``model`` with the framework's optimizers; returns one ``Syre`` per optimizer.
 
-    The anchors are a function of (seed, parameter name) only, so a parameter gets the same
-    anchor whichever optimizer holds it. With more than one optimizer each holds part of the
-    model: they are attached with ``strict=False`` and, when ``strict`` is on, the trainable
-    parameters none of them holds are reported together.
+    One optimizer: ``syre.attach(optimizer, model, ...)``. Several (a module that configures Muon
+    and AdamW, a GAN's two optimizers): ``syre.attach([...], model, ...)``, which checks that they
+    cover the model exactly once; the anchors are a function of (seed, parameter name) only, so a
+    parameter gets the same anchor whichever optimizer holds it.
     """
-    from ..optim import attach
-    from ..select import collect
+    from .. import attach
 
     optimizers = [unwrap_optimizer(o) for o in optimizers]
     for i, o in enumerate(optimizers):
         if not isinstance(o, torch.optim.Optimizer):
             raise TypeError(f"Invalid optimizer {i}: {type(o).__name__}; syre attaches to torch.optim.Optimizer instances")
     if len(optimizers) == 1:
-        syres = [attach(optimizers[0], model, **kwargs)]
-        _warn_if_idle(syres)
-        return syres
-    strict = kwargs.get("strict", True)
-    each = dict(kwargs, strict=False)
-    syres = [attach(o, model, **each) for o in optimizers]
-    if strict:
-        held = {id(p) for o in optimizers for g in o.param_groups for p in g["params"]}
-        unheld = [i.name for i in collect(model).values() if i.param.requires_grad and id(i.param) not in held]
-        if unheld:
-            for s in syres:
-                s.remove()
-            shown = ", ".join(repr(n) for n in unheld[:8]) + (" ..." if len(unheld) > 8 else "")
-            raise ValueError(
-                f"{len(unheld)} trainable parameter(s) are held by none of the {len(optimizers)} optimizers: {shown}; "
-                "add them to an optimizer, freeze them, or pass strict=False to leave them alone"
-            )
-    _warn_if_idle(syres)
-    return syres
-
-
-def _warn_if_idle(syres) -> None:
-    rows = [r for s in syres for r in s.coverage() if r["covered"]]
-    if rows and all(r["gamma"] == 0.0 for r in rows):
-        warnings.warn(
-            "syre is attached with gamma = 0 on every parameter, so it does nothing: gamma=None took over a "
-            "weight_decay of 0. Set the optimizer's weight_decay (TrainingArguments(weight_decay=...) for the "
-            "transformers Trainer) or pass gamma=... explicitly",
-            stacklevel=3,
-        )
+        return [attach(optimizers[0], model, **kwargs)]
+    return list(attach(optimizers, model, **kwargs).syres)
 
 
 def check_state_list(states: Optional[list], n: int, where: str) -> None:
@@ -103,25 +72,5 @@ def check_state_list(states: Optional[list], n: int, where: str) -> None:
 
 def check_attach_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     """Validate ``syre.attach`` keyword arguments early (at callback construction), unchanged."""
-    from ..anchors import _check_seed, check_d_spread, check_nonneg_float, check_sigma0_spec
-    from ..optim import MODES
-    from ..select import check_rule
-
-    unknown = sorted(set(kwargs) - set(ATTACH_KWARGS))
-    if unknown:
-        raise TypeError(f"Invalid argument(s) {unknown}; syre.attach takes {list(ATTACH_KWARGS)}")
-    if kwargs.get("gamma") is not None:
-        check_nonneg_float("gamma", kwargs["gamma"])
-    if "sigma0" in kwargs:
-        check_sigma0_spec(kwargs["sigma0"])
-    if "d_spread" in kwargs:
-        check_d_spread(kwargs["d_spread"])
-    if "seed" in kwargs:
-        _check_seed(kwargs["seed"])
-    if "mode" in kwargs and kwargs["mode"] not in MODES:
-        raise ValueError(f"Invalid mode value: {kwargs['mode']!r}; expected one of {MODES}")
-    check_rule("include", kwargs.get("include"))
-    check_rule("exclude", kwargs.get("exclude"))
-    if "strict" in kwargs and not isinstance(kwargs["strict"], bool):
-        raise TypeError(f"Invalid strict value: {kwargs['strict']!r}; expected a bool")
+    Config.from_kwargs(kwargs)
     return kwargs

@@ -118,7 +118,7 @@ class SyreCallback(pl.Callback):
     def _load(self, states: list) -> None:
         check_state_list(states, len(self.syres), "the checkpoint")
         for s, sd in zip(self.syres, states):
-            s._validate_state(sd)  # all checked before any is loaded
+            s.check_state_dict(sd)  # all checked before any is loaded
         for s, sd in zip(self.syres, states):
             s.load_state_dict(sd)
 

@@ -121,7 +121,7 @@ def attach(
     if saved is not None:
         try:
             for s, sd in zip(syres, saved):
-                s._validate_state(sd)
+                s.check_state_dict(sd)
         except (TypeError, ValueError):
             for s in syres:
                 s.remove()
