@@ -13,6 +13,7 @@ arm                target, D                                                  al
 ``syre_ar``        theta0 at the library default, D_ii ~ U(1 - eps, 1 + eps)   -
 ``syre_<X>x``      theta0 at X LeCun init stds (``"lecun:X"``), D = I            -
 ``syre_abs<X>``    theta0 at the absolute sigma0 X, D = I                      -
+``syre_match``     theta0 at the weights' own RMS at attach (``"match"``)       -
 ``l2init``         the initial weights theta(0), D = I (L2-Init)              -
 ``perturb``        the origin, D = I                                          a small random perturbation of the start
 ``wfix``           the origin, D = I                                          W-fix
@@ -26,8 +27,8 @@ W-fix (Lim et al. 2024): in every weight matrix (and convolution kernel) a fixed
 each output unit's incoming weights, a share ``wfix_frac`` (at least one), is set to random
 constants ~ N(0, (wfix_scale * init_std)^2) and restored after every step.
 
-sigma0 specs: the library's forms (``"lecun"``, ``"kaiming"``, ``"xavier"``, ``"lecun:X"``), ``"rel:X"``
-(= ``"lecun:X"``), an absolute number or ``"abs:X"``. Only syre's public API is used.
+sigma0 specs: the library's forms (``"lecun"``, ``"kaiming"``, ``"xavier"``, ``"lecun:X"``, ``"match"``,
+``"match:X"``), ``"rel:X"`` (= ``"lecun:X"``), an absolute number or ``"abs:X"``. Only syre's public API is used.
 """
 from __future__ import annotations
 
@@ -106,6 +107,8 @@ def _syre_name(spec) -> str:
     kind, preset, x = _parse(spec)
     if kind == "abs":
         return f"syre_abs{x:g}"
+    if preset == "match" and x is None:
+        return "syre_match"
     return f"syre_{x:g}x" if preset == "lecun" else f"syre_{preset}{x:g}x"
 
 
@@ -153,8 +156,13 @@ def arms(names: Sequence[str]) -> List[Arm]:
             out.append(syre_arm(f"abs:{n[len('syre_abs'):]}"))
         elif n.startswith("syre_") and n.endswith("x") and _is_number(n[5:-1]):
             out.append(syre_arm(f"lecun:{n[5:-1]}"))
+        elif n == "syre_match":
+            out.append(syre_arm("match"))
+        elif n.startswith("syre_match") and n.endswith("x") and _is_number(n[10:-1]):
+            out.append(syre_arm(f"match:{n[10:-1]}"))
         else:
-            raise ValueError(f"Invalid arm: {n!r}; expected one of {sorted(ARMS)}, 'syre_<X>x' or 'syre_abs<X>'")
+            raise ValueError(f"Invalid arm: {n!r}; expected one of {sorted(ARMS)}, 'syre_<X>x', 'syre_abs<X>', 'syre_match' or "
+                             "'syre_match<X>x'")
     return out
 
 
@@ -173,7 +181,7 @@ def arm_gamma(arm: Arm, cfg: Dict[str, Any]) -> float:
 
 
 # ----------------------------------------------------------------------------- sigma0 specs
-_SPEC_FORMS = "'lecun', 'kaiming', 'xavier', 'lecun:X' (any preset), 'rel:X', 'abs:X' or a number >= 0"
+_SPEC_FORMS = "'lecun', 'kaiming', 'xavier', 'lecun:X' (any preset), 'match', 'match:X', 'rel:X', 'abs:X' or a number >= 0"
 _PRESETS = ("lecun", "kaiming", "xavier")
 
 
@@ -198,7 +206,7 @@ def _parse(spec) -> tuple:
         return ("abs", None, _number(spec, raw))
     if head == "rel" and sep:
         return ("rel", "lecun", _number(spec, raw))
-    if head in _PRESETS:
+    if head in _PRESETS or head == "match":
         return ("rel", head, _number(spec, raw) if sep else None)
     raise ValueError(f"Invalid sigma0: {spec!r}; expected {_SPEC_FORMS}")
 
@@ -227,6 +235,8 @@ def sigma0_label(spec) -> str:
     kind, preset, x = _parse(spec)
     if kind == "abs":
         return f"{x:g} (absolute)"
+    if preset == "match":
+        return f"{1.0 if x is None else x:g} x the weights' RMS at attach"
     text = f"{library_scale(preset) if x is None else x:g} x {preset} init std"
     return text + (" (the library default)" if spec == syre.DEFAULT_SIGMA0 else "")
 
@@ -345,8 +355,9 @@ def _apply_l2init(handle: ArmHandle, optimizer: torch.optim.Optimizer, gamma: fl
     def pre_step(opt, args, kwargs):
         for group, pairs in zip(opt.param_groups, inits):
             live = [(p, t) for p, t in pairs if p.grad is not None]
-            if live:
-                F.decay_([p for p, _ in live], [t for _, t in live], [None] * len(live), weight=float(group["lr"]) * gamma)
+            g = float(group.get("syre_gamma", gamma))  # a group's own gamma, as syre reads it (0: a no-decay group)
+            if live and g:
+                F.decay_([p for p, _ in live], [t for _, t in live], [None] * len(live), weight=float(group["lr"]) * g)
 
     handle._hooks.append(optimizer.register_step_pre_hook(pre_step))
 
