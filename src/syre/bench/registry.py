@@ -32,6 +32,10 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e7": "syre.bench.e7",
     "e8": "syre.bench.e8",
     "e9": "syre.bench.e9",
+    "e10": "syre.bench.e10",
+    "e11": "syre.bench.e11",
+    "e12": "syre.bench.e12",
+    "e13": "syre.bench.e13",
     "sigma-sweep": "syre.bench.sigma_sweep",
 }
 
