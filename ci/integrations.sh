@@ -32,7 +32,8 @@ import torch
 pinned = [l.split("==")[1].strip() for l in open("constraints-dev.txt") if l.startswith("torch==")][0]
 if not torch.__version__.startswith(pinned):
     sys.exit(f"torch {torch.__version__} was installed instead of the pinned {pinned}")
-for m in ("lightning", "transformers", "accelerate", "stable_baselines3", "gymnasium", "jax", "optax", "sphinx", "myst_parser"):
+for m in ("lightning", "transformers", "accelerate", "stable_baselines3", "gymnasium", "jax", "optax", "sphinx", "myst_parser",
+          "tensorboard"):
     importlib.import_module(m)
 print(f"torch {torch.__version__}; all integration packages import")
 PYCHECK

@@ -1,18 +1,24 @@
-"""A collapsed model next to the same model trained with syre, as the audit sees them.
+"""A collapsed model next to a healthy one, as the audit sees them.
 
 A 2-layer ReLU network (64 -> 32 -> 10) on scikit-learn's digits starts with its 32 hidden
 units made of 4 distinct neurons copied 8 times: a point on the permutation mirrors. It is
 trained twice with the same AdamW (lr 0.01, weight_decay 0.1, full batch, 600 steps): once as
 is, once with ``syre.attach`` taking over the weight decay (decay toward a random anchor). The
-audit of each trained model is printed, and a ``Monitor`` logs the share of duplicated units
-and the effective rank of the hidden representation during training.
+audit of each trained model is printed (each layer against its structural maximum and a
+fresh-init twin), and a ``Monitor`` logs the share of duplicated units and the effective rank of
+the hidden representation during training.
 
     python examples/diagnose_collapse.py [--steps 600] [--out diagnose-collapse]
+    python examples/diagnose_collapse.py --update-docs   # rewrite the output shown in README.md and docs/
+
+The text is deterministic (one thread, seeded data, init and anchors); tests/test_docs_diagnostics.py
+checks that README.md and docs/diagnostics.md show exactly what this script prints.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,15 +27,20 @@ from torch import nn
 import syre
 from syre.data import digits
 from syre.demo import duplicated_start
-from syre.diagnostics import Monitor, audit
+from syre.diagnostics import CollapseWarning, Monitor, audit
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN = "<!-- output of examples/diagnose_collapse.py{}: begin -->"
+END = "<!-- output of examples/diagnose_collapse.py: end -->"
+ARMS = ("weight decay", "syre")
 
 
-def train(arm: str, data, steps: int, out: Path):
+def train(arm: str, data, steps: int, log=None):
     m = duplicated_start(0)
     opt = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
     s = syre.attach(opt, m, seed=0) if arm == "syre" else None  # the one added line
-    mon = Monitor(m, every=max(steps // 12, 1), path=out / f"monitor-{arm.replace(' ', '-')}.csv",
-                  metrics=("duplicate_fraction", "effective_rank", "dead_fraction"))
+    mon = Monitor(m, every=max(steps // 12, 1), metrics=("duplicate_fraction", "effective_rank", "dead_fraction"),
+                  path=log)
     loss_fn = nn.CrossEntropyLoss()
     for step in range(steps + 1):
         loss = loss_fn(m(data.x_train), data.y_train)
@@ -45,32 +56,98 @@ def train(arm: str, data, steps: int, out: Path):
     return m, s, mon, loss.item(), acc
 
 
+def run(steps: int = 600, out: Path = None) -> str:
+    """The text this example prints; with ``out``, also the plots and monitor logs there."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = digits(seed=0)
+        mean = data.x_train.mean(0)  # centred inputs: no hidden unit starts dead on every image
+        data = data._replace(x_train=data.x_train - mean, x_test=data.x_test - mean)
+        parts = []
+        for arm in ARMS:
+            print(f"training with {arm} ...", file=sys.stderr)
+            name = arm.replace(" ", "-")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CollapseWarning)  # its alarms are counted below
+                m, s, mon, loss, acc = train(arm, data, steps, out / f"monitor-{name}.csv" if out else None)
+            report = audit(m, data.x_test, s)
+            first, last = mon.records[0], mon.records[-1]
+            parts.append(
+                f"=== AdamW + {arm}: train loss {loss:.4f}, test accuracy {acc:.1%} ===\n{report}\n"
+                f"monitor, step {first['step']} -> {last['step']}: duplicated units "
+                f"{first['0/duplicate_fraction']:.0%} -> {last['0/duplicate_fraction']:.0%}, hidden effective rank "
+                f"{first['0/effective_rank']:.1f} -> {last['0/effective_rank']:.1f}, alarms: {len(mon.alarms)}\n")
+            if out is not None:
+                report.plot(out / f"audit-{name}.png")
+                mon.plot(out / f"monitor-{name}.png")
+        return "\n".join(parts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def excerpt(text: str) -> str:
+    """The README's excerpt: per arm, its headline, the table and the collapse found (no notes)."""
+    keep, section = [], None
+    for line in text.splitlines():
+        if line.startswith("==="):
+            keep += ([""] if keep else []) + [line]
+            section = None
+        elif line.startswith("layer "):
+            section = "table"
+        elif line.startswith(("collapse found", "no collapse found")):
+            section = "found"
+        elif not line.startswith("  - "):
+            section = None if section == "found" or not line else section
+        if section == "table" and line or section == "found":
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
+def blocks():
+    """``{path: (tag, text producer)}``: where the output is shown, and which part of it."""
+    return {ROOT / "docs" / "diagnostics.md": ("", lambda t: t), ROOT / "README.md": (" (excerpt)", excerpt)}
+
+
+def shown(path: Path, tag: str) -> str:
+    """The text between the markers of ``path`` (without the code fence), or '' when missing."""
+    doc = path.read_text()
+    begin = BEGIN.format(tag)
+    if begin not in doc or END not in doc:
+        return ""
+    inner = doc.split(begin, 1)[1].split(END, 1)[0]
+    return inner.strip().removeprefix("```").removesuffix("```").strip("\n") + "\n"
+
+
+def update_docs(text: str) -> None:
+    for path, (tag, make) in blocks().items():
+        doc = path.read_text()
+        begin = BEGIN.format(tag)
+        if begin not in doc or END not in doc:
+            raise SystemExit(f"{path}: no {begin!r} ... {END!r} markers to write between")
+        head, rest = doc.split(begin, 1)
+        tail = rest.split(END, 1)[1]
+        path.write_text(f"{head}{begin}\n```\n{make(text)}```\n{END}{tail}")
+        print(f"updated {path.relative_to(ROOT)}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--out", default="diagnose-collapse")
+    p.add_argument("--out", default="diagnose-collapse", help="folder for the plots and monitor logs")
+    p.add_argument("--update-docs", action="store_true", help="rewrite the output shown in README.md and docs/")
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = digits(seed=0)
-    mean = data.x_train.mean(0)  # centred inputs: no hidden unit starts dead on every image
-    data = data._replace(x_train=data.x_train - mean, x_test=data.x_test - mean)
-    for arm in ("weight decay", "syre"):
-        print(f"training with {arm} ...", file=sys.stderr)
-        m, s, mon, loss, acc = train(arm, data, a.steps, out)
-        report = audit(m, data.x_test, s)
-        print(f"=== AdamW + {arm}: train loss {loss:.4f}, test accuracy {acc:.1%} ===")
-        print(report)
-        first, last = mon.records[0], mon.records[-1]
-        print(f"monitor, step {first['step']} -> {last['step']}: duplicated units "
-              f"{first['0/duplicate_fraction']:.0%} -> {last['0/duplicate_fraction']:.0%}, hidden effective rank "
-              f"{first['0/effective_rank']:.1f} -> {last['0/effective_rank']:.1f} "
-              f"(recording took {mon.overhead_s:.2f} s in all)")
-        print()
-        report.plot(out / f"audit-{arm.replace(' ', '-')}.png")
-        mon.plot(out / f"monitor-{arm.replace(' ', '-')}.png")
-    print(f"wrote the plots and monitor logs to {out}/", file=sys.stderr)
+    out = None if a.update_docs else Path(a.out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    text = run(a.steps, out)
+    print(text)
+    if a.update_docs:
+        if a.steps != 600:
+            raise SystemExit("--update-docs writes the 600-step output; leave --steps at its default")
+        update_docs(text)
+    else:
+        print(f"wrote the plots and monitor logs to {out}/", file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,15 @@ import torch
 import syre
 from syre import cli, diagnose
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these models are tiny, and more threads only add overhead."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 MODELS = '''
 import torch
 from torch import nn
@@ -27,6 +36,23 @@ class Conv(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.relu(self.c(x)).flatten(1))
+
+
+class CharLM(nn.Module):
+    def __init__(self, vocab=20, d=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, idx):
+        return self.head(torch.tanh(self.emb(idx)))
+
+
+def act_mlp(width=16, act="relu", scale=1.0):
+    act_layer = {"relu": nn.ReLU, "tanh": nn.Tanh}[act]()
+    m = nn.Sequential(nn.Linear(64, width), act_layer, nn.Linear(width, 10))
+    m.scale = scale
+    return m
 
 
 INSTANCE = nn.Linear(64, 3)
@@ -142,9 +168,13 @@ def test_mismatched_checkpoint_names_keys_and_shapes(models, tmp_path, capsys):
     code, _, err = main(["diagnose", "--model", "diag_models:mlp", "--model-kwargs", '{"width": 12}',
                          "--checkpoint", str(tmp_path / "bad.pt"), "--data", "synthetic"], capsys)
     assert code == 2
-    assert "missing in the checkpoint: ['2.bias']" in err
-    assert "not in the model: ['extra.weight']" in err
+    # both sides named: the file and entry, the model's import path, the keys each side lacks, examples of each
+    assert f"--checkpoint {tmp_path / 'bad.pt'} does not match the model from diag_models:mlp" in err
+    assert "missing in the checkpoint (the model has them): ['2.bias']" in err
+    assert "not in the model (the checkpoint has them): ['extra.weight']" in err
     assert "0.weight: checkpoint (16, 64), model (12, 64)" in err
+    assert "the model's keys: ['0.bias', '0.weight', '2.bias', '2.weight'] (4 in all)" in err
+    assert "the checkpoint's keys: ['0.bias', '0.weight', '2.weight', 'extra.weight'] (4 in all)" in err
     # a DDP-style prefix is stripped; a checkpoint that is no dict is refused by name
     torch.save({"module." + k: v for k, v in duplicated_mlp().state_dict().items()}, tmp_path / "ddp.pt")
     code, out, err = main(["diagnose", "--model", "diag_models:mlp", "--checkpoint", str(tmp_path / "ddp.pt"),
@@ -173,3 +203,120 @@ def test_fashion_mnist_source(models, tmp_path, capsys):
     assert x.shape == (64, 1, 7, 7) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     code, _, err = main(["diagnose", "--model", "diag_models:mlp", "--data", "fashion-mnist", "--size", "5"], capsys)
     assert code == 2 and "invalid --size 5" in err
+
+
+def test_token_ids_from_npz_stay_integer(models, tmp_path, capsys):
+    ids = np.random.default_rng(0).integers(0, 20, size=(64, 12)).astype(np.int32)
+    np.savez(tmp_path / "ids.npz", x=ids)
+    x = diagnose.load_inputs(str(tmp_path / "ids.npz"))
+    assert x.dtype == torch.int64 and torch.equal(x, torch.from_numpy(ids).long())
+    code, out, err = main(["diagnose", "--model", "diag_models:CharLM", "--data", str(tmp_path / "ids.npz"),
+                           "--json", str(tmp_path / "r.json")], capsys)
+    assert code == 0, err
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["config"]["dtype"] == "int64" and [l["name"] for l in d["layers"]] == ["emb", "head"]
+    # the embedding's representation can only span the distinct ids looked up: its maximum says so
+    distinct = len(np.unique(ids))
+    assert d["layers"][0]["input_rank"] == distinct - 1
+    assert d["collapsed"] is False, out
+    # floating arrays become float32; integer-valued features can be made float
+    np.savez(tmp_path / "pix.npz", x=np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
+    assert diagnose.load_inputs(str(tmp_path / "pix.npz")).dtype == torch.int64
+    assert diagnose.load_inputs(str(tmp_path / "pix.npz"), dtype="float32").dtype == torch.float32
+    code, _, err = main(["diagnose", "--model", "diag_models:mlp", "--data", str(tmp_path / "pix.npz")], capsys)
+    assert code == 2 and "pass --dtype float32" in err  # the hint for integer pixels fed to a float model
+    code, _, err = main(["diagnose", "--model", "diag_models:mlp", "--data", str(tmp_path / "pix.npz"),
+                         "--dtype", "float32", "--mean", "data", "--std", "data"], capsys)
+    assert code == 0, err
+    code, _, err = main(["diagnose", "--model", "diag_models:CharLM", "--data", "synthetic", "--shape", "10"], capsys)
+    assert code == 0, err  # synthetic token ids for an Embedding-first model
+
+
+def test_file_factory_imports_its_neighbours(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["syre.diagnose"])
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "blocks_for_diagnose.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def block(n_in, n_out):
+            return nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU())
+    """))
+    (proj / "net_for_diagnose.py").write_text(textwrap.dedent("""
+        from torch import nn
+        from blocks_for_diagnose import block      # a neighbour, imported at import time
+
+        def make(width=8):
+            from blocks_for_diagnose import block as late   # and when the factory runs
+            return nn.Sequential(block(64, width), late(width, width), nn.Linear(width, 10))
+    """))
+    monkeypatch.chdir(tmp_path)  # neither the file's folder nor this one holds blocks_for_diagnose
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    code, out, err = main(["diagnose", "--model", "proj/net_for_diagnose.py:make", "--model-arg", "width=12",
+                           "--data", "synthetic"], capsys)
+    assert code == 0, err
+    assert "syre audit of Sequential" in out and " 12 " in out
+
+
+def test_factory_keyword_arguments_from_the_command_line(models, capsys):
+    assert diagnose.parse_model_args(["width=8", "act=tanh", "scale=0.5"], '{"width": 4}') == \
+        {"width": 8, "act": "tanh", "scale": 0.5}  # literals parsed, bare words kept as strings, --model-arg wins
+    code, out, err = main(["diagnose", "--model", "diag_models:act_mlp", "--model-arg", "width=6",
+                           "--model-arg", "act=tanh", "--data", "synthetic"], capsys)
+    assert code == 0, err
+    assert "tanh" in out and " 6 " in out
+    code, _, err = main(["diagnose", "--model", "diag_models:act_mlp", "--model-arg", "depth=3",
+                         "--data", "synthetic"], capsys)
+    assert code == 2 and "depth" in err and "it takes (width=16, act='relu', scale=1.0)" in err
+    code, _, err = main(["diagnose", "--model", "diag_models:act_mlp", "--model-arg", "3=x", "--data", "synthetic"],
+                        capsys)
+    assert code == 2 and "invalid --model-arg '3=x'" in err
+
+
+def test_normalisation_given_or_computed(tmp_path):
+    x = torch.rand(100, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 5 + 2
+    y, how = diagnose.normalise(x, "2.0", "0.5")
+    assert torch.allclose(y, (x - 2.0) / 0.5) and how == "normalised with mean 2.0, std 0.5"
+    y, _ = diagnose.normalise(x, "1,2,3", "1,1,2")
+    assert torch.allclose(y[:, 2], (x[:, 2] - 3) / 2) and torch.allclose(y[:, 0], x[:, 0] - 1)
+    y, how = diagnose.normalise(x, "data", "data")  # per channel of an image batch
+    assert "per channel" in how
+    assert torch.allclose(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(y.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-5)
+    flat = torch.cat([torch.randn(50, 3, generator=torch.Generator().manual_seed(1)) * 4 + 1, torch.ones(50, 1)], 1)
+    y, how = diagnose.normalise(flat, "data", "data")  # per feature; a constant feature keeps std 1
+    assert "per feature" in how and torch.allclose(y[:, :3].std(dim=0), torch.ones(3), atol=1e-5)
+    assert torch.equal(y[:, 3], torch.zeros(50))
+    with pytest.raises(diagnose.DiagnoseError, match="2 values for inputs with 3 channels"):
+        diagnose.normalise(x, "1,2", None)
+    with pytest.raises(diagnose.DiagnoseError, match="std.*> 0"):
+        diagnose.normalise(x, None, "0")
+    with pytest.raises(diagnose.DiagnoseError, match="integers"):
+        diagnose.normalise(torch.arange(10).reshape(5, 2), "data", None)
+
+
+def test_prefixed_checkpoint_keys_are_matched(models, tmp_path, capsys):
+    m = duplicated_mlp()
+    torch.save({"state_dict": {"model." + k: v for k, v in m.state_dict().items()}}, tmp_path / "lightning.pt")
+    torch.save({"net." + k: v for k, v in m.state_dict().items()}, tmp_path / "net.pt")
+    for name in ("lightning.pt", "net.pt"):
+        code, out, err = main(["diagnose", "--model", "diag_models:mlp", "--checkpoint", str(tmp_path / name),
+                               "--data", "synthetic"], capsys)
+        assert code == 0, err
+        assert "stripped the prefix" in err and "0: 2 of 16 units duplicated" in out
+
+
+def test_reference_follows_the_checkpoint(models, tmp_path, capsys):
+    torch.save(duplicated_mlp().state_dict(), tmp_path / "ck.pt")
+    base = ["diagnose", "--model", "diag_models:mlp", "--data", "synthetic", "--json", str(tmp_path / "r.json")]
+    code, _, err = main(base + ["--checkpoint", str(tmp_path / "ck.pt")], capsys)
+    assert code == 0, err
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["config"]["reference"] == "factory" and d["meta"]["reference"] == "diag_models:mlp as built, before the checkpoint"
+    assert d["layers"][0]["reference"]["duplicated"] == 0  # the factory's model, before the checkpoint
+    code, _, err = main(base + ["--checkpoint", str(tmp_path / "ck.pt"), "--reference", "none"], capsys)
+    assert code == 0 and json.loads((tmp_path / "r.json").read_text())["meta"]["reference"] is None
+    code, _, err = main(base, capsys)
+    assert code == 0 and json.loads((tmp_path / "r.json").read_text())["config"]["reference"] == "init"
+    code, _, err = main(base + ["--reference", "factory"], capsys)
+    assert code == 2 and "without --checkpoint" in err

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from syre.diagnostics import _spectral as S
 from syre.diagnostics import metrics as M
 
 
@@ -187,14 +188,14 @@ def test_gram_spectra_match_svd(shape):
     """The audit and the monitor take singular values from one Gram matrix; they must agree with
     svdvals far below the thresholds they are judged at (1e-6 on eigenvalues)."""
     x = gaussian(*shape, seed=11) * torch.linspace(1e-3, 3.0, shape[1]) + 4.0  # a large mean, a wide spectrum
-    s, sc = M._fast_spectra(x)
+    s, sc = S.gram_spectra(x)
     k = min(shape)
     ref, refc = M.singular_values(x), M.singular_values(x, center=True)
     assert torch.allclose(s[:k], ref, rtol=0, atol=1e-7 * float(ref[0]))
     assert torch.allclose(sc[:k], refc, rtol=0, atol=1e-7 * float(refc[0]))
-    assert torch.allclose(M._fast_singular_values(x, center=True)[:k], refc, rtol=0, atol=1e-7 * float(refc[0]))
-    assert M._rank_from_sv(s, shape, x.dtype, None) == M.numerical_rank(x)
-    assert M._entropy_rank(s, 0.0) == pytest.approx(M.effective_rank(x), rel=1e-9)
+    assert torch.allclose(S.fast_singular_values(x, center=True)[:k], refc, rtol=0, atol=1e-7 * float(refc[0]))
+    assert S.rank_from_sv(s, shape, x.dtype, None) == M.numerical_rank(x)
+    assert S.entropy_rank(s, 0.0) == pytest.approx(M.effective_rank(x), rel=1e-9)
     if shape[0] > shape[1]:
         for t in (1e-3, 1e-6):
-            assert M._low_rank_from_sv(sc, shape[1], t) == M.low_rank_fraction(x, threshold=t)
+            assert S.low_rank_from_sv(sc, shape[1], t) == M.low_rank_fraction(x, threshold=t)

@@ -73,7 +73,7 @@ class Probe(pl.Callback):
 
 def _trainer(tmp_path, callbacks, max_steps, **kw):
     return pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        max_steps=max_steps, accelerator="cpu", devices=1, logger=kw.pop("logger", False), enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path, callbacks=callbacks,
         enable_checkpointing=kw.pop("enable_checkpointing", False), **kw,
     )
@@ -153,3 +153,59 @@ def test_bad_arguments_are_refused_at_construction():
         SyreCallback(mode="fast")
     with pytest.raises(ValueError, match="Invalid sigma0 value: 'he'"):
         SyreCallback(sigma0="he")
+
+
+class ListLogger(pl.loggers.Logger):
+    """Keeps every ``log_metrics`` call: what TensorBoard, CSV or W&B loggers would receive."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    @property
+    def name(self):
+        return "list"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_monitor_callback_logs_to_the_trainers_loggers(tmp_path):
+    from syre.integrations.lightning import MonitorCallback
+
+    logger = ListLogger()
+    cb = MonitorCallback(every=2, metrics=("rank", "effective_rank"), inputs=lambda b: b[0], module="net")
+    _trainer(tmp_path, [cb], max_steps=6, logger=logger).fit(Tiny(opt="adamw", wd=0.1), _data())
+    logged = {step: m for step, m in logger.rows if any(k.startswith("collapse/") for k in m)}
+    assert sorted(logged) == [0, 2, 4] == [r["step"] for r in cb.monitor.records]
+    for r in cb.monitor.records:  # what the loggers got is the monitor's row, under collapse/<layer>/<metric>
+        assert logged[r["step"]]["collapse/0/rank"] == r["0/rank"]
+        assert logged[r["step"]]["collapse/2/effective_rank"] == pytest.approx(r["2/effective_rank"])
+        assert logged[r["step"]]["collapse/alarms"] == 0.0
+    with pytest.raises(TypeError, match="bogus"):
+        MonitorCallback(bogus=1)
+    with pytest.raises(ValueError, match="no forward.*net"):  # Tiny has none: say which submodule to use
+        _trainer(tmp_path, [MonitorCallback(every=2)], max_steps=1).fit(Tiny(), _data())
+
+
+def test_syre_callback_monitor_passes_its_syre(tmp_path):
+    logger = ListLogger()
+    cb = SyreCallback(gamma=0.05, sigma0=0.3, monitor={"every": 3, "metrics": ("anchor_distance",), "module": "net"})
+    _trainer(tmp_path, [cb], max_steps=4, logger=logger).fit(Tiny(), _data())
+    assert [r["step"] for r in cb.monitor_callback.monitor.records] == [0, 3]
+    # measured against syre's anchors of net.0.* (the monitor sees the submodule "net", syre the LightningModule)
+    s = cb.syres[0]
+    net = cb.monitor_callback.monitor.model
+    d = torch.cat([(getattr(net[0], a).detach() - s.anchor(f"net.0.{a}").theta0).flatten() for a in ("weight", "bias")])
+    now = cb.monitor_callback.monitor.record(4)  # after fit: the parameters as they are now
+    assert now["0/anchor_distance"] == pytest.approx(float(d.double().norm()), rel=1e-6)
+    assert [s for s, m in logger.rows if "collapse/0/anchor_distance" in m] == [0, 3, 4]
+    with pytest.raises(TypeError, match="monitor"):
+        SyreCallback(monitor="yes")

@@ -119,3 +119,71 @@ def test_bad_arguments_are_refused_at_construction():
         SyreCallback(seed=-3)
     with pytest.raises(TypeError, match="Invalid exclude rule: 3"):
         SyreCallback(exclude=3)
+
+
+def _monitored_trainer(tmp_path, callbacks, max_steps=4):
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=max_steps, learning_rate=0.02,
+        weight_decay=0.5, save_strategy="no", report_to="none", logging_strategy="no", disable_tqdm=True, seed=0,
+        use_cpu=True, dataloader_num_workers=0,
+    )
+    return transformers.Trainer(model=tiny_bert(), args=args, train_dataset=Tokens(), callbacks=callbacks)
+
+
+def _probe():
+    ds = Tokens()
+    return {"input_ids": torch.stack([ds[i]["input_ids"] for i in range(16)])}
+
+
+def test_monitor_callback_logs_through_the_trainer(tmp_path):
+    from syre.integrations.transformers import MonitorCallback
+
+    cb = MonitorCallback(probe=_probe(), every=2, metrics=("rank", "dead_fraction"))
+    trainer = _monitored_trainer(tmp_path, [])
+    trainer.add_callback(cb.bind(trainer))
+    seen = []
+
+    class Reporter(transformers.TrainerCallback):  # stands for TensorBoard, W&B...: what on_log receives
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            seen.append(dict(logs))
+
+    trainer.add_callback(Reporter())
+    trainer.train()
+    rows = cb.monitor.records
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    logged = [h for h in trainer.state.log_history if any(k.startswith("collapse/") for k in h)]
+    assert [h["step"] for h in logged] == [0, 2, 4]
+    key = next(k for k in rows[0] if k.endswith("/rank"))  # e.g. bert.encoder.layer.0.intermediate.dense/rank
+    assert [h[f"collapse/{key}"] for h in logged] == [r[key] for r in rows]
+    assert sum(f"collapse/{key}" in logs for logs in seen) == 3  # the reporters got every recording
+    with pytest.raises(ValueError, match="probe"):
+        MonitorCallback(every=2)
+
+
+def test_unbound_monitor_warns_and_keeps_the_log_history(tmp_path):
+    cb = SyreCallback(monitor={"probe": _probe(), "every": 3, "metrics": ("anchor_distance",)})
+    with pytest.warns(UserWarning, match="not bound"):
+        trainer = _monitored_trainer(tmp_path, [cb])
+        trainer.train()
+    logged = [h for h in trainer.state.log_history if any(k.startswith("collapse/") for k in h)]
+    assert [h["step"] for h in logged] == [0, 3]
+    key = next(k for k in logged[0] if k.endswith("/anchor_distance"))
+    assert logged[0][key] > 0
+    with pytest.raises(TypeError, match="monitor"):
+        SyreCallback(monitor=True)
+
+
+def test_a_fresh_bert_is_healthy_in_the_audit():
+    """A real architecture at init: attention outputs whose spectra have tails near the tolerance,
+    a token-type embedding looked up with one id, fused heads: no false alarm."""
+    from syre.diagnostics import audit
+
+    config = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=256, max_position_embeddings=64, num_labels=2)
+    transformers.set_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    ids = torch.randint(0, 100, (32, 24), generator=torch.Generator().manual_seed(0))
+    r = audit(model, {"input_ids": ids})
+    assert not r.collapsed, str(r)
+    tt = r["bert.embeddings.token_type_embeddings"]
+    assert tt.representation["rank"] == 0 and tt.representation["max_rank"] == 0  # one distinct id: no spread

@@ -5,7 +5,10 @@ Decay toward a fixed random anchor instead of toward the origin::
     syre = syre.attach(optimizer, model, gamma=0.1)   # one added line
 
 See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss term) and
-``syre.reparametrize`` (the paper's literal ``theta + theta0`` form).
+``syre.reparametrize`` (the paper's literal ``theta + theta0`` form). The subpackages
+``syre.data``, ``syre.diagnostics``, ``syre.bench`` and ``syre.integrations`` load on first use
+(``import syre`` then ``syre.diagnostics.audit(...)`` works); ``syre.optax`` needs JAX and is
+imported explicitly.
 """
 from ._version import __version__
 from ._groups import equivalent_gamma
@@ -39,3 +42,18 @@ __all__ = [
     "plain_state_dict",
     "reparametrize",
 ]
+
+#: Submodules imported on first attribute access (PEP 562); none of them imports an optional dependency.
+_LAZY = ("bench", "cli", "data", "demo", "diagnose", "diagnostics", "integrations")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,10 +5,13 @@
 collapse and at none. ``syre.diagnostics.neurons`` finds duplicated and dead units and measures
 the distance of a layer to its permutation, sign-flip, rescaling and rotation mirrors.
 ``audit(model, inputs, syre=None)`` walks any model, finds its mirror families and reports per
-layer which collapsed states it sits in. ``Monitor`` records chosen metrics every k steps of a
-training loop to CSV or JSON lines.
+layer which collapsed states it sits in, judged against what the layer could have (its structural
+maximum and the same layer freshly initialised; thresholds ``RANK_SHARE``, ``REFERENCE_MARGIN``, ``EXACT_SHARE``,
+``INACTIVE_SHARE``, ``INACTIVE_Z``). ``Monitor`` records chosen metrics every k steps of a training
+loop to CSV or JSON lines, TensorBoard or any logger, and raises alarms (``ALARMS``,
+``CollapseWarning``) on drops against the run's own history and the fresh-init value.
 """
-from .audit import LayerReport, Report, audit
+from .audit import EXACT_SHARE, INACTIVE_SHARE, INACTIVE_Z, RANK_SHARE, REFERENCE_MARGIN, LayerReport, Report, audit
 from .metrics import (
     DEFAULT_LOW_RANK_THRESHOLD,
     effective_rank,
@@ -18,7 +21,7 @@ from .metrics import (
     rankme,
     singular_values,
 )
-from .monitor import METRICS, Monitor, plot_log, read_log
+from .monitor import ALARMS, METRICS, CollapseWarning, Monitor, plot_log, read_log
 from .neurons import (
     MirrorScan,
     activation_families,
@@ -34,6 +37,13 @@ from .neurons import (
 )
 
 __all__ = [
+    "ALARMS",
+    "CollapseWarning",
+    "EXACT_SHARE",
+    "INACTIVE_SHARE",
+    "INACTIVE_Z",
+    "RANK_SHARE",
+    "REFERENCE_MARGIN",
     "LayerReport",
     "METRICS",
     "Monitor",

@@ -72,6 +72,13 @@ class _Mode(TorchFunctionMode):
             else:
                 in_keys.append(t.key(x))
                 in_shapes.append(tuple(x.shape))
+        pending = t.capture_inputs.get(len(t.ops)) if t.capture_inputs else None
+        if pending is not None and pending[0] == _func_name(func):
+            t.busy = True
+            try:
+                t.captured_inputs[len(t.ops)] = pending[1]([x for x in ins if id(x) not in t.param_objs])
+            finally:
+                t.busy = False
         out = func(*args, **kwargs)
         outs = _leaves(out, [])
         if outs:
@@ -100,10 +107,16 @@ class Tracer:
 
     ``capture``: ``{op_index: fn(outputs) -> value}``; ``fn`` runs on the outputs of that op
     right after it is computed (so a later in-place op cannot change what it sees).
+    ``capture_inputs``: ``{op_index: (op_name, fn(inputs) -> value)}``; ``fn`` runs on the op's
+    non-parameter tensor inputs just before it is computed (skipped when the op at that index
+    has another name, i.e. the forward changed). ``module_capture``: ``{module_name: fn(output)}``,
+    run on the first output of that module; ``module_input_capture``: the same on its inputs.
     """
 
     def __init__(self, model: nn.Module, capture: Optional[Dict[int, Callable]] = None,
-                 module_capture: Optional[Dict[str, Callable]] = None):
+                 module_capture: Optional[Dict[str, Callable]] = None,
+                 capture_inputs: Optional[Dict[int, Tuple[str, Callable]]] = None,
+                 module_input_capture: Optional[Dict[str, Callable]] = None):
         self.model = model
         self.param_names: Dict[int, str] = {}
         self.param_objs: Dict[int, torch.Tensor] = {}
@@ -117,6 +130,10 @@ class Tracer:
         self.module_capture = module_capture or {}
         self.module_captured: Dict[str, Any] = {}
         self.module_calls: Dict[str, int] = {}
+        self.capture_inputs = capture_inputs or {}
+        self.captured_inputs: Dict[int, Any] = {}
+        self.module_input_capture = module_input_capture or {}
+        self.module_input_captured: Dict[str, Any] = {}
         self._tags: Dict[int, Tuple[weakref.ref, int]] = {}
         self._next = 0
         self.output_keys: List[Key] = []
@@ -136,8 +153,14 @@ class Tracer:
         handles = []
         names = {m: n for n, m in self.model.named_modules()}
 
-        def pre(mod, _inp):
+        def pre(mod, inp):
             n = names.get(mod, "")
+            if n in self.module_input_capture and n not in self.module_input_captured:
+                self.busy = True
+                try:
+                    self.module_input_captured[n] = self.module_input_capture[n](inp)
+                finally:
+                    self.busy = False
             self.stack.append(n)
             self.module_calls[n] = self.module_calls.get(n, 0) + 1
 

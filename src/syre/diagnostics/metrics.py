@@ -29,6 +29,11 @@ from typing import Optional
 
 import torch
 
+from ._spectral import check_matrix as _check_matrix
+from ._spectral import entropy_rank as _entropy_rank
+from ._spectral import low_rank_from_sv as _low_rank_from_sv
+from ._spectral import rank_from_sv as _rank_from_sv
+
 __all__ = [
     "DEFAULT_LOW_RANK_THRESHOLD",
     "RANKME_EPS",
@@ -45,27 +50,6 @@ __all__ = [
 DEFAULT_LOW_RANK_THRESHOLD = 1e-3
 #: The smoothing constant of RankMe (Garrido et al., 2023).
 RANKME_EPS = 1e-7
-
-
-def _check_matrix(x, arg: str = "x") -> torch.Tensor:
-    """Validate a 2-D floating tensor and return it detached, in float64."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"Invalid {arg}: {type(x).__name__}; expected a torch.Tensor of shape [N, D]")
-    if x.dim() != 2:
-        hint = " (flatten it first, e.g. x.flatten(1))" if x.dim() > 2 else ""
-        raise ValueError(f"Invalid {arg}: a {x.dim()}-D tensor of shape {tuple(x.shape)}; expected a 2-D tensor [N, D]{hint}")
-    if not x.is_floating_point():
-        raise TypeError(f"Invalid {arg} dtype: {x.dtype}; expected a floating-point tensor (float16/bfloat16/float32/float64)")
-    if x.numel() == 0:
-        raise ValueError(f"Invalid {arg}: empty tensor of shape {tuple(x.shape)}; expected at least one row and one column")
-    x = x.detach()
-    if x.device.type == "mps":
-        x = x.cpu()
-    x = x.to(torch.float64)
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"Invalid {arg}: {bad} non-finite entries (NaN or inf); the metrics need finite values")
-    return x
 
 
 def _check_bool(value, arg: str) -> bool:
@@ -85,73 +69,6 @@ def singular_values(x: torch.Tensor, *, center: bool = False) -> torch.Tensor:
     if _check_bool(center, "center"):
         x = x - x.mean(dim=0, keepdim=True)
     return torch.linalg.svdvals(x)
-
-
-def _default_rtol(shape, dtype) -> float:
-    return min(max(shape[0], shape[-1]) * torch.finfo(dtype).eps, 1e-2)
-
-
-def _rank_from_sv(s: torch.Tensor, shape, dtype, rtol: Optional[float]) -> int:
-    """``numerical_rank`` from singular values ``s`` of a matrix of ``shape`` stored in ``dtype``."""
-    if rtol is None:
-        rtol = _default_rtol(shape, dtype)
-    smax = float(s.max()) if s.numel() else 0.0
-    if smax == 0.0:
-        return 0
-    return int((s > rtol * smax).sum())
-
-
-def _low_rank_from_sv(s_centered: torch.Tensor, d: int, threshold: float) -> float:
-    """``low_rank_fraction`` from the singular values of the centred ``[N, d]`` batch."""
-    ev = s_centered * s_centered
-    top = float(ev.max()) if ev.numel() else 0.0
-    if top == 0.0:
-        return 1.0
-    return (d - int((ev >= threshold * top).sum())) / d
-
-
-def _fast_singular_values(x: torch.Tensor, center: bool = False) -> torch.Tensor:
-    """Singular values (float64, descending) from the eigenvalues of the smaller Gram matrix.
-
-    Three to five times faster than ``svdvals`` on large matrices; values below about ``1e-8``
-    of the largest are round-off (the Gram matrix squares them). Used by the audit and the
-    monitor, whose thresholds on float32 weights and representations are ``1e-4`` or coarser
-    relative to the largest singular value (``1e-8`` or coarser on eigenvalues).
-    """
-    x = _check_matrix(x)
-    if center:
-        x = x - x.mean(dim=0, keepdim=True)
-    g = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
-    ev = torch.linalg.eigvalsh(g).clamp_min(0.0)
-    return ev.flip(0).sqrt()
-
-
-def _fast_spectra(x: torch.Tensor):
-    """``(_fast_singular_values(x), _fast_singular_values(x, center=True))`` from one Gram matrix."""
-    x = _check_matrix(x)
-    n, d = x.shape
-    if n >= d:
-        g = x.T @ x
-        mu = x.mean(dim=0)
-        gc = g - n * torch.outer(mu, mu)
-    else:
-        g = x @ x.T
-        r = g.mean(dim=1, keepdim=True)
-        gc = g - r - r.T + g.mean()
-    out = []
-    for m in (g, gc):
-        m = (m + m.T) / 2
-        out.append(torch.linalg.eigvalsh(m).clamp_min(0.0).flip(0).sqrt())
-    return out[0], out[1]
-
-
-def _entropy_rank(s: torch.Tensor, eps: float) -> float:
-    total = float(s.sum())
-    if total == 0.0:
-        return 0.0
-    p = s / total + eps
-    p = p[p > 0]
-    return float(torch.exp(-(p * torch.log(p)).sum()))
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Record collapse metrics during training: one line in the loop, CSV or JSON lines out, a plot.
+"""Record collapse metrics during training: one line in the loop; CSV, JSON lines, TensorBoard; alarms.
 
 ::
 
@@ -14,41 +14,70 @@ measures each weight layer's representation where it leaves its unit-wise chain 
 post-activation tensor, found once by the same trace as ``audit``). Between recordings it does
 nothing but a modulo. Scalars passed as keywords (a loss tensor, a learning rate) are recorded
 too; tensors are read with ``.item()`` only at recording steps.
+
+Alarms (``_alarms``): a metric that drops below a share of the lower of the run's best so far and
+the layer's fresh-init value (measured once, at the first recording, on a re-initialised copy as
+``audit`` does), or a share that rises above the higher of its lowest so far and the fresh-init
+value, warns once with ``CollapseWarning``, is kept in ``alarms`` and is passed to ``on_alarm``.
+Metrics go to a ``torch.utils.tensorboard.SummaryWriter`` (``writer=``; anything with
+``add_scalar(tag, value, step)``) and to ``logger(metrics, step)``, which is how the Lightning and
+transformers callbacks of ``syre.integrations`` forward them to their loggers.
 """
 from __future__ import annotations
 
-import csv
-import json
+import inspect
 import math
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..select import canonical_name, unwrap_model
-from . import metrics as M
+from . import _graph as G
+from . import _run as R
+from . import _spectral as S
+from . import _twin as T
 from . import neurons as N
-from .audit import TraceMismatch, _capture, _chains, _eval_mode, _inactive_from_std, _split_inputs, _trace
+from ._alarms import ALARMS, AlarmTracker, describe
+from ._logs import LogWriter, plot_log, plot_records, read_log
+from ._measure import inactive_from_std, normalised_std
+from .metrics import DEFAULT_LOW_RANK_THRESHOLD, RANKME_EPS
 
-__all__ = ["METRICS", "Monitor", "plot_log", "read_log"]
+__all__ = ["ALARMS", "CollapseWarning", "METRICS", "Monitor", "plot_log", "read_log"]
 
 #: Metrics a monitor can record, per layer. Representation metrics need a batch.
 METRICS = {
+    "rank": "rank of the representation: centred directions with a std above rtol of the top one (as the audit's)",
     "effective_rank": "effective rank of the layer's representation (metrics.effective_rank)",
     "numerical_rank": "numerical rank of the representation (metrics.numerical_rank)",
     "rankme": "RankMe of the representation (metrics.rankme)",
     "low_rank_fraction": "share of near-zero covariance eigenvalues of the representation",
     "embedding_std": "std of the l2-normalised representation, times sqrt(width) (1 = isotropic, 0 = collapsed)",
     "dead_fraction": "share of units whose representation does not vary over the batch",
+    "weight_rank": "rank of the layer's weight flattened to [out, in], at rtol of the top singular value",
     "weight_effective_rank": "effective rank of the layer's weight, flattened to [out, in]",
     "duplicate_fraction": "share of units in a group of duplicates with the next layer (permutation mirrors)",
     "anchor_distance": "||p - theta0|| over the layer's parameters (needs syre=)",
 }
-DEFAULT_METRICS = ("effective_rank", "low_rank_fraction", "dead_fraction")
-_REP = {"effective_rank", "numerical_rank", "rankme", "low_rank_fraction", "embedding_std", "dead_fraction"}
+DEFAULT_METRICS = ("rank", "effective_rank", "low_rank_fraction", "dead_fraction")
+_REP = {"rank", "effective_rank", "numerical_rank", "rankme", "low_rank_fraction", "embedding_std", "dead_fraction"}
+
+
+def check_callback_kwargs(kwargs: Dict[str, Any], what: str) -> None:
+    """Refuse keyword arguments ``Monitor`` does not take, and ``logger`` (which the callback ``what`` sets)."""
+    allowed = set(inspect.signature(Monitor).parameters) - {"model", "logger"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"Invalid argument(s) {unknown} for {what}; Monitor takes {sorted(allowed)} "
+                        f"(the logger is set by {what})")
+
+
+class CollapseWarning(UserWarning):
+    """A monitored metric dropped (or a dead/duplicated share rose) past its alarm limit."""
 
 
 def _scalar(v) -> float:
@@ -62,23 +91,34 @@ def _scalar(v) -> float:
 
 
 class Monitor:
-    """Records per-layer collapse metrics every ``every`` steps; writes CSV or JSON lines.
+    """Records per-layer collapse metrics every ``every`` steps; CSV/JSON lines, TensorBoard, alarms.
 
     ``model``: the model being trained. ``every``: record when ``step % every == 0``.
-    ``path``: a ``.csv`` or ``.jsonl`` file (``format`` overrides the suffix), appended to one
-    row per recording with columns ``step``, ``time_s`` (seconds since the monitor started),
-    ``overhead_s`` (seconds this recording took), the keyword scalars, and ``<layer>/<metric>``;
-    ``None`` keeps the records in memory only (``records``). ``metrics``: names from ``METRICS``.
-    ``layers``: restrict to these weight-layer names (default: every ``Linear``/``Conv`` layer
-    of the forward). ``probe``: a fixed batch to use when ``step`` is given none. ``syre``: a
-    ``Syre`` object, for ``anchor_distance``. ``max_rows``: rows per representation kept for
-    the SVD (subsampled with a generator seeded by ``seed``).
+    ``path``: a ``.csv`` or ``.jsonl`` file (``format`` overrides the suffix), one row per recording
+    with ``step``, ``time_s`` (seconds since the monitor started), ``overhead_s`` (seconds this
+    recording took), ``alarms`` (how many metrics are past their alarm limit), the keyword scalars
+    and ``<layer>/<metric>``; ``None`` keeps the rows in memory only (``records``).
+    ``metrics``: names from ``METRICS``. ``layers``: restrict to these weight-layer names (default:
+    every ``Linear``/``Conv``/``Embedding`` layer of the forward). ``probe``: a fixed batch for steps
+    given none. ``syre``: a ``Syre`` object, for ``anchor_distance``. ``max_rows``: rows per
+    representation kept for its spectrum (subsampled with a generator seeded by ``seed``).
+
+    ``alarms``: judge each metric with an alarm rule (``ALARMS``) after ``patience`` consecutive
+    recordings past its limit; ``reference``: ``"init"`` (a re-initialised copy measured at the first
+    recording, see ``audit``), a freshly built model of the same architecture, or None (the run's
+    history only). ``on_alarm``: called with each alarm dict when it fires. ``writer``: a
+    TensorBoard ``SummaryWriter`` (or anything with ``add_scalar(tag, value, global_step)``);
+    ``logger``: a callable ``logger(metrics, step)``; both receive ``{tag}/<layer>/<metric>`` and
+    ``{tag}/alarms`` at every recording.
     """
 
     def __init__(self, model: nn.Module, *, every: int = 100, path: Union[str, os.PathLike, None] = None,
                  format: Optional[str] = None, metrics: Sequence[str] = DEFAULT_METRICS,
                  layers: Optional[Iterable[str]] = None, probe=None, syre=None, max_rows: int = 2048,
-                 rtol: float = N.DEFAULT_RTOL, seed: int = 0):
+                 rtol: float = N.DEFAULT_RTOL, seed: int = 0, alarms: bool = True, patience: int = 2,
+                 reference="init", on_alarm: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 writer=None, logger: Optional[Callable[[Dict[str, float], int], None]] = None,
+                 tag: str = "collapse"):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Invalid model: {type(model).__name__}; expected a torch.nn.Module")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -94,6 +134,20 @@ class Monitor:
             raise TypeError(f"Invalid syre: {type(syre).__name__}; expected the Syre object returned by syre.attach")
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 2:
             raise ValueError(f"Invalid max_rows: {max_rows!r}; expected an int >= 2")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"Invalid patience: {patience!r}; expected an int >= 1")
+        if not isinstance(alarms, bool):
+            raise TypeError(f"Invalid alarms: {alarms!r}; expected True or False")
+        if not (reference is None or reference == "init" or isinstance(reference, nn.Module)):
+            raise ValueError(f"Invalid reference: {reference!r}; expected 'init', an nn.Module or None")
+        for name, fn in (("on_alarm", on_alarm), ("logger", logger)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"Invalid {name}: {type(fn).__name__}; expected a callable")
+        if writer is not None and not callable(getattr(writer, "add_scalar", None)):
+            raise TypeError(f"Invalid writer: {type(writer).__name__}; expected a torch.utils.tensorboard.SummaryWriter "
+                            "or an object with add_scalar(tag, value, global_step)")
+        if not isinstance(tag, str):
+            raise TypeError(f"Invalid tag: {tag!r}; expected a str")
         self.path = Path(path) if path is not None else None
         fmt = format
         if fmt is None and self.path is not None:
@@ -104,38 +158,61 @@ class Monitor:
             raise ValueError(f"Invalid format: {format!r}; expected 'csv' or 'jsonl'")
         self.format = fmt
         self.model = unwrap_model(model)
-        self.every = every
-        self.metrics = tuple(metrics)
+        if isinstance(reference, nn.Module):
+            T.check_same_architecture(self.model, unwrap_model(reference))
+        self.every, self.metrics, self.probe, self.syre = every, tuple(metrics), probe, syre
         self.layers = None if layers is None else [str(l) for l in layers]
-        self.probe = probe
-        self.syre = syre
-        self.max_rows = max_rows
-        self.rtol = rtol
-        self.seed = seed
+        self.max_rows, self.rtol, self.seed, self.tag = max_rows, rtol, seed, tag
+        self.reference_model, self.on_alarm, self.writer, self.logger = reference, on_alarm, writer, logger
         self.records: List[Dict[str, Any]] = []
+        self.alarms: List[Dict[str, Any]] = []
+        self.reference: Optional[Dict[str, float]] = None  # the fresh-init values, after the first recording
+        self._tracker = AlarmTracker(patience) if alarms else None
         self._plan = None
-        self._columns: Optional[List[str]] = None
-        self._file = None
-        self._writer = None
         self._t0 = time.perf_counter()
         self.overhead_s = 0.0
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", newline="")
+        self._log = LogWriter(self.path, fmt) if self.path is not None else None
 
     # ------------------------------------------------------------------ structure
-    def _structure(self, args, kwargs):
-        modules = dict(self.model.named_modules())
-        params = dict(self.model.named_parameters())
-        ops, out_keys = _trace(self.model, args, kwargs)
-        chains = _chains(ops, out_keys, modules, params)
+    def _structure(self, model, args, kwargs):
+        modules, params = dict(model.named_modules()), dict(model.named_parameters())
+        ops, out_keys = R.trace(model, args, kwargs)
+        chains = G.chains(ops, out_keys, modules, params)
         if self.layers is not None:
             names = {c.layer for c in chains}
             missing = [l for l in self.layers if l not in names]
             if missing:
                 raise ValueError(f"Invalid layers: {missing}; weight layers of this model: {sorted(names)}")
             chains = [c for c in chains if c.layer in set(self.layers)]
-        self._plan = (ops, chains, params)
+        return ops, chains, params
+
+    def _measure(self, model, plan, args, kwargs, row, metrics):
+        """Trace (if needed), capture and measure ``model``; fill ``row``; return the plan used."""
+        needs_rep = any(m in _REP for m in metrics)
+        with R.eval_mode(model):
+            if plan is None:
+                plan = self._structure(model, args, kwargs)
+            caps = {}
+            if needs_rep:
+                try:
+                    caps = R.capture(model, plan[0], plan[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
+                except R.TraceMismatch:  # the forward changed (another input shape): trace again
+                    plan = self._structure(model, args, kwargs)
+                    caps = R.capture(model, plan[0], plan[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
+        for c in plan[1]:
+            self._layer_metrics(row, c, plan[2], caps.get(c.layer), metrics)
+        return plan
+
+    def _fresh_values(self, args, kwargs) -> Dict[str, float]:
+        ref = self.reference_model
+        if ref == "init":
+            twin, _ = T.fresh_twin(self.model, self.seed)
+        else:
+            twin = T.copy_model(unwrap_model(ref))
+        T.calibrate(twin, args, kwargs)
+        row: Dict[str, Any] = {}
+        self._measure(twin, None, args, kwargs, row, [m for m in self.metrics if m in ALARMS])
+        return {k: v for k, v in row.items() if v is not None}
 
     # ------------------------------------------------------------------ recording
     def step(self, step: int, batch=None, **scalars) -> Optional[Dict[str, Any]]:
@@ -162,64 +239,84 @@ class Monitor:
         if needs_rep and inputs is None:
             raise ValueError("Invalid batch: None, and the monitor has no probe; representation metrics "
                              f"{[m for m in self.metrics if m in _REP]} need inputs: step(step, batch=x)")
-        caps = {}
-        if inputs is not None:
-            args, kwargs, _ = _split_inputs(inputs)
-            with _eval_mode(self.model):
-                if self._plan is None:
-                    self._structure(args, kwargs)
-                ops, chains, _ = self._plan
-                if needs_rep:
-                    try:
-                        caps, _ = _capture(self.model, ops, chains, args, kwargs, self.max_rows, self.seed)
-                    except TraceMismatch:  # the forward changed (another input shape): trace again
-                        self._structure(args, kwargs)
-                        ops, chains, _ = self._plan
-                        caps, _ = _capture(self.model, ops, chains, args, kwargs, self.max_rows, self.seed)
-        elif self._plan is None:
+        if inputs is None and self._plan is None:
             raise ValueError("Invalid batch: None; the first recording needs inputs to find the layers")
-        ops, chains, params = self._plan
-        for c in chains:
-            self._layer_metrics(row, c, params, caps.get(c.layer))
+        if inputs is not None:
+            args, kwargs, _ = R.split_inputs(inputs)
+            self._plan = self._measure(self.model, self._plan, args, kwargs, row, self.metrics)
+            if self._tracker is not None and self.reference is None and self.reference_model is not None:
+                self.reference = self._fresh_values(args, kwargs)
+                self._tracker.reference = self.reference
+        else:
+            for c in self._plan[1]:
+                self._layer_metrics(row, c, self._plan[2], None, self.metrics)
+        fired = self._tracker.update(step, row) if self._tracker is not None else []
+        row["alarms"] = len(self._tracker.active) if self._tracker is not None else 0
         row["time_s"] = time.perf_counter() - self._t0
         row["overhead_s"] = time.perf_counter() - t_start
         self.overhead_s += row["overhead_s"]
         self.records.append(row)
-        self._write(row)
+        if self._log is not None:
+            self._log.write(row)
+        self._send(row, step)
+        for a in fired:
+            self.alarms.append(a)
+            warnings.warn(CollapseWarning("collapse alarm at " + describe(a)), stacklevel=3)
+            if self.on_alarm is not None:
+                self.on_alarm(a)
         return row
 
+    def metrics_for_logger(self, row: Dict[str, Any]) -> Dict[str, float]:
+        """``{tag}/<layer>/<metric>`` and ``{tag}/alarms`` of a recorded row (finite numbers only)."""
+        out = {f"{self.tag}/{k}": float(v) for k, v in row.items()
+               if "/" in k and isinstance(v, (int, float)) and math.isfinite(v)}
+        out[f"{self.tag}/alarms"] = float(row.get("alarms", 0))
+        return out
+
+    def _send(self, row: Dict[str, Any], step: int) -> None:
+        if self.writer is None and self.logger is None:
+            return
+        metrics = self.metrics_for_logger(row)
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+        if self.logger is not None:
+            self.logger(metrics, step)
+
     @torch.no_grad()
-    def _layer_metrics(self, row, chain, params, cap):
+    def _layer_metrics(self, row, chain, params, cap, metrics):
         name = chain.layer
         rows = cap["rows"] if cap is not None else None
         spectra = {}
 
         def spectrum(center):  # one Gram matrix per layer, shared by the metrics
             if not spectra:
-                spectra[False], spectra[True] = M._fast_spectra(rows)
+                spectra[False], spectra[True] = S.gram_spectra(rows)
             return spectra[center]
 
-        for m in self.metrics:
+        for m in metrics:
             key = f"{name}/{m}"
             if m in _REP:
                 if rows is None:
                     row[key] = None
+                elif m == "rank":
+                    row[key] = S.centred_rank(spectrum(False), spectrum(True), self.rtol)
                 elif m == "effective_rank":
-                    row[key] = M._entropy_rank(spectrum(False), 0.0)
+                    row[key] = S.entropy_rank(spectrum(False), 0.0)
                 elif m == "numerical_rank":
-                    row[key] = M._rank_from_sv(spectrum(False), tuple(rows.shape), rows.dtype, None)
+                    row[key] = S.rank_from_sv(spectrum(False), tuple(rows.shape), rows.dtype, None)
                 elif m == "rankme":
-                    row[key] = M._entropy_rank(spectrum(False), M.RANKME_EPS)
+                    row[key] = S.entropy_rank(spectrum(False), RANKME_EPS)
                 elif m == "low_rank_fraction":
-                    row[key] = (M._low_rank_from_sv(spectrum(True), rows.shape[1], M.DEFAULT_LOW_RANK_THRESHOLD)
+                    row[key] = (S.low_rank_from_sv(spectrum(True), rows.shape[1], DEFAULT_LOW_RANK_THRESHOLD)
                                 if rows.shape[0] > rows.shape[1] else None)
                 elif m == "embedding_std":
-                    row[key] = M.embedding_std(rows) * math.sqrt(rows.shape[1])
+                    row[key] = normalised_std(rows) * math.sqrt(rows.shape[1])
                 elif m == "dead_fraction":
-                    row[key] = len(_inactive_from_std(cap["std"], self.rtol, 0.0)) / rows.shape[1]
-            elif m == "weight_effective_rank":
-                w = params[chain.op.params[0]].detach()
-                row[key] = M._entropy_rank(M._fast_singular_values(w.flatten(1) if w.dim() > 1 else w[:, None]), 0.0)
+                    row[key] = len(inactive_from_std(cap["std"], self.rtol, 0.0)) / rows.shape[1]
+            elif m in ("weight_rank", "weight_effective_rank"):
+                sw = S.fast_singular_values(S.weight_matrix(params[chain.op.params[0]]))
+                row[key] = S.count_above(sw, self.rtol) if m == "weight_rank" else S.entropy_rank(sw, 0.0)
             elif m == "duplicate_fraction":
                 if not chain.consumers:
                     row[key] = None
@@ -227,9 +324,11 @@ class Monitor:
                 interior = [params[p] for op in chain.path for p in op.params
                             if params[p].numel() == chain.layout.units]
                 b = params.get(chain.op.params[1]) if len(chain.op.params) > 1 else None
-                groups = N.duplicate_units([params[chain.op.params[0]]] + interior,
-                                           [params[x.params[0]] for x in chain.consumers],
-                                           b_in=[b] if b is not None else None, rtol=self.rtol)
+                w_in, w_out = [params[chain.op.params[0]]] + interior, [params[x.params[0]] for x in chain.consumers]
+                b_in = [b] if b is not None else None
+                zero = set(N.zero_units(w_in, w_out, b_in=b_in, rtol=self.rtol))  # dead, not duplicates
+                near = N.permutation_mirrors(w_in, w_out, b_in=b_in, rtol=self.rtol).near
+                groups = N.groups_from_pairs([p for p in near if p[0] not in zero and p[1] not in zero])
                 row[key] = sum(len(g) for g in groups) / chain.layout.units
             elif m == "anchor_distance":
                 total = 0.0
@@ -242,29 +341,11 @@ class Monitor:
                     total += float((p - theta0).norm()) ** 2
                 row[key] = math.sqrt(total)
 
-    def _write(self, row: Dict[str, Any]) -> None:
-        if self._file is None:
-            return
-        if self.format == "jsonl":
-            self._file.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                         for k, v in row.items()}) + "\n")
-        else:
-            if self._columns is None:
-                self._columns = list(row)
-                self._writer = csv.DictWriter(self._file, fieldnames=self._columns)
-                self._writer.writeheader()
-            extra = [k for k in row if k not in self._columns]
-            if extra:
-                raise ValueError(f"Invalid scalars: {extra} were not in the first CSV row (columns are fixed by "
-                                 "the first recording); pass the same keywords every time or use a .jsonl path")
-            self._writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        self._file.flush()
-
     def close(self) -> None:
         """Close the log file (the records stay in ``records``)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self):
         return self
@@ -274,59 +355,5 @@ class Monitor:
         return False
 
     def plot(self, path, metrics: Optional[Sequence[str]] = None) -> str:
-        """Save a PNG with one panel per metric, one line per layer, over steps. Returns ``path``."""
-        return _plot_records(self.records, path, metrics)
-
-
-def read_log(path) -> List[Dict[str, Any]]:
-    """The rows of a monitor's CSV or JSON-lines file, as dicts of floats (``None`` where empty)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No monitor log at {str(path)!r}")
-    rows = []
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                rows.append({k: (float(v) if v not in ("", None) else None) for k, v in r.items()})
-    else:
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    return rows
-
-
-def plot_log(path, out, metrics: Optional[Sequence[str]] = None) -> str:
-    """Plot a monitor's CSV or JSON-lines log to the PNG ``out``. Returns ``out``."""
-    return _plot_records(read_log(path), out, metrics)
-
-
-def _plot_records(records: List[Dict[str, Any]], out, metrics=None) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - needs matplotlib absent
-        raise ImportError("Monitor.plot needs matplotlib: pip install 'torch-syre[plots]'") from exc
-    if not records:
-        raise ValueError("Nothing to plot: the monitor has recorded no rows yet")
-    keys = [k for k in records[0] if "/" in k]
-    found = sorted({k.split("/", 1)[1] for k in keys}, key=lambda m: list(METRICS).index(m) if m in METRICS else 99)
-    scalars = [k for k in records[0] if "/" not in k and k not in ("step", "time_s", "overhead_s")]
-    panels = [m for m in (metrics or found + scalars)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.3), squeeze=False)
-    steps = [r["step"] for r in records]
-    for ax, m in zip(axes[0], panels):
-        if "/" not in m and m in scalars:
-            ax.plot(steps, [r.get(m) for r in records], color="k")
-        else:
-            for k in keys:
-                if k.split("/", 1)[1] == m:
-                    ys = [r.get(k) for r in records]
-                    ax.plot(steps, [float("nan") if y is None else y for y in ys], label=k.split("/", 1)[0])
-            ax.legend(fontsize=6)
-        ax.set_title(m, fontsize=9)
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return str(out)
+        """Save a PNG with one panel per metric, one line per layer, over steps (alarms marked). Returns ``path``."""
+        return plot_records(self.records, path, metrics, order=list(METRICS), alarms=self.alarms)

@@ -22,8 +22,15 @@ which also covers strategies that save optimizer states their own way. Resuming 
 ``trainer.fit(module, ckpt_path=...)`` restores the saved configuration, whatever this callback
 was constructed with, so the anchors of the resumed run are those of the saved one.
 
-The callback derives from ``lightning.pytorch.Callback`` (from ``pytorch_lightning.Callback``
-where only that older package is installed) and works with the ``Trainer`` of either package.
+Collapse monitoring: ``SyreCallback(monitor={...})``, or ``MonitorCallback(...)`` alone for a run
+without syre (a weight-decay baseline), records a ``syre.diagnostics.Monitor`` every ``every``
+optimizer steps on the training batch (``inputs(batch)`` picks the model's inputs; default: the
+batch itself, or its first element for a tuple or list) or on a fixed ``probe``, before that
+step's update, on the global-zero rank, and logs ``collapse/<layer>/<metric>`` to every logger of
+the trainer (``trainer.loggers``: TensorBoard, CSV, W&B...) at ``trainer.global_step``.
+
+The callbacks derive from ``lightning.pytorch.Callback`` (from ``pytorch_lightning.Callback``
+where only that older package is installed) and work with the ``Trainer`` of either package.
 Install: ``pip install 'torch-syre[lightning]'``.
 """
 from __future__ import annotations
@@ -49,7 +56,85 @@ def _import_lightning():
 
 pl = _import_lightning()
 
-__all__ = ["SyreCallback"]
+__all__ = ["MonitorCallback", "SyreCallback"]
+
+
+def _first(batch):
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class _Prefixed:
+    """A ``Syre``'s anchors seen from a submodule: ``anchor(name)`` of ``prefix + name``."""
+
+    def __init__(self, syre, prefix: str):
+        self.syre, self.prefix = syre, prefix
+
+    def anchor(self, name: str):
+        return self.syre.anchor(self.prefix + name)
+
+
+class MonitorCallback(pl.Callback):
+    """Run a ``syre.diagnostics.Monitor`` during ``fit`` and log its metrics to the trainer's loggers.
+
+    Args:
+        inputs: ``inputs(batch)`` gives the model's inputs for a training batch (a tensor, a tuple
+            of positional arguments or a dict of keyword arguments); default: the batch, or its
+            first element when it is a tuple or list. Not used with ``probe=``.
+        module: the name of the submodule to run and measure (``pl_module.get_submodule(module)``,
+            e.g. ``"net"``); default: the ``LightningModule`` itself, which then needs a ``forward``.
+        monitor_kwargs: keyword arguments of ``Monitor`` (``every``, ``metrics``, ``probe``, ``path``,
+            ``alarms``, ``reference``, ``writer``, ...); ``logger`` is set by this callback.
+
+    ``callback.monitor`` is the ``Monitor`` once fitting starts.
+    """
+
+    def __init__(self, *, inputs=None, module: Optional[str] = None, **monitor_kwargs):
+        super().__init__()
+        if inputs is not None and not callable(inputs):
+            raise TypeError(f"Invalid inputs: {type(inputs).__name__}; expected a callable batch -> model inputs")
+        if module is not None and not isinstance(module, str):
+            raise TypeError(f"Invalid module: {module!r}; expected the name of a submodule, e.g. 'net'")
+        self.module = module
+        from ..diagnostics.monitor import Monitor, check_callback_kwargs
+
+        check_callback_kwargs(monitor_kwargs, "MonitorCallback")
+
+        self._Monitor, self._kwargs, self._inputs = Monitor, monitor_kwargs, inputs or _first
+        self.monitor = None
+        self._last = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        def log(metrics, step):
+            for lg in trainer.loggers:
+                lg.log_metrics(metrics, step=step)
+
+        if self.module is not None:
+            try:
+                model = pl_module.get_submodule(self.module)
+            except AttributeError as exc:
+                raise ValueError(f"Invalid module: {self.module!r} is not a submodule of {type(pl_module).__name__}; "
+                                 f"its children: {[n for n, _ in pl_module.named_children()]}") from exc
+        elif type(pl_module).forward is pl.LightningModule.forward:
+            raise ValueError(f"MonitorCallback: {type(pl_module).__name__} defines no forward(), so the monitor cannot "
+                             f"run it; pass module= one of {[n for n, _ in pl_module.named_children()]}")
+        else:
+            model = pl_module
+        kwargs = dict(self._kwargs)
+        if self.module is not None and kwargs.get("syre") is not None:  # syre names parameters from pl_module
+            kwargs["syre"] = _Prefixed(kwargs["syre"], self.module + ".")
+        self.monitor = self._Monitor(model, logger=log, **kwargs)
+        self._last = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.monitor is None or not trainer.is_global_zero or step == self._last or step % self.monitor.every:
+            return
+        self._last = step
+        self.monitor.record(step, batch=None if self.monitor.probe is not None else self._inputs(batch))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
 
 
 class SyreCallback(pl.Callback):
@@ -64,6 +149,8 @@ class SyreCallback(pl.Callback):
             one of them.
         verbose: print ``Syre.summary()`` of each optimizer (on the global-zero rank) when
             attaching.
+        monitor: ``None``, ``True`` or a dict of ``MonitorCallback`` arguments: record collapse
+            metrics during fit and log them to the trainer's loggers (see the module doc).
 
     After ``on_fit_start``, ``callback.syres`` holds the ``Syre`` objects, one per optimizer,
     in the order of ``trainer.optimizers``.
@@ -82,8 +169,14 @@ class SyreCallback(pl.Callback):
         strict: bool = True,
         foreach: Optional[bool] = None,
         verbose: bool = False,
+        monitor=None,
     ):
         super().__init__()
+        if monitor is not None and monitor is not True and not isinstance(monitor, dict):
+            raise TypeError(f"Invalid monitor value: {monitor!r}; expected None, True or a dict of MonitorCallback "
+                            "arguments")
+        self._monitor_kwargs = None if monitor is None else ({} if monitor is True else dict(monitor))
+        self.monitor_callback: Optional[MonitorCallback] = None
         self._kwargs: Dict[str, Any] = check_attach_kwargs(dict(
             gamma=gamma, sigma0=sigma0, d_spread=d_spread, seed=seed, mode=mode,
             include=include, exclude=exclude, strict=strict, foreach=foreach,
@@ -114,6 +207,20 @@ class SyreCallback(pl.Callback):
         if self.verbose and trainer.is_global_zero:
             for i, s in enumerate(self.syres):
                 print(f"[optimizer {i}] {s.summary()}")
+        if self._monitor_kwargs is not None:
+            kwargs = dict(self._monitor_kwargs)
+            if len(self.syres) == 1:
+                kwargs.setdefault("syre", self.syres[0])  # for metrics=("anchor_distance", ...)
+            self.monitor_callback = MonitorCallback(**kwargs)
+            self.monitor_callback.on_fit_start(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.monitor_callback is not None:
+            self.monitor_callback.on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.monitor_callback is not None:
+            self.monitor_callback.on_fit_end(trainer, pl_module)
 
     def _load(self, states: list) -> None:
         check_state_list(states, len(self.syres), "the checkpoint")

@@ -31,19 +31,118 @@ was constructed with. With ``TrainingArguments(restore_callback_states_from_chec
 the Trainer rebuilds the callback from its saved arguments; only JSON-representable arguments
 are saved, so pass ``include``/``exclude`` as name patterns (strings) there.
 
+Collapse monitoring: ``SyreCallback(monitor={"probe": batch, ...})``, or ``MonitorCallback(probe=batch,
+...)`` alone for a run without syre, records a ``syre.diagnostics.Monitor`` on the fixed ``probe``
+(a batch as the data collator returns it, moved to the model's device) every ``every`` optimizer
+steps (default: ``logging_steps``), on the main process. A Trainer callback sees no training
+batch, hence the probe. The metrics (``collapse/<layer>/<metric>``) go through ``trainer.log``, so
+to every ``report_to`` integration (TensorBoard, W&B, ...) and ``trainer_state.json``, once the
+callback knows the trainer: ``callback.bind(trainer)`` (it returns the callback, so
+``trainer.add_callback(MonitorCallback(probe=batch).bind(trainer))`` is one line). Unbound, they go
+to ``state.log_history`` (saved in ``trainer_state.json``) only, and a warning says so.
+
 Install: ``pip install 'torch-syre[transformers]'`` (transformers and accelerate).
 """
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from typing import Any, Dict, List, Optional
+
+import torch
 
 from ..anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0
 from ._common import attach_all, check_attach_kwargs, check_state_list, require
 
 _tc = require("transformers.trainer_callback", "transformers", "syre.integrations.transformers")
 
-__all__ = ["SyreCallback"]
+__all__ = ["MonitorCallback", "SyreCallback"]
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class MonitorCallback(_tc.TrainerCallback):
+    """Run a ``syre.diagnostics.Monitor`` on a fixed probe batch during training (see the module doc).
+
+    Args:
+        probe: the model's inputs: a dict of keyword arguments (what the data collator returns),
+            a tensor or a tuple of positional arguments.
+        monitor_kwargs: keyword arguments of ``Monitor`` (``every``, default ``logging_steps``;
+            ``metrics``, ``path``, ``alarms``, ``reference``, ``writer``, ...).
+
+    ``callback.monitor`` is the ``Monitor`` once training starts.
+    """
+
+    def __init__(self, probe=None, **monitor_kwargs):
+        from ..diagnostics.monitor import check_callback_kwargs
+
+        if probe is None:
+            raise ValueError("Invalid probe: None; a Trainer callback sees no training batch, so MonitorCallback "
+                             "needs probe= (a batch of model inputs, e.g. data_collator([dataset[i] for i in "
+                             "range(64)]))")
+        check_callback_kwargs(monitor_kwargs, "MonitorCallback")
+        self.probe, self._kwargs = probe, monitor_kwargs
+        self.monitor = None
+        self.trainer = None
+        self._last = None
+
+    def bind(self, trainer) -> "MonitorCallback":
+        """Log through ``trainer.log`` (every ``report_to`` integration); returns this callback."""
+        if not callable(getattr(trainer, "log", None)):
+            raise TypeError(f"Invalid trainer: {type(trainer).__name__}; expected a transformers.Trainer")
+        self.trainer = trainer
+        return self
+
+    def _log(self, metrics, step, state):
+        if self.trainer is not None:
+            self.trainer.log(dict(metrics))
+        else:
+            state.log_history.append({**metrics, "step": step})
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from ..diagnostics import Monitor
+
+        if model is None:
+            raise ValueError("MonitorCallback.on_train_begin got no model from the Trainer")
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        opts = dict(self._kwargs)
+        steps = float(args.logging_steps)  # a ratio of the run's steps when below 1
+        opts.setdefault("every", max(int(steps) if steps >= 1 else math.ceil(steps * max(state.max_steps, 1)), 1))
+        self.monitor = Monitor(model, probe=_to_device(self.probe, device),
+                               logger=lambda metrics, step: self._log(metrics, step, state), **opts)
+        self._last = None
+        if self.trainer is None and getattr(state, "is_world_process_zero", True):
+            warnings.warn("MonitorCallback is not bound to the Trainer: its metrics go to state.log_history "
+                          "(trainer_state.json) only; call callback.bind(trainer) to send them to the Trainer's "
+                          "loggers (report_to)", stacklevel=2)
+        self._record(state)
+        return control
+
+    def _record(self, state):
+        step = int(state.global_step)
+        if self.monitor is None or not getattr(state, "is_world_process_zero", True) or step == self._last \
+                or step % self.monitor.every:
+            return
+        self._last = step
+        self.monitor.record(step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._record(state)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.monitor is not None:
+            self.monitor.close()
+        return control
 
 
 def _jsonable(value) -> bool:
@@ -62,6 +161,9 @@ class SyreCallback(_tc.TrainerCallback, _tc.ExportableState):
             ``None`` (default) takes over the Trainer's ``weight_decay`` group by group.
         sigma0, d_spread, seed, mode, include, exclude, strict, foreach: as ``syre.attach``.
         verbose: print ``Syre.summary()`` (on the main process) when attaching.
+        monitor: ``None`` or a dict of ``MonitorCallback`` arguments (``probe`` included): record
+            collapse metrics during training (see the module doc; ``bind(trainer)`` to log them
+            through the Trainer).
 
     After ``on_train_begin``, ``callback.syre`` is the ``Syre`` object.
     """
@@ -79,7 +181,12 @@ class SyreCallback(_tc.TrainerCallback, _tc.ExportableState):
         strict: bool = True,
         foreach: Optional[bool] = None,
         verbose: bool = False,
+        monitor: Optional[Dict[str, Any]] = None,
     ):
+        if monitor is not None and not isinstance(monitor, dict):
+            raise TypeError(f"Invalid monitor value: {monitor!r}; expected None or a dict of MonitorCallback "
+                            "arguments (probe= included)")
+        self.monitor_callback = MonitorCallback(**monitor) if monitor is not None else None
         self._kwargs: Dict[str, Any] = check_attach_kwargs(dict(
             gamma=gamma, sigma0=sigma0, d_spread=d_spread, seed=seed, mode=mode,
             include=include, exclude=exclude, strict=strict, foreach=foreach,
@@ -125,4 +232,24 @@ class SyreCallback(_tc.TrainerCallback, _tc.ExportableState):
         self.syre_state = None
         if self.verbose and getattr(state, "is_world_process_zero", True):
             print(self.syre.summary())
+        if self.monitor_callback is not None:
+            self.monitor_callback._kwargs.setdefault("syre", self.syre)  # for metrics=("anchor_distance", ...)
+            self.monitor_callback.on_train_begin(args, state, control, model=model)
+        return control
+
+    def bind(self, trainer) -> "SyreCallback":
+        """Send the monitor's metrics through ``trainer.log`` (see ``MonitorCallback.bind``); returns this callback."""
+        if self.monitor_callback is None:
+            raise ValueError("SyreCallback.bind: this callback has no monitor (pass monitor={...})")
+        self.monitor_callback.bind(trainer)
+        return self
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.monitor_callback is not None:
+            self.monitor_callback.on_step_end(args, state, control)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.monitor_callback is not None:
+            self.monitor_callback.on_train_end(args, state, control)
         return control
