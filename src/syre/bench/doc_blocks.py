@@ -135,9 +135,13 @@ def b_heldout(S, args: str) -> str:
             f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["better_scales"].items()) + ".")
     else:
         out.append("No neighbouring scale (0.3x, 3x) was significantly better than the default at the collapsing gamma.")
-    rows = [[i, t["name"].split("held-out: ", 1)[-1], t["role"], fmt.test_result(t)] for i in v["experiments"] for t in S[i]["tests"]
-            if t["family"] == "heldout"]
-    return " ".join(out) + "\n\n" + fmt.md_table(["id", "test", "role", "result"], rows)
+    rows = []
+    for i in v["experiments"]:
+        for t in S[i]["tests"]:
+            if t["family"] == "heldout":
+                setting, _, rest = t["name"].partition(", held-out")
+                rows.append([i, setting, rest.lstrip(": ").strip(), t["role"], fmt.test_result(t)])
+    return " ".join(out) + "\n\n" + fmt.md_table(["id", "setting", "test", "role", "result"], rows)
 
 
 def _collapse_cells(s) -> List[Dict[str, Any]]:
