@@ -135,9 +135,13 @@ def b_heldout(S, args: str) -> str:
             f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["better_scales"].items()) + ".")
     else:
         out.append("No neighbouring scale (0.3x, 3x) was significantly better than the default at the collapsing gamma.")
-    rows = [[i, t["name"].split("held-out: ", 1)[-1], t["role"], fmt.test_result(t)] for i in v["experiments"] for t in S[i]["tests"]
-            if t["family"] == "heldout"]
-    return " ".join(out) + "\n\n" + fmt.md_table(["id", "test", "role", "result"], rows)
+    rows = []
+    for i in v["experiments"]:
+        for t in S[i]["tests"]:
+            if t["family"] == "heldout":
+                setting, _, rest = t["name"].partition(", held-out")
+                rows.append([i, setting, rest.lstrip(": ").strip(), t["role"], fmt.test_result(t)])
+    return " ".join(out) + "\n\n" + fmt.md_table(["id", "setting", "test", "role", "result"], rows)
 
 
 def _collapse_cells(s) -> List[Dict[str, Any]]:
@@ -150,38 +154,47 @@ def _collapse_cells(s) -> List[Dict[str, Any]]:
 
 
 def b_readme_evidence(S, args: str) -> str:
-    """The evidence sentences of the README's "Choosing gamma, sigma0 and eps"."""
+    """The evidence sentences of the README's "Choosing gamma, sigma0 and eps": where syre does not help first."""
     v = heldout_verdict([S[i] for i in S])
     lines = []
+    tuned_no = [i for i in S if S[i].get("supported_tuned") is False]
+    tuned_yes = [i for i in S if S[i].get("supported_tuned") is True]
+    if tuned_no:
+        lines.append("With every arm at its own tuned gamma (and sigma0), syre is **not significantly better than every tuned "
+                     f"baseline** in {', '.join(tuned_no)}" + (f"; it is in {', '.join(tuned_yes)}" if tuned_yes else "") + ".")
+    elif tuned_yes:
+        lines.append(f"With every arm at its own tuned gamma (and sigma0), syre is better than every tuned baseline in {', '.join(tuned_yes)}.")
+    sw = S.get("sigma-sweep")
+    if sw:
+        hurt = [t for t in sw["tests"] if "(harm)" in t["name"] and t["passed"]]
+        default = [t for t in hurt if " at 1x " in t["name"]]
+        if hurt:
+            lines.append("**Where syre hurts** (sigma0 sweep, validation split, seeds 0-4): "
+                         + ("at the default scale " + "; ".join(_brief(t) for t in default) + "; " if default else "")
+                         + "significantly worse than weight decay at: "
+                         + ", ".join(t["name"].split(": syre at ")[0] + " " + t["name"].split(": syre at ")[1].split(" ")[0] for t in hurt) + ".")
+        lines.append(f"The sweep's selection rule, re-applied: {sw['findings'].get('rule re-applied', '-')}.")
     state = {True: "survives", False: "does not survive", None: "is undecided in"}[v["survives"]]
     where = ", ".join(v["experiments"]) or "no experiment yet"
     lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default **{state}** "
                  "the held-out check"
-                 + (": it failed " + "; ".join(f"{i} ({len(n)} test{'s' if len(n) > 1 else ''})" for i, n in v["failed"].items()) if v["failed"] else "")
-                 + ".")
-    parts = []
+                 + (": it failed " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items())
+                    if v["failed"] else "") + ".")
+    parts, l2 = [], []
     for i in v["experiments"]:
         s = S[i]
         for c in _collapse_cells(s):
             perf = next(t for t in s["tests"] if t["family"] == "heldout" and t["a"] == c["syre"] and t["metric"] != c["rank"])
             parts.append(f"{i} ({c['label']}): {c['rank']} {fmt.num(_mean(s, c['wd'], c['rank']))} -> {fmt.num(_mean(s, c['syre'], c['rank']))}, "
                          f"{perf['metric']} {fmt.num(perf['mean_b'])} -> {fmt.num(perf['mean_a'])}")
+            l2key = c["syre"].replace("syre", "l2init", 1)
+            if l2key in s["arms"]:
+                l2.append(f"{i} ({c['label']}) {perf['metric']} {fmt.num(_mean(s, l2key, perf['metric']))} vs syre's {fmt.num(perf['mean_a'])}")
     if parts:
         lines.append("Where weight decay collapses a model, from weight decay to syre at the default: " + "; ".join(parts) + ".")
-    tuned_no = [i for i in S if S[i].get("supported_tuned") is False]
-    tuned_yes = [i for i in S if S[i].get("supported_tuned") is True]
-    if tuned_no or tuned_yes:
-        lines.append("With every arm at its own tuned gamma (and sigma0), syre is "
-                     + (f"**not significantly better than every tuned baseline** in {', '.join(tuned_no)}" if tuned_no else "")
-                     + ("; it is in " if tuned_no and tuned_yes else "significantly better than every tuned baseline in " if tuned_yes else "")
-                     + ", ".join(tuned_yes) + ".")
-    sw = S.get("sigma-sweep")
-    if sw:
-        hurt = [t for t in sw["tests"] if "(harm)" in t["name"] and t["passed"]]
-        if hurt:
-            lines.append("**Where syre hurts** (sigma0 sweep, validation split): " + "; ".join(_brief(t) for t in hurt) + ".")
-        lines.append(f"The sweep's selection rule, re-applied: {sw['findings'].get('rule re-applied', '-')}.")
-    return "\n".join(f"{ln}" for ln in lines) + "\n"
+    if l2:
+        lines.append("L2-Init (decay toward the initial weights) at the same gamma: " + "; ".join(l2) + ".")
+    return "".join(f"  - {ln}\n" for ln in lines)
 
 
 def b_sweep(S, args: str) -> str:

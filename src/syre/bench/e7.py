@@ -81,7 +81,7 @@ DEFAULTS: Dict[str, Any] = {
     "low_rank_threshold": 1e-3,
 }
 QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [10.0], "tune_sigma0s": [syre.DEFAULT_SIGMA0],
-         "steps": 20, "batch": 64, "n_train": 1000, "n_test": 300, "n_probe": 300, "probe_iters": 20}
+         "steps": 12, "batch": 64, "n_train": 1000, "n_test": 300, "n_probe": 300, "probe_iters": 15}
 
 
 class SimCLRNet(nn.Module):

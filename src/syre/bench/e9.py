@@ -90,7 +90,7 @@ DEFAULTS: Dict[str, Any] = {
     "last_phases": 2,
 }
 QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [1.0], "tune_sigma0s": [syre.DEFAULT_SIGMA0],
-         "phases": 2, "phase_steps": 2048, "n_envs": 8, "epochs": 4, "last_phases": 1}
+         "phases": 2, "phase_steps": 1024, "n_envs": 8, "epochs": 4, "last_phases": 1}
 
 
 # ----------------------------------------------------------------------------- the environment
