@@ -19,6 +19,10 @@ SUMMARIES = sorted(RESULTS.glob("*/summary.json"))
 BY_CONSTRUCTION = [("e1", "none", "min_separation"), ("e1", "wd", "min_separation"), ("e3", "none", "dead_started_dead"),
                    ("e3", "wd", "dead_started_dead"), ("e4", "wd", "min_symmetry"), ("e4", "dropout", "min_symmetry"),
                    ("e4", "wfix", "max_symmetry_on"), ("e0", "escape", "escape_vanilla.error"), ("e0", "trap", "trap_syre.measured")]
+# E12's node-permutation equivariance holds for any parameters; E13's permuted network computes the same function and
+# weight matching never lowers its objective.
+BY_CONSTRUCTION += [("e12", a, "equiv_error") for a in ("none", "wd", "syre")] + [(
+    "e13", a, m) for a in ("none", "wd", "syre", "syre_diff", "wfix") for m in ("perm_error", "match_gain")]
 
 pytestmark = pytest.mark.skipif(not SUMMARIES, reason="no committed benchmark results")
 
