@@ -97,18 +97,19 @@ def collapse_finding(ctx, *, premise: Sequence[str], syre_tests: Sequence[str], 
         head = f"No collapse of {what} by weight decay at gamma {gamma:g}: {_brief(ctx, premise)}."
     else:
         head = f"Whether weight decay collapses {what} at gamma {gamma:g} is undecided: {_brief(ctx, premise)}."
-    ok = [ctx.result(n)["passed"] for n in syre_tests]
-    if all(v is True for v in ok):
-        lead = "Syre helps there"
-    elif all(v is False for v in ok):
-        lead = "Syre does nothing measurable there"
-    elif any(v is True for v in ok):
-        lead = "Syre helps there in part"
-    elif any(v is False for v in ok):
-        lead = "Syre does not help measurably there (some of its tests undecided)"
+    ok = {n: ctx.result(n)["passed"] for n in syre_tests}
+    failed = [n for n, v in ok.items() if v is False]
+    rest = [n for n in syre_tests if n not in failed]
+    if failed and not rest:
+        text = f"{head} Syre does nothing measurable there: {_brief(ctx, failed)}."
+    elif failed and any(ok[n] for n in rest):
+        text = f"{head} Syre helps there only in part. Not: {_brief(ctx, failed)}. Yes: {_brief(ctx, rest)}."
+    elif failed:
+        text = f"{head} Syre does not help measurably there: {_brief(ctx, failed)}; undecided: {_brief(ctx, rest)}."
+    elif all(ok.values()):
+        text = f"{head} Syre helps there: {_brief(ctx, syre_tests)}."
     else:
-        lead = "What syre does there is undecided"
-    text = f"{head} {lead}: {_brief(ctx, syre_tests)}."
+        text = f"{head} What syre does there is undecided: {_brief(ctx, syre_tests)}."
     if others:
         text += f" Other arms there: {_brief(ctx, others)}."
     return text
