@@ -36,6 +36,10 @@ def _brief(t: Dict[str, Any]) -> str:
         bits.append(fmt.pval(t["p"]))
     if t.get("holds_in") is not None:
         bits.append(f"holds in {t['holds_in']}/{t['n']} seeds")
+    if t["kind"] == "t" and t.get("passed") is False and t.get("mean_x") is not None:
+        d = t["mean_x"] - t["threshold"]
+        if (d > 0) == (t["direction"] == "greater") and d != 0:
+            bits.append(f"the mean lies on the claimed side but is not significant with {t['n']} seeds")
     return f"{t['name']} ({', '.join(bits)})"
 
 
