@@ -36,6 +36,10 @@ def _brief(t: Dict[str, Any]) -> str:
         bits.append(fmt.pval(t["p"]))
     if t.get("holds_in") is not None:
         bits.append(f"holds in {t['holds_in']}/{t['n']} seeds")
+    if t["kind"] == "t" and t.get("passed") is False and t.get("mean_x") is not None:
+        d = t["mean_x"] - t["threshold"]
+        if (d > 0) == (t["direction"] == "greater") and d != 0:
+            bits.append(f"the mean lies on the claimed side but is not significant with {t['n']} seeds")
     return f"{t['name']} ({', '.join(bits)})"
 
 
@@ -124,6 +128,21 @@ def b_power(S, args: str) -> str:
                          "primary tests whose pilot effect lay against H1"], rows)
 
 
+def _what_should_change(S, v) -> str:
+    """For a default that does not survive: what the failures ask for, read from them."""
+    if v["survives"] is not False:
+        return ""
+    failed = [_test(S[i], n) for i, names in v["failed"].items() for n in names]
+    claimed_side = all(t["kind"] == "t" and t.get("mean_x") is not None and
+                       ((t["mean_x"] - t["threshold"] > 0) == (t["direction"] == "greater")) for t in failed)
+    if v["better_scales"]:
+        return " What should change: the scales that did better than the default are listed above; they are candidates for a new default, to be judged on fresh seeds."
+    if claimed_side:
+        return (" What should change: no neighbouring scale did better, and every failed test's mean lies on the claimed side, so the "
+                "evidence asks for more seeds in those tests (a new protocol version whose power rule covers them), not for another default.")
+    return " What should change: the failed tests point against the default in those settings; no neighbouring scale did better there."
+
+
 def b_heldout(S, args: str) -> str:
     v = heldout_verdict([S[i] for i in S])
     word = {True: "**survives**", False: "**does not survive**", None: "is undecided in"}[v["survives"]]
@@ -135,6 +154,7 @@ def b_heldout(S, args: str) -> str:
             f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["better_scales"].items()) + ".")
     else:
         out.append("No neighbouring scale (0.3x, 3x) was significantly better than the default at the collapsing gamma.")
+    out.append(_what_should_change(S, v).strip())
     rows = []
     for i in v["experiments"]:
         for t in S[i]["tests"]:
@@ -179,7 +199,7 @@ def b_readme_evidence(S, args: str) -> str:
     lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default **{state}** "
                  "the held-out check"
                  + (": it failed " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items())
-                    if v["failed"] else "") + ".")
+                    if v["failed"] else "") + "." + _what_should_change(S, v))
     parts, l2 = [], []
     for i in v["experiments"]:
         s = S[i]
