@@ -13,7 +13,9 @@ from syre.bench.protocol import digest, read_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SUMMARIES = sorted(RESULTS.glob("*/summary.json"))
+#: Summaries of registered `syre bench` runs (benchmarks/results/pull-numbers is a script's summary, tested in
+#: test_pull_numbers.py: it has no protocol).
+SUMMARIES = sorted(p for p in RESULTS.glob("*/summary.json") if "protocol" in json.loads(p.read_text()))
 
 #: Tests that hold by construction (experiment, arm cell, metric): they may be sanity checks, never primary.
 BY_CONSTRUCTION = [("e1", "none", "min_separation"), ("e1", "wd", "min_separation"), ("e3", "none", "dead_started_dead"),

@@ -128,19 +128,67 @@ def b_power(S, args: str) -> str:
                          "primary tests whose pilot effect lay against H1"], rows)
 
 
+def _on_claimed_side(t: Dict[str, Any]) -> bool:
+    return (t["kind"] == "t" and t.get("mean_x") is not None
+            and ((t["mean_x"] - t["threshold"] > 0) == (t["direction"] == "greater")))
+
+
+def _heldout_kind(name: str) -> str:
+    """A short name for a held-out test: what it compares, without the setting."""
+    if "not worse than tuned weight decay" in name:
+        return "no harm at weight decay's tuned gamma"
+    if "better than weight decay's at the collapsing gamma" in name:
+        return "performance at the collapsing gamma"
+    if "above weight decay's at the collapsing gamma" in name:
+        return "rank at the collapsing gamma"
+    return name.split("held-out: ", 1)[-1]
+
+
 def _what_should_change(S, v) -> str:
-    """For a default that does not survive: what the failures ask for, read from them."""
+    """For a default that does not survive: what the failures ask for, read from them, failure by failure.
+
+    A failed test whose mean lies on the claimed side asks for more seeds (power); one whose mean lies against
+    the claim says the default does not fit that setting; a neighbouring scale that beat the default is a
+    candidate only as far as it also held where it was tested and did not win."""
     if v["survives"] is not False:
         return ""
-    failed = [_test(S[i], n) for i, names in v["failed"].items() for n in names]
-    claimed_side = all(t["kind"] == "t" and t.get("mean_x") is not None and
-                       ((t["mean_x"] - t["threshold"] > 0) == (t["direction"] == "greater")) for t in failed)
-    if v["better_scales"]:
-        return " What should change: the scales that did better than the default are listed above; they are candidates for a new default, to be judged on fresh seeds."
-    if claimed_side:
-        return (" What should change: no neighbouring scale did better, and every failed test's mean lies on the claimed side, so the "
-                "evidence asks for more seeds in those tests (a new protocol version whose power rule covers them), not for another default.")
-    return " What should change: the failed tests point against the default in those settings; no neighbouring scale did better there."
+    harmed = {(i, tt["name"].split(", held-out")[0]): tt for i in v["experiments"] for tt in S[i]["tests"]
+              if tt["family"] == "heldout" and "(harm test, passes when harmed)" in tt["name"] and tt["passed"] is True}
+    under, against = [], []
+    for i, names in v["failed"].items():
+        for n in names:
+            t = _test(S[i], n)
+            setting = n.split(", held-out")[0]
+            where = f"{i} ({setting}: {_heldout_kind(n)})"
+            if "not worse than tuned weight decay" in n and (i, setting) in harmed:
+                continue  # said below, with the harm measured
+            (under if _on_claimed_side(t) else against).append(where)
+    out = []
+    if against:
+        out.append("the default is worse than the claim, with the mean against it, in " + "; ".join(against)
+                   + ": there the default does not fit and a better choice is needed")
+    if harmed:
+        out.append("syre at the default is significantly worse than tuned weight decay at weight decay's own gamma in "
+                   + "; ".join(f"{i} ({st}: {fmt.num(tt['mean_a'])} vs {fmt.num(tt['mean_b'])}, {fmt.pval(tt['p'])})" for (i, st), tt in harmed.items())
+                   + ", so its failed no-harm test is harm, not a lack of seeds")
+    if under:
+        out.append("the mean lies on the claimed side but is not significant in " + "; ".join(under)
+                   + ": that asks for more seeds (a new protocol version whose power rule covers these tests), not for another default")
+    scales: Dict[str, Dict[str, List[str]]] = {}
+    for i in v["experiments"]:
+        for t in S[i]["tests"]:
+            if t["family"] == "heldout" and t["role"] == "secondary" and "better than the default at the collapsing gamma" in t["name"]:
+                a = t["name"].split("held-out: ", 1)[1].split(" better than the default")[0]
+                where = f"{i} ({t['name'].split(', held-out')[0]})"
+                scales.setdefault(a, {"won": [], "not": []})["won" if t["passed"] else "not"].append(where)
+    won = {a: d for a, d in scales.items() if d["won"]}
+    if won:
+        out.append("; ".join(f"{a} beat the default in {', '.join(d['won'])}" + (f" and not in {', '.join(d['not'])}" if d["not"] else "")
+                             for a, d in won.items())
+                   + ": a candidate where it won, not yet a new default (to be judged on fresh seeds where it was not chosen)")
+    else:
+        out.append("no neighbouring scale beat the default in any held-out experiment")
+    return " What the failures ask for: " + "; ".join(out) + "."
 
 
 def b_heldout(S, args: str) -> str:

@@ -27,14 +27,18 @@ RESULTS = "benchmarks/results"
 _BLOCK = re.compile(r"<!-- bench:begin (\S+)([^>]*?) -->\n(.*?)<!-- bench:end \1 -->", re.S)
 
 
+def _id_order(f: Path):
+    """e2 before e10: experiments in their number's order, anything else after them by name."""
+    m = re.fullmatch(r"e(\d+)", f.parent.name)
+    return (0, int(m.group(1)), "") if m else (1, 0, f.parent.name)
+
+
 def load(root: Path) -> Dict[str, Dict[str, Any]]:
     out = {}
-    def natural(f: Path):  # e2 before e10
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.parent.name)]
-
-    for f in sorted((Path(root) / RESULTS).glob("*/summary.json"), key=natural):
+    for f in sorted((Path(root) / RESULTS).glob("*/summary.json"), key=_id_order):
         s = json.loads(f.read_text())
-        out[s["experiment"]] = s
+        if "protocol" in s:  # a registered run (not a script's summary such as pull-numbers)
+            out[s["experiment"]] = s
     return out
 
 
