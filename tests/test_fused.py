@@ -195,14 +195,29 @@ def test_sgd_momentum_fused_matches_the_equations(spy, d_spread):
         np.testing.assert_allclose(p.detach().double().numpy(), q.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=n)
 
 
-def test_seeded_mode_takes_the_separate_pass_and_equals_stored():
+@pytest.mark.parametrize("cls,kw", [(syre.AdamW, dict(lr=0.01, weight_decay=0.1)), (syre.SGD, dict(lr=0.05, momentum=0.9))])
+def test_seeded_mode_takes_the_fused_pass_and_equals_stored_bitwise(spy, cls, kw):
+    """Stored and seeded give identical parameters (seeded generates each fused tensor's anchor for its kernel)."""
     model, data = _net(), _batches(4)
     m2 = copy.deepcopy(model)
-    o1 = syre.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
-    o2 = torch.optim.AdamW(m2.parameters(), lr=0.01, weight_decay=0.1)
-    syre.attach(o1, model, mode="seeded")
-    syre.attach(o2, m2)
+    o1 = cls(model.parameters(), **kw)
+    o2 = cls(m2.parameters(), **kw)
+    gamma = None if "weight_decay" in kw else 0.2
+    syre.attach(o1, model, mode="seeded", gamma=gamma, d_spread=0.1)
+    syre.attach(o2, m2, gamma=gamma, d_spread=0.1)
     _train(model, o1, data)
+    n = len(spy)
     _train(m2, o2, data)
+    assert n and len(spy) == 2 * n  # both modes took the fused kernel as often
     for p, q in zip(model.parameters(), m2.parameters()):
         assert torch.equal(p, q)
+
+
+def test_nothing_is_written_onto_the_optimizer():
+    """The fused work is asked of the attached Syre at the step; the optimizer keeps torch's attributes only."""
+    model, data = _net(), _batches(2)
+    opt = syre.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    syre.attach(opt, model)
+    before = set(vars(opt))
+    _train(model, opt, data)
+    assert set(vars(opt)) == before and not [k for k in vars(opt) if "syre" in k]

@@ -58,6 +58,10 @@ class AnchorStore:
         """The anchor is the origin with D = I: the decay is plain weight decay."""
         return self.random and e.sigma0 == 0.0 and self.d_spread == 0.0
 
+    def has_theta0(self, e: Entry) -> bool:
+        """Whether ``pair(e)`` has a theta0 (the decay is toward a point other than the origin)."""
+        return e.covered and not self.off(e) and (not self.random or e.sigma0 != 0.0)
+
     def rounds(self, e: Entry) -> bool:
         """Whether ``e``'s decayed values are rounded stochastically (fp16/bf16 storage)."""
         return self.rounding == "stochastic" and e.param.dtype in (torch.float16, torch.bfloat16)

@@ -22,8 +22,16 @@ The kernel is ``torch.compile``d on CPU (one build per dtype and kind, cached on
 ``lr`` and every other scalar enter as one tensor, so a learning-rate schedule does not
 recompile) and the Triton kernel of ``syre._triton`` on CUDA. Everything else -- tensors below
 ``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable or differentiable groups, Nesterov,
-a coupled ``weight_decay`` on SGD, the first SGD step (no momentum buffer yet), seeded mode, or no
-compiler -- takes the separate pass: syre's decay, then torch's own step on those tensors.
+a coupled ``weight_decay`` on SGD, the first SGD step (no momentum buffer yet), or no compiler --
+takes the separate pass: syre's decay, then torch's own step on those tensors. In seeded mode each
+fused tensor's anchor is generated right before its kernel (scratch the size of that one
+parameter), so stored and seeded give identical parameters.
+
+The step asks the attached ``Syre`` for its work (``Syre._take_work``, made by syre's step
+pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``GradScaler`` calls
+``step`` with ``grad_scale`` and ``found_inf``) the fused tensors' gradients are unscaled in place
+before the kernel, as torch's fused kernels do, and a step with inf/NaN gradients is skipped
+whole: no decay, no update, no step counted.
 
 Agreement: the fused pass and "decay, then torch's AdamW" are not bitwise equal (torch's kernels
 contract some products into FMAs, the compiled one others); ``tests/test_fused.py`` bounds the
@@ -39,7 +47,7 @@ from torch.optim.sgd import sgd
 
 from ._compile import LazyKernel
 
-__all__ = ["AdamW", "FUSED_MIN", "SGD"]
+__all__ = ["AdamW", "FUSABLE", "FUSED_MIN", "SGD", "Work"]
 
 #: Tensors below this many elements take the separate pass (a compiled call costs ~10-30 us).
 FUSED_MIN = 1 << 16
@@ -183,42 +191,62 @@ def _fusable(p, others) -> bool:
             and all(t is None or (t.is_contiguous() and t.dtype == p.dtype) for t in (p,) + tuple(others)))
 
 
-class _Fused:
-    """What syre hands the step: per group ``(w, {id(param): (entry, theta0, xi)})`` and the separate decay."""
+class Work:
+    """The decay one step hands the optimizer's pass: per group ``(w, {id(param): entry})``, and the store.
 
-    def __init__(self, groups: Dict[int, tuple], decay):
+    Made by syre's step pre-hook (``Syre._decay``) and taken by the step (``Syre._take_work``); never
+    kept on the optimizer. The anchors of a fused tensor are read (stored mode) or generated (seeded
+    mode) right before its kernel, one tensor at a time, so both modes run the same kernel on the
+    same numbers and give identical parameters.
+    """
+
+    def __init__(self, groups: Dict[int, tuple], store, foreach):
         self.groups = groups
-        self.decay = decay  # decay(entries, w): syre's separate pass for the tensors not fused
+        self.store = store
+        self.foreach = foreach
 
     def take(self, gi: int, params: List[torch.Tensor], fused_ok) -> List[Optional[tuple]]:
-        """For each param: ``(w, theta0, xi)`` if it is fused, else None (its decay applied now, separately)."""
+        """For each param: ``(w, entry)`` if it is fused, else None (its decay applied now, separately)."""
         got = self.groups.get(gi)
         if got is None:
             return [None] * len(params)
         w, by_id = got
         out, rest = [], []
         for p in params:
-            item = by_id.get(id(p))
-            if item is not None and fused_ok(p, item):
-                out.append((w, item[1], item[2]))
+            e = by_id.get(id(p))
+            if e is not None and self.store.has_theta0(e) and fused_ok(p):
+                out.append((w, e))
             else:
                 out.append(None)
-                if item is not None:
-                    rest.append(item[0])
+                if e is not None:
+                    rest.append(e)
         if rest:
-            self.decay(rest, w)
+            self.store.decay(rest, w, self.foreach)
         return out
 
+    def pair(self, e, p: torch.Tensor):
+        """``(theta0, xi)`` of ``e`` flat, in ``p``'s dtype (generated now in seeded mode)."""
+        t, x = self.store.pair(e)
+        return t.to(p.dtype).reshape(-1), (None if x is None else x.to(p.dtype).reshape(-1))
 
-def _take_plan(opt) -> Optional[_Fused]:
-    plan, opt._syre_fused = getattr(opt, "_syre_fused", None), None
-    return plan
+
+def _take_work(opt) -> Optional[Work]:
+    from .optim import attached
+
+    s = attached(opt)
+    return None if s is None else s._take_work()
+
+
+def _amp(opt, grads: List[torch.Tensor]) -> None:
+    """Under ``GradScaler`` (``fused=True``: it passes ``grad_scale``): unscale the fused tensors' gradients in
+    place, as torch's fused kernels do (a step with ``found_inf`` set never gets here: syre made no work)."""
+    grad_scale = getattr(opt, "grad_scale", None)
+    if grad_scale is not None and grads:
+        torch._foreach_div_(grads, grad_scale.to(grads[0].device))
 
 
 class AdamW(torch.optim.AdamW):
     """``torch.optim.AdamW`` that applies an attached syre's decay inside its own pass (module doc)."""
-
-    _syre_fusable = True
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -226,7 +254,7 @@ class AdamW(torch.optim.AdamW):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()  # under syre, the decay's plan is made here (after the gradients)
-        plan = _take_plan(self)
+        work = _take_work(self)
         for gi, group in enumerate(self.param_groups):
             params, grads, m, v, vmax, steps = [], [], [], [], [], []
             has_complex = self._init_group(group, params, grads, m, v, vmax, steps)
@@ -234,12 +262,11 @@ class AdamW(torch.optim.AdamW):
                           or has_complex or torch.is_tensor(group["betas"][0]))
             state_of = {id(p): i for i, p in enumerate(params)}
 
-            def ok(p, item, _i=state_of):
+            def ok(p, _i=state_of):
                 i = _i[id(p)]
-                return simple and item[1] is not None and _fusable(p, (grads[i], m[i], v[i], item[1], item[2])) \
-                    and _kernel(_ADAMW, p, item[2] is not None) is not None
+                return simple and _fusable(p, (grads[i], m[i], v[i])) and _kernel(_ADAMW, p, work.store.d_spread != 0.0) is not None
 
-            todo = plan.take(gi, params, ok) if plan is not None else [None] * len(params)
+            todo = work.take(gi, params, ok) if work is not None else [None] * len(params)
             rest = [i for i, t in enumerate(todo) if t is None]
             if rest:
                 pick = lambda xs: [xs[i] for i in rest]  # noqa: E731
@@ -249,27 +276,25 @@ class AdamW(torch.optim.AdamW):
                      foreach=group["foreach"], capturable=group["capturable"], differentiable=group["differentiable"],
                      fused=group["fused"], grad_scale=getattr(self, "grad_scale", None),
                      found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=True)
+            fused = [i for i, t in enumerate(todo) if t is not None]
+            _amp(self, [grads[i] for i in fused])
             beta1, beta2 = (float(b) for b in group["betas"])
             lr = float(group["lr"])
-            for i, t in enumerate(todo):
-                if t is None:
-                    continue
-                w, theta0, xi = t
+            for i in fused:
+                w, e = todo[i]
+                theta0, xi = work.pair(e, params[i])
                 steps[i] += 1
                 step = float(steps[i])
                 bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
                 s = torch.tensor([float(w), 1.0 - lr * float(group["weight_decay"]), 1.0 - beta1, beta2, 1.0 - beta2,
                                   lr / bc1, bc2**0.5, float(group["eps"])], dtype=params[i].dtype, device=params[i].device)
                 kernel = _kernel(_ADAMW, params[i], xi is not None)
-                kernel(params[i].view(-1), grads[i].view(-1), m[i].view(-1), v[i].view(-1), theta0.view(-1),
-                       None if xi is None else xi.view(-1), s)
+                kernel(params[i].view(-1), grads[i].view(-1), m[i].view(-1), v[i].view(-1), theta0, xi, s)
         return loss
 
 
 class SGD(torch.optim.SGD):
     """``torch.optim.SGD`` that applies an attached syre's decay inside its own pass (module doc)."""
-
-    _syre_fusable = True
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -277,7 +302,7 @@ class SGD(torch.optim.SGD):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = _take_plan(self)
+        work = _take_work(self)
         for gi, group in enumerate(self.param_groups):
             params, grads, bufs = [], [], []
             sparse = self._init_group(group, params, grads, bufs)
@@ -285,12 +310,12 @@ class SGD(torch.optim.SGD):
                       and group["weight_decay"] == 0 and not torch.is_tensor(group["lr"]))
             index = {id(p): i for i, p in enumerate(params)}
 
-            def ok(p, item, _i=index):
+            def ok(p, _i=index):
                 i = _i[id(p)]
-                return simple and bufs[i] is not None and item[1] is not None \
-                    and _fusable(p, (grads[i], bufs[i], item[1], item[2])) and _kernel(_SGD, p, item[2] is not None) is not None
+                return simple and bufs[i] is not None and _fusable(p, (grads[i], bufs[i])) \
+                    and _kernel(_SGD, p, work.store.d_spread != 0.0) is not None
 
-            todo = plan.take(gi, params, ok) if plan is not None else [None] * len(params)
+            todo = work.take(gi, params, ok) if work is not None else [None] * len(params)
             rest = [i for i, t in enumerate(todo) if t is None]
             if rest:
                 rb = [bufs[i] for i in rest] if group["momentum"] != 0 else []
@@ -301,12 +326,16 @@ class SGD(torch.optim.SGD):
                 if group["momentum"] != 0:
                     for i, b in zip(rest, rb):
                         self.state[params[i]]["momentum_buffer"] = b
-            for i, t in enumerate(todo):
-                if t is None:
-                    continue
-                w, theta0, xi = t
+            fused = [i for i, t in enumerate(todo) if t is not None]
+            _amp(self, [grads[i] for i in fused])
+            for i in fused:
+                w, e = todo[i]
+                theta0, xi = work.pair(e, params[i])
                 s = torch.tensor([float(w), float(group["momentum"]), 1.0 - float(group["dampening"]), float(group["lr"])],
                                  dtype=params[i].dtype, device=params[i].device)
-                _kernel(_SGD, params[i], xi is not None)(params[i].view(-1), grads[i].view(-1), bufs[i].view(-1),
-                                                         theta0.view(-1), None if xi is None else xi.view(-1), s)
+                _kernel(_SGD, params[i], xi is not None)(params[i].view(-1), grads[i].view(-1), bufs[i].view(-1), theta0, xi, s)
         return loss
+
+
+#: The optimizer classes whose step takes syre's decay into its own pass.
+FUSABLE = (AdamW, SGD)

@@ -16,7 +16,9 @@ with ``gamma = 2 * gamma_c`` (the gradient of ``gamma_c ||x||^2`` is ``2 gamma_c
 With ``optimizer.step(closure)`` (LBFGS, PyTorch Lightning's automatic optimization) the
 gradients are computed inside the step: the decay then runs once, right after the first
 evaluation of the closure and before the optimizer's own update. A step the optimizer does not
-take (one that AMP's ``GradScaler`` skips on an inf/NaN gradient) applies no decay. Parameters
+take (one that AMP's ``GradScaler`` skips on an inf/NaN gradient) applies no decay, also for
+optimizers that handle the scaling themselves (``fused=True``: syre reads ``found_inf`` where
+``GradScaler`` passes it). Parameters
 whose ``.grad`` is ``None`` at the step are left alone, as torch optimizers leave them.
 
 Nothing is decided once and kept: at every step syre derives what it covers from the optimizer
@@ -40,6 +42,7 @@ from torch import nn
 
 from . import _dist
 from . import functional as F
+from .fused import FUSABLE, Work
 from ._checks import (  # noqa: F401  (public names of syre.optim)
     PRECISION_CHECK_EVERY,
     PROBE_ELEMENTS,
@@ -75,6 +78,19 @@ _GRAD = operator.attrgetter("grad")
 def _nonzero(w) -> bool:
     """``lr * gamma`` is not 0 (a tensor weight is taken as nonzero: reading it would sync the device)."""
     return isinstance(w, torch.Tensor) or w != 0.0
+
+
+def _amp_skipped(optimizer) -> bool:
+    """Whether ``GradScaler`` found inf/NaN gradients for this step of an optimizer that handles AMP itself.
+
+    For an optimizer with ``_step_supports_amp_scaling`` (torch's ``fused=True`` Adam, AdamW, SGD,
+    Adagrad, and syre's subclasses) ``GradScaler.step`` always calls ``step`` and passes ``found_inf``
+    as an attribute; the optimizer skips its update where it is nonzero. Reading it here is one host
+    synchronisation per step on an accelerator (as ``GradScaler`` makes for every other optimizer).
+    """
+    found_inf = getattr(optimizer, "found_inf", None)
+    return isinstance(found_inf, torch.Tensor) and bool(getattr(optimizer, "_step_supports_amp_scaling", False)) \
+        and bool(found_inf.item())
 
 
 def attached(optimizer: torch.optim.Optimizer) -> Optional["Syre"]:
@@ -206,6 +222,7 @@ class Syre:
         self._steps = 0
         self._removed = False
         self._pending: Optional[dict] = None
+        self._work: Optional[Work] = None
         self._before_load: list = []
         self._precision = PrecisionCheck()
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)]
@@ -267,21 +284,22 @@ class Syre:
 
     @torch.no_grad()
     def _decay(self, optimizer) -> None:
+        self._work = None
         plan = self._refresh()
         weights = self._groups.weights()  # validated; raises before anything changes
+        if _amp_skipped(optimizer):
+            return  # GradScaler found inf/NaN: the optimizer skips this step, and so does syre
         rows = plan.by_group
         if self._config.rounding != "stochastic" and self._precision.due(self._steps) and plan.low_precision():
             live = [[e for e in row if e.param.grad is not None] if _nonzero(weights[gi]) else [] for gi, row in enumerate(rows)]
             self._precision.check(((e, weights[gi]) for gi, row in enumerate(live) for e in row), self._store.pair)
         self._store.step = self._steps  # the stochastic-rounding stream's generation
         self._steps += 1
-        if getattr(optimizer, "_syre_fusable", False) and self._store.mode == "stored":
-            # syre.AdamW / syre.SGD: their step reads each group's weight and anchors in its own pass.
-            from .fused import _Fused
-
-            groups = {gi: (weights[gi], {id(e.param): (e,) + tuple(self._store.pair(e)) for e in row if e.param.grad is not None})
+        if isinstance(optimizer, FUSABLE):
+            # syre.AdamW / syre.SGD: their step asks for this (``_take_work``) and decays in its own pass.
+            groups = {gi: (weights[gi], {id(e.param): e for e in row if e.param.grad is not None})
                       for gi, row in enumerate(rows) if row and _nonzero(weights[gi])}
-            optimizer._syre_fused = _Fused(groups, lambda entries, w: self._store.decay(entries, w, self._config.foreach))
+            self._work = Work(groups, self._store, self._config.foreach)
             return
         for gi, w in enumerate(weights):
             if not rows[gi] or not _nonzero(w):
@@ -294,6 +312,11 @@ class Syre:
                 live = [e for e, g in zip(rows[gi], grads) if g is not None]
                 if live:
                     self._store.decay(live, w, self._config.foreach)
+
+    def _take_work(self) -> Optional["Work"]:
+        """The decay this step hands ``syre.AdamW`` / ``syre.SGD`` (made by the step pre-hook; None: none)."""
+        work, self._work = self._work, None
+        return work
 
     def _probed(self):
         """(entry, lr * gamma) of the parameters the pull check looks at this step."""
