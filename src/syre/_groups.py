@@ -12,8 +12,9 @@ the rules (each broken rule is an error or a one-time warning naming the group a
 
 * ``syre_gamma`` must be a finite float >= 0 (it may have been written after attach);
 * a ``weight_decay`` written into a taken-over group after the takeover (a weight-decay schedule,
-  as in DINO or MAE) becomes syre's gamma for that group, and ``weight_decay`` goes back to 0
-  (warned once); a non-zero ``weight_decay`` beside an explicit gamma is decay toward the origin on
+  as in DINO or MAE; 0 included, which turns syre's decay off there) becomes syre's gamma for that
+  group, and ``weight_decay`` goes back to 0 (warned once); syre writes its own 0.0 object there, so
+  a write of 0 is seen too; a non-zero ``weight_decay`` beside an explicit gamma is decay toward the origin on
   top of syre (warned once);
 * ``lr * gamma`` above 1 moves each element past its anchor: refused at attach; at a step
   (a schedule) warned once when in (1, 2], refused above 2, where the decay diverges.
@@ -137,6 +138,7 @@ class Groups:
         self._known = 0  # groups seen so far; later ones are new (add_param_group)
         self._device_checks = 0  # steps seen: a device lr's value is read every DEVICE_LR_CHECK_EVERY
         self._warned: set = set()
+        self._zeros: Dict[int, float] = {}  # group index -> the 0.0 syre wrote into its weight_decay
 
     # ------------------------------------------------------------------ reading
     def gamma(self, gi: int) -> float:
@@ -199,14 +201,27 @@ class Groups:
         for gi, wd in plan.items():
             group = self.optimizer.param_groups[gi]
             group[GROUP_KEY] = wd
-            self._zero_weight_decay(group)
+            self._zero_weight_decay(gi, group)
             self.takeover[gi] = wd
 
-    @staticmethod
-    def _zero_weight_decay(group: dict) -> None:
+    def _zero_weight_decay(self, gi: int, group: dict) -> None:
+        """Set a taken-over group's ``weight_decay`` to 0: a float object of syre's own, so that any value written
+        there later, 0 included, is seen as written (``_written``)."""
         if "weight_decay" in group:
             wd = group["weight_decay"]
-            group["weight_decay"] = wd.zero_() if isinstance(wd, torch.Tensor) else 0.0
+            if isinstance(wd, torch.Tensor):
+                group["weight_decay"] = wd.zero_()
+            else:
+                group["weight_decay"] = self._zeros[gi] = float("0")  # a new object, not the shared constant 0.0
+
+    def _written(self, gi: int, group: dict) -> bool:
+        """Whether ``weight_decay`` of taken-over group ``gi`` was written since syre set it to 0 (a schedule)."""
+        wd = group.get("weight_decay")
+        if wd is None:
+            return False
+        if isinstance(wd, torch.Tensor):  # zeroed in place: a write shows as a nonzero value only
+            return as_float(wd) != 0.0
+        return wd is not self._zeros.get(gi)
 
     def attach(self, check_idle: bool = True) -> None:
         """At attach: plan, check and apply the takeover of every group; check lr * gamma."""
@@ -240,8 +255,8 @@ class Groups:
         for gi, group in enumerate(groups):
             wd = group.get("weight_decay")
             wd = 0.0 if wd is None else as_float(wd)
-            if wd != 0.0 and gi in self.takeover:
-                # A weight-decay schedule wrote the group's weight_decay: it becomes syre's gamma.
+            if gi in self.takeover and self._written(gi, group):
+                # A weight-decay schedule wrote the group's weight_decay (0 included): it becomes syre's gamma.
                 gamma = rescheduled[gi] = check_nonneg_float(f"param_groups[{gi}]['weight_decay']", wd)
             else:
                 gamma = plan[gi] if gi in plan else self.gamma(gi)
@@ -293,7 +308,7 @@ class Groups:
             )
         group[GROUP_KEY] = wd
         self.takeover[gi] = wd
-        self._zero_weight_decay(group)
+        self._zero_weight_decay(gi, group)
 
     def _warn_origin(self, gi: int, wd, stacklevel: int) -> None:
         if ("origin", gi) in self._warned:
@@ -330,16 +345,15 @@ class Groups:
             if GROUP_KEY not in group:
                 group[GROUP_KEY] = self.takeover[gi]
             wd = as_float(group.get("weight_decay", 0.0) or 0.0)
-            if wd != 0.0:
-                keep = self.gamma(gi)
-                if wd != keep:
-                    warnings.warn(
-                        f"param group {gi}: the loaded optimizer state sets weight_decay={wd:g}, which syre had taken "
-                        f"over as gamma={keep:g}; syre keeps gamma={keep:g} and sets weight_decay to 0. Write "
-                        f"param_groups[{gi}]['{GROUP_KEY}'] = {wd:g} to use the loaded value instead.",
-                        DecaySettingWarning, stacklevel=_stacklevel(),
-                    )
-                self._zero_weight_decay(group)
+            keep = self.gamma(gi)
+            if wd != 0.0 and wd != keep:
+                warnings.warn(
+                    f"param group {gi}: the loaded optimizer state sets weight_decay={wd:g}, which syre had taken "
+                    f"over as gamma={keep:g}; syre keeps gamma={keep:g} and sets weight_decay to 0. Write "
+                    f"param_groups[{gi}]['{GROUP_KEY}'] = {wd:g} to use the loaded value instead.",
+                    DecaySettingWarning, stacklevel=_stacklevel(),
+                )
+            self._zero_weight_decay(gi, group)
         self._known = len(self.optimizer.param_groups)
 
     def restore(self) -> None:

@@ -26,6 +26,39 @@ from .select import collect, unwrap_model
 __all__ = ["MultiSyre"]
 
 
+class _Held:
+    """Which optimizer holds each parameter, checked at attach and again at every step after any optimizer's
+    param groups changed (``add_param_group``): a parameter held by two is an error naming it, before anything
+    changes."""
+
+    def __init__(self, optimizers, model):
+        self.optimizers, self.model, self._key = optimizers, model, None
+
+    def check(self, where: str = " at this step (an optimizer's param groups changed after attach: add_param_group?)"):
+        """``{id(param): optimizer index}``; raises if a parameter is held twice."""
+        holder: Dict[int, int] = {}
+        for oi, o in enumerate(self.optimizers):
+            for g in o.param_groups:
+                for p in g["params"]:
+                    if id(p) in holder and holder[id(p)] != oi:
+                        infos = collect(self.model)
+                        name = infos[id(p)].name if id(p) in infos else f"a tensor of shape {tuple(p.shape)}"
+                        raise ValueError(
+                            f"Parameter {name!r} is held by optimizers {holder[id(p)]} and {oi}{where}: it would be updated "
+                            "and decayed twice per step; give each parameter to one optimizer"
+                            + ("; nothing was changed" if where else "")
+                        )
+                    holder[id(p)] = oi
+        return holder
+
+    def at_step(self) -> None:
+        """``check`` when any optimizer's groups changed since the last check (cheap otherwise)."""
+        key = tuple((id(g), len(g["params"])) for o in self.optimizers for g in o.param_groups)
+        if key != self._key:
+            self.check()
+            self._key = key
+
+
 class MultiSyre:
     """The ``Syre`` objects of several optimizers over one model (see the module docstring)."""
 
@@ -44,17 +77,7 @@ class MultiSyre:
             raise ValueError("Invalid optimizers: an empty list; pass at least one torch.optim.Optimizer")
         model = unwrap_model(model)
         infos = collect(model)
-        holder: Dict[int, int] = {}
-        for oi, o in enumerate(optimizers):
-            for g in o.param_groups:
-                for p in g["params"]:
-                    if id(p) in holder and holder[id(p)] != oi:
-                        name = infos[id(p)].name if id(p) in infos else f"a tensor of shape {tuple(p.shape)}"
-                        raise ValueError(
-                            f"Parameter {name!r} is held by optimizers {holder[id(p)]} and {oi}: it would be updated and "
-                            "decayed twice per step; give each parameter to one optimizer"
-                        )
-                    holder[id(p)] = oi
+        holder = _Held(optimizers, model).check(where="")
         unheld = [i.name for pid, i in infos.items() if pid not in holder and i.param.requires_grad]
         if unheld and config.strict:
             shown = ", ".join(repr(n) for n in unheld[:8]) + (" ..." if len(unheld) > 8 else "")
@@ -71,9 +94,11 @@ class MultiSyre:
             )
         each = config.replace(strict=False).as_kwargs()
         self.syres: List[Syre] = []
+        held = _Held(optimizers, model)
         try:
             for o in optimizers:
                 self.syres.append(Syre(o, model, _check_idle=False, **each))
+                self.syres[-1]._held = held
         except Exception:
             for s in self.syres:  # give back what the earlier ones took over: nothing stays half-attached
                 s.remove()

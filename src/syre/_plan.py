@@ -63,6 +63,9 @@ class Plan:
     entries: List[Entry]
     by_group: List[List[Entry]]  # the covered entries of each group
     unheld: List[str] = field(default_factory=list)  # trainable model parameters no group holds
+    #: ``(group, index, tensor)`` the optimizer holds that the model no longer has (a replaced layer), skipped
+    #: while they have no gradient (as torch skips them); ``check_orphans`` refuses one that has.
+    orphans: List[tuple] = field(default_factory=list)
     _low: Optional[bool] = None
 
     def covered(self) -> List[Entry]:
@@ -73,6 +76,12 @@ class Plan:
         if self._low is None:
             self._low = any(e.param.dtype in (torch.float16, torch.bfloat16) for e in self.entries if e.covered)
         return self._low
+
+    def check_orphans(self, model: nn.Module) -> None:
+        """Refuse a parameter the model no longer has that has a gradient (its update would be torch's alone)."""
+        for gi, pi, p in self.orphans:
+            if p.grad is not None:
+                raise ValueError(_orphan_error(model, gi, pi, p, " has a gradient but"))
 
     def entry(self, name: str) -> Entry:
         for e in self.entries:
@@ -127,8 +136,20 @@ def _entry(info: ParamInfo, gi: int, config: Config, sigma0s: Dict[str, float]) 
     return Entry(info, gi, True, "", sigma0, _dist.shard_geometry(info.name, p))
 
 
-def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Config, sigma0s: Dict[str, float]) -> Plan:
+def _orphan_error(model, gi, pi, p, what=""):
+    return (f"Parameter {pi} of param group {gi} (shape {tuple(p.shape)}, dtype {p.dtype}){what} is held by the optimizer "
+            f"but is no longer a parameter of the model {type(model).__name__} (a layer replaced after attach?); nothing "
+            "was changed. Remove it from the optimizer (build the optimizer again over model.parameters(), or delete it "
+            f"from optimizer.param_groups[{gi}]['params'] and its state), or set its .grad to None")
+
+
+def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Config, sigma0s: Dict[str, float],
+               at_step: bool = False) -> Plan:
     """The plan for the optimizer and model as they are now (see the module docstring).
+
+    At attach every parameter the optimizer holds must be the model's (else the wrong model was
+    passed); at a step (``at_step``) one the model no longer has is skipped while it has no
+    gradient, as torch skips it (``Plan.orphans``).
 
     ``sigma0s`` (name -> sigma0) is read for parameters seen before and extended, in place, with
     the resolved sigma0 of parameters covered for the first time.
@@ -137,12 +158,18 @@ def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Confi
     entries: List[Entry] = []
     by_group: List[List[Entry]] = []
     held = set()
+    orphans: List[tuple] = []
     for gi, group in enumerate(optimizer.param_groups):
         if "lr" not in group:
             raise ValueError(f"Invalid param group {gi} of {type(optimizer).__name__}: it has no 'lr'; syre's decay is lr * gamma")
         row = []
         for pi, p in enumerate(group["params"]):
             info = infos.get(id(p))
+            if info is None and at_step:
+                if p.grad is not None:
+                    raise ValueError(_orphan_error(model, gi, pi, p, " has a gradient but"))
+                orphans.append((gi, pi, p))
+                continue
             if info is None:
                 raise ValueError(
                     f"Parameter {pi} of param group {gi} (shape {tuple(p.shape)}, dtype {p.dtype}) is held by the optimizer "
@@ -157,4 +184,4 @@ def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Confi
                 row.append(e)
         by_group.append(row)
     unheld = [i.name for pid, i in infos.items() if pid not in held and i.param.requires_grad]
-    return Plan(entries, by_group, unheld)
+    return Plan(entries, by_group, unheld, orphans)

@@ -12,7 +12,8 @@ targets").
   first covered are copied (4 bytes per element).
 * ``"pretrained"``: the weights when a parameter is first covered, copied once (L2-SP and
   fine-tuning regularisers).
-* a mapping ``name -> tensor``: those tensors (copied, fp32), one per covered parameter.
+* a mapping ``name -> tensor``: those tensors, copied (fp32) at attach, every one it names (frozen
+  parameters too, so a tensor the caller changes later changes nothing), one per covered parameter.
 
 A copied target cannot be recomputed from a seed: a checkpoint records its checksum, and
 resuming requires attaching to the same target (for ``"pretrained"``: attach after loading the
@@ -31,6 +32,12 @@ from ._plan import Entry
 __all__ = ["KINDS", "Target", "make_target"]
 
 KINDS = ("random", "init", "pretrained", "mapping")
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    from . import _dist
+
+    return _dist.local_tensor(p)
 
 
 def _anchor_dtype(p: torch.Tensor) -> torch.dtype:
@@ -121,8 +128,7 @@ class Target:
             t = self._mapping[info.name]
         else:
             t = _dist.local_tensor(info.param)
-        t = t.detach()
-        return float(t.double().square().mean().sqrt()) if t.numel() else 0.0
+        return _rms(t, f"Invalid target {self.kind!r}: parameter {info.name!r}")
 
     # ------------------------------------------------------------------ checkpoints
     def checksum(self) -> str:
@@ -179,6 +185,24 @@ class Target:
             self._checksum = None
 
 
+#: Elements per block of ``_rms``: its float64 scratch is one block (8 MiB), never the whole tensor.
+_RMS_BLOCK = 1 << 20
+
+
+def _rms(t: torch.Tensor, what: str) -> float:
+    """sqrt(mean(t^2)) accumulated in float64 block by block; a NaN or inf in ``t`` is a ``ValueError`` naming ``what``."""
+    flat = t.detach().reshape(-1)
+    if not flat.numel():
+        return 0.0
+    total = torch.zeros((), dtype=torch.float64, device=flat.device)
+    for lo in range(0, flat.numel(), _RMS_BLOCK):
+        total += flat[lo:lo + _RMS_BLOCK].to(torch.float64).square().sum()
+    total = float(total)
+    if total != total or total == float("inf"):
+        raise ValueError(f"{what} holds NaN or inf; the decay would pull the weights toward it. Give finite values")
+    return (total / flat.numel()) ** 0.5
+
+
 def make_target(spec, model, infos) -> Target:
     """The ``Target`` for ``attach(..., target=spec)`` on ``model`` (checked; nothing is copied yet)."""
     from .init import _values_for, init_record
@@ -207,5 +231,13 @@ def make_target(spec, model, infos) -> Target:
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(names[n].param.shape):
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(f"Invalid target mapping: {n!r} is {got}, the parameter is {tuple(names[n].param.shape)}")
-        return Target("mapping", mapping=dict(spec), infos=infos)
+        # Copied now, every tensor it names (frozen parameters too): the user's tensors may change after attach.
+        copies = {}
+        for n, t in spec.items():
+            _rms(t, f"Invalid target mapping: {n!r}")
+            p = names[n].param
+            copies[n] = t.detach().to(device=_local(p).device, dtype=_anchor_dtype(p), copy=True)
+        target = Target("mapping", mapping=copies, infos=infos)
+        target._copies.update((n, c) for n, c in copies.items() if _local(names[n].param) is names[n].param)
+        return target
     raise TypeError(f"Invalid target value: {spec!r}; expected 'random', 'init', 'pretrained' or a mapping name -> tensor")

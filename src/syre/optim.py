@@ -223,6 +223,7 @@ class Syre:
         self._removed = False
         self._pending: Optional[dict] = None
         self._work: Optional[Work] = None
+        self._held = None  # syre._multi._Held of a MultiSyre
         self._before_load: list = []
         self._precision = PrecisionCheck()
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)]
@@ -241,7 +242,7 @@ class Syre:
         """The plan for the optimizer and model as they are now (rebuilt only when they changed)."""
         fp = fingerprint(self._optimizer)
         if fp != self._fp:
-            self._plan = build_plan(self._optimizer, self._model, self._plan_config, self._sigma0s)
+            self._plan = build_plan(self._optimizer, self._model, self._plan_config, self._sigma0s, at_step=True)
             self._store.sync(self._plan.entries)
             self._fp = fp
         return self._plan
@@ -285,7 +286,11 @@ class Syre:
     @torch.no_grad()
     def _decay(self, optimizer) -> None:
         self._work = None
+        if self._held is not None:
+            self._held.at_step()  # MultiSyre: each parameter held by one optimizer, as the groups are now
         plan = self._refresh()
+        if plan.orphans:
+            plan.check_orphans(self._model)
         weights = self._groups.weights()  # validated; raises before anything changes
         if _amp_skipped(optimizer):
             return  # GradScaler found inf/NaN: the optimizer skips this step, and so does syre
