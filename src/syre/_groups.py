@@ -127,18 +127,26 @@ def _coupled_advice(optimizer, group) -> str:
 class Groups:
     """The per-group rules of one ``Syre`` (see the module docstring)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, gamma: Optional[float], covers=None):
+    def __init__(self, optimizer: torch.optim.Optimizer, runtime, covers=None):
         self.optimizer = optimizer
-        self.gamma_default = gamma
+        #: The attachment's ``syre._state.Runtime``: gamma from its config, the takeover and the step count kept there.
+        self.runtime = runtime
         #: ``covers(gi)``: whether syre decays anything in group ``gi`` now (a group it covers nothing in keeps its
         #: weight_decay, the user's choice for what they excluded, without a warning).
         self.covers = covers or (lambda gi: True)
-        #: group index -> the weight_decay syre took over (given back by ``restore``).
-        self.takeover: Dict[int, float] = {}
         self._known = 0  # groups seen so far; later ones are new (add_param_group)
-        self._device_checks = 0  # steps seen: a device lr's value is read every DEVICE_LR_CHECK_EVERY
         self._warned: set = set()
         self._zeros: Dict[int, float] = {}  # group index -> the 0.0 syre wrote into its weight_decay
+
+    @property
+    def gamma_default(self) -> Optional[float]:
+        """``attach(gamma=...)`` (None: take over the groups' weight decay)."""
+        return self.runtime.config.gamma
+
+    @property
+    def takeover(self) -> Dict[int, float]:
+        """Group index -> the weight decay syre took over (given back by ``restore``)."""
+        return self.runtime.takeover
 
     # ------------------------------------------------------------------ reading
     def gamma(self, gi: int) -> float:
@@ -268,7 +276,7 @@ class Groups:
                 # the step makes no host sync; its value is checked at the first step and every
                 # DEVICE_LR_CHECK_EVERY steps (each check is one sync).
                 out.append(lr.detach() * gamma)
-                if self._device_checks % DEVICE_LR_CHECK_EVERY:
+                if self.runtime.step % DEVICE_LR_CHECK_EVERY:
                     continue
                 w = as_float(lr) * gamma
             else:
@@ -288,7 +296,6 @@ class Groups:
                 )
             if not (isinstance(lr, torch.Tensor) and lr.device.type != "cpu"):
                 out.append(w)
-        self._device_checks += 1
         self.apply_takeover(plan)
         self._known = len(groups)
         for gi, wd in rescheduled.items():
@@ -334,8 +341,9 @@ class Groups:
         taken-over groups get ``weight_decay`` 0 again, with a warning when the loaded value
         differs from the gamma syre keeps.
         """
-        if takeover is not None:
-            self.takeover = dict(takeover)
+        if takeover is not None and takeover is not self.takeover:
+            self.takeover.clear()
+            self.takeover.update(takeover)
         for gi, group in enumerate(self.optimizer.param_groups):
             prev = before[gi] if gi < len(before) else None
             if GROUP_KEY not in group and prev is not None:
@@ -364,7 +372,7 @@ class Groups:
                 group.pop(GROUP_KEY, None)
                 if "weight_decay" in group:
                     group["weight_decay"] = wd
-        self.takeover = {}
+        self.takeover.clear()
 
 
 def _stacklevel() -> int:

@@ -119,7 +119,7 @@ def _check_param(info: ParamInfo) -> None:
         raise ValueError(f"Parameter {info.name!r} has dtype {p.dtype}; syre supports real floating-point parameters only")
 
 
-def _entry(info: ParamInfo, gi: int, config: Config, sigma0s: Dict[str, float]) -> Entry:
+def _entry(info: ParamInfo, gi: int, config: Config, sigma0s: Dict[str, float], sigma0) -> Entry:
     p = info.param
     if is_lazy(p):
         # nn.LazyLinear & co.: shape unknown until the first forward; the plan is rebuilt once the
@@ -130,9 +130,9 @@ def _entry(info: ParamInfo, gi: int, config: Config, sigma0s: Dict[str, float]) 
         return Entry(info, gi, False, FROZEN)
     if not is_selected(info, config.include, config.exclude):
         return Entry(info, gi, False, EXCLUDED)
-    sigma0 = sigma0s.get(info.name)
+    spec, sigma0 = sigma0, sigma0s.get(info.name)
     if sigma0 is None:
-        sigma0 = sigma0s[info.name] = resolve_sigma0_of(config.sigma0, info)
+        sigma0 = sigma0s[info.name] = resolve_sigma0_of(config.sigma0 if spec is None else spec, info)
     return Entry(info, gi, True, "", sigma0, _dist.shard_geometry(info.name, p))
 
 
@@ -144,7 +144,7 @@ def _orphan_error(model, gi, pi, p, what=""):
 
 
 def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Config, sigma0s: Dict[str, float],
-               at_step: bool = False) -> Plan:
+               at_step: bool = False, sigma0=None) -> Plan:
     """The plan for the optimizer and model as they are now (see the module docstring).
 
     At attach every parameter the optimizer holds must be the model's (else the wrong model was
@@ -152,7 +152,8 @@ def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Confi
     gradient, as torch skips it (``Plan.orphans``).
 
     ``sigma0s`` (name -> sigma0) is read for parameters seen before and extended, in place, with
-    the resolved sigma0 of parameters covered for the first time.
+    the resolved sigma0 of parameters covered for the first time, from ``sigma0`` when given (a
+    target's size: ``syre.optim``) else ``config.sigma0``.
     """
     infos = collect(model)
     entries: List[Entry] = []
@@ -178,7 +179,7 @@ def build_plan(optimizer: torch.optim.Optimizer, model: nn.Module, config: Confi
             if id(p) in held:
                 continue  # torch refuses this itself; never decay one tensor twice
             held.add(id(p))
-            e = _entry(info, gi, config, sigma0s)
+            e = _entry(info, gi, config, sigma0s, sigma0)
             entries.append(e)
             if e.covered:
                 row.append(e)

@@ -11,14 +11,18 @@ state changes nothing.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ._groups import GROUP_KEY
 from ._validate import MODES, check_d_spread, check_nonneg_float, check_seed
 from ._version import __version__
 
-__all__ = ["FORMAT_VERSION", "FORMAT_VERSIONS", "Loaded", "OPTIMIZER_STATE_KEY", "build_state", "plain_state_dict", "validate_state"]
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["FORMAT_VERSION", "FORMAT_VERSIONS", "Loaded", "OPTIMIZER_STATE_KEY", "Runtime", "build_state",
+           "plain_state_dict", "validate_state"]
 
 #: Version of the format of ``Syre.state_dict()`` written by new attachments; it names the anchor
 #: generator (``syre.anchors.FORMAT``). Versions 1 and 2 load; a newer one is refused.
@@ -26,6 +30,28 @@ FORMAT_VERSION = 2
 FORMAT_VERSIONS = (1, 2)
 #: Key under which syre's state rides along in ``optimizer.state_dict()``.
 OPTIMIZER_STATE_KEY = "syre"
+
+
+@dataclass
+class Runtime:
+    """One attachment's configuration and what changes while it trains, each held once.
+
+    The plan, the param-group rules (``syre._groups``) and the anchor store (``syre._store``) read
+    this object and keep no copy of it. ``config`` is the validated ``Config`` (replaced whole when a
+    checkpoint restores seed, gamma and d_spread); the rest is exactly what ``Syre.state_dict()``
+    saves beside it.
+    """
+
+    config: "Config"
+    #: Steps taken (a step ``GradScaler`` skips is not one): the stochastic-rounding stream's generation is
+    #: ``step - 1`` during a step, and the device-lr and precision checks run on multiples of it.
+    step: int = 0
+    #: Param-group index -> the ``weight_decay`` syre took over (given back by ``remove()``).
+    takeover: Dict[int, float] = field(default_factory=dict)
+    #: The anchor format (``syre.anchors.FORMATS``): 1 for a state restored from version 1.
+    version: int = FORMAT_VERSION
+    #: Parameter name -> sigma0, resolved the first time it is covered (or restored from a checkpoint).
+    sigma0s: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

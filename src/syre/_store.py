@@ -7,7 +7,9 @@ decay of a list of entries -- so ``mode`` is decided once, here. The values are 
 
 An anchor follows its parameter: its dtype is fp32 (fp64 for fp64 parameters) and its device
 the parameter's; when the model moves (``model.double()``, ``model.to(device)``) or a checkpoint
-changes the seed or a sigma0, ``sync`` regenerates what no longer matches.
+changes the seed or a sigma0, ``sync`` regenerates what no longer matches. The store keeps no copy
+of the configuration: seed, d_spread, rounding, the anchor format and the step are read from the
+attachment's ``syre._state.Runtime``.
 """
 from __future__ import annotations
 
@@ -32,23 +34,37 @@ def anchor_dtype(p: torch.Tensor) -> torch.dtype:
 
 
 class AnchorStore:
-    """The interface (see the module docstring); ``seed`` and ``d_spread`` are set by the owner."""
+    """The interface (see the module docstring). Seed, d_spread, rounding, the anchor format and the step
+    are read from the attachment's ``Runtime`` (``syre._state``), never copied here."""
 
     mode = ""
 
-    def __init__(self, seed: int, d_spread: float, version: int = A.FORMAT):
-        self.seed = seed
-        self.d_spread = d_spread
-        self.version = version  # the anchor format (syre.anchors.FORMATS)
+    def __init__(self, runtime, target=None):
+        self.runtime = runtime
         self.generation = 0  # counts sync() calls: what callers derived from the anchors is stale after one
-        self.target = None  # syre._targets.Target; None: the random anchor
-        self.rounding = "nearest"  # or "stochastic" (fp16/bf16 parameters; syre._rounding)
-        self.step = 0  # the step whose stochastic-rounding bits the next decay reads
+        self.target = target  # syre._targets.Target; None: the random anchor
 
-    def configure(self, seed: int, d_spread: float, version: Optional[int] = None) -> None:
-        self.seed, self.d_spread = seed, d_spread
-        if version is not None:
-            self.version = version
+    @property
+    def seed(self) -> int:
+        return self.runtime.config.seed
+
+    @property
+    def d_spread(self) -> float:
+        return self.runtime.config.d_spread
+
+    @property
+    def version(self) -> int:
+        """The anchor format (``syre.anchors.FORMATS``)."""
+        return self.runtime.version
+
+    @property
+    def rounding(self) -> str:
+        return self.runtime.config.rounding
+
+    @property
+    def step(self) -> int:
+        """The step whose stochastic-rounding bits the decay reads (the one under way)."""
+        return self.runtime.step - 1
 
     @property
     def random(self) -> bool:
@@ -178,8 +194,8 @@ class StoredStore(AnchorStore):
 
     mode = "stored"
 
-    def __init__(self, seed: int, d_spread: float, version: int = A.FORMAT):
-        super().__init__(seed, d_spread, version)
+    def __init__(self, runtime, target=None):
+        super().__init__(runtime, target)
         self._anchors: Dict[str, Tuple[tuple, Pair]] = {}
 
     def _key(self, e: Entry) -> tuple:
@@ -299,5 +315,6 @@ def _triton_seeded(version: int, local: torch.Tensor, weight) -> bool:
     return _triton.available()
 
 
-def make_store(mode: str, seed: int, d_spread: float, version: int = A.FORMAT) -> AnchorStore:
-    return {"stored": StoredStore, "seeded": SeededStore}[mode](seed, d_spread, version)
+def make_store(runtime, target=None) -> AnchorStore:
+    """The store of ``runtime.config.mode``; ``target`` a ``syre._targets.Target`` (None: the random anchor)."""
+    return {"stored": StoredStore, "seeded": SeededStore}[runtime.config.mode](runtime, target)

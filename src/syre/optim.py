@@ -58,7 +58,7 @@ from ._checks import (  # noqa: F401  (public names of syre.optim)
 from ._groups import GROUP_KEY, DecaySettingWarning, Groups, as_float  # noqa: F401
 from ._plan import EXCLUDED, FROZEN, LAZY, UNHELD, build_plan, fingerprint  # noqa: F401
 from ._report import coverage_rows, summary_text
-from ._state import FORMAT_VERSION, OPTIMIZER_STATE_KEY, build_state, validate_state  # noqa: F401
+from ._state import FORMAT_VERSION, OPTIMIZER_STATE_KEY, Runtime, build_state, validate_state  # noqa: F401
 from ._store import anchor_dtype, make_store
 from ._validate import MODES  # noqa: F401
 from .anchors import Anchor
@@ -186,15 +186,14 @@ class Syre:
             )
         _dist.refuse_fsdp1(model)
         _refuse_reparametrized(model)
-        self._optimizer, self._model, self._config, self._requested = optimizer, model, config, config
-        self._sigma0s: Dict[str, float] = {}
+        self._optimizer, self._model = optimizer, model
+        #: The configuration and what changes while training, each held once (``syre._state.Runtime``).
+        self._rt = Runtime(config)
         infos = list(collect(model).values())
         self._target = make_target(config.target, model, infos)
-        if not self._target.random:  # the anchor's size is the target's RMS (reported as sigma0)
-            self._plan_config = config.replace(sigma0=_target_scale(self._target, infos))
-        else:
-            self._plan_config = config
-        plan = build_plan(optimizer, model, self._plan_config, self._sigma0s)
+        # A target's size (its RMS) is reported as the anchor's sigma0.
+        self._scale = None if self._target.random else _target_scale(self._target, infos)
+        plan = build_plan(optimizer, model, config, self._rt.sigma0s, sigma0=self._scale)
         check_rules_match(infos, config.include, config.exclude)
         trainable = [i for i in infos if i.param.requires_grad]
         if trainable and not plan.covered() and not any(e.reason == LAZY for e in plan.entries) \
@@ -207,19 +206,17 @@ class Syre:
                 "add them to the optimizer, freeze them (requires_grad=False), or pass strict=False to leave them alone"
             )
         self._plan = plan
-        self._groups = Groups(optimizer, config.gamma,
+        self._groups = Groups(optimizer, self._rt,
                               covers=lambda gi: gi < len(self._plan.by_group) and bool(self._plan.by_group[gi]))
         self._groups.attach(check_idle=_check_idle)  # checks, then takes over weight_decay (the first change)
         self._plan, self._fp = plan, fingerprint(optimizer)
-        self._store = make_store(config.mode, config.seed, config.d_spread)
-        self._store.target, self._store.rounding = (None if self._target.random else self._target), config.rounding
+        self._store = make_store(self._rt, None if self._target.random else self._target)
         self._store.sync(plan.entries)
         if not self._target.regenerable:  # a copied target is the weights as they are at attach
             for e in plan.covered():
                 self._target.take(e)
         self._cache: Dict[int, tuple] = {}
         self._cache_key: Optional[tuple] = None
-        self._steps = 0
         self._removed = False
         self._pending: Optional[dict] = None
         self._work: Optional[Work] = None
@@ -242,7 +239,8 @@ class Syre:
         """The plan for the optimizer and model as they are now (rebuilt only when they changed)."""
         fp = fingerprint(self._optimizer)
         if fp != self._fp:
-            self._plan = build_plan(self._optimizer, self._model, self._plan_config, self._sigma0s, at_step=True)
+            self._plan = build_plan(self._optimizer, self._model, self._config, self._rt.sigma0s, at_step=True,
+                                    sigma0=self._scale)
             self._store.sync(self._plan.entries)
             self._fp = fp
         return self._plan
@@ -295,11 +293,10 @@ class Syre:
         if _amp_skipped(optimizer):
             return  # GradScaler found inf/NaN: the optimizer skips this step, and so does syre
         rows = plan.by_group
-        if self._config.rounding != "stochastic" and self._precision.due(self._steps) and plan.low_precision():
+        if self._config.rounding != "stochastic" and self._precision.due(self._rt.step) and plan.low_precision():
             live = [[e for e in row if e.param.grad is not None] if _nonzero(weights[gi]) else [] for gi, row in enumerate(rows)]
             self._precision.check(((e, weights[gi]) for gi, row in enumerate(live) for e in row), self._store.pair)
-        self._store.step = self._steps  # the stochastic-rounding stream's generation
-        self._steps += 1
+        self._rt.step += 1  # the one step count (the store's rounding stream reads step - 1 during the step)
         if isinstance(optimizer, FUSABLE):
             # syre.AdamW / syre.SGD: their step asks for this (``_take_work``) and decays in its own pass.
             groups = {gi: (weights[gi], {id(e.param): e for e in row if e.param.grad is not None})
@@ -343,7 +340,11 @@ class Syre:
     @property
     def config(self) -> Config:
         """The configuration (validated; seed, gamma and d_spread as restored from a checkpoint)."""
-        return self._config
+        return self._rt.config
+
+    @property
+    def _config(self) -> Config:
+        return self._rt.config
 
     @property
     def seed(self) -> int:
@@ -435,9 +436,9 @@ class Syre:
             if not self._target.random:
                 self._store.pair(e)  # a copied target is taken when first covered: before its checksum
         return build_state(seed=c.seed, gamma=c.gamma, d_spread=c.d_spread, mode=c.mode,
-                           takeover=self._groups.takeover, params=params, version=self._store.version,
+                           takeover=self._rt.takeover, params=params, version=self._rt.version,
                            target=self._target.state(),
-                           step=self._steps if c.rounding == "stochastic" else None)
+                           step=self._rt.step if c.rounding == "stochastic" else None)
 
     def _validate(self, state_dict, n_groups: Optional[int] = None):
         plan = self._refresh()
@@ -467,17 +468,18 @@ class Syre:
         it and nothing changes. The current ``mode`` is kept (it does not change the numbers).
         """
         loaded = self._validate(state_dict)
-        self._config = self._config.replace(seed=loaded.seed, d_spread=loaded.d_spread, gamma=loaded.gamma)
-        self._groups.gamma_default = loaded.gamma
-        self._groups.takeover = dict(loaded.takeover)
-        self._sigma0s.update(loaded.sigma0s)
+        rt = self._rt
+        rt.config = rt.config.replace(seed=loaded.seed, d_spread=loaded.d_spread, gamma=loaded.gamma)
+        rt.takeover.clear()
+        rt.takeover.update(loaded.takeover)
+        rt.sigma0s.update(loaded.sigma0s)
+        rt.version = loaded.version
         for e in self._plan.entries:
             if e.name in loaded.sigma0s:
                 e.sigma0 = loaded.sigma0s[e.name]
         self._target.adopt(loaded.target)
         if loaded.step is not None:
-            self._steps = self._store.step = loaded.step
-        self._store.configure(loaded.seed, loaded.d_spread, loaded.version)
+            rt.step = loaded.step
         self._store.sync(self._plan.entries)
 
     def _optimizer_state_dict_hook(self, optimizer, state_dict):
@@ -519,7 +521,8 @@ def attach(optimizer, model: nn.Module, **kwargs):
     ``syre.attach(opt, model, gamma=0.1)`` makes every ``opt.step()`` first apply
     ``p <- p - lr * gamma * D * (p - theta0)`` (AdamW's decoupled convention). See ``Syre``.
     Attaching again to an optimizer that has syre (a re-run notebook cell) returns the ``Syre``
-    already there when the model and every argument are the same, and is refused otherwise.
+    already there when the model and every argument are those of its configuration now (``.config``:
+    a checkpoint's seed, gamma and d_spread included), and is refused otherwise.
 
     A list of optimizers over one model (Muon for the matrices, AdamW for the rest) gives one
     ``MultiSyre``: the same anchors, each parameter decayed by the optimizer that holds it, the
@@ -531,6 +534,6 @@ def attach(optimizer, model: nn.Module, **kwargs):
         return MultiSyre(optimizer, model, **kwargs)
     existing = attached(optimizer) if isinstance(optimizer, torch.optim.Optimizer) else None
     if existing is not None and isinstance(model, nn.Module) and unwrap_model(model) is existing._model:
-        if Config.from_kwargs(kwargs) == existing._requested:
+        if Config.from_kwargs(kwargs) == existing.config:
             return existing
     return Syre(optimizer, model, **kwargs)
