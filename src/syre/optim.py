@@ -24,7 +24,10 @@ whose ``.grad`` is ``None`` at the step are left alone, as torch optimizers leav
 Nothing is decided once and kept: at every step syre derives what it covers from the optimizer
 and the model as they are (``syre._plan``), reads each group's gamma and weight decay where they
 are (``syre._groups``), and keeps anchors that follow each parameter's dtype and device
-(``syre._store``). One optimizer has at most one ``Syre``.
+(``syre._store``). What the user asked (the validated ``Config``) and what changes while training
+(the step count, the weight decay taken over, the anchor format, each parameter's resolved sigma0)
+are held once, in the attachment's ``syre._state.Runtime``, which plan, groups and store read.
+One optimizer has at most one ``Syre``.
 
 Distributed training needs no communication: anchors depend on (seed, name, element index)
 only. Under FSDP2, tensor parallelism and 2-D meshes each rank decays its local shard toward the
