@@ -145,3 +145,24 @@ def test_a_replaced_head_left_in_the_optimizer_is_skipped_as_torch_skips_it():
     with pytest.raises(ValueError, match=r"no longer a parameter of the model.*replaced.*Remove it from the optimizer"):
         o.step()
     assert all(torch.equal(a, p) for a, p in zip(before, m.parameters()))
+
+
+def test_a_takeover_restored_into_groups_loaded_before_attach_keeps_its_gamma():
+    """The transformers Trainer loads the optimizer state before the callback attaches and restores syre's state:
+    the loaded 0 in weight_decay is syre's, not a schedule writing 0."""
+    m = _lin()
+    o = torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=0.5)
+    s = syre.attach(o, m)
+    _grad(m)
+    o.step()
+    ckpt = {"opt": o.state_dict(), "syre": s.state_dict()}
+    m2 = _lin()
+    o2 = torch.optim.AdamW(m2.parameters(), lr=0.1, weight_decay=0.5)
+    o2.load_state_dict(ckpt["opt"])
+    s2 = syre.attach(o2, m2)
+    s2.load_state_dict(ckpt["syre"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _grad(m2)
+        o2.step()
+    assert s2.group_gamma(0) == 0.5

@@ -222,6 +222,16 @@ class Groups:
             else:
                 group["weight_decay"] = self._zeros[gi] = float("0")  # a new object, not the shared constant 0.0
 
+    def adopt_zeros(self) -> None:
+        """Take the 0 in each taken-over group's ``weight_decay`` as syre's own (a takeover restored from a
+        checkpoint: the groups were loaded before it); a nonzero value stays a write, read at the next step."""
+        for gi in self.takeover:
+            if gi < len(self.optimizer.param_groups):
+                group = self.optimizer.param_groups[gi]
+                wd = group.get("weight_decay")
+                if wd is not None and not isinstance(wd, torch.Tensor) and wd == 0 and wd is not self._zeros.get(gi):
+                    self._zero_weight_decay(gi, group)
+
     def _written(self, gi: int, group: dict) -> bool:
         """Whether ``weight_decay`` of taken-over group ``gi`` was written since syre set it to 0 (a schedule)."""
         wd = group.get("weight_decay")

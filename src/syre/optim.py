@@ -475,6 +475,7 @@ class Syre:
         rt.config = rt.config.replace(seed=loaded.seed, d_spread=loaded.d_spread, gamma=loaded.gamma)
         rt.takeover.clear()
         rt.takeover.update(loaded.takeover)
+        self._groups.adopt_zeros()
         rt.sigma0s.update(loaded.sigma0s)
         rt.version = loaded.version
         for e in self._plan.entries:
