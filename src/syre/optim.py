@@ -61,7 +61,7 @@ from ._checks import (  # noqa: F401  (public names of syre.optim)
 from ._groups import GROUP_KEY, DecaySettingWarning, Groups, as_float  # noqa: F401
 from ._plan import EXCLUDED, FROZEN, LAZY, UNHELD, build_plan, fingerprint  # noqa: F401
 from ._report import coverage_rows, summary_text
-from ._state import FORMAT_VERSION, OPTIMIZER_STATE_KEY, Runtime, build_state, validate_state  # noqa: F401
+from ._state import FORMAT_VERSION, OPTIMIZER_STATE_KEY, Checkpointing, Runtime, validate_state  # noqa: F401
 from ._store import anchor_dtype, make_store
 from ._validate import MODES  # noqa: F401
 from .anchors import Anchor
@@ -133,7 +133,7 @@ def _target_scale(target, infos):
     return scale
 
 
-class Syre:
+class Syre(Checkpointing):
     """syre attached to a torch optimizer (see the module docstring for the update rule).
 
     Args:
@@ -429,84 +429,6 @@ class Syre:
         c = self._config
         return (f"Syre(optimizer={type(self._optimizer).__name__}, gamma={c.gamma}, seed={c.seed}, "
                 f"d_spread={c.d_spread}, mode={c.mode!r}, covered={len(self._plan.covered())})")
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> Dict[str, Any]:
-        """Small, ``weights_only``-safe state: seed, configuration, names, shapes, sigma0; no anchors."""
-        c = self._config
-        params = [{"name": e.name, "shape": list(e.param.shape), "sigma0": float(e.sigma0)} for e in self._refresh().covered()]
-        for e in self._plan.covered():
-            if not self._target.random:
-                self._store.pair(e)  # a copied target is taken when first covered: before its checksum
-        return build_state(seed=c.seed, gamma=c.gamma, d_spread=c.d_spread, mode=c.mode,
-                           takeover=self._rt.takeover, params=params, version=self._rt.version,
-                           target=self._target.state(),
-                           step=self._rt.step if c.rounding == "stochastic" else None)
-
-    def _validate(self, state_dict, n_groups: Optional[int] = None):
-        plan = self._refresh()
-        covered = {e.name: tuple(e.param.shape) for e in plan.covered()}
-        idle = {e.name: (None if e.reason == LAZY else tuple(e.param.shape)) for e in plan.entries
-                if e.reason in (FROZEN, LAZY)}
-        n = len(self._optimizer.param_groups) if n_groups is None else n_groups
-        loaded = validate_state(state_dict, covered=covered, idle=idle, n_groups=n)
-        self._target.check(loaded.target)
-        if (loaded.step is not None) != (self._config.rounding == "stochastic"):
-            raise ValueError(
-                "syre state does not match this attachment; nothing was changed. It was saved with rounding="
-                f"{'stochastic' if loaded.step is not None else 'nearest'!r}, this Syre rounds {self._config.rounding!r}"
-            )
-        return loaded
-
-    def check_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Check ``state_dict`` as ``load_state_dict`` does, and load nothing (a ``ValueError`` names the difference)."""
-        self._validate(state_dict)
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restore seed, gamma, d_spread, the anchor format, the weight decay taken over and per-parameter sigma0.
-
-        A state of version 1 keeps its format-1 anchors (and saves as version 1 again).
-
-        Every field is checked against the model first; on any difference a ``ValueError`` names
-        it and nothing changes. The current ``mode`` is kept (it does not change the numbers).
-        """
-        loaded = self._validate(state_dict)
-        rt = self._rt
-        rt.config = rt.config.replace(seed=loaded.seed, d_spread=loaded.d_spread, gamma=loaded.gamma)
-        rt.takeover.clear()
-        rt.takeover.update(loaded.takeover)
-        self._groups.adopt_zeros()
-        rt.sigma0s.update(loaded.sigma0s)
-        rt.version = loaded.version
-        for e in self._plan.entries:
-            if e.name in loaded.sigma0s:
-                e.sigma0 = loaded.sigma0s[e.name]
-        self._target.adopt(loaded.target)
-        if loaded.step is not None:
-            rt.step = loaded.step
-        self._store.sync(self._plan.entries)
-
-    def _optimizer_state_dict_hook(self, optimizer, state_dict):
-        state_dict[OPTIMIZER_STATE_KEY] = self.state_dict()
-        return state_dict
-
-    def _optimizer_load_pre_hook(self, optimizer, state_dict):
-        self._pending, self._before_load = None, self._groups.snapshot()  # nothing left from a failed load
-        if OPTIMIZER_STATE_KEY not in state_dict:
-            return None
-        state_dict = dict(state_dict)
-        pending = state_dict.pop(OPTIMIZER_STATE_KEY)
-        groups = state_dict.get("param_groups")
-        self._validate(pending, len(groups) if isinstance(groups, list) else None)  # before torch changes anything
-        self._pending = pending
-        return state_dict
-
-    def _optimizer_load_post_hook(self, optimizer) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.load_state_dict(pending)
-        self._groups.after_load(self._before_load, self._groups.takeover if pending is not None else None)
-        self._before_load = []
 
     def remove(self) -> None:
         """Detach the hooks, give back the weight decay taken over, and free the anchors."""
