@@ -5,7 +5,9 @@ all with the same seed and configuration, so each parameter is decayed by the op
 holds it, with that optimizer's lr, toward the anchor it would have under any other split
 (anchors depend on seed and name only). Before anything changes it checks that the optimizers
 cover the model exactly once: a parameter held by two of them is an error naming it, and so is a
-trainable parameter held by none (``strict=True``). ``gamma=None`` is refused only when *no*
+trainable parameter held by none (``strict=True``). The first check is made again at the first step
+after any optimizer's param groups changed (``add_param_group`` of a parameter another optimizer
+holds is refused there, naming it, before anything changes). ``gamma=None`` is refused only when *no*
 optimizer has a weight decay to take over (a no-decay AdamW beside a decayed Muon is normal).
 Each optimizer's ``state_dict()`` carries its own part of the state, so a checkpoint of the pair
 resumes bitwise.
