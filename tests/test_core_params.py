@@ -3,7 +3,6 @@ and the checkpoint format pinned byte for byte."""
 import json
 import math
 import random
-
 import warnings
 
 import pytest
