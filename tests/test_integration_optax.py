@@ -240,3 +240,45 @@ def test_update_without_params_and_integer_params_are_refused():
         tx.update(params, tx.init(params))
     with pytest.raises(ValueError, match="Parameter 'n' has dtype int32"):
         tx.init({"n": jnp.ones(3, jnp.int32)})
+
+
+def test_leaves_whose_joined_names_collide_are_refused_naming_both():
+    params = {"a.b": jnp.ones(3), "a": {"b": jnp.zeros(3)}}
+    tx = so.syre_decay(0.1)
+    for call in (lambda: tx.init(params), lambda: so.param_names(params), lambda: so.sigma0s(params)):
+        with pytest.raises(ValueError, match=r"the leaves \['a'\]\['b'\] and \['a.b'\] both have the name 'a.b'"):
+            call()
+
+
+def test_attach_keywords_go_through_config_and_include_exclude_select_leaves():
+    params = {"enc": {"weight": jnp.full((3, 4), 0.5), "bias": jnp.full((3,), -0.25)}, "head": {"weight": jnp.ones((2, 3))}}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    tx = so.syre_decay(0.7, sigma0=0.2, seed=4, include="enc.*", exclude=lambda name, leaf: leaf.ndim < 2,
+                       mode="seeded", target="random", rounding="nearest")
+    u, _ = jax.jit(tx.update)(zeros, tx.init(params), params)
+    theta0, d = A.anchor(4, "enc.weight", (3, 4), sigma0=0.2, d_spread=0.1)
+    np.testing.assert_allclose(np.asarray(u["enc"]["weight"]), 0.7 * d.numpy() * (0.5 - theta0.numpy()), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(u["enc"]["bias"]), 0.0)  # excluded (1-D)
+    np.testing.assert_array_equal(np.asarray(u["head"]["weight"]), 0.0)  # not included
+    with pytest.raises(ValueError, match="Invalid include rule 'dec.*': it matches no parameter"):
+        so.syre_decay(0.1, include="dec.*").init(params)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(strict=True), "Invalid argument strict=True for syre.optax.syre_decay: it asks that every trainable"),
+    (dict(foreach=False), "Invalid argument foreach=False for syre.optax.syre_decay: it picks torch's multi-tensor"),
+    (dict(mode="stored"), "Invalid mode value: 'stored' for syre.optax.syre_decay .only 'seeded'.: syre_decay regenerates"),
+    (dict(target="init"), "Invalid target value: 'init' for syre.optax.syre_decay .only 'random'.: syre_decay pulls"),
+    (dict(rounding="stochastic"), "Invalid rounding value: 'stochastic' for syre.optax.syre_decay .only 'nearest'."),
+    (dict(exclude=nn.LayerNorm), "Invalid exclude rule: .*LayerNorm.* JAX params have no module classes"),
+    (dict(rounding="up"), "Invalid rounding value: 'up'; expected one of"),  # Config's own check, as attach's
+    (dict(lr=0.1), r"Invalid argument\(s\) \['lr'\] for syre.optax.syre_decay; it takes \['gamma', 'sigma0'"),
+])
+def test_attach_keywords_that_do_not_apply_in_jax_are_refused_with_the_reason(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        so.syre_decay(0.1, **kwargs)
+
+
+def test_gamma_none_is_refused_there_is_no_weight_decay_to_take_over():
+    with pytest.raises(ValueError, match="Invalid gamma value: None; syre_decay has no optimizer weight_decay"):
+        so.syre_decay(None)
