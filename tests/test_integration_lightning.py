@@ -155,22 +155,6 @@ def test_every_attach_keyword_is_taken_target_and_rounding_included(tmp_path):
     assert cb.state_dict()["syre"][0]["target"]["kind"] == "pretrained"  # rides along in the checkpoint
 
 
-def test_bad_arguments_are_refused_at_construction():
-    with pytest.raises(TypeError, match=r"Invalid argument\(s\) \['lr'\] for syre.integrations.lightning.SyreCallback; "
-                                        r"it takes \['gamma', .*'target', 'rounding', 'verbose', 'monitor'\]"):
-        SyreCallback(gamma=0.1, lr=0.1)
-    with pytest.raises(ValueError, match="Invalid target value: 'best'"):
-        SyreCallback(target="best")
-    with pytest.raises(ValueError, match="Invalid gamma value: -1"):
-        SyreCallback(gamma=-1)
-    with pytest.raises(ValueError, match="Invalid d_spread value: 1.5"):
-        SyreCallback(d_spread=1.5)
-    with pytest.raises(ValueError, match="Invalid mode value: 'fast'"):
-        SyreCallback(mode="fast")
-    with pytest.raises(ValueError, match="Invalid sigma0 value: 'he'"):
-        SyreCallback(sigma0="he")
-
-
 class ListLogger(pl.loggers.Logger):
     """Keeps every ``log_metrics`` call: what TensorBoard, CSV or W&B loggers would receive."""
 

@@ -217,22 +217,6 @@ def test_bfloat16_params_keep_their_dtype():
     assert u["w"].dtype == jnp.bfloat16 and float(jnp.abs(u["w"]).max()) > 0.3
 
 
-@pytest.mark.parametrize(
-    "kwargs,exc,match",
-    [
-        (dict(gamma=-0.1), ValueError, "Invalid gamma value: -0.1"),
-        (dict(gamma=0.1, sigma0="he"), ValueError, "Invalid sigma0 value: 'he'"),
-        (dict(gamma=0.1, d_spread=1.0), ValueError, "Invalid d_spread value: 1.0"),
-        (dict(gamma=0.1, seed=-1), ValueError, "Invalid seed: -1"),
-        (dict(gamma=0.1, kernel_layout="nchw"), ValueError, "Invalid kernel_layout value: 'nchw'"),
-    ],
-)
-def test_bad_arguments(kwargs, exc, match):
-    gamma = kwargs.pop("gamma")
-    with pytest.raises(exc, match=match):
-        so.syre_decay(gamma, **kwargs)
-
-
 def test_update_without_params_and_integer_params_are_refused():
     tx = so.syre_decay(0.1)
     params = {"w": jnp.ones(3)}
@@ -264,21 +248,3 @@ def test_attach_keywords_go_through_config_and_include_exclude_select_leaves():
         so.syre_decay(0.1, include="dec.*").init(params)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(strict=True), "Invalid argument strict=True for syre.optax.syre_decay: it asks that every trainable"),
-    (dict(foreach=False), "Invalid argument foreach=False for syre.optax.syre_decay: it picks torch's multi-tensor"),
-    (dict(mode="stored"), "Invalid mode value: 'stored' for syre.optax.syre_decay .only 'seeded'.: syre_decay regenerates"),
-    (dict(target="init"), "Invalid target value: 'init' for syre.optax.syre_decay .only 'random'.: syre_decay pulls"),
-    (dict(rounding="stochastic"), "Invalid rounding value: 'stochastic' for syre.optax.syre_decay .only 'nearest'."),
-    (dict(exclude=nn.LayerNorm), "Invalid exclude rule: .*LayerNorm.* JAX params have no module classes"),
-    (dict(rounding="up"), "Invalid rounding value: 'up'; expected one of"),  # Config's own check, as attach's
-    (dict(lr=0.1), r"Invalid argument\(s\) \['lr'\] for syre.optax.syre_decay; it takes \['gamma', 'sigma0'"),
-])
-def test_attach_keywords_that_do_not_apply_in_jax_are_refused_with_the_reason(kwargs, match):
-    with pytest.raises((ValueError, TypeError), match=match):
-        so.syre_decay(0.1, **kwargs)
-
-
-def test_gamma_none_is_refused_there_is_no_weight_decay_to_take_over():
-    with pytest.raises(ValueError, match="Invalid gamma value: None; syre_decay has no optimizer weight_decay"):
-        so.syre_decay(None)

@@ -85,6 +85,3 @@ def test_every_attach_keyword_is_taken_target_and_rounding_included():
     syres = sb3.attach(model, **ONE_OF_EACH)
     check_attached(syre.config.Config(**ONE_OF_EACH), syres)
     model.learn(total_timesteps=32)
-    with pytest.raises(TypeError, match=r"Invalid argument\(s\) \['lr'\] for syre.integrations.sb3.attach; it takes "
-                                        r"\['gamma', .*'rounding', 'model', 'restore'\]"):
-        sb3.attach(ppo(), gamma=0.1, lr=0.1)

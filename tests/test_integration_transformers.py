@@ -125,15 +125,6 @@ def test_every_attach_keyword_is_taken_target_and_rounding_included(tmp_path):
     assert SyreCallback(**args).config.as_kwargs() == ONE_OF_EACH
 
 
-def test_bad_arguments_are_refused_at_construction():
-    with pytest.raises(TypeError, match=r"Invalid argument\(s\) \['lr'\] for syre.integrations.transformers.SyreCallback"):
-        SyreCallback(lr=0.1)
-    with pytest.raises(ValueError, match="Invalid seed: -3"):
-        SyreCallback(seed=-3)
-    with pytest.raises(TypeError, match="Invalid exclude rule: 3"):
-        SyreCallback(exclude=3)
-
-
 def _monitored_trainer(tmp_path, callbacks, max_steps=4):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=max_steps, learning_rate=0.02,

@@ -242,6 +242,10 @@ def shrink_perturb_(model: nn.Module, *, shrink: float, perturb: float, step: in
         raise ValueError(f"Invalid step value: {step!r}; expected an int in [0, 2**32 - 1)")
     seed, scheme = _resolve(model, seed, scheme)
     infos = list(collect(unwrap_model(model)).values())
+    if isinstance(include, str) or (include is not None and not isinstance(include, Iterable)):
+        raise TypeError(f"Invalid include value: {include!r}; expected None or a list of parameter names "
+                        f"(e.g. [{include!r}])" if isinstance(include, str) else
+                        f"Invalid include value: {include!r}; expected None or a list of parameter names")
     chosen = None if include is None else set(include)
     if chosen is not None:
         unknown = sorted(chosen - {i.name for i in infos})

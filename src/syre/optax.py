@@ -67,11 +67,10 @@ Install: ``pip install 'torch-syre[jax]'`` (jax and optax, CPU).
 from __future__ import annotations
 
 import fnmatch
-import math
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from .anchors import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1, stream_key
-from .config import DEFAULT_D_SPREAD, Config, check_d_spread, check_nonneg_float, check_seed
+from .config import Config, check_d_spread, check_nonneg_float, check_seed
 from .select import _items, _is_type_tuple
 from .sigma0 import (
     DEFAULT_SIGMA0,

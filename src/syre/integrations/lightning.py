@@ -90,9 +90,9 @@ class MonitorCallback(pl.Callback):
     def __init__(self, *, inputs=None, module: Optional[str] = None, **monitor_kwargs):
         super().__init__()
         if inputs is not None and not callable(inputs):
-            raise TypeError(f"Invalid inputs: {type(inputs).__name__}; expected a callable batch -> model inputs")
+            raise TypeError(f"Invalid inputs value: {inputs!r}; expected a callable batch -> model inputs")
         if module is not None and not isinstance(module, str):
-            raise TypeError(f"Invalid module: {module!r}; expected the name of a submodule, e.g. 'net'")
+            raise TypeError(f"Invalid module value: {module!r}; expected the name of a submodule, e.g. 'net'")
         self.module = module
         from ..diagnostics.monitor import Monitor, check_callback_kwargs
 
