@@ -165,3 +165,18 @@ def test_a_head_tied_to_an_embedding_resets_through_its_alias():
     I.reset_units_(m, "head", [2, 7])
     assert torch.equal(m.head.weight[[2, 7]], init.emb.weight[[2, 7]])  # the shared rows, recomputed as emb.weight
     assert m.emb.weight is m.head.weight and torch.equal(m.emb.weight[3], trained.emb.weight[3])
+
+
+def test_shrink_perturb_takes_a_tied_parameter_under_its_alias():
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+    m = LM()
+    I.init_(m, seed=1)
+    before = m.emb.weight.detach().clone()
+    I.shrink_perturb_(m, shrink=0.5, perturb=0.0, step=0, include=["head.weight"])
+    torch.testing.assert_close(m.emb.weight, 0.5 * before, rtol=0, atol=0)

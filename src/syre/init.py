@@ -248,11 +248,11 @@ def shrink_perturb_(model: nn.Module, *, shrink: float, perturb: float, step: in
                         f"Invalid include value: {include!r}; expected None or a list of parameter names")
     chosen = None if include is None else set(include)
     if chosen is not None:
-        unknown = sorted(chosen - {i.name for i in infos})
+        unknown = sorted(chosen - {n for i in infos for n in i.names})
         if unknown:
             raise ValueError(f"Invalid include value: {unknown} are not parameters of the model")
     for info in infos:
-        if chosen is not None and info.name not in chosen:
+        if chosen is not None and chosen.isdisjoint(info.names):  # a tied parameter under any of its names
             continue
         local = _dist.local_tensor(info.param)
         fresh = _values_for(info, infos, seed, scheme, step + 1)
