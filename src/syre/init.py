@@ -49,6 +49,7 @@ from torch import nn
 
 from . import _dist
 from . import _streams as S
+from ._units import TRANSPOSED, check_units, held, n_outputs, outgoing_writes, output_mask, rows
 from ._validate import check_nonneg_float, check_seed
 from .select import GAIN, NORM_TYPES, ParamInfo, collect, unwrap_model
 from .sigma0 import PRESETS, _scaled_tensor, fans, parse_sigma0, std_from_fans
@@ -284,130 +285,33 @@ def reset_units_(model: nn.Module, layer: Union[str, nn.Module], units: Union[Se
     w = getattr(mod, "weight", None)
     if not isinstance(w, torch.Tensor) or w.dim() < 2 or _dist.is_dtensor(w):
         raise ValueError(f"Invalid layer value: {layer_name!r} has no plain weight of 2 or more dimensions whose rows are units")
-    n = _n_outputs(mod, w.shape)
-    idx = _check_units(units, n, layer_name)
+    n = n_outputs(mod, w.shape)
+    idx = check_units(units, n, layer_name)
     writes = []
-    for p in _held(mod):
+    for p in held(mod):
         info = by_id[id(p)]
         if _dist.is_dtensor(p):
             raise ValueError(f"Invalid layer value: {layer_name!r} holds {info.name!r} as a DTensor; reset_units_ "
                              "writes plain tensors")
         if info.role == GAIN:
-            if isinstance(mod, _TRANSPOSED) or p.dim() == 0 or p.shape[0] != n or p[0].numel() != 1:
+            if isinstance(mod, TRANSPOSED) or p.dim() == 0 or p.shape[0] != n or p[0].numel() != 1:
                 raise ValueError(f"Invalid layer value: {layer_name!r} is weight-normalised with a magnitude "
                                  f"{info.name!r} of shape {tuple(p.shape)}, not one per output unit ({n}); "
                                  "reset_units_ cannot reset its units alone")
-            mask = _rows(p.shape, idx)
+            mask = rows(p.shape, idx)
         elif p.shape == w.shape:
-            mask = _output_mask(mod, p.shape, idx)
+            mask = output_mask(mod, p.shape, idx)
         elif p.dim() == 1 and p.shape[0] == n:
-            mask = _rows(p.shape, idx)
+            mask = rows(p.shape, idx)
         else:
             raise ValueError(f"Invalid layer value: {layer_name!r} holds {info.name!r} of shape {tuple(p.shape)}, "
                              f"which has no row per unit of its weight {tuple(w.shape)}")
         writes.append((p, mask, _values_for(info, infos, seed, scheme, 0)))
     if outgoing is not None:
-        writes += _outgoing_writes(model, by_id, outgoing, n, idx, layer_name)
+        out_name, nxt = _module(model, outgoing, "outgoing")
+        writes += outgoing_writes(out_name, nxt, by_id, n, idx, layer_name)
     for p, mask, values in writes:
         p.copy_(torch.where(mask.to(p.device), values.to(p.device, p.dtype), p))
-
-
-def _held(mod: nn.Module) -> list:
-    """The parameters ``mod`` holds: its own (tied ones included) and those of its parametrizations."""
-    out = [p for _, p in mod.named_parameters(recurse=False)]
-    plist = getattr(mod, "parametrizations", None)
-    if isinstance(plist, nn.ModuleDict):
-        out += list(plist.parameters())
-    return out
-
-
-def _check_units(units, n: int, layer_name: str) -> torch.Tensor:
-    """``units`` as int64 indices: integer indices in ``[0, n)``, or a bool mask of ``n`` entries."""
-    expected = f"expected integer indices in [0, {n}) or a bool mask of {n} entries (one per unit of {layer_name!r})"
-    try:
-        t = torch.as_tensor(list(units) if isinstance(units, range) else units)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"Invalid units value: {units!r}; {expected}") from None
-    if t.numel() == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    if t.dtype == torch.bool:
-        if t.dim() != 1 or t.shape[0] != n:
-            raise ValueError(f"Invalid units value: a bool mask of shape {tuple(t.shape)}; {expected}")
-        return t.nonzero().reshape(-1).cpu()
-    if t.is_floating_point() or t.is_complex():
-        raise TypeError(f"Invalid units value: {units!r} of dtype {t.dtype}; {expected}")
-    t = t.to(torch.int64).reshape(-1).cpu()
-    if int(t.min()) < 0 or int(t.max()) >= n:
-        raise ValueError(f"Invalid units value: {t.tolist()}; {layer_name!r} has units 0 to {n - 1}")
-    return t
-
-
-_TRANSPOSED = nn.modules.conv._ConvTransposeNd
-_CONV = nn.modules.conv._ConvNd
-
-
-def _n_outputs(mod: nn.Module, shape) -> int:
-    return shape[1] * mod.groups if isinstance(mod, _TRANSPOSED) else shape[0]
-
-
-def _n_inputs(mod: nn.Module, shape) -> int:
-    if isinstance(mod, _TRANSPOSED):
-        return shape[0]
-    return shape[1] * (mod.groups if isinstance(mod, _CONV) else 1)
-
-
-def _rows(shape, idx: torch.Tensor) -> torch.Tensor:
-    mask = torch.zeros(shape, dtype=torch.bool)
-    mask[idx] = True
-    return mask
-
-
-def _grouped_columns(shape, groups: int, idx: torch.Tensor) -> torch.Tensor:
-    """A weight ``(groups * a, b, *window)`` whose unit ``c`` is column ``c % b`` of row block ``c // b``."""
-    mask = torch.zeros(groups, shape[0] // groups, shape[1], math.prod(shape[2:]), dtype=torch.bool)
-    mask[idx // shape[1], :, idx % shape[1], :] = True
-    return mask.view(shape)
-
-
-def _output_mask(mod: nn.Module, shape, idx: torch.Tensor) -> torch.Tensor:
-    return _grouped_columns(shape, mod.groups, idx) if isinstance(mod, _TRANSPOSED) else _rows(shape, idx)
-
-
-def _input_mask(mod: nn.Module, shape, idx: torch.Tensor) -> torch.Tensor:
-    if isinstance(mod, _TRANSPOSED):
-        return _rows(shape, idx)
-    return _grouped_columns(shape, mod.groups if isinstance(mod, _CONV) else 1, idx)
-
-
-def _outgoing_writes(model, by_id, outgoing, n: int, idx: torch.Tensor, layer_name: str) -> list:
-    """``(param, mask, values)`` that zero the weights of ``outgoing`` reading the units ``idx``."""
-    out_name, nxt = _module(model, outgoing, "outgoing")
-    ow = getattr(nxt, "weight", None)
-    if not isinstance(ow, torch.Tensor) or ow.dim() < 2 or _dist.is_dtensor(ow) or _n_inputs(nxt, ow.shape) != n:
-        raise ValueError(f"Invalid outgoing value: {out_name!r} has no weight reading the {n} units of {layer_name!r}")
-    mask = _input_mask(nxt, ow.shape, idx)
-    if isinstance(nxt._parameters.get("weight"), torch.Tensor):
-        return [(ow, mask, torch.zeros((), dtype=ow.dtype))]
-    held = {by_id[id(p)].name: p for p in _held(nxt)}
-    gains = [name for name in held if by_id[id(held[name])].role == GAIN]
-    if len(gains) != 1 or gains[0][: -len("_g")] + "_v" not in held:
-        raise ValueError(f"Invalid outgoing value: {out_name!r} computes its weight with a parametrization "
-                         f"({sorted(held)}); zeroing its originals would not zero the weights that read the reset "
-                         "units. Zero them in the parametrization's terms yourself")
-    g, v = held[gains[0]], held[gains[0][: -len("_g")] + "_v"]
-    if v.shape != ow.shape:
-        raise ValueError(f"Invalid outgoing value: {out_name!r}'s direction {tuple(v.shape)} is not shaped as its weight")
-    # w = g * v / |v| (norms over the dims where g has size 1): zero v's columns, rescale g to keep the rest.
-    dims = tuple(d for d in range(v.dim()) if g.dim() != v.dim() or g.shape[d] == 1)
-    v_new = v.detach().masked_fill(mask.to(v.device), 0.0)
-    before = v.detach().double().norm(dim=dims, keepdim=True).reshape(g.shape)
-    after = v_new.double().norm(dim=dims, keepdim=True).reshape(g.shape)
-    if bool(((after == 0) & (before > 0)).any()):
-        raise ValueError(f"Invalid outgoing value: a unit of {out_name!r} reads only from the reset units of "
-                         f"{layer_name!r}; weight_norm cannot zero all of its weights")
-    scale = torch.where(before > 0, after / before.clamp_min(1e-300), torch.ones_like(before))
-    g_new = (g.detach().double() * scale).to(g.dtype)
-    return [(v, mask, torch.zeros((), dtype=v.dtype)), (g, torch.ones(g.shape, dtype=torch.bool), g_new)]
 
 
 def _module(model: nn.Module, which, arg: str):

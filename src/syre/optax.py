@@ -66,12 +66,11 @@ Install: ``pip install 'torch-syre[jax]'`` (jax and optax, CPU).
 """
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from .anchors import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1, stream_key
-from .config import Config, check_d_spread, check_nonneg_float, check_seed
-from .select import _items, _is_type_tuple
+from .config import check_d_spread, check_nonneg_float, check_seed
+from ._optax_config import NOT_IN_JAX, ONLY_IN_JAX, jax_config, selected
 from .sigma0 import (
     DEFAULT_SIGMA0,
     MATCH,
@@ -83,7 +82,7 @@ from .sigma0 import (
     sigma0_from_fans,
 )
 
-__all__ = ["SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
+__all__ = ["NOT_IN_JAX", "ONLY_IN_JAX", "SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
 
 LAYOUTS = ("jax", "torch")
 _KERNEL_NAMES = ("kernel", "weight", "w")
@@ -261,64 +260,6 @@ def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dic
 
 
 # ----------------------------------------------------------------------------- the transformation
-#: ``syre.attach`` keywords that have no meaning in JAX, and why (``syre_decay`` refuses them).
-NOT_IN_JAX = {
-    "strict": "it asks that every trainable parameter of a torch model is held by the optimizer; syre_decay applies "
-              "to every leaf of the params it is given (choose them with mask=, include= or exclude=)",
-    "foreach": "it picks torch's multi-tensor kernels; XLA compiles syre_decay's update, there is nothing to choose",
-}
-#: ``syre.attach`` keywords whose other values ``syre_decay`` cannot honour: (the value it honours, why).
-ONLY_IN_JAX = {
-    "mode": ("seeded", "syre_decay regenerates the anchors from two uint32 words per parameter at every update "
-                       "(its state holds only integers), as mode='seeded' does; it stores no anchors"),
-    "target": ("random", "syre_decay pulls toward syre's random anchor; another target (the initial or pretrained "
-                         "weights, a mapping) would have to be kept in the optimizer state, which holds only integers"),
-    "rounding": ("nearest", "syre_decay returns an update, and optax.apply_updates rounds it into the parameter's "
-                            "dtype; stochastic rounding of the decay is not available in JAX"),
-}
-
-
-def _config(gamma, kwargs) -> Config:
-    """The attach keywords of ``syre_decay`` validated by ``Config``; those JAX cannot honour refused with the reason."""
-    where = "syre.optax.syre_decay"
-    if gamma is None:
-        raise ValueError("Invalid gamma value: None; syre_decay has no optimizer weight_decay to take over: pass a "
-                         "float >= 0 or a schedule count -> gamma")
-    cfg = Config.from_kwargs({**kwargs, "gamma": 0.0 if callable(gamma) else gamma}, where=where)
-    for key, why in NOT_IN_JAX.items():
-        if key in kwargs:
-            raise ValueError(f"Invalid argument {key}={kwargs[key]!r} for {where}: {why}")
-    for key, (honoured, why) in ONLY_IN_JAX.items():
-        if key in kwargs and not (isinstance(kwargs[key], str) and kwargs[key] == honoured):
-            raise ValueError(f"Invalid {key} value: {kwargs[key]!r} for {where} (only {honoured!r}): {why}")
-    for arg in ("include", "exclude"):
-        for item in _items(getattr(cfg, arg)):
-            if isinstance(item, type) or _is_type_tuple(item):
-                raise ValueError(f"Invalid {arg} rule: {item!r} for {where}: JAX params have no module classes; "
-                                 "use name patterns ('*.bias') or a callable (name, leaf) -> bool")
-    return cfg
-
-
-def _matches(rule, name: str, leaf) -> bool:
-    if isinstance(rule, str):
-        return fnmatch.fnmatchcase(name, rule)
-    if isinstance(rule, (list, tuple)):
-        return any(_matches(r, name, leaf) for r in rule)
-    return bool(rule(name, leaf))
-
-
-def _selected(cfg: Config, names, leaves) -> List[bool]:
-    """Per leaf, whether ``include``/``exclude`` select it (as ``syre.select`` does for torch names)."""
-    for arg in ("include", "exclude"):
-        for item in _items(getattr(cfg, arg)):
-            if (isinstance(item, str) or arg == "include") and not any(_matches(item, n, x) for n, x in zip(names, leaves)):
-                shown = ", ".join(repr(n) for n in names[:6]) + (" ..." if len(names) > 6 else "")
-                raise ValueError(f"Invalid {arg} rule {item!r}: it matches no parameter of the params; patterns are "
-                                 f"fnmatch patterns on names such as {shown}")
-    return [(cfg.include is None or _matches(cfg.include, n, x)) and not (cfg.exclude is not None and _matches(cfg.exclude, n, x))
-            for n, x in zip(names, leaves)]
-
-
 def syre_decay(
     gamma: Union[float, Callable[[Any], Any]],
     *,
@@ -356,7 +297,7 @@ def syre_decay(
     """
     optax = _import_optax()
     jax, jnp, np = _import()
-    cfg = _config(gamma, attach_kwargs)
+    cfg = jax_config(gamma, attach_kwargs)
     if not callable(gamma):
         gamma = cfg.gamma
     sigma0, d_spread, seed = cfg.sigma0, cfg.d_spread, cfg.seed
@@ -372,7 +313,7 @@ def syre_decay(
 
     def init_fn(params):
         names, leaves, treedef = _named(params)
-        _selected(cfg, names, leaves)
+        selected(cfg, names, leaves)
         for name, leaf in zip(names, leaves):
             _check_size(name, int(np.prod(np.shape(leaf), dtype=np.int64)))
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
@@ -390,7 +331,7 @@ def syre_decay(
         if not callable(gamma) and gamma == 0.0:
             return updates, SyreDecayState(count_inc, state.keys)
         g = gamma(state.count) if callable(gamma) else gamma
-        chosen = _selected(cfg, names, leaves)
+        chosen = selected(cfg, names, leaves)
         shapes = {n: tuple(leaf.shape) for n, leaf in zip(names, leaves)}
         out = []
         for name, p, u, k, on in zip(names, leaves, u_leaves, k_leaves, chosen):
