@@ -158,3 +158,24 @@ def test_match_scale_of_a_layer_with_no_inputs_is_the_no_fan_in_rule():
     m = nn.Linear(0, 4)
     assert match_scale(m.weight, m, "weight") == UNIT_SIGMA0
     assert match_scale(m.bias, m, "bias") == UNIT_SIGMA0
+
+
+def test_the_jax_port_matches_torch_case_by_case():
+    pytest.importorskip("jax")
+    np = pytest.importorskip("numpy")
+    from syre import optax as sx
+
+    g = np.random.default_rng(0)
+    params = {"up": {"kernel": g.normal(0, 0.02, (24, 48)).astype(np.float32), "bias": np.zeros(48, np.float32)},
+              "proj": {"kernel": np.zeros((48, 24), np.float32), "bias": np.zeros(24, np.float32)},
+              "empty": {"kernel": np.zeros((0, 4), np.float32), "bias": np.zeros(4, np.float32)}}
+    table = sx.sigma0s(params, "match:0.5")
+    up = float(np.sqrt(np.mean(params["up"]["kernel"].astype(np.float64) ** 2)))
+    assert table["up.kernel"] == pytest.approx(0.5 * up) and table["up.bias"] == pytest.approx(0.5 * up)
+    # a zero kernel (JAX layout (in, out): 48 inputs): the LeCun std of its fans, as ZeroProj's proj in torch
+    assert table["proj.kernel"] == table["proj.bias"] == pytest.approx(0.5 / math.sqrt(48))
+    assert table["empty.kernel"] == table["empty.bias"] == pytest.approx(0.5 * UNIT_SIGMA0)  # no inputs
+    torch_proj = nn.Linear(48, 24)
+    with torch.no_grad():
+        torch_proj.weight.zero_()
+    assert match_scale(torch_proj.weight, torch_proj, "weight") == pytest.approx(1 / math.sqrt(48))
