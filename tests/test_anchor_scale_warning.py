@@ -154,3 +154,13 @@ def test_summary_says_what_it_measured_and_when():
     text = s.summary()
     assert f"(this summary: 4 step(s) later, at step {PROBE_STEPS + 4})" in text
     assert "not whether it improves the task metric" in text
+
+
+def test_match_within_the_band_reads_no_weights_a_second_time(monkeypatch):
+    import syre._checks as C
+
+    calls = []
+    real = C.rms
+    monkeypatch.setattr(C, "rms", lambda t: calls.append(1) or real(t))
+    assert not _attach(NanoGPTish(), sigma0="match")[2] and not calls  # each ratio is 1 by construction
+    assert _attach(NanoGPTish(), sigma0="match:20")[2] and calls  # out of the band: measured and warned

@@ -44,7 +44,7 @@ from ._groups import _stacklevel
 from ._plan import Entry
 from ._store import anchor_dtype
 from .select import ParamInfo
-from .sigma0 import _scaled_tensor, rms
+from .sigma0 import MATCH, _scaled_tensor, parse_sigma0, rms
 
 __all__ = [
     "ANCHOR_FAR",
@@ -268,7 +268,7 @@ class AnchorScaleCheck:
             self.check(((e.info, e.sigma0) for e in entries), spec)
 
     def check(self, pairs: Iterable[Tuple[ParamInfo, float]], spec) -> None:
-        if self.warned:
+        if self.warned or _matched_within(spec):
             return
         far = []
         for info, sigma0 in pairs:
@@ -281,6 +281,15 @@ class AnchorScaleCheck:
         if far:
             self.warned = True
             warnings.warn(_far_message(far, spec, self.where), AnchorScaleWarning, stacklevel=_stacklevel())
+
+
+def _matched_within(spec) -> bool:
+    """``"match:X"`` with X in the band: every weight tensor's ratio is X (or it is zero-initialised), nothing to
+    measure (and no second pass over the weights, or reduction over a mesh)."""
+    if not isinstance(spec, str):
+        return False
+    preset, scale = parse_sigma0(spec)
+    return preset == MATCH and 1.0 / ANCHOR_FAR <= scale <= ANCHOR_FAR
 
 
 def anchor_ratio(info: ParamInfo, sigma0: float) -> Optional[float]:
