@@ -80,6 +80,7 @@ from .sigma0 import (
     parse_sigma0,
     resolve_sigma0,
     sigma0_from_fans,
+    std_from_fans,
 )
 
 __all__ = ["NOT_IN_JAX", "ONLY_IN_JAX", "SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
@@ -221,10 +222,11 @@ def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict, leaves: Op
         preset, scale = parse_sigma0(spec)
         if preset == MATCH:
             fan = _fans(name, tuple(leaf.shape), layout, shapes)
-            if fan is None:
+            if fan is None or fan[0] <= 0:
                 return scale * UNIT_SIGMA0
             src = leaf if len(leaf.shape) >= 2 else _sibling_kernel(name, leaves or {})
-            return scale * _rms_np(src)
+            value = _rms_np(src)  # a zero-initialised kernel: its fans' LeCun std, as in torch
+            return scale * (value if value > 0.0 else std_from_fans("lecun", *fan))
         return sigma0_from_fans(spec, _fans(name, tuple(leaf.shape), layout, shapes))
     return resolve_sigma0(spec, name, leaf)
 
