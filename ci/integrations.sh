@@ -6,7 +6,8 @@
 #
 # Installs torch-syre (editable) with the extras lightning, transformers, sb3, jax, triton and docs next to
 # the pinned CPU torch of constraints-dev.txt, checks that torch was not replaced, runs
-# tests/test_integration_*.py and tests/test_triton.py (Triton's interpreter on CPU; none may skip:
+# tests/test_integration_*.py, tests/test_error_table.py (its framework rows) and tests/test_triton.py
+# (Triton's interpreter on CPU; none may skip:
 # the frameworks are installed here) and builds
 # docs/ with docs/build.sh.
 set -euo pipefail
@@ -42,7 +43,7 @@ PYCHECK
 # -W error::pytest.PytestSkipWarning is not enough for importorskip: count skips instead.
 report=$(mktemp)
 set +e
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_step_closure.py tests/test_triton.py 2>&1 | tee "$report"
+"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_step_closure.py tests/test_triton.py 2>&1 | tee "$report"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

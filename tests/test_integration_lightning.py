@@ -6,9 +6,11 @@ from torch.nn import functional as F
 
 pl = pytest.importorskip("lightning.pytorch")
 
+import syre  # noqa: E402
 from syre.anchors import DEFAULT_SIGMA0_SCALE  # noqa: E402
 from syre.integrations.lightning import SyreCallback  # noqa: E402
 
+from attach_keywords import ONE_OF_EACH, check_attached  # noqa: E402
 from syre_probe import DecayProbe  # noqa: E402
 
 
@@ -131,6 +133,7 @@ def test_several_optimizers_share_the_anchors(tmp_path):
     probe = Probe(cb)
     _trainer(tmp_path, [cb, probe], 6).fit(Tiny(n_opts=2), _data())  # max_steps counts both optimizers
     assert [s.names() for s in cb.syres] == [["net.0.weight", "net.0.bias"], ["net.2.weight", "net.2.bias"]]
+    assert isinstance(cb.syre, syre.MultiSyre) and cb.syre.syres == cb.syres  # what syre.attach returned
     for p in probe.probes:
         p.check(min_steps=3)
 
@@ -144,15 +147,12 @@ def test_parameters_no_optimizer_holds_are_named(tmp_path):
         _trainer(tmp_path, [SyreCallback(gamma=0.1)], 2).fit(Partial(n_opts=2), _data())
 
 
-def test_bad_arguments_are_refused_at_construction():
-    with pytest.raises(ValueError, match="Invalid gamma value: -1"):
-        SyreCallback(gamma=-1)
-    with pytest.raises(ValueError, match="Invalid d_spread value: 1.5"):
-        SyreCallback(d_spread=1.5)
-    with pytest.raises(ValueError, match="Invalid mode value: 'fast'"):
-        SyreCallback(mode="fast")
-    with pytest.raises(ValueError, match="Invalid sigma0 value: 'he'"):
-        SyreCallback(sigma0="he")
+def test_every_attach_keyword_is_taken_target_and_rounding_included(tmp_path):
+    cb = SyreCallback(**ONE_OF_EACH)
+    _trainer(tmp_path, [cb], 2).fit(Tiny(), _data())
+    assert cb.syre is cb.syres[0] and isinstance(cb.syre, syre.Syre)  # the transformers callback's attribute
+    check_attached(cb.config, cb.syres)
+    assert cb.state_dict()["syre"][0]["target"]["kind"] == "pretrained"  # rides along in the checkpoint
 
 
 class ListLogger(pl.loggers.Logger):

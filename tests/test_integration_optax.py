@@ -217,22 +217,6 @@ def test_bfloat16_params_keep_their_dtype():
     assert u["w"].dtype == jnp.bfloat16 and float(jnp.abs(u["w"]).max()) > 0.3
 
 
-@pytest.mark.parametrize(
-    "kwargs,exc,match",
-    [
-        (dict(gamma=-0.1), ValueError, "Invalid gamma value: -0.1"),
-        (dict(gamma=0.1, sigma0="he"), ValueError, "Invalid sigma0 value: 'he'"),
-        (dict(gamma=0.1, d_spread=1.0), ValueError, "Invalid d_spread value: 1.0"),
-        (dict(gamma=0.1, seed=-1), ValueError, "Invalid seed: -1"),
-        (dict(gamma=0.1, kernel_layout="nchw"), ValueError, "Invalid kernel_layout value: 'nchw'"),
-    ],
-)
-def test_bad_arguments(kwargs, exc, match):
-    gamma = kwargs.pop("gamma")
-    with pytest.raises(exc, match=match):
-        so.syre_decay(gamma, **kwargs)
-
-
 def test_update_without_params_and_integer_params_are_refused():
     tx = so.syre_decay(0.1)
     params = {"w": jnp.ones(3)}
@@ -240,3 +224,27 @@ def test_update_without_params_and_integer_params_are_refused():
         tx.update(params, tx.init(params))
     with pytest.raises(ValueError, match="Parameter 'n' has dtype int32"):
         tx.init({"n": jnp.ones(3, jnp.int32)})
+
+
+def test_leaves_whose_joined_names_collide_are_refused_naming_both():
+    params = {"a.b": jnp.ones(3), "a": {"b": jnp.zeros(3)}}
+    tx = so.syre_decay(0.1)
+    for call in (lambda: tx.init(params), lambda: so.param_names(params), lambda: so.sigma0s(params)):
+        with pytest.raises(ValueError, match=r"the leaves \['a'\]\['b'\] and \['a.b'\] both have the name 'a.b'"):
+            call()
+
+
+def test_attach_keywords_go_through_config_and_include_exclude_select_leaves():
+    params = {"enc": {"weight": jnp.full((3, 4), 0.5), "bias": jnp.full((3,), -0.25)}, "head": {"weight": jnp.ones((2, 3))}}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    tx = so.syre_decay(0.7, sigma0=0.2, seed=4, include="enc.*", exclude=lambda name, leaf: leaf.ndim < 2,
+                       mode="seeded", target="random", rounding="nearest")
+    u, _ = jax.jit(tx.update)(zeros, tx.init(params), params)
+    theta0, d = A.anchor(4, "enc.weight", (3, 4), sigma0=0.2, d_spread=0.1)
+    np.testing.assert_allclose(np.asarray(u["enc"]["weight"]), 0.7 * d.numpy() * (0.5 - theta0.numpy()), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(u["enc"]["bias"]), 0.0)  # excluded (1-D)
+    np.testing.assert_array_equal(np.asarray(u["head"]["weight"]), 0.0)  # not included
+    with pytest.raises(ValueError, match="Invalid include rule 'dec.*': it matches no parameter"):
+        so.syre_decay(0.1, include="dec.*").init(params)
+
+

@@ -7,8 +7,10 @@ gymnasium = pytest.importorskip("gymnasium")
 
 from stable_baselines3 import PPO, SAC  # noqa: E402
 
+import syre  # noqa: E402
 from syre.integrations import sb3  # noqa: E402
 
+from attach_keywords import ONE_OF_EACH, check_attached  # noqa: E402
 from syre_probe import DecayProbe  # noqa: E402
 
 
@@ -76,3 +78,10 @@ def test_sac_actor_and_critic_optimizers_target_left_alone():
 def test_bad_model_is_refused():
     with pytest.raises(TypeError, match="expected a stable-baselines3 algorithm"):
         sb3.attach(torch.nn.Linear(2, 2), gamma=0.1)
+
+
+def test_every_attach_keyword_is_taken_target_and_rounding_included():
+    model = ppo()
+    syres = sb3.attach(model, **ONE_OF_EACH)
+    check_attached(syre.config.Config(**ONE_OF_EACH), syres)
+    model.learn(total_timesteps=32)

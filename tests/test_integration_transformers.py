@@ -9,6 +9,7 @@ pytest.importorskip("accelerate")
 
 from syre.integrations.transformers import SyreCallback  # noqa: E402
 
+from attach_keywords import ONE_OF_EACH, check_attached  # noqa: E402
 from syre_probe import DecayProbe  # noqa: E402
 
 
@@ -114,11 +115,14 @@ def test_gamma_none_with_no_weight_decay_is_refused_with_the_remedy(tmp_path):
         train(tmp_path, [SyreCallback()], max_steps=1, weight_decay=0.0, save_strategy="no")
 
 
-def test_bad_arguments_are_refused_at_construction():
-    with pytest.raises(ValueError, match="Invalid seed: -3"):
-        SyreCallback(seed=-3)
-    with pytest.raises(TypeError, match="Invalid exclude rule: 3"):
-        SyreCallback(exclude=3)
+def test_every_attach_keyword_is_taken_target_and_rounding_included(tmp_path):
+    cb = SyreCallback(**ONE_OF_EACH)
+    train(tmp_path, [cb], max_steps=2, save_strategy="no", weight_decay=0.0)
+    assert cb.syres == [cb.syre]  # the Lightning callback's attribute
+    check_attached(cb.config, cb.syres)
+    args = cb.state()["args"]  # what restore_callback_states_from_checkpoint rebuilds the callback from
+    assert args["target"] == "pretrained" and args["rounding"] == "stochastic"
+    assert SyreCallback(**args).config.as_kwargs() == ONE_OF_EACH
 
 
 def _monitored_trainer(tmp_path, callbacks, max_steps=4):

@@ -11,6 +11,7 @@ equal the one-process run's slice: bitwise after a pure decay, to the fp32 toler
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -129,6 +130,33 @@ def test_match_sigma0_is_the_full_tensors_rms_on_every_rank(runs):
         for n in want:  # float64 reductions of the same values in another order: a few ulps
             assert got[n] == pytest.approx(want[n], rel=1e-12), n
     assert runs["ranks"][0]["match"] == runs["ranks"][1]["match"]  # bitwise the same on every rank
+
+
+def test_match_of_a_zero_initialised_sharded_layer_is_its_full_fans_lecun_std(runs):
+    import syre
+
+    plain = T.zeroed(T.make_model(0, H), "0")
+    s = syre.attach(torch.optim.SGD(plain.parameters(), lr=0.1), plain, gamma=0.1, sigma0="match", seed=W.SEED)
+    want = {r["name"]: r["sigma0"] for r in s.coverage()}
+    fan_in = plain[0].weight.shape[1]
+    assert want["0.weight"] == want["0.bias"] == pytest.approx(1 / math.sqrt(fan_in))  # the full tensor's fans
+    for r in runs["ranks"]:
+        assert r["match_zero"] == pytest.approx(want, rel=1e-12)
+
+
+def test_the_anchor_scale_warning_reads_full_tensors_the_same_on_every_rank(runs):
+    import syre
+
+    plain = T.make_model(0, H)
+    with pytest.warns(syre.AnchorScaleWarning) as rec:
+        syre.attach(torch.optim.SGD(plain.parameters(), lr=0.1), plain, gamma=0.1, sigma0=1e-5, seed=W.SEED)
+    want = [str(w.message) for w in rec if issubclass(w.category, syre.AnchorScaleWarning)]
+    assert len(want) == 1
+    ratios = lambda msg: [float(x) for x in re.findall(r"\(([0-9.e+-]+)x\)", msg)]  # noqa: E731
+    for r in runs["ranks"]:
+        assert len(r["far"]) == 1
+        assert r["far"][0].split(":")[1:2] == want[0].split(":")[1:2]
+        assert ratios(r["far"][0]) == pytest.approx(ratios(want[0]), rel=1e-2)
 
 
 def test_spawned_runs_took(runs, capsys):

@@ -197,12 +197,35 @@ def world_of_2(rank: int, world: int, out: Path) -> dict:
     res["resume"] = resume_layout(build, HIDDEN_1D, out / "single_ckpt")
     res["direct"] = direct_placements_run(mesh, DIRECT_1D)
     res["match"] = match_sigma0s(build, HIDDEN_1D)
+    res["match_zero"] = match_sigma0s(build, HIDDEN_1D, zero="0")
+    res["far"] = far_warnings(build, HIDDEN_1D)
     return res
 
 
-def match_sigma0s(build, hidden: int) -> dict:
-    """sigma0='match' on sharded parameters: the full tensor's RMS, the same on every rank."""
+def zeroed(model: nn.Sequential, zero: str = "") -> nn.Sequential:
+    """``model`` with layer ``zero``'s weight and bias set to 0 (a zero-initialised layer), before any sharding."""
+    if zero:
+        with torch.no_grad():
+            model[int(zero)].weight.zero_()
+            model[int(zero)].bias.zero_()
+    return model
+
+
+def far_warnings(build, hidden: int) -> list:
+    """The AnchorScaleWarnings of an attach whose anchors are far below sharded weights (RMS of the full tensors)."""
+    import warnings
+
     model = build(make_model(0, hidden))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        s = syre.attach(torch.optim.SGD(model.parameters(), lr=0.1), model, gamma=0.1, sigma0=1e-5, seed=W.SEED)
+    s.remove()
+    return [str(w.message) for w in rec if issubclass(w.category, syre.AnchorScaleWarning)]
+
+
+def match_sigma0s(build, hidden: int, zero: str = "") -> dict:
+    """sigma0='match' on sharded parameters: the full tensor's RMS, the same on every rank."""
+    model = build(zeroed(make_model(0, hidden), zero))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     s = syre.attach(opt, model, gamma=0.1, sigma0="match", seed=W.SEED)
     out = {r["name"]: r["sigma0"] for r in s.coverage()}

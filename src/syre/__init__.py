@@ -18,7 +18,7 @@ from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .config import Config
 from .fused import AdamW, SGD
 from .init import init_, reset_units_, shrink_perturb_
-from .optim import DecaySettingWarning, PrecisionWarning, Syre, WeakPullWarning, attach, attached
+from .optim import AnchorScaleWarning, DecaySettingWarning, PrecisionWarning, Syre, WeakPullWarning, attach, attached
 from .penalty import Penalty
 from .reparam import Reparametrization, reparametrize
 from .select import NORM_TYPES
@@ -26,6 +26,7 @@ from .select import NORM_TYPES
 __all__ = [
     "AdamW",
     "Anchor",
+    "AnchorScaleWarning",
     "Config",
     "DEFAULT_D_SPREAD",
     "DEFAULT_SIGMA0",

@@ -5,10 +5,11 @@ from typing import Any, Callable, Dict, List
 
 from torch.nn.parameter import is_lazy
 
+from ._checks import PROBE_STEPS
 from ._plan import UNHELD, Plan
 from ._version import __version__
 
-__all__ = ["coverage_rows", "summary_text"]
+__all__ = ["coverage_rows", "measured_when", "summary_text"]
 
 
 def coverage_rows(plan: Plan, gamma_of: Callable[[int], float], ratios: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
@@ -37,6 +38,16 @@ def coverage_rows(plan: Plan, gamma_of: Callable[[int], float], ratios: Dict[str
                      "decayed": False, "reason": UNHELD, "sigma0": 0.0, "gamma": 0.0, "strength": 0.0,
                      "pull_ratio": None, "decay_ratio": None, "anchor_ratio": None})
     return rows
+
+
+def measured_when(steps_since_attach: int) -> str:
+    """What the verdict measured and when: the pull numbers over the first steps, not the task metric."""
+    later = steps_since_attach - PROBE_STEPS
+    when = (f"over optimizer steps 1-{PROBE_STEPS} after attach (this summary: "
+            + (f"{later} step(s) later, at step {steps_since_attach}" if later > 0 else "right after them") + ")")
+    return (f"measured {when}: how strongly syre can break symmetries here (the decay against the optimizer's update, "
+            "the anchor against the weights), not whether it improves the task metric, which only a comparison "
+            "with weight decay on held-out data can tell")
 
 
 def _bytes(n: int) -> str:
@@ -87,6 +98,7 @@ def summary_text(s, rows: List[Dict[str, Any]], nbytes: int, report: Dict[str, A
     if t["decay"] is not None:
         lines.append(f"  (totals over the covered elements: decay/update {_ratio(t['decay'])}, anchor/weights "
                      f"{_ratio(t['anchor'])}, pull/update {_ratio(t['pull'])}; thresholds in docs/defaults.md)")
+        lines.append(f"  {measured_when(s._probe.steps_since_attach)}")
     lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*b) for b in body]
     return "\n".join(lines)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import operator
 
+import torch
+
 __all__ = ["MODES", "check_bool", "check_d_spread", "check_mode", "check_nonneg_float", "check_seed"]
 
 #: Anchor storage modes: ``"stored"`` keeps theta0 (and xi), ``"seeded"`` regenerates them each step.
@@ -15,8 +17,11 @@ MODES = ("stored", "seeded")
 
 
 def check_nonneg_float(arg: str, value) -> float:
+    """A finite float >= 0: a Python or numpy real scalar, or a 0-d real tensor (not a bool, not complex)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_real_scalar(value):
-        raise TypeError(f"Invalid {arg} value: {value!r}; expected a finite float >= 0")
+        kind = _kind(value)
+        got = f" (a {kind})" if kind else ""
+        raise TypeError(f"Invalid {arg} value: {value!r}{got}; expected a finite float >= 0")
     value = float(value)
     if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"Invalid {arg} value: {value!r}; expected a finite float >= 0")
@@ -24,9 +29,28 @@ def check_nonneg_float(arg: str, value) -> float:
 
 
 def _is_real_scalar(value) -> bool:
-    """numpy scalars and 0-d arrays of a real dtype (``numpy.float32(0.1)``), without importing numpy."""
+    """numpy scalars and 0-d arrays of a real dtype (``numpy.float32(0.1)``), and 0-d real torch tensors."""
     dtype = getattr(value, "dtype", None)
-    return getattr(value, "shape", None) == () and getattr(dtype, "kind", "") in "fiu" and dtype is not None
+    if dtype is None or tuple(getattr(value, "shape", (None,))) != ():
+        return False
+    if isinstance(dtype, torch.dtype):  # torch dtypes have no numpy ``kind``
+        return dtype != torch.bool and not dtype.is_complex
+    kind = getattr(dtype, "kind", None)
+    return isinstance(kind, str) and len(kind) == 1 and kind in "fiu"
+
+
+def _kind(value) -> str:
+    """What a refused value is, where its repr does not say: a bool or complex tensor or array."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return "complex number" if isinstance(value, complex) else ""
+    what = "tensor" if isinstance(value, torch.Tensor) else "numpy value"
+    if dtype == torch.bool or getattr(dtype, "kind", None) == "b":
+        return f"bool {what}"
+    if getattr(dtype, "is_complex", False) or getattr(dtype, "kind", None) == "c":
+        return f"complex {what}"
+    shape = tuple(getattr(value, "shape", ()))
+    return f"{type(value).__name__} of shape {shape}" if shape else ""
 
 
 def check_d_spread(value) -> float:

@@ -13,11 +13,24 @@ The rule per parameter (the fan-in rules of ``syre.sigma0``):
   ``"lecun"`` ``1/sqrt(fan_in)``, ``"kaiming"`` ``sqrt(2/fan_in)``, ``"xavier"``
   ``sqrt(2/(fan_in + fan_out))``, ``"<scheme>:X"`` X times that, ``"normal:S"`` the absolute std S
   (GPT-2 and nanoGPT use ``"normal:0.02"``); an Embedding's fan-in is 1;
-* biases (a 1-D parameter whose layer has a weight: ``bias``, ``in_proj_bias``, an RNN's
-  ``bias_ih_l0``): ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` as torch initialises Linear, Conv and RNN
-  biases, and zeros under ``"normal:S"`` (as GPT-2 does);
+* biases (a 1-D parameter whose layer has a weight: ``bias``, an RNN's ``bias_ih_l0``):
+  ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` as torch initialises Linear and Conv biases; an RNN's
+  (``RNN``, ``LSTM``, ``GRU`` and their cells) ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``
+  for ``bias_ih`` and ``bias_hh`` alike, as torch; zeros under ``"normal:S"`` (as GPT-2 does);
+* ``MultiheadAttention``: ``in_proj_bias`` and ``out_proj.bias`` 0 (as torch); ``bias_k`` and
+  ``bias_v`` (``add_bias_kv=True``) are drawn as weights of fan-in ``embed_dim``;
+* ``PReLU``: its ``init`` (0.25 by default), as torch;
 * normalisation layers: weights 1, biases 0 (as torch); the magnitude ``g`` of a weight-normalised
-  weight: the norm of its direction's rows (as ``weight_norm`` sets it); other 1-D parameters: 0.
+  weight: the norm of its direction's rows (as ``weight_norm`` sets it);
+* every other parameter of fewer than 2 dimensions (a 0-d learnable scale or temperature, a
+  LayerScale vector, a free 1-D parameter): 0. torch has no rule for these (the module that
+  creates them does); set one that must not start at 0 after ``init_`` (``target="init"`` then
+  refuses the model: its weights are no longer ``init_``'s).
+
+Where this differs from torch's own ``reset_parameters``: the weights (2 or more dimensions)
+follow ``scheme`` (torch draws Linear and Conv weights from ``kaiming_uniform_(a=sqrt(5))``, RNN
+weights from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))`` and ``in_proj_weight`` from
+``xavier_uniform_``), and a parameter torch leaves to its module (the last rule) is 0.
 
 ``shrink_perturb_(model, shrink=..., perturb=..., seed=..., step=...)`` is Ash and Adams' (2020)
 ``p <- shrink * p + perturb * p_fresh`` with ``p_fresh`` a fresh initialisation: the same rule, the
@@ -36,6 +49,7 @@ from torch import nn
 
 from . import _dist
 from . import _streams as S
+from ._units import TRANSPOSED, check_units, held, n_outputs, outgoing_writes, output_mask, rows
 from ._validate import check_nonneg_float, check_seed
 from .select import GAIN, NORM_TYPES, ParamInfo, collect, unwrap_model
 from .sigma0 import PRESETS, _scaled_tensor, fans, parse_sigma0, std_from_fans
@@ -43,6 +57,8 @@ from .sigma0 import PRESETS, _scaled_tensor, fans, parse_sigma0, std_from_fans
 __all__ = ["InitRecord", "init_", "init_record", "init_values", "reset_units_", "shrink_perturb_"]
 
 _BLOCK = 1 << 18
+_RNN_TYPES = (nn.RNNBase, nn.RNNCellBase)
+_MHA_OUT = nn.modules.linear.NonDynamicallyQuantizableLinear  # only MultiheadAttention.out_proj is one
 _RECORD = "_syre_init"
 
 
@@ -74,11 +90,16 @@ def _check_scheme(scheme) -> str:
 
 
 def _kind(info: ParamInfo) -> str:
-    """``weight`` | ``bias`` | ``one`` | ``zero`` | ``gain``: how ``info``'s initial values are made."""
+    """``weight`` | ``bias`` | ``one`` | ``zero`` | ``const`` | ``gain``: how ``info``'s initial values are made."""
     if info.role == GAIN:
         return "gain"
     if isinstance(info.module, NORM_TYPES):
         return "one" if info.attr == "weight" else "zero"
+    if isinstance(info.module, nn.PReLU) and info.attr == "weight":
+        return "const"
+    if (isinstance(info.module, nn.MultiheadAttention) and info.attr == "in_proj_bias") or (
+            isinstance(info.module, _MHA_OUT) and info.attr == "bias"):
+        return "zero"  # torch's MultiheadAttention._reset_parameters
     scaled = _scaled_tensor(info.param, info.module, info.attr, info.role)
     if scaled is None:
         return "zero"
@@ -91,7 +112,11 @@ def _scale(info: ParamInfo, kind: str, scheme: str) -> float:
     name, _, raw = scheme.partition(":")
     if kind == "weight":
         return float(raw) if name == "normal" else parse_sigma0(scheme)[1] * std_from_fans(name, *fan)
-    return 0.0 if name == "normal" else 1.0 / math.sqrt(fan[0])
+    if name == "normal":
+        return 0.0
+    if isinstance(info.module, _RNN_TYPES):
+        return 1.0 / math.sqrt(info.module.hidden_size)  # torch: every RNN bias, whatever its layer's fan-in
+    return 1.0 / math.sqrt(fan[0])
 
 
 def init_values(info: ParamInfo, idx: torch.Tensor, *, seed: int, scheme: str, generation: int = 0,
@@ -105,6 +130,8 @@ def init_values(info: ParamInfo, idx: torch.Tensor, *, seed: int, scheme: str, g
         return torch.ones(idx.shape, dtype=dtype, device=idx.device)
     if kind == "zero":
         return torch.zeros(idx.shape, dtype=dtype, device=idx.device)
+    if kind == "const":
+        return torch.full(idx.shape, float(getattr(info.module, "init", 0.25)), dtype=dtype, device=idx.device)
     if kind == "gain":
         raise ValueError(f"Parameter {info.name!r} is a weight-normalised magnitude; its initial value is the norm "
                          "of its direction's rows, not an elementwise draw")
@@ -118,7 +145,7 @@ def _range_values(info: ParamInfo, start: int, stop: int, *, seed: int, scheme: 
                   dtype: torch.dtype, device) -> torch.Tensor:
     """``init_values`` at the contiguous flat indices ``[start, stop)`` (compiled on CPU where available)."""
     kind = _kind(info)
-    if kind in ("one", "zero", "gain"):
+    if kind in ("one", "zero", "const", "gain"):
         return init_values(info, torch.arange(start, stop, dtype=torch.int64, device=device), seed=seed, scheme=scheme,
                            generation=generation, dtype=dtype)
     k = S.key(seed, info.name, "init")
@@ -216,13 +243,17 @@ def shrink_perturb_(model: nn.Module, *, shrink: float, perturb: float, step: in
         raise ValueError(f"Invalid step value: {step!r}; expected an int in [0, 2**32 - 1)")
     seed, scheme = _resolve(model, seed, scheme)
     infos = list(collect(unwrap_model(model)).values())
+    if isinstance(include, str) or (include is not None and not isinstance(include, Iterable)):
+        raise TypeError(f"Invalid include value: {include!r}; expected None or a list of parameter names "
+                        f"(e.g. [{include!r}])" if isinstance(include, str) else
+                        f"Invalid include value: {include!r}; expected None or a list of parameter names")
     chosen = None if include is None else set(include)
     if chosen is not None:
-        unknown = sorted(chosen - {i.name for i in infos})
+        unknown = sorted(chosen - {n for i in infos for n in i.names})
         if unknown:
             raise ValueError(f"Invalid include value: {unknown} are not parameters of the model")
     for info in infos:
-        if chosen is not None and info.name not in chosen:
+        if chosen is not None and chosen.isdisjoint(info.names):  # a tied parameter under any of its names
             continue
         local = _dist.local_tensor(info.param)
         fresh = _values_for(info, infos, seed, scheme, step + 1)
@@ -232,35 +263,55 @@ def shrink_perturb_(model: nn.Module, *, shrink: float, perturb: float, step: in
 @torch.no_grad()
 def reset_units_(model: nn.Module, layer: Union[str, nn.Module], units: Union[Sequence[int], torch.Tensor], *,
                  seed: Optional[int] = None, scheme: Optional[str] = None, outgoing: Union[str, nn.Module, None] = None) -> None:
-    """Put ``units`` (indices along dim 0 of ``layer.weight``) back to their initial weights and biases.
+    """Put ``units`` (output units of ``layer``) back to their initial weights and biases.
 
-    The initial values are ``init_``'s (generation 0, by default the model's seed and scheme).
-    ``outgoing``: the next layer, whose weights read from these units (dim 1) are zeroed, so the
-    reset units start without effect on the output (as ReDo resets dormant units).
+    ``units``: integer indices, or a bool mask with one entry per unit. A unit is a row of the
+    weight (``Linear``, ``Conv``: dim 0), an output channel of a ``ConvTranspose`` (dim 1 of its
+    ``(in, out / groups, ...)`` weight, per group). The initial values are ``init_``'s (generation
+    0, by default the model's seed and scheme), written into the parameters the layer holds: its
+    own, those under a parametrization (``weight_norm``'s magnitude and direction: the direction's
+    rows and their norms; another parametrization's ``original``), or a weight tied to another
+    layer (a head tied to an embedding: the shared table's rows, recomputed under its first name).
+    ``outgoing``: the next layer, whose weights reading these units (its input units) are zeroed,
+    so the reset units start without effect on the output (as ReDo resets dormant units); under
+    ``weight_norm`` its direction's columns are zeroed and its magnitudes rescaled so that the
+    other weights stay as they are. Everything is checked before anything is written.
     """
     seed, scheme = _resolve(model, seed, scheme)
     model = unwrap_model(model)
-    infos = {i.name: i for i in collect(model).values()}
+    by_id = collect(model)
+    infos = list(by_id.values())
     layer_name, mod = _module(model, layer, "layer")
-    units = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
     w = getattr(mod, "weight", None)
     if not isinstance(w, torch.Tensor) or w.dim() < 2 or _dist.is_dtensor(w):
         raise ValueError(f"Invalid layer value: {layer_name!r} has no plain weight of 2 or more dimensions whose rows are units")
-    if units.numel() and (int(units.min()) < 0 or int(units.max()) >= w.shape[0]):
-        raise ValueError(f"Invalid units value: {units.tolist()}; {layer_name!r} has units 0 to {w.shape[0] - 1}")
-    for attr in ("weight", "bias"):
-        p = getattr(mod, attr, None)
-        if not isinstance(p, nn.Parameter):
-            continue
-        name = f"{layer_name}.{attr}" if layer_name else attr
-        rows = _local_values(infos[name], seed, scheme, 0)
-        p[units] = rows[units].to(p.dtype)
+    n = n_outputs(mod, w.shape)
+    idx = check_units(units, n, layer_name)
+    writes = []
+    for p in held(mod):
+        info = by_id[id(p)]
+        if _dist.is_dtensor(p):
+            raise ValueError(f"Invalid layer value: {layer_name!r} holds {info.name!r} as a DTensor; reset_units_ "
+                             "writes plain tensors")
+        if info.role == GAIN:
+            if isinstance(mod, TRANSPOSED) or p.dim() == 0 or p.shape[0] != n or p[0].numel() != 1:
+                raise ValueError(f"Invalid layer value: {layer_name!r} is weight-normalised with a magnitude "
+                                 f"{info.name!r} of shape {tuple(p.shape)}, not one per output unit ({n}); "
+                                 "reset_units_ cannot reset its units alone")
+            mask = rows(p.shape, idx)
+        elif p.shape == w.shape:
+            mask = output_mask(mod, p.shape, idx)
+        elif p.dim() == 1 and p.shape[0] == n:
+            mask = rows(p.shape, idx)
+        else:
+            raise ValueError(f"Invalid layer value: {layer_name!r} holds {info.name!r} of shape {tuple(p.shape)}, "
+                             f"which has no row per unit of its weight {tuple(w.shape)}")
+        writes.append((p, mask, _values_for(info, infos, seed, scheme, 0)))
     if outgoing is not None:
         out_name, nxt = _module(model, outgoing, "outgoing")
-        ow = getattr(nxt, "weight", None)
-        if not isinstance(ow, torch.Tensor) or ow.dim() < 2 or ow.shape[1] != w.shape[0]:
-            raise ValueError(f"Invalid outgoing value: {out_name!r} has no weight reading the {w.shape[0]} units of {layer_name!r}")
-        ow[:, units] = 0.0
+        writes += outgoing_writes(out_name, nxt, by_id, n, idx, layer_name)
+    for p, mask, values in writes:
+        p.copy_(torch.where(mask.to(p.device), values.to(p.device, p.dtype), p))
 
 
 def _module(model: nn.Module, which, arg: str):

@@ -30,7 +30,15 @@ run started with them.
 as they are, sequence indices as numbers, attribute names of dataclass-like nodes. So
 ``{"enc": {"weight": w}}`` is ``enc.weight``, as torch names ``model.enc.weight``, and a flax
 ``{"params": {"Dense_0": {"kernel": k}}}`` is ``params.Dense_0.kernel`` (pass
-``variables["params"]`` to get ``Dense_0.kernel``). ``param_names(params)`` lists them.
+``variables["params"]`` to get ``Dense_0.kernel``). ``param_names(params)`` lists them. Two leaves
+whose names collide (``{"a.b": w}`` beside ``{"a": {"b": w2}}``) would share an anchor: refused,
+naming both key paths.
+
+**Keywords.** ``syre_decay`` takes ``syre.attach``'s keywords through ``syre.config.Config`` (one
+validation, one error message everywhere): ``sigma0``, ``d_spread``, ``seed``, ``include`` and
+``exclude`` (name patterns or callables), and ``mode="seeded"``, ``target="random"``,
+``rounding="nearest"``, which are what it does. ``strict``, ``foreach`` and the other modes,
+targets and roundings have no meaning here and are refused with the reason.
 
 **State.** Only integers: a step count (for a ``gamma`` schedule) and each parameter's Philox key
 (two ``uint32``). The anchors are regenerated from the key at every update and never stored, so
@@ -58,11 +66,11 @@ Install: ``pip install 'torch-syre[jax]'`` (jax and optax, CPU).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from .anchors import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1, stream_key
-from .config import DEFAULT_D_SPREAD, check_d_spread, check_nonneg_float, check_seed
+from .config import check_d_spread, check_nonneg_float, check_seed
+from ._optax_config import NOT_IN_JAX, ONLY_IN_JAX, jax_config, selected
 from .sigma0 import (
     DEFAULT_SIGMA0,
     MATCH,
@@ -72,9 +80,10 @@ from .sigma0 import (
     parse_sigma0,
     resolve_sigma0,
     sigma0_from_fans,
+    std_from_fans,
 )
 
-__all__ = ["SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
+__all__ = ["NOT_IN_JAX", "ONLY_IN_JAX", "SyreDecayState", "anchor", "param_names", "sigma0s", "syre_decay"]
 
 LAYOUTS = ("jax", "torch")
 _KERNEL_NAMES = ("kernel", "weight", "w")
@@ -164,10 +173,29 @@ def _path_name(path) -> str:
     return ".".join(_key_str(k) for k in path)
 
 
-def param_names(params) -> List[str]:
-    """The name of each leaf of ``params`` (key path joined with ``.``), in leaf order."""
+def _named(params):
+    """``(names, leaves, treedef)`` of ``params``; two leaves whose joined names collide are refused.
+
+    ``{"a.b": w}`` and ``{"a": {"b": w2}}`` both join to ``a.b``: they would get the same anchor.
+    """
     jax, _, _ = _import()
-    return [_path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [_path_name(p) for p, _ in flat]
+    if len(set(names)) != len(names):
+        first = {}
+        for (path, _), name in zip(flat, names):
+            if name in first:
+                raise ValueError(
+                    f"Invalid params: the leaves {first[name]} and {jax.tree_util.keystr(path)} both have the name "
+                    f"{name!r} (key paths joined with '.'), so they would get the same anchor; rename one of the keys"
+                )
+            first[name] = jax.tree_util.keystr(path)
+    return names, [leaf for _, leaf in flat], treedef
+
+
+def param_names(params) -> List[str]:
+    """The name of each leaf of ``params`` (key path joined with ``.``), in leaf order; colliding names are refused."""
+    return _named(params)[0]
 
 
 def _fans(name: str, shape: Tuple[int, ...], layout: str, shapes: dict) -> Optional[Tuple[int, int]]:
@@ -194,10 +222,11 @@ def _resolve_sigma0(spec, name: str, leaf, layout: str, shapes: dict, leaves: Op
         preset, scale = parse_sigma0(spec)
         if preset == MATCH:
             fan = _fans(name, tuple(leaf.shape), layout, shapes)
-            if fan is None:
+            if fan is None or fan[0] <= 0:
                 return scale * UNIT_SIGMA0
             src = leaf if len(leaf.shape) >= 2 else _sibling_kernel(name, leaves or {})
-            return scale * _rms_np(src)
+            value = _rms_np(src)  # a zero-initialised kernel: its fans' LeCun std, as in torch
+            return scale * (value if value > 0.0 else std_from_fans("lecun", *fan))
         return sigma0_from_fans(spec, _fans(name, tuple(leaf.shape), layout, shapes))
     return resolve_sigma0(spec, name, leaf)
 
@@ -222,12 +251,11 @@ def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dic
 
     A check that the presets read a model's kernels as intended (see the module doc).
     """
-    jax, _, _ = _import()
     check_sigma0_spec(sigma0)
     if kernel_layout not in LAYOUTS:
         raise ValueError(f"Invalid kernel_layout value: {kernel_layout!r}; expected one of {LAYOUTS}")
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    named = [(_path_name(p), leaf) for p, leaf in flat]
+    names, leaves_, _ = _named(params)
+    named = list(zip(names, leaves_))
     shapes = {n: tuple(leaf.shape) for n, leaf in named}
     leaves = dict(named)
     return {n: _resolve_sigma0(sigma0, n, leaf, kernel_layout, shapes, leaves) for n, leaf in named}
@@ -237,12 +265,10 @@ def sigma0s(params, sigma0=DEFAULT_SIGMA0, *, kernel_layout: str = "jax") -> dic
 def syre_decay(
     gamma: Union[float, Callable[[Any], Any]],
     *,
-    sigma0: Union[str, float, Callable[[str, Any], float]] = DEFAULT_SIGMA0,
-    d_spread: float = DEFAULT_D_SPREAD,
-    seed: int = 0,
     mask: Union[Any, Callable[[Any], Any], None] = None,
     kernel_layout: str = "jax",
     format_version: int = FORMAT,
+    **attach_kwargs,
 ):
     """Add ``gamma * D * (params - theta0)`` to the updates (see the module doc for conventions).
 
@@ -250,46 +276,46 @@ def syre_decay(
         gamma: decay strength, a float ``>= 0`` or a schedule ``count -> gamma`` as in
             ``optax.add_decayed_weights``. Before ``scale_by_learning_rate(lr)`` the pull per step
             is ``lr * gamma`` (AdamW's and ``syre.attach``'s decoupled convention).
-        sigma0: ``"lecun"`` (default), ``"kaiming"``, ``"xavier"`` (fans read per
-            ``kernel_layout``), an absolute float, or a callable ``(name, param) -> float``.
-        format_version: the anchor format (``syre.anchors.FORMATS``): 2 (default, as every new
-            ``syre.attach``), or 1 to resume a run started with format-1 anchors.
-        d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
-        seed: the anchors' seed, an int in ``[0, 2**64)``; equal seeds and names give the
-            anchors ``syre.attach`` gives in torch.
         mask: as ``optax.add_decayed_weights``: a pytree of bools with the structure of (or a
             prefix of) the params, or a callable ``params -> such a pytree``; ``True`` where syre
             applies. Names are key paths in the full params tree either way.
         kernel_layout: ``"jax"`` (kernels ``(..., in, out)``, flax and haiku) or ``"torch"``
             (``(out, in, ...)``, equinox) for the fan-in of the sigma0 presets.
+        format_version: the anchor format (``syre.anchors.FORMATS``): 2 (default, as every new
+            ``syre.attach``), or 1 to resume a run started with format-1 anchors.
+        attach_kwargs: ``syre.attach``'s keywords, validated by ``syre.config.Config``:
+            ``sigma0`` (``"lecun"`` default, ``"kaiming"``, ``"xavier"`` with fans read per
+            ``kernel_layout``, an absolute float, or a callable ``(name, param) -> float``),
+            ``d_spread`` (eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre), ``seed``
+            (an int in ``[0, 2**64)``; equal seeds and names give the anchors ``syre.attach``
+            gives in torch), ``include`` / ``exclude`` (fnmatch patterns on the names, or
+            callables ``(name, leaf) -> bool``, called at trace time), and ``mode="seeded"``,
+            ``target="random"``, ``rounding="nearest"`` (what syre_decay does). The keywords
+            that do not apply in JAX (``strict``, ``foreach``, a class rule, another mode,
+            target or rounding: ``NOT_IN_JAX``, ``ONLY_IN_JAX``) are refused with the reason.
 
     Returns:
         An ``optax.GradientTransformation`` whose state (``SyreDecayState``) holds only integers.
     """
     optax = _import_optax()
     jax, jnp, np = _import()
+    cfg = jax_config(gamma, attach_kwargs)
     if not callable(gamma):
-        gamma = check_nonneg_float("gamma", gamma)
-    check_sigma0_spec(sigma0)
+        gamma = cfg.gamma
+    sigma0, d_spread, seed = cfg.sigma0, cfg.d_spread, cfg.seed
     if isinstance(sigma0, str) and parse_sigma0(sigma0)[0] == MATCH:
         raise ValueError(
             f"Invalid sigma0 value: {sigma0!r}; syre_decay reads sigma0 at every update, when the params have moved. "
             f"Resolve it once from the initial params and pass the table: table = syre.optax.sigma0s(params, "
             f"{sigma0!r}); syre_decay(gamma, sigma0=lambda name, p: table[name])"
         )
-    d_spread = check_d_spread(d_spread)
-    seed = check_seed(seed)
     version = check_format(format_version)
     if kernel_layout not in LAYOUTS:
         raise ValueError(f"Invalid kernel_layout value: {kernel_layout!r}; expected one of {LAYOUTS}")
 
-    def _leaves(params):
-        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-        names = [_path_name(p) for p, _ in flat]
-        return names, [leaf for _, leaf in flat], treedef
-
     def init_fn(params):
-        names, leaves, treedef = _leaves(params)
+        names, leaves, treedef = _named(params)
+        selected(cfg, names, leaves)
         for name, leaf in zip(names, leaves):
             _check_size(name, int(np.prod(np.shape(leaf), dtype=np.int64)))
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
@@ -300,23 +326,27 @@ def syre_decay(
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("syre_decay needs the current params: call update(updates, state, params)")
-        names, leaves, treedef = _leaves(params)
+        names, leaves, treedef = _named(params)
         u_leaves = treedef.flatten_up_to(updates)
         k_leaves = treedef.flatten_up_to(state.keys)
         count_inc = optax.safe_int32_increment(state.count)
         if not callable(gamma) and gamma == 0.0:
             return updates, SyreDecayState(count_inc, state.keys)
         g = gamma(state.count) if callable(gamma) else gamma
+        chosen = selected(cfg, names, leaves)
         shapes = {n: tuple(leaf.shape) for n, leaf in zip(names, leaves)}
-        sizes = [int(np.prod(p.shape, dtype=np.int64)) if p.shape else 1 for p in leaves]
-        s0s = [_resolve_sigma0(sigma0, n, p, kernel_layout, shapes) for n, p in zip(names, leaves)]
-        # Format 2 draws in the parameter's precision (float64 only for float64 parameters).
-        wides = [p.dtype == jnp.float64 for p in leaves] if version == 2 else [_x64_enabled()] * len(leaves)
-        # One generator per parameter tensor, fused with that tensor's update. (Drawing several
-        # tensors at once and slicing does not help: XLA fuses the generator into every slice.)
-        drawn = [_generate(k, n, s0, d_spread, w, version) for k, n, s0, w in zip(k_leaves, sizes, s0s, wides)]
         out = []
-        for p, u, (theta0, xi) in zip(leaves, u_leaves, drawn):
+        for name, p, u, k, on in zip(names, leaves, u_leaves, k_leaves, chosen):
+            if not on:
+                out.append(u)
+                continue
+            n = int(np.prod(p.shape, dtype=np.int64)) if p.shape else 1
+            s0 = _resolve_sigma0(sigma0, name, p, kernel_layout, shapes)
+            # Format 2 draws in the parameter's precision (float64 only for float64 parameters).
+            wide = p.dtype == jnp.float64 if version == 2 else _x64_enabled()
+            # One generator per parameter tensor, fused with that tensor's update. (Drawing several
+            # tensors at once and slicing does not help: XLA fuses the generator into every slice.)
+            theta0, xi = _generate(k, n, s0, d_spread, wide, version)
             work = jnp.float64 if p.dtype == jnp.float64 else jnp.float32
             diff = p.astype(work) if theta0 is None else p.astype(work) - theta0.astype(work).reshape(p.shape)
             if xi is not None:

@@ -47,6 +47,8 @@ from . import _dist
 from . import functional as F
 from .fused import FUSABLE, Work
 from ._checks import (  # noqa: F401  (public names of syre.optim)
+    AnchorScaleCheck,
+    AnchorScaleWarning,
     PRECISION_CHECK_EVERY,
     PROBE_ELEMENTS,
     PROBE_STEPS,
@@ -236,6 +238,8 @@ class Syre(Checkpointing):
                 optimizer.register_load_state_dict_post_hook(self._optimizer_load_post_hook),
             ]
         _ALL.add(self)
+        self._far = AnchorScaleCheck(enabled=self._target.random)  # anchors far from their tensors: warned once
+        self._far.check_entries(plan.covered(), config.sigma0)
 
     # ------------------------------------------------------------------ the plan, now
     def _refresh(self):
@@ -246,6 +250,7 @@ class Syre(Checkpointing):
                                     sigma0=self._scale)
             self._store.sync(self._plan.entries)
             self._fp = fp
+            self._far.check_entries(self._plan.covered(), self._config.sigma0)
         return self._plan
 
     def _buckets(self, plan, gi: int):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import functional as F
+from ._checks import AnchorScaleCheck
 from .anchors import anchor_like
 from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float
 from .select import covered
@@ -44,7 +45,8 @@ class Penalty(nn.Module):
         self._params: List[torch.Tensor] = []
         self.names: List[str] = []
         self.sigma0s: List[float] = []
-        for i, info in enumerate(covered(model, include, exclude)):
+        infos = covered(model, include, exclude)
+        for i, info in enumerate(infos):
             s0 = resolve_sigma0_of(sigma0, info)
             t, x = anchor_like(self.seed, info.name, info.param.detach(), sigma0=s0, d_spread=self.d_spread)
             self.register_buffer(f"theta0_{i}", t, persistent=False)
@@ -52,6 +54,7 @@ class Penalty(nn.Module):
             self._params.append(info.param)
             self.names.append(info.name)
             self.sigma0s.append(s0)
+        AnchorScaleCheck("syre.Penalty").check(zip(infos, self.sigma0s), sigma0)  # anchors far from their tensors
 
     def forward(self) -> torch.Tensor:
         n = len(self._params)

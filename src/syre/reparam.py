@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import functional as F
+from ._checks import AnchorScaleCheck
 from .anchors import anchor_like
 from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float
 from .select import covered, unwrap_model
@@ -113,6 +114,7 @@ def reparametrize(model: nn.Module, *, sigma0=DEFAULT_SIGMA0, seed: int = 0, d_s
         if t is None:
             t = torch.zeros_like(info.param.detach(), dtype=torch.float64 if info.param.dtype == torch.float64 else torch.float32)
         planned.append((info, s0, t, x))
+    AnchorScaleCheck("syre.reparametrize").check(((info, s0) for info, s0, _, _ in planned), cfg.sigma0)
     entries = []
     with torch.no_grad():
         for info, s0, t, x in planned:

@@ -5,12 +5,10 @@ A sigma0 spec is one of
 * a relative preset, ``"lecun"`` (the default), ``"kaiming"`` or ``"xavier"``: sigma0 is
   ``DEFAULT_SIGMA0_SCALE`` times that init std of the parameter; ``"lecun:0.3"`` sets the multiple
   (0.3 init stds);
-* ``"match"`` (or ``"match:X"``): sigma0 is X times the RMS of the weights themselves when the
-  parameter is first covered (at attach), so the anchor has the scale the model was actually
-  initialised at (nanoGPT's embeddings at std 0.02, say, where ``"lecun"`` with an Embedding's
-  fan-in of 1 gives std 1). A bias takes its layer's weight's RMS; parameters without a fan-in take
-  the same ``X * UNIT_SIGMA0`` as under the other presets. For a DTensor the RMS is that of the full
-  tensor (one reduction over its mesh, the same value on every rank);
+* ``"match"`` (or ``"match:X"``): sigma0 is X (default 1) times the tensor's own scale when the
+  parameter is first covered, so the anchor has the scale the model was actually initialised at,
+  whatever init it used (nanoGPT's embeddings at std 0.02, say, where ``"lecun"`` with an
+  Embedding's fan-in of 1 gives std 1: 50x the weights). See "The tensor's own scale" below;
 * an absolute float, the same sigma0 for every parameter;
 * a callable ``(name, param) -> float``.
 
@@ -20,9 +18,50 @@ The init stds are ``lecun = 1/sqrt(fan_in)``, ``kaiming = sqrt(2/fan_in)`` and
 for Embedding rows, and a bias takes the fan-in of its layer's weight (``bias`` pairs with
 ``weight``, ``in_proj_bias`` with ``in_proj_weight``, an RNN's ``bias_ih_l0`` with
 ``weight_ih_l0``). Parameters with no fan-in -- normalisation weights and biases, loose 1-D
-parameters, and the magnitude ``g`` of a weight-normalised weight (a gain, like a normalisation
-weight) -- get ``scale * UNIT_SIGMA0``. The direction ``v`` of a weight-normalised weight has
-its layer's fan-in.
+parameters, the magnitude ``g`` of a weight-normalised weight (a gain, like a normalisation
+weight), and the parameters of a layer with no inputs (``nn.Linear(0, n)``: fan-in 0, torch
+initialises its bias at 0) -- get ``scale * UNIT_SIGMA0``. The direction ``v`` of a
+weight-normalised weight has its layer's fan-in.
+
+**Layouts.** torch stores a weight ``[out, in, *window]``. Modules that store a 2-D weight
+``[in, out]`` are listed in ``IN_OUT_LAYOUTS`` and matched by class name and module path, so
+nothing is imported: transformers' ``Conv1D`` (every GPT-2-family model), whose fans are read as
+``fans_from_shape(shape, layout="jax")`` reads a flax kernel (``Conv1D(nf=256, nx=64)`` has
+fan-in 64). ``nn.Bilinear``'s weight ``(out, in1, in2)`` takes the general rule, fan-in
+``in1 * in2``: the number of products summed into each output, the variance-preserving count
+(``"lecun"`` is then ``1/sqrt(in1 * in2)``; torch itself draws it from ``U(+-1/sqrt(in1))``, an std
+of ``1/sqrt(3 in1)``, which ``"match"`` follows). Any other ``[in, out]`` layout needs a float, a
+callable or ``"match"`` (which reads no shapes).
+
+**The tensor's own scale (``"match"``).** The scale ``match_scale`` reads is the RMS of the tensor's
+values when the parameter is first covered -- at attach, or, for a parameter covered later (a lazy
+module materialised by its first forward, a parameter added to the optimizer, unfrozen or
+included later), at the first step that covers it -- and it is resolved once: the weights moving
+in training never move the anchor, and a ``Syre`` state stores the resolved floats, so a run
+resumed from a checkpoint keeps its saved sigma0s whatever its weights and the defaults are then.
+Case by case:
+
+* a weight (2 or more dimensions, an Embedding table): its RMS. For a DTensor (FSDP2, tensor
+  parallel) the RMS of the full tensor (one reduction over its mesh, the same value on every
+  rank), so sharding never changes an anchor;
+* a bias: its layer's weight's RMS (a bias is often zero-initialised, and a bias's anchor at its
+  weight's scale is what the presets give it too);
+* a zero-initialised weight (a zero-init output projection, say) has no scale of its own: it
+  falls back to its fans' LeCun std (``X / sqrt(fan_in)``, what ``"lecun:X"`` gives it), and so does
+  the bias of such a layer;
+* no fan-in (normalisation parameters, loose 1-D parameters, gains): ``X * UNIT_SIGMA0``, as under
+  the presets (a normalisation weight's RMS is 1: an anchor at that scale turns units dead);
+* a tied tensor is one parameter with one sigma0, resolved under its first name;
+* attach on a pretrained model: the pretrained weights' RMS, so the anchor is at the scale of the
+  weights it decays (the init scale, under ``"lecun"``, may be far from it after training).
+
+Why the RMS at attach rather than an init rule: it needs nothing from the user (no record of
+which init ran) and follows any init, including ones no rule knows (std 0.02, the residual
+projections' ``0.02 / sqrt(2 n_layer)``, ``[in, out]`` layouts); it is what ``"lecun"`` gives a model
+initialised at the LeCun std (whose RMS is that std), so the anchor stays "a second random
+initialisation" for every model. Under ``target="init"`` or ``"pretrained"`` (``syre._targets``) the
+anchor is the target itself and no spec applies: the sigma0 reported (``summary()``, the state) is
+the target's RMS, the size of what the decay pulls toward.
 
 The rules are shared by every entry point (``attach``, ``Penalty``, ``reparametrize``) and by the
 JAX port (``syre.optax`` reads fans from shapes with ``fans_from_shape`` and turns them into
@@ -43,6 +82,7 @@ from .select import GAIN, NORM_TYPES, ParamInfo
 __all__ = [
     "DEFAULT_SIGMA0",
     "DEFAULT_SIGMA0_SCALE",
+    "IN_OUT_LAYOUTS",
     "MATCH",
     "PRESETS",
     "SIGMA0_PRESETS",
@@ -52,12 +92,14 @@ __all__ = [
     "fans",
     "fans_from_shape",
     "init_std",
+    "match_scale",
     "parse_sigma0",
     "resolve_sigma0",
     "rms",
     "resolve_sigma0_of",
     "sigma0_from_fans",
     "std_from_fans",
+    "weight_layout",
 ]
 
 #: Default scale of the sigma0 presets: ``"lecun"`` means sigma0 = DEFAULT_SIGMA0_SCALE / sqrt(fan_in),
@@ -169,31 +211,58 @@ def _weight_partner(attr: str) -> Optional[str]:
     return None
 
 
-def _scaled_tensor(param: torch.Tensor, module: Optional[nn.Module], attr: str, role: str = ""):
-    """``(tensor, attr)`` whose fans (and RMS, for ``"match"``) set ``param``'s scale, or None (no fan-in):
-    the parameter itself, or for a bias its layer's weight."""
-    if role == GAIN or (module is not None and isinstance(module, NORM_TYPES)):
-        return None
-    if param.dim() >= 2 or (isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight"):
-        return param, attr
-    partner = _weight_partner(attr) if module is not None else None
-    if partner is not None:
-        w = getattr(module, partner, None)
-        if isinstance(w, torch.Tensor) and w.dim() >= 2:
-            return w, partner
-    return None
+#: Modules whose 2-D ``weight`` is stored ``[in, out]`` (the transpose of ``nn.Linear``'s ``[out, in]``), as
+#: ``(module path prefix, class name)``: matched on the class or any base class by name, so the library
+#: that defines them is never imported. transformers' ``Conv1D`` (``y = x @ W + b``, every GPT-2-family
+#: model: ``c_attn``, ``c_proj``, ``c_fc``) is the one known; its fans are read as ``fans_from_shape(...,
+#: layout="jax")`` reads a flax ``Dense`` kernel.
+IN_OUT_LAYOUTS = (("transformers", "Conv1D"),)
 
 
-def fans(param: torch.Tensor, module: Optional[nn.Module], attr: str, role: str = "") -> Optional[Tuple[int, int]]:
-    """(fan_in, fan_out) of ``module.<attr>``, or None for a parameter with no fan-in."""
-    scaled = _scaled_tensor(param, module, attr, role)
-    if scaled is None:
-        return None
-    t, attr = scaled
+def weight_layout(module: Optional[nn.Module]) -> str:
+    """``"jax"`` for a module whose 2-D weight is ``[in, out]`` (``IN_OUT_LAYOUTS``), else ``"torch"``."""
+    if module is None:
+        return "torch"
+    for cls in type(module).__mro__:
+        for prefix, name in IN_OUT_LAYOUTS:
+            if cls.__name__ == name and (cls.__module__ == prefix or cls.__module__.startswith(prefix + ".")):
+                return "jax"
+    return "torch"
+
+
+def _fans_of(t: torch.Tensor, module: Optional[nn.Module], attr: str) -> Tuple[int, int]:
+    """(fan_in, fan_out) of the weight ``module.<attr>`` (``t``, 2 or more dims, or an embedding table)."""
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight":
         # A row is selected by a one-hot input: one active input per output.
         return 1, int(t.shape[1]) if t.dim() > 1 else 1
-    return fans_from_shape(t.shape)
+    layout = weight_layout(module) if attr == "weight" and t.dim() == 2 else "torch"
+    return fans_from_shape(t.shape, layout)
+
+
+def _scaled_tensor(param: torch.Tensor, module: Optional[nn.Module], attr: str, role: str = ""):
+    """``(tensor, attr)`` whose fans (and RMS, for ``"match"``) set ``param``'s scale, or None (no fan-in):
+    the parameter itself, or for a bias its layer's weight. A layer with no inputs (``nn.Linear(0, n)``,
+    fan-in 0) has no fan-in either: torch initialises its bias at 0, a constant like a loose 1-D parameter."""
+    if role == GAIN or (module is not None and isinstance(module, NORM_TYPES)):
+        return None
+    scaled = None
+    if param.dim() >= 2 or (isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight"):
+        scaled = param, attr
+    else:
+        partner = _weight_partner(attr) if module is not None else None
+        if partner is not None:
+            w = getattr(module, partner, None)
+            if isinstance(w, torch.Tensor) and w.dim() >= 2:
+                scaled = w, partner
+    if scaled is None or _fans_of(scaled[0], module, scaled[1])[0] == 0:
+        return None
+    return scaled
+
+
+def fans(param: torch.Tensor, module: Optional[nn.Module], attr: str, role: str = "") -> Optional[Tuple[int, int]]:
+    """(fan_in, fan_out) of ``module.<attr>``, or None for a parameter with no fan-in (see the module doc)."""
+    scaled = _scaled_tensor(param, module, attr, role)
+    return None if scaled is None else _fans_of(scaled[0], module, scaled[1])
 
 
 def rms(t: torch.Tensor) -> float:
@@ -211,6 +280,9 @@ def rms(t: torch.Tensor) -> float:
 
 def std_from_fans(preset: str, fan_in: int, fan_out: int) -> float:
     """The init std of ``preset`` for the given fans."""
+    if preset in PRESETS and (fan_in <= 0 if preset != "xavier" else fan_in + fan_out <= 0):
+        raise ValueError(f"Invalid fans ({fan_in}, {fan_out}) for the {preset} init std: a layer with no inputs has "
+                         "no fan-in (syre's rules give it scale * UNIT_SIGMA0)")
     if preset == "lecun":
         return 1.0 / math.sqrt(fan_in)
     if preset == "kaiming":
@@ -226,7 +298,7 @@ def sigma0_from_fans(spec: str, fan: Optional[Tuple[int, int]]) -> float:
     if preset == MATCH:
         raise ValueError("Invalid sigma0 value: 'match' reads the weights' values, not their shapes; resolve it "
                          "with syre.sigma0.resolve_sigma0 on the parameter")
-    if fan is None:
+    if fan is None or fan[0] <= 0:
         return scale * UNIT_SIGMA0
     return scale * std_from_fans(preset, *fan)
 
@@ -239,14 +311,27 @@ def init_std(preset: str, param: torch.Tensor, module: Optional[nn.Module] = Non
     return None if fan is None else std_from_fans(preset, *fan)
 
 
+def match_scale(param: torch.Tensor, module: Optional[nn.Module] = None, attr: str = "", role: str = "") -> float:
+    """The scale ``"match"`` multiplies (see the module doc): the RMS of the parameter (a bias: of its layer's
+    weight) as it is now; the LeCun std of its fans where that is 0 (a zero-initialised weight); UNIT_SIGMA0
+    without a fan-in."""
+    scaled = _scaled_tensor(param, module, attr, role)
+    if scaled is None:
+        return UNIT_SIGMA0
+    t, weight_attr = scaled
+    value = rms(t)
+    if value > 0.0:
+        return value
+    return std_from_fans("lecun", *_fans_of(t, module, weight_attr))
+
+
 def resolve_sigma0(spec: Sigma0Spec, name: str, param: torch.Tensor, module: Optional[nn.Module] = None,
                    attr: str = "", role: str = "") -> float:
     """The sigma0 of one parameter under ``spec``: relative to its init std, absolute, or a callable's."""
     if isinstance(spec, str):
         preset, scale = parse_sigma0(spec)
         if preset == MATCH:
-            scaled = _scaled_tensor(param, module, attr, role)
-            return scale * (UNIT_SIGMA0 if scaled is None else rms(scaled[0]))
+            return scale * match_scale(param, module, attr, role)
         return sigma0_from_fans(spec, fans(param, module, attr, role))
     if callable(spec):
         value = spec(name, param)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -324,8 +325,10 @@ def apply_arm(arm: Arm, model: nn.Module, optimizer: torch.optim.Optimizer, *, s
     elif arm.decay == "syre":
         spec = resolve_arm_sigma0(arm, cfg)
         handle.sigma0 = spec
-        handle.syre = syre.attach(optimizer, model, gamma=g, sigma0=sigma0_spec(spec),
-                                  d_spread=cfg["d_spread"] if arm.d_spread is None else arm.d_spread, seed=seed)
+        with warnings.catch_warnings():  # the arm's sigma0 is the setting under study, far from the weights or not
+            warnings.simplefilter("ignore", syre.AnchorScaleWarning)
+            handle.syre = syre.attach(optimizer, model, gamma=g, sigma0=sigma0_spec(spec),
+                                      d_spread=cfg["d_spread"] if arm.d_spread is None else arm.d_spread, seed=seed)
     else:
         _apply_l2init(handle, model, optimizer, g, seed)
     return handle

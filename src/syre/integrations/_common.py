@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..config import ATTACH_KWARGS, Config  # noqa: F401  (ATTACH_KWARGS: the keyword arguments passed through)
+from ..config import ATTACH_KWARGS, Config
 
 
 def require(module: str, extra: str, what: str):
@@ -42,13 +42,15 @@ def unwrap_optimizer(optimizer: Any) -> Any:
     return optimizer
 
 
-def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, kwargs: Dict[str, Any]):
-    """``syre.attach`` to ``model`` with the framework's optimizers; returns one ``Syre`` per optimizer.
+def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, config: Config):
+    """``syre.attach`` to ``model`` with the framework's optimizers and ``config``.
 
-    One optimizer: ``syre.attach(optimizer, model, ...)``. Several (a module that configures Muon
-    and AdamW, a GAN's two optimizers): ``syre.attach([...], model, ...)``, which checks that they
-    cover the model exactly once; the anchors are a function of (seed, parameter name) only, so a
-    parameter gets the same anchor whichever optimizer holds it.
+    Returns ``(attached, syres)``: what ``syre.attach`` returned (a ``Syre`` for one optimizer, a
+    ``MultiSyre`` for several) and the ``Syre`` of each optimizer, in order. One optimizer:
+    ``syre.attach(optimizer, model, ...)``. Several (a module that configures Muon and AdamW, a
+    GAN's two optimizers): ``syre.attach([...], model, ...)``, which checks that they cover the
+    model exactly once; the anchors are a function of (seed, parameter name) only, so a parameter
+    gets the same anchor whichever optimizer holds it.
     """
     from .. import attach
 
@@ -56,9 +58,12 @@ def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, 
     for i, o in enumerate(optimizers):
         if not isinstance(o, torch.optim.Optimizer):
             raise TypeError(f"Invalid optimizer {i}: {type(o).__name__}; syre attaches to torch.optim.Optimizer instances")
+    kwargs = config.as_kwargs()
     if len(optimizers) == 1:
-        return [attach(optimizers[0], model, **kwargs)]
-    return list(attach(optimizers, model, **kwargs).syres)
+        attached = attach(optimizers[0], model, **kwargs)
+        return attached, [attached]
+    attached = attach(optimizers, model, **kwargs)
+    return attached, list(attached.syres)
 
 
 def check_state_list(states: Optional[list], n: int, where: str) -> None:
@@ -70,7 +75,13 @@ def check_state_list(states: Optional[list], n: int, where: str) -> None:
         )
 
 
-def check_attach_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """Validate ``syre.attach`` keyword arguments early (at callback construction), unchanged."""
-    Config.from_kwargs(kwargs)
-    return kwargs
+def attach_config(kwargs: Dict[str, Any], where: str, own: tuple = ()) -> Config:
+    """``syre.attach``'s keyword arguments validated by ``Config`` at construction, before anything is attached.
+
+    Every keyword ``attach`` takes is taken (``target=`` and ``rounding=`` included); an unknown one is a
+    ``TypeError`` listing them, and the entry point's ``own`` arguments.
+    """
+    unknown = sorted(set(kwargs) - set(ATTACH_KWARGS))
+    if unknown:
+        raise TypeError(f"Invalid argument(s) {unknown} for {where}; it takes {list(ATTACH_KWARGS) + list(own)}")
+    return Config.from_kwargs(kwargs, where=where)

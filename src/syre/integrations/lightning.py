@@ -5,7 +5,7 @@
     import lightning.pytorch as pl
     from syre.integrations.lightning import SyreCallback
 
-    trainer = pl.Trainer(max_epochs=10, callbacks=[SyreCallback(gamma=0.05)])
+    trainer = pl.Trainer(max_epochs=10, callbacks=[SyreCallback(gamma=0.05)])   # any syre.attach keyword
     trainer.fit(module)                      # module.configure_optimizers() is unchanged
 
 The callback calls ``syre.attach(optimizer, pl_module, ...)`` on each optimizer of
@@ -38,8 +38,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Dict, List, Optional
 
-from ..anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0
-from ._common import attach_all, check_attach_kwargs, check_state_list
+from ._common import attach_all, attach_config, check_state_list
 
 
 def _import_lightning():
@@ -91,9 +90,9 @@ class MonitorCallback(pl.Callback):
     def __init__(self, *, inputs=None, module: Optional[str] = None, **monitor_kwargs):
         super().__init__()
         if inputs is not None and not callable(inputs):
-            raise TypeError(f"Invalid inputs: {type(inputs).__name__}; expected a callable batch -> model inputs")
+            raise TypeError(f"Invalid inputs value: {inputs!r}; expected a callable batch -> model inputs")
         if module is not None and not isinstance(module, str):
-            raise TypeError(f"Invalid module: {module!r}; expected the name of a submodule, e.g. 'net'")
+            raise TypeError(f"Invalid module value: {module!r}; expected the name of a submodule, e.g. 'net'")
         self.module = module
         from ..diagnostics.monitor import Monitor, check_callback_kwargs
 
@@ -144,53 +143,40 @@ class SyreCallback(pl.Callback):
         gamma: decoupled strength, AdamW's convention (the pull per step is ``lr * gamma``).
             ``None`` (default) takes over each param group's ``weight_decay`` (AdamW, or SGD
             without momentum) and sets it to 0 there.
-        sigma0, d_spread, seed, mode, include, exclude, strict, foreach: as ``syre.attach``.
-            With several optimizers, ``strict`` asks that every trainable parameter is held by
-            one of them.
         verbose: print ``Syre.summary()`` of each optimizer (on the global-zero rank) when
             attaching.
         monitor: ``None``, ``True`` or a dict of ``MonitorCallback`` arguments: record collapse
             metrics during fit and log them to the trainer's loggers (see the module doc).
+        attach_kwargs: every other keyword of ``syre.attach`` (``sigma0``, ``d_spread``, ``seed``,
+            ``mode``, ``include``, ``exclude``, ``strict``, ``foreach``, ``target``, ``rounding``),
+            validated by ``syre.config.Config`` here, at construction. With several optimizers,
+            ``strict`` asks that every trainable parameter is held by one of them.
 
-    After ``on_fit_start``, ``callback.syres`` holds the ``Syre`` objects, one per optimizer,
-    in the order of ``trainer.optimizers``.
+    After ``on_fit_start``, ``callback.syre`` is what ``syre.attach`` returned (a ``Syre``, or a
+    ``MultiSyre`` over several optimizers; the same attribute as the transformers callback's) and
+    ``callback.syres`` the ``Syre`` of each optimizer, in the order of ``trainer.optimizers``.
+    ``callback.config`` is the validated ``Config``.
     """
 
-    def __init__(
-        self,
-        gamma: Optional[float] = None,
-        *,
-        sigma0=DEFAULT_SIGMA0,
-        d_spread: float = DEFAULT_D_SPREAD,
-        seed: int = 0,
-        mode: str = "stored",
-        include=None,
-        exclude=None,
-        strict: bool = True,
-        foreach: Optional[bool] = None,
-        verbose: bool = False,
-        monitor=None,
-    ):
+    def __init__(self, gamma: Optional[float] = None, *, verbose: bool = False, monitor=None, **attach_kwargs):
         super().__init__()
         if monitor is not None and monitor is not True and not isinstance(monitor, dict):
             raise TypeError(f"Invalid monitor value: {monitor!r}; expected None, True or a dict of MonitorCallback "
                             "arguments")
+        self.config = attach_config({"gamma": gamma, **attach_kwargs}, f"{__name__}.SyreCallback", ("verbose", "monitor"))
         self._monitor_kwargs = None if monitor is None else ({} if monitor is True else dict(monitor))
         self.monitor_callback: Optional[MonitorCallback] = None
-        self._kwargs: Dict[str, Any] = check_attach_kwargs(dict(
-            gamma=gamma, sigma0=sigma0, d_spread=d_spread, seed=seed, mode=mode,
-            include=include, exclude=exclude, strict=strict, foreach=foreach,
-        ))
         if not isinstance(verbose, bool):
             raise TypeError(f"Invalid verbose value: {verbose!r}; expected a bool")
         self.verbose = verbose
+        self.syre: Any = None
         self.syres: List[Any] = []
         self._pending: Optional[list] = None
 
     def _detach(self) -> None:
-        for s in self.syres:
-            s.remove()
-        self.syres = []
+        if self.syre is not None:
+            self.syre.remove()
+        self.syre, self.syres = None, []
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._detach()
@@ -200,7 +186,7 @@ class SyreCallback(pl.Callback):
                 "SyreCallback found no optimizer: the LightningModule's configure_optimizers() returned none; "
                 "syre decays parameters at each optimizer step"
             )
-        self.syres = attach_all(optimizers, pl_module, self._kwargs)
+        self.syre, self.syres = attach_all(optimizers, pl_module, self.config)
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self._load(pending)

@@ -38,8 +38,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import torch
 
-from ..anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0
-from ._common import attach_all, check_attach_kwargs, require
+from ._common import attach_all, attach_config, require
 
 _sb3 = require("stable_baselines3", "sb3", "syre.integrations.sb3")
 from stable_baselines3.common.save_util import load_from_zip_file, recursive_getattr  # noqa: E402
@@ -75,40 +74,27 @@ def policy_optimizers(model) -> List[Tuple[str, torch.optim.Optimizer]]:
     return found
 
 
-def attach(
-    model,
-    *,
-    gamma: Optional[float],
-    sigma0=DEFAULT_SIGMA0,
-    d_spread: float = DEFAULT_D_SPREAD,
-    seed: int = 0,
-    mode: str = "stored",
-    include=None,
-    exclude=None,
-    strict: bool = False,
-    foreach: Optional[bool] = None,
-    restore: Union[str, os.PathLike, None] = None,
-) -> List[Any]:
+def attach(model, *, gamma: Optional[float], restore: Union[str, os.PathLike, None] = None, **attach_kwargs) -> List[Any]:
     """Attach syre to every optimizer that trains ``model.policy``; returns the ``Syre`` objects.
 
     Args:
         model: a stable-baselines3 algorithm (``PPO``, ``A2C``, ``DQN``, ``SAC``, ``TD3``, ...).
         gamma: decoupled strength, AdamW's convention (the pull per step is ``lr * gamma``);
             ``None`` takes over the optimizers' ``weight_decay`` (only for AdamW or plain SGD).
-        sigma0, d_spread, seed, mode, include, exclude, foreach: as ``syre.attach``.
-        strict: ``True`` asks that every trainable parameter of the policy is held by one of the
-            optimizers (off by default: target networks are held by none).
         restore: a file written by ``model.save``; syre's state saved in it is restored (the
             saved seed, gamma, ``d_spread`` and sigma0 replace the arguments above).
+        attach_kwargs: every other keyword of ``syre.attach`` (``sigma0``, ``d_spread``, ``seed``,
+            ``mode``, ``include``, ``exclude``, ``foreach``, ``target``, ``rounding``, ``strict``),
+            validated by ``syre.config.Config`` before anything is attached. ``strict`` is off by
+            default here (target networks are held by no optimizer); ``True`` asks that every
+            trainable parameter of the policy is held by one of the optimizers.
 
     Returns:
         One ``Syre`` per optimizer, in the order of ``policy_optimizers(model)``
         (``(s,) = attach(ppo, gamma=...)`` for on-policy algorithms).
     """
-    kwargs = check_attach_kwargs(dict(
-        gamma=gamma, sigma0=sigma0, d_spread=d_spread, seed=seed, mode=mode,
-        include=include, exclude=exclude, strict=strict, foreach=foreach,
-    ))
+    config = attach_config({"gamma": gamma, "strict": False, **attach_kwargs}, "syre.integrations.sb3.attach",
+                           ("model", "restore"))
     named = policy_optimizers(model)
     saved = None
     if restore is not None:
@@ -117,7 +103,7 @@ def attach(
         if missing:
             raise ValueError(f"Invalid restore file {str(restore)!r}: it holds no syre state for {missing}; was syre attached when it was saved?")
         saved = [params[name]["syre"] for name, _ in named]
-    syres = attach_all([o for _, o in named], model.policy, kwargs)
+    _, syres = attach_all([o for _, o in named], model.policy, config)
     if saved is not None:
         try:
             for s, sd in zip(syres, saved):

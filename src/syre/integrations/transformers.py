@@ -52,8 +52,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0
-from ._common import attach_all, check_attach_kwargs, check_state_list, require
+from ._common import attach_all, attach_config, check_state_list, require
 
 _tc = require("transformers.trainer_callback", "transformers", "syre.integrations.transformers")
 
@@ -159,38 +158,26 @@ class SyreCallback(_tc.TrainerCallback, _tc.ExportableState):
     Args:
         gamma: decoupled strength, AdamW's convention (the pull per step is ``lr * gamma``).
             ``None`` (default) takes over the Trainer's ``weight_decay`` group by group.
-        sigma0, d_spread, seed, mode, include, exclude, strict, foreach: as ``syre.attach``.
         verbose: print ``Syre.summary()`` (on the main process) when attaching.
         monitor: ``None`` or a dict of ``MonitorCallback`` arguments (``probe`` included): record
             collapse metrics during training (see the module doc; ``bind(trainer)`` to log them
             through the Trainer).
+        attach_kwargs: every other keyword of ``syre.attach`` (``sigma0``, ``d_spread``, ``seed``,
+            ``mode``, ``include``, ``exclude``, ``strict``, ``foreach``, ``target``, ``rounding``),
+            validated by ``syre.config.Config`` here, at construction.
 
-    After ``on_train_begin``, ``callback.syre`` is the ``Syre`` object.
+    After ``on_train_begin``, ``callback.syre`` is the ``Syre`` object (the same attribute as the
+    Lightning callback's) and ``callback.syres`` the list of it, as Lightning's.
+    ``callback.config`` is the validated ``Config``.
     """
 
-    def __init__(
-        self,
-        gamma: Optional[float] = None,
-        *,
-        sigma0=DEFAULT_SIGMA0,
-        d_spread: float = DEFAULT_D_SPREAD,
-        seed: int = 0,
-        mode: str = "stored",
-        include=None,
-        exclude=None,
-        strict: bool = True,
-        foreach: Optional[bool] = None,
-        verbose: bool = False,
-        monitor: Optional[Dict[str, Any]] = None,
-    ):
+    def __init__(self, gamma: Optional[float] = None, *, verbose: bool = False,
+                 monitor: Optional[Dict[str, Any]] = None, **attach_kwargs):
         if monitor is not None and not isinstance(monitor, dict):
             raise TypeError(f"Invalid monitor value: {monitor!r}; expected None or a dict of MonitorCallback "
                             "arguments (probe= included)")
+        self.config = attach_config({"gamma": gamma, **attach_kwargs}, f"{__name__}.SyreCallback", ("verbose", "monitor"))
         self.monitor_callback = MonitorCallback(**monitor) if monitor is not None else None
-        self._kwargs: Dict[str, Any] = check_attach_kwargs(dict(
-            gamma=gamma, sigma0=sigma0, d_spread=d_spread, seed=seed, mode=mode,
-            include=include, exclude=exclude, strict=strict, foreach=foreach,
-        ))
         if not isinstance(verbose, bool):
             raise TypeError(f"Invalid verbose value: {verbose!r}; expected a bool")
         self.verbose = verbose
@@ -198,9 +185,14 @@ class SyreCallback(_tc.TrainerCallback, _tc.ExportableState):
         # Set by the Trainer when it rebuilds this callback from a checkpoint (see ``state``).
         self.syre_state: Optional[List[Dict[str, Any]]] = None
 
+    @property
+    def syres(self) -> List[Any]:
+        """``[callback.syre]`` once attached (the Lightning callback's attribute: one ``Syre`` per optimizer)."""
+        return [] if self.syre is None else [self.syre]
+
     def state(self) -> Dict[str, Any]:
         """What ``trainer_state.json`` keeps: the JSON-representable arguments and syre's state."""
-        args = {k: v for k, v in self._kwargs.items() if _jsonable(v)}
+        args = {k: v for k, v in self.config.as_kwargs().items() if _jsonable(v)}
         args["verbose"] = self.verbose
         saved = [self.syre.state_dict()] if self.syre is not None else self.syre_state
         return {"args": args, "attributes": {"syre_state": saved}}
@@ -224,7 +216,7 @@ class SyreCallback(_tc.TrainerCallback, _tc.ExportableState):
                 "SyreCallback.on_train_begin got no model or no optimizer from the Trainer; "
                 "it attaches to the optimizer the Trainer creates (or the one passed as optimizers=(opt, sched))"
             )
-        (self.syre,) = attach_all([optimizer], model, self._kwargs)
+        self.syre, _ = attach_all([optimizer], model, self.config)
         saved = self._saved_state(state)
         if saved is not None:
             check_state_list(saved, 1, "trainer_state.json")
