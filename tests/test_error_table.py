@@ -96,6 +96,8 @@ ENTRIES: Dict[str, tuple] = {
     "reset_units_": (True, lambda s, kw: syre.reset_units_(s.model, **{"layer": "0", "units": [1], **kw})),
     "anchor": (False, lambda s, kw: syre.anchor(**{"seed": 0, "name": "w", "shape": (3,), "sigma0": 1.0, **kw})),
     "plain_state_dict": (False, lambda s, kw: syre.plain_state_dict(**kw)),
+    "attached": (False, lambda s, kw: syre.attached(**kw)),
+    "equivalent_gamma": (False, lambda s, kw: syre.equivalent_gamma(**kw)),
     **{f"{short}.{name}": (False, _framework(short, name)) for short, names in (
         ("lightning", ("SyreCallback", "MonitorCallback")), ("transformers", ("SyreCallback", "MonitorCallback")),
         ("sb3", ("attach", "policy_optimizers")), ("optax", ("syre_decay", "sigma0s", "param_names"))) for name in names},
@@ -209,6 +211,9 @@ ROWS = _attach_rows("attach") + [
     Row("anchor", dict(seed=-1), ValueError, r"Invalid seed: -1"),
     Row("anchor", dict(d_spread=1.0), ValueError, r"Invalid d_spread value: 1\.0"),
     Row("plain_state_dict", dict(state_dict=3), TypeError, r"Invalid state_dict: expected an optimizer\.state_dict\(\).*got int"),
+    Row("attached", dict(optimizer=3), TypeError, r"Invalid optimizer: 3 \(int\); expected a torch\.optim\.Optimizer"),
+    Row("attached", dict(optimizer=nn.Linear(2, 2)), TypeError, r"Invalid optimizer: Linear\(.*\) \(Linear\); expected a torch\.optim"),
+    Row("equivalent_gamma", dict(optimizer=3), TypeError, r"Invalid optimizer: 3 \(int\); expected a torch\.optim\.Optimizer"),
     # the framework callbacks: attach's keywords through Config, and their own
     *_callback_rows("lightning.SyreCallback", "syre.integrations.lightning.SyreCallback", "'verbose', 'monitor'"),
     Row("lightning.SyreCallback", dict(verbose="yes"), TypeError, r"Invalid verbose value: 'yes'; expected a bool"),
@@ -264,11 +269,7 @@ NOT_ENTRY_POINTS = {
     "optax.SyreDecayState": "syre_decay's state, built by its init",
 }
 #: Public callables whose argument check lives in a file another change owns: a row is still owed.
-ROWS_OWED = {
-    "attached": "attached(3) returns None instead of refusing a non-optimizer (syre/optim.py)",
-    "equivalent_gamma": "equivalent_gamma(3) raises AttributeError 'int' object has no attribute 'param_groups' "
-                        "(syre/_groups.py)",
-}
+ROWS_OWED: Dict[str, str] = {}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[f"{r.entry}-{r.names}-{i}" for i, r in enumerate(ROWS)])

@@ -79,6 +79,8 @@ def equivalent_gamma(optimizer: torch.optim.Optimizer) -> List[Optional[float]]:
 
     None for a group whose optimizer has no state yet or that syre does not know.
     """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"Invalid optimizer: {optimizer!r} ({type(optimizer).__name__}); expected a torch.optim.Optimizer")
     out: List[Optional[float]] = []
     name = type(optimizer).__name__
     for group in optimizer.param_groups:

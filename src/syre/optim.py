@@ -100,6 +100,8 @@ def _amp_skipped(optimizer) -> bool:
 
 def attached(optimizer: torch.optim.Optimizer) -> Optional["Syre"]:
     """The ``Syre`` attached to ``optimizer`` (not removed), or None."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"Invalid optimizer: {optimizer!r} ({type(optimizer).__name__}); expected a torch.optim.Optimizer")
     return next((s for s in list(_ALL) if s._optimizer is optimizer and not s._removed), None)
 
 
