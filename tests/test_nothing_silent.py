@@ -5,6 +5,7 @@ something else (decay turned off, decay toward the origin on top of syre, a seco
 """
 import copy
 import math
+import re
 import warnings
 
 import pytest
@@ -275,16 +276,42 @@ def test_a_schedule_that_pushes_lr_times_gamma_over_one_warns_then_over_two_is_r
     assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before))
 
 
-@pytest.mark.parametrize("value,exc", [(-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError), (None, TypeError)])
+@pytest.mark.parametrize("value,exc", [(-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError), (None, TypeError),
+                                       (torch.tensor(True), TypeError), (torch.tensor(0.1 + 1j), TypeError),
+                                       (torch.tensor([0.1]), TypeError)])
 def test_syre_gamma_written_after_attach_is_validated_where_it_is_read(value, exc):
     m = make_mlp()
     o = torch.optim.SGD(m.parameters(), lr=0.1)
     syre.attach(o, m, gamma=0.1)
     o.param_groups[0][GROUP_KEY] = value
     before = [p.detach().clone() for p in m.parameters()]
-    with pytest.raises(exc, match=r"param_groups\[0\]\['syre_gamma'\]"):
+    with pytest.raises(exc, match=r"param_groups\[0\]\['syre_gamma'\] value: " + re.escape(repr(value))):
         _zero_grad_step(m, o)
     assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before))
+
+
+@pytest.mark.parametrize("key", [GROUP_KEY, "weight_decay"])
+def test_a_bool_tensor_in_a_group_is_refused_at_attach_not_read_as_one(key):
+    """``torch.tensor(True)`` as a group's syre_gamma (or the weight_decay gamma=None takes over) is not 1.0."""
+    m = make_mlp()
+    o = torch.optim.AdamW([{"params": list(m.parameters()), key: torch.tensor(True)}], lr=0.1)
+    with pytest.raises(TypeError, match=rf"param_groups\[0\]\['{key}'\] value: tensor\(True\) \(a bool tensor\)"):
+        syre.attach(o, m, **({"gamma": 0.1} if key == GROUP_KEY else {}))
+    assert syre.attached(o) is None and not o._optimizer_step_pre_hooks
+
+
+def test_a_real_0d_tensor_syre_gamma_is_read_as_its_value():
+    """syre_gamma=torch.tensor(0.3) decays as 0.3 does, not as attach's gamma."""
+    outs = []
+    for g in (torch.tensor(0.3, dtype=torch.float64), 0.3, None):
+        model = make_mlp()
+        group = {"params": list(model.parameters()), **({} if g is None else {GROUP_KEY: g})}
+        o = torch.optim.SGD([group], lr=0.1)
+        syre.attach(o, model, gamma=0.1, seed=1)
+        _zero_grad_step(model, o)
+        outs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(outs[0], outs[1]))
+    assert not all(torch.equal(a, b) for a, b in zip(outs[0], outs[2]))
 
 
 # ----------------------------------------------------------------------------- saved state fields

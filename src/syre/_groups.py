@@ -160,7 +160,7 @@ class Groups:
         if type(g) is float and 0.0 <= g < math.inf:  # the common case, read at every step
             return g
         try:
-            return check_nonneg_float(f"param_groups[{gi}]['{GROUP_KEY}']", as_float(g) if isinstance(g, torch.Tensor) else g)
+            return check_nonneg_float(f"param_groups[{gi}]['{GROUP_KEY}']", g)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc}; syre reads it at every step (set it to a finite float >= 0, or delete the key "
                             "to use attach(gamma=...))") from None
@@ -184,7 +184,7 @@ class Groups:
                     f"gamma=None takes over each param group's weight_decay, but param group {gi} of "
                     f"{type(opt).__name__} has none; pass gamma=... explicitly"
                 )
-            wd = check_nonneg_float(f"param_groups[{gi}]['weight_decay']", as_float(wd))
+            wd = check_nonneg_float(f"param_groups[{gi}]['weight_decay']", wd)
             if wd and not is_decoupled(opt, group):
                 raise ValueError(
                     f"gamma=None cannot take over weight_decay={wd:g} of param group {gi}: {type(opt).__name__} applies it "
