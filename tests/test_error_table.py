@@ -135,6 +135,8 @@ def _callback_rows(entry: str, where: str, own: str):
 
 ROWS = _attach_rows("attach") + [
     Row("attach", dict(gamma=INF), ValueError, r"Invalid gamma value: inf"),
+    Row("attach", dict(lr=3), TypeError, r"Invalid argument\(s\) \['lr'\] for syre\.attach; it takes \['gamma', 'sigma0', "
+        r"'d_spread', 'seed', 'mode', 'include', 'exclude', 'strict', 'foreach', 'target', 'rounding'\]", arg="lr"),
     Row("attach", dict(gamma=[0.1]), TypeError, r"Invalid gamma value: \[0\.1\]"),
     Row("attach", dict(gamma=True), TypeError, r"Invalid gamma value: True"),
     Row("attach", dict(gamma=torch.tensor([0.1])), TypeError, r"Invalid gamma value: tensor\(\[0\.1000\]\) \(a Tensor of shape \(1,\)\)"),
@@ -150,6 +152,10 @@ ROWS = _attach_rows("attach") + [
     Row("attach", dict(exclude=[nn.Linear, 1.5]), TypeError, r"Invalid exclude rule: 1\.5"),
     Row("attach", dict(include="*.wieght"), ValueError, r"Invalid include rule '\*\.wieght': it matches no parameter"),
     Row("Syre", dict(gamma=-1), ValueError, r"Invalid gamma value: -1\.0"),
+    Row("Syre", dict(lr=3), TypeError, r"Invalid argument\(s\) \['lr'\] for syre\.Syre; it takes \['gamma', .*'rounding'\]",
+        arg="lr"),
+    Row("MultiSyre", dict(gamma=0.1, lr=3), TypeError, r"Invalid argument\(s\) \['lr'\] for syre\.attach; it takes \['gamma', ",
+        arg="lr"),
     Row("Syre", dict(seed=2**64), ValueError, r"Invalid seed: 18446744073709551616"),
     Row("Syre", dict(target="best"), ValueError, r"Invalid target value: 'best'"),
     Row("Syre", dict(gamma=0.1, target={"nope": torch.zeros(2)}), ValueError, r"Invalid target mapping: \['nope'\] are not parameters",
@@ -161,12 +167,16 @@ ROWS = _attach_rows("attach") + [
     Row("Config", dict(gamma=torch.tensor(True)), TypeError, r"Invalid gamma value: tensor\(True\) \(a bool tensor\)"),
     Row("Config", dict(target=3), ValueError, r"Invalid target value: 3"),
     Row("Penalty", dict(gamma=-2.0), ValueError, r"Invalid gamma value: -2\.0"),
+    Row("Penalty", dict(gamma=0.1, unknown=1), TypeError, r"Invalid argument\(s\) \['unknown'\] for syre\.Penalty; it takes "
+        r"\['gamma', 'sigma0', 'd_spread', 'seed', 'include', 'exclude'\]", arg="unknown"),
     Row("Penalty", dict(gamma=1j), TypeError, r"Invalid gamma value: 1j \(a complex number\)"),
     Row("Penalty", dict(gamma=torch.tensor(True)), TypeError, r"Invalid gamma value: tensor\(True\) \(a bool tensor\)"),
     Row("Penalty", dict(gamma=0.1, sigma0="he"), ValueError, r"Invalid sigma0 value: 'he'", arg="sigma0"),
     Row("Penalty", dict(gamma=0.1, d_spread=2.0), ValueError, r"Invalid d_spread value: 2\.0", arg="d_spread"),
     Row("Penalty", dict(gamma=0.1, seed=2**64), ValueError, r"Invalid seed: 18446744073709551616", arg="seed"),
     Row("reparametrize", dict(sigma0=INF), ValueError, r"Invalid sigma0 value: inf"),
+    Row("reparametrize", dict(gamma=0.1), TypeError, r"Invalid argument\(s\) \['gamma'\] for syre\.reparametrize; it takes "
+        r"\['sigma0', 'seed', 'd_spread', 'include', 'exclude'\]", arg="gamma"),
     Row("reparametrize", dict(d_spread=-1.0), ValueError, r"Invalid d_spread value: -1\.0"),
     Row("reparametrize", dict(exclude={}), TypeError, r"Invalid exclude rule: \{\}"),
     Row("reparametrize", dict(seed=1.5), ValueError, r"Invalid seed: 1\.5"),

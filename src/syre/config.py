@@ -14,6 +14,8 @@ A ``Config`` is frozen; ``replace`` returns a new, validated one.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
@@ -110,9 +112,7 @@ class Config:
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, where: str = "syre.attach") -> "Config":
         """A ``Config`` from keyword arguments; an unknown key is a ``TypeError`` listing the known ones."""
-        unknown = sorted(set(kwargs) - set(ATTACH_KWARGS))
-        if unknown:
-            raise TypeError(f"Invalid argument(s) {unknown} for {where}; it takes {list(ATTACH_KWARGS)}")
+        check_keywords(kwargs, ATTACH_KWARGS, where)
         return cls(**dict(kwargs))
 
     def replace(self, **changes) -> "Config":
@@ -127,3 +127,30 @@ class Config:
 
 #: The keyword arguments of ``syre.attach`` (the fields of ``Config``).
 ATTACH_KWARGS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def check_keywords(kwargs: Mapping[str, Any], allowed, where: str) -> None:
+    """An unknown keyword is a ``TypeError`` naming it, the entry point and the keywords it takes."""
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(f"Invalid argument(s) {unknown} for {where}; it takes {list(allowed)}")
+
+
+def refuse_unknown_keywords(where: str):
+    """Decorate a function whose keywords are explicit: an unknown one gets ``check_keywords``' message, not
+    Python's "unexpected keyword argument" (the signature and ``help`` stay the function's own)."""
+
+    def wrap(fn):
+        params = inspect.signature(fn).parameters.values()
+        names = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        listed = [p.name for p in params if p.kind is p.KEYWORD_ONLY and not p.name.startswith("_")]
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            if not names.issuperset(kwargs):
+                check_keywords({k: v for k, v in kwargs.items() if k not in names}, listed, where)
+            return fn(*args, **kwargs)
+
+        return checked
+
+    return wrap

@@ -35,6 +35,7 @@ anchor of its own elements (``syre._dist``); FSDP1 is refused.
 """
 from __future__ import annotations
 
+import inspect
 import operator
 import weakref
 from itertools import repeat
@@ -67,7 +68,7 @@ from ._state import FORMAT_VERSION, OPTIMIZER_STATE_KEY, Checkpointing, Runtime,
 from ._store import anchor_dtype, make_store
 from ._validate import MODES  # noqa: F401
 from .anchors import Anchor
-from .config import DEFAULT_D_SPREAD, Config
+from .config import ATTACH_KWARGS, DEFAULT_D_SPREAD, Config, check_keywords, refuse_unknown_keywords
 from ._targets import make_target
 from .select import check_rules_match, collect, unwrap_model
 from .sigma0 import DEFAULT_SIGMA0
@@ -175,6 +176,7 @@ class Syre(Checkpointing):
             decay is rounded so; the optimizer's own update is rounded by torch.
     """
 
+    @refuse_unknown_keywords("syre.Syre")
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, *, gamma: Optional[float] = None,
                  sigma0=DEFAULT_SIGMA0, d_spread: float = DEFAULT_D_SPREAD, seed: int = 0, mode: str = "stored",
                  include=None, exclude=None, strict: bool = True, foreach: Optional[bool] = None,
@@ -460,7 +462,12 @@ def attach(optimizer, model: nn.Module, **kwargs):
     A list of optimizers over one model (Muon for the matrices, AdamW for the rest) gives one
     ``MultiSyre``: the same anchors, each parameter decayed by the optimizer that holds it, the
     model covered exactly once (see ``syre._multi``).
+
+    Keywords (those of ``Syre`` and ``syre.Config``): ``gamma``, ``sigma0``, ``d_spread``, ``seed``,
+    ``mode``, ``include``, ``exclude``, ``strict``, ``foreach``, ``target``, ``rounding``; another is a
+    ``TypeError`` listing them.
     """
+    check_keywords(kwargs, ATTACH_KWARGS, "syre.attach")
     if isinstance(optimizer, (list, tuple)):
         from ._multi import MultiSyre
 
@@ -470,3 +477,10 @@ def attach(optimizer, model: nn.Module, **kwargs):
         if Config.from_kwargs(kwargs) == existing.config:
             return existing
     return Syre(optimizer, model, **kwargs)
+
+
+# help(syre.attach) and inspect.signature show Syre's keywords (attach takes them as **kwargs to check them first).
+attach.__signature__ = inspect.Signature(
+    [inspect.Parameter("optimizer", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+     *[p for n, p in inspect.signature(Syre.__init__).parameters.items() if n != "self" and not n.startswith("_")
+       and n != "optimizer"]])

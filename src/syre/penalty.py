@@ -20,7 +20,7 @@ from torch import nn
 from . import functional as F
 from ._checks import AnchorScaleCheck
 from .anchors import anchor_like
-from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float
+from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
 from .select import covered
 from .sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
 
@@ -36,6 +36,7 @@ class Penalty(nn.Module):
     not registered, so ``penalty.parameters()`` is empty.
     """
 
+    @refuse_unknown_keywords("syre.Penalty")
     def __init__(self, model: nn.Module, *, gamma: float, sigma0=DEFAULT_SIGMA0, d_spread: float = DEFAULT_D_SPREAD,
                  seed: int = 0, include=None, exclude=None):
         super().__init__()

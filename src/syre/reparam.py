@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 from . import functional as F
 from ._checks import AnchorScaleCheck
 from .anchors import anchor_like
-from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float
+from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
 from .select import covered, unwrap_model
 from .sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
 
@@ -78,6 +78,7 @@ class Reparametrization:
         self._removed = True
 
 
+@refuse_unknown_keywords("syre.reparametrize")
 def reparametrize(model: nn.Module, *, sigma0=DEFAULT_SIGMA0, seed: int = 0, d_spread: float = DEFAULT_D_SPREAD,
                   include=None, exclude=None) -> Reparametrization:
     """Make the forward pass of ``model`` use ``theta + theta0`` for every covered parameter.
