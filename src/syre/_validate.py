@@ -10,7 +10,7 @@ import operator
 
 import torch
 
-__all__ = ["MODES", "check_bool", "check_d_spread", "check_mode", "check_nonneg_float", "check_seed"]
+__all__ = ["MODES", "check_bool", "check_shape", "check_d_spread", "check_mode", "check_nonneg_float", "check_seed"]
 
 #: Anchor storage modes: ``"stored"`` keeps theta0 (and xi), ``"seeded"`` regenerates them each step.
 MODES = ("stored", "seeded")
@@ -83,3 +83,21 @@ def check_bool(arg: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"Invalid {arg} value: {value!r}; expected a bool")
     return value
+
+
+def check_shape(shape) -> torch.Size:
+    """A tensor shape: a sequence of ints >= 0 (``torch.Size``, tuple, list)."""
+    try:
+        dims = list(shape)
+    except TypeError:
+        dims = None
+    if dims is None or not all(isinstance(d, int) and not isinstance(d, bool) or _is_int_scalar(d) for d in dims):
+        raise TypeError(f"Invalid shape: {shape!r}; expected a sequence of ints >= 0 (e.g. (16, 6))")
+    if any(int(d) < 0 for d in dims):
+        raise ValueError(f"Invalid shape: {shape!r}; expected a sequence of ints >= 0 (e.g. (16, 6))")
+    return torch.Size([int(d) for d in dims])
+
+
+def _is_int_scalar(value) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return tuple(getattr(value, "shape", (None,))) == () and kind in ("i", "u")

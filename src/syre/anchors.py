@@ -40,7 +40,7 @@ from . import _gen_v2 as V2
 from ._philox import MASK32, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, philox4x32, stream_key  # noqa: F401
 # The format-1 fast path, under the names it had here.
 from ._gen_v1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _probe_uniforms, _uniforms  # noqa: F401
-from ._validate import check_d_spread, check_nonneg_float, check_seed
+from ._validate import check_d_spread, check_nonneg_float, check_seed, check_shape
 from .config import DEFAULT_D_SPREAD
 # The sigma0 presets and fan-in rules live in ``syre.sigma0``; these names stay importable from here.
 from .sigma0 import (  # noqa: F401
@@ -218,7 +218,7 @@ def anchor(
     version: int = FORMAT,
 ) -> Anchor:
     """Full-shape ``Anchor(theta0, d)`` of parameter ``name`` (``d = 1 + xi``, zeros/ones when off)."""
-    shape = torch.Size(shape)
+    shape = check_shape(shape)
     theta0, xi = anchor_slice(
         seed, name, 0, shape.numel(), sigma0=sigma0, d_spread=d_spread, device=device, dtype=dtype, version=version
     )

@@ -70,6 +70,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from .anchors import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1, stream_key
 from .config import check_d_spread, check_nonneg_float, check_seed
+from ._validate import check_shape
 from ._optax_config import NOT_IN_JAX, ONLY_IN_JAX, jax_config, selected
 from .sigma0 import (
     DEFAULT_SIGMA0,
@@ -141,7 +142,7 @@ def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0,
     seed = check_seed(seed)
     sigma0 = check_nonneg_float("sigma0", sigma0)
     d_spread = check_d_spread(d_spread)
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(check_shape(shape))
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     dtype = jnp.float32 if dtype is None else dtype
     version = check_format(format_version)
