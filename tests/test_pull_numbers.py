@@ -103,3 +103,26 @@ def test_the_readme_states_the_committed_numbers():
     text = (ROOT / "README.md").read_text()
     assert f"decay/update of {DECAY_WEAK:g}" in text and f"anchor/weights of {ANCHOR_SMALL:g}" in text
     assert f"at {s['typical']['nanogpt_char_lm']['decay']:.2g}" in text and f"at {s['typical']['resnet_batchnorm']['decay']:.2g}" in text
+
+
+def test_the_probe_counts_the_steps_syre_counts_a_step_gradscaler_skips_is_not_one():
+    """The probe reads the step from the attachment's one Runtime: a skipped step (torch's fused AdamW takes
+    GradScaler's found_inf and runs its step hooks) is no probe step, and the report comes after 3 steps taken."""
+    m = nn.Sequential(nn.Linear(8, 4, bias=False))
+    o = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.5, fused=True)
+    s = syre.attach(o, m, sigma0=0.3)
+    sc = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    for i, scale in enumerate((1.0, float("inf"), 1.0, 1.0)):
+        o.zero_grad()
+        sc.scale(m(x).square().mean() * scale).backward()
+        sc.step(o)
+        sc.update()
+        taken = i if i else 1  # the second step is skipped
+        assert s._rt.step == taken and s._probe.steps_since_attach == taken
+        assert (s.pull_report()["params"] == {}) == (taken < PROBE_STEPS), i
+    assert "at step" not in s.summary() and "right after them" in s.summary()
+    o.zero_grad()
+    m(x).square().mean().backward()
+    o.step()
+    assert s._probe.steps_since_attach == s._rt.step == 4 and "1 step(s) later, at step 4" in s.summary()

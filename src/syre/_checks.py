@@ -137,12 +137,14 @@ class PullProbe:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, probed: Callable[[], Iterable[Tuple[Entry, float]]],
-                 sizes: Callable[[], Dict[str, int]]):
+                 sizes: Callable[[], Dict[str, int]], runtime):
         self._probed = probed
         self._sizes = sizes
-        self.steps = 0
-        #: Optimizer steps since attach (the probe measured the first ``PROBE_STEPS`` of them).
-        self.steps_since_attach = 0
+        #: The attachment's ``syre._state.Runtime``: its ``step`` is the one step count (a step GradScaler skips
+        #: is not one); the probe keeps only where it began (``runtime.step`` before its first step).
+        self._rt = runtime
+        self._start: Optional[int] = None
+        self._concluded = False
         self._snap: Dict[int, torch.Tensor] = {}
         self._seen: Dict[str, Dict[str, List[float]]] = {}
         #: name -> {"decay", "anchor", "pull"}: the medians over the probe steps.
@@ -150,8 +152,18 @@ class PullProbe:
         self._handles = [optimizer.register_step_pre_hook(self._pre), optimizer.register_step_post_hook(self._post)]
 
     @property
+    def steps_since_attach(self) -> int:
+        """Optimizer steps taken since the probe's first (it measured the first ``PROBE_STEPS`` of them)."""
+        return 0 if self._start is None else max(self._rt.step - self._start, 0)
+
+    @property
+    def steps(self) -> int:
+        """The probe steps taken so far (at most ``PROBE_STEPS``)."""
+        return PROBE_STEPS if self._concluded else min(self.steps_since_attach, PROBE_STEPS)
+
+    @property
     def done(self) -> bool:
-        return self.steps >= PROBE_STEPS
+        return self._concluded
 
     @property
     def ratio(self) -> Dict[str, float]:
@@ -169,9 +181,10 @@ class PullProbe:
 
     @torch.no_grad()
     def _post(self, optimizer, args, kwargs) -> None:
-        self.steps_since_attach += 1
-        if self.done:
+        if self._concluded:
             return
+        if self._start is None:  # read here, after the step counted itself (the decay may run inside a closure)
+            self._start = self._rt.step - 1
         for e, weight in self._probed():
             before = self._snap.get(id(e))
             if before is None or before.numel() == 0:
@@ -185,8 +198,7 @@ class PullProbe:
                 seen["anchor"].append(e.sigma0 / size)
                 seen["pull"].append(weight * e.sigma0 / rms)
         self._snap = {}
-        self.steps += 1
-        if self.done:
+        if self.steps_since_attach >= PROBE_STEPS:
             self._conclude(self._sizes())
 
     def totals(self, sizes: Optional[Dict[str, int]] = None) -> Dict[str, Optional[float]]:
@@ -195,6 +207,7 @@ class PullProbe:
         return {k: _weighted_median({n: r[k] for n, r in self.ratios.items()}, sizes) for k in ("decay", "anchor", "pull")}
 
     def _conclude(self, sizes: Dict[str, int]) -> None:
+        self._concluded = True
         for name, seen in self._seen.items():
             self.ratios[name] = {k: float(sorted(v)[len(v) // 2]) for k, v in seen.items()}
         self._seen = {}

@@ -234,7 +234,8 @@ class Syre(Checkpointing):
         self._precision = PrecisionCheck()
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)]
         # Registered after _pre_step: the probe sees the optimizer's own update.
-        self._probe = PullProbe(optimizer, self._probed, lambda: {e.name: e.param.numel() for e in self._plan.entries})
+        self._probe = PullProbe(optimizer, self._probed, lambda: {e.name: e.param.numel() for e in self._plan.entries},
+                                self._rt)
         if hasattr(optimizer, "register_state_dict_post_hook"):
             self._handles += [
                 optimizer.register_state_dict_post_hook(self._optimizer_state_dict_hook),
