@@ -254,7 +254,7 @@ class Checkpointing:
                 if e.reason in (FROZEN, LAZY)}
         n = len(self._optimizer.param_groups) if n_groups is None else n_groups
         loaded = validate_state(state_dict, covered=covered, idle=idle, n_groups=n)
-        self._target.check(loaded.target)
+        self._target.check(loaded.target, names=loaded.sigma0s)
         if (loaded.step is not None) != (self._config.rounding == "stochastic"):
             raise ValueError(
                 "syre state does not match this attachment; nothing was changed. It was saved with rounding="

@@ -18,7 +18,11 @@ targets").
 A copied target cannot be recomputed from a seed: a checkpoint records its checksum, and
 resuming requires attaching to the same target (for ``"pretrained"``: attach after loading the
 pretrained weights and before loading the training checkpoint, or pass the pretrained weights as
-a mapping); a different one is refused.
+a mapping); a different one is refused. A saved ``"init"`` or ``"pretrained"`` target resumes from a
+mapping of the run's starting weights (what a framework callback needs: it attaches after the
+framework restored the trained weights): the mapping's tensors for the saved parameters must give
+the saved checksum (or, for ``syre.init_``'s stream, its values), and later checkpoints record the
+saved kind again.
 """
 from __future__ import annotations
 
@@ -54,6 +58,9 @@ class Target:
         self._infos = infos or []
         self._copies: Dict[str, torch.Tensor] = {}
         self._checksum: Optional[str] = None
+        #: The kind checkpoints record: a mapping that resumed a saved 'init' / 'pretrained' target records that
+        #: kind again, so the run can be resumed either way.
+        self._saved_as = kind
 
     @property
     def random(self) -> bool:
@@ -131,15 +138,14 @@ class Target:
         return _rms(t, f"Invalid target {self.kind!r}: parameter {info.name!r}")
 
     # ------------------------------------------------------------------ checkpoints
-    def checksum(self) -> str:
-        """blake2b of the copied targets (name, shape, fp32 bytes), for a checkpoint to check on resume."""
+    def checksum(self, names=None) -> str:
+        """blake2b of the copied targets (name, shape, fp32 bytes), for a checkpoint to check on resume.
+
+        ``names``: only those copies (a mapping's tensors checked against a saved target that covered ``names``)."""
+        if names is not None:
+            return _checksum({n: self._copies[n] for n in names if n in self._copies})
         if self._checksum is None:
-            h = hashlib.blake2b(digest_size=16, person=b"syre-target-v1")
-            for name in sorted(self._copies):
-                t = self._copies[name].detach().to("cpu", torch.float32).contiguous()
-                h.update(name.encode() + repr(tuple(t.shape)).encode())
-                h.update(t.numpy().tobytes())
-            self._checksum = h.hexdigest()
+            self._checksum = _checksum(self._copies)
         return self._checksum
 
     def state(self) -> Optional[Dict[str, Any]]:
@@ -147,13 +153,20 @@ class Target:
         if self.kind == "random":
             return None
         if self.record is not None:
-            return {"kind": self.kind, "init_seed": self.record.seed, "init_scheme": self.record.scheme}
-        return {"kind": self.kind, "checksum": self.checksum()}
+            return {"kind": self._saved_as, "init_seed": self.record.seed, "init_scheme": self.record.scheme}
+        return {"kind": self._saved_as, "checksum": self.checksum()}
 
-    def check(self, saved: Optional[Dict[str, Any]]) -> None:
-        """Refuse a saved target that is not this one (before anything is assigned)."""
-        mine = self.state()
+    def check(self, saved: Optional[Dict[str, Any]], names=()) -> None:
+        """Refuse a saved target that is not this one (before anything is assigned).
+
+        ``names``: the parameters the saved state covered. A saved ``'init'`` or ``'pretrained'`` target resumes
+        from a mapping that holds the same tensors for them (a framework callback attaches after the framework
+        restored the trained weights, so ``'pretrained'`` would copy those): equal checksum, or for ``syre.init_``'s
+        stream, equal to its values."""
         saved_kind = (saved or {}).get("kind", "random")
+        if self.kind == "mapping" and saved_kind in ("init", "pretrained"):
+            return self._check_mapping(saved, sorted(names))
+        mine = self.state()
         if saved_kind == self.kind == "init" and "init_seed" in saved and self.record is None:
             return  # the checkpoint names the init_ stream: adopted (recomputed, the copy dropped)
         if saved_kind == self.kind == "init" and "checksum" in saved and self.record is not None:
@@ -175,14 +188,46 @@ class Target:
                 "before loading the training checkpoint, or pass those weights as target={name: tensor}"
             )
 
+    def _check_mapping(self, saved: Dict[str, Any], names) -> None:
+        kind, missing = saved["kind"], [n for n in names if n not in self._copies]
+        what = (f"syre state does not match this attachment; nothing was changed. It was saved with target {kind!r}, "
+                "this Syre decays toward the target mapping, ")
+        if missing:
+            raise ValueError(what + f"which has no tensor for the saved parameters {missing}. Give one for each")
+        if "checksum" in saved:
+            if self.checksum(names) != saved["checksum"]:
+                raise ValueError(what + f"whose tensors differ from the saved {kind!r} target (checksum over {names}). "
+                                 f"Pass the weights the run started from (the {kind!r} weights of the saved run)")
+            return
+        from .init import _values_for
+
+        infos = {i.name: i for i in self._infos}
+        for n in names:
+            want = _values_for(infos[n], self._infos, int(saved["init_seed"]), str(saved["init_scheme"]), 0)
+            if not torch.equal(self._copies[n].cpu(), want.to(self._copies[n].dtype).cpu()):
+                raise ValueError(what + f"whose tensor for {n!r} is not the value syre.init_(seed={saved['init_seed']}, "
+                                 f"scheme={saved['init_scheme']!r}) gives it. Pass the initial weights (those of a "
+                                 "fresh model after that syre.init_)")
+
     def adopt(self, saved: Optional[Dict[str, Any]]) -> None:
         """Take a checked saved target's recomputable parts (the init stream's seed and scheme)."""
+        if saved and self.kind == "mapping" and saved.get("kind") in ("init", "pretrained"):
+            self._saved_as = saved["kind"]  # the same tensors: later checkpoints record the run's target again
         if saved and "init_seed" in saved:
             from .init import InitRecord
 
             self.record = InitRecord(int(saved["init_seed"]), str(saved["init_scheme"]))
             self._copies.clear()
             self._checksum = None
+
+
+def _checksum(copies: Dict[str, torch.Tensor]) -> str:
+    h = hashlib.blake2b(digest_size=16, person=b"syre-target-v1")
+    for name in sorted(copies):
+        t = copies[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode() + repr(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 #: Elements per block of ``_rms``: its float64 scratch is one block (8 MiB), never the whole tensor.
@@ -219,7 +264,9 @@ def make_target(spec, model, infos) -> Target:
                     raise ValueError(
                         f"target='init': parameter {info.name!r} no longer holds the value syre.init_(seed={record.seed}, "
                         f"scheme={record.scheme!r}) gave it (it was trained or loaded since). Attach right after "
-                        "syre.init_, or use target='pretrained' for the weights as they are now"
+                        "syre.init_, or use target='pretrained' for the weights as they are now; resuming a run (a framework "
+                        "restored the trained weights before attach), pass its initial weights as target={name: tensor} "
+                        "(those of a fresh model after the same syre.init_)"
                     )
         return Target(spec, record=record, infos=infos)
     if isinstance(spec, Mapping):
