@@ -209,3 +209,23 @@ def test_syre_callback_monitor_passes_its_syre(tmp_path):
     assert [s for s, m in logger.rows if "collapse/0/anchor_distance" in m] == [0, 3, 4]
     with pytest.raises(TypeError, match="monitor"):
         SyreCallback(monitor="yes")
+
+
+def test_a_pretrained_run_resumes_through_the_callback_from_its_starting_weights_as_a_mapping(tmp_path):
+    """The callback attaches after Lightning restored the trained weights: target='pretrained' is refused (it would
+    copy those), and the remedy the error names, the starting weights as target={name: tensor}, resumes bitwise."""
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    full = Tiny(sched=False)
+    start = {n: p.detach().clone() for n, p in full.named_parameters()}
+    _trainer(tmp_path / "a", [SyreCallback(gamma=0.5, target="pretrained"), ckpt], 6,
+             enable_checkpointing=True).fit(full, _data(24))
+    path = sorted((tmp_path / "ckpt").glob("*step=3*.ckpt"))[0]
+    with pytest.raises(ValueError, match=r"checksum.*target=\{name: tensor\}"):
+        _trainer(tmp_path / "b", [SyreCallback(gamma=0.5, target="pretrained")], 6).fit(Tiny(sched=False), _data(24),
+                                                                                         ckpt_path=path)
+    cb = SyreCallback(gamma=0.5, target=start)
+    resumed = Tiny(sched=False)
+    _trainer(tmp_path / "c", [cb], 6).fit(resumed, _data(24), ckpt_path=path)
+    for (n, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), n
+    assert cb.syre.state_dict()["target"]["kind"] == "pretrained"
