@@ -51,6 +51,35 @@ def _ids(args: str, S) -> List[str]:
     return [i for i in args.split(",") if i in S] if args else list(S)
 
 
+#: The anchor format of the committed runs made before ``summary.json`` recorded it: E9 ran at 887b017 (anchor format 2),
+#: every other one before anchor format 2 existed (format 1). Newer summaries carry ``anchor_format`` themselves.
+ANCHOR_FORMAT_BEFORE_RECORDED = {"e9": 2}
+
+
+def anchor_format(s) -> int:
+    return int(s.get("anchor_format") or ANCHOR_FORMAT_BEFORE_RECORDED.get(s["experiment"], 1))
+
+
+def ran_at(s) -> str:
+    """The default a run ran at: ``sigma0="lecun"``, i.e. 1 x lecun init std, anchor format 1."""
+    s0 = s["sigma0"]
+    meaning = s0.get("default_meaning", "").replace(" (the library default)", "")
+    return f'`sigma0="{s0["library_default"]}"`, i.e. {meaning}, anchor format {anchor_format(s)}'
+
+
+def _ran_at_all(S, ids) -> str:
+    """The defaults a set of runs ran at, grouped by default (with the runs of each group when they differ)."""
+    groups: Dict[str, List[str]] = {}
+    for i in ids:
+        groups.setdefault(ran_at(S[i]), []).append(i)
+    return "; ".join(f"{k} ({', '.join(v)})" if len(groups) > 1 else k for k, v in groups.items())
+
+
+def _has(s, family: str) -> bool:
+    """Whether a run has primary tests in ``family`` (the default study has held-out ones only)."""
+    return any(t["role"] == "primary" and t["family"] == family for t in s["tests"])
+
+
 def _failed(s, family: str) -> List[Dict[str, Any]]:
     return [t for t in s["tests"] if t["family"] == family and t["role"] == "primary" and t["passed"] is False]
 
@@ -61,7 +90,7 @@ def b_verdicts(S, args: str) -> str:
     ids = _ids(args, S)
     lines = []
     for fam, key, label in (("shared", "supported", "at the shared gamma"), ("tuned", "supported_tuned", "with every arm at its tuned gamma")):
-        rel = [i for i in ids if S[i]["protocol"]["declaration"].get("tuning") or fam == "shared"]
+        rel = [i for i in ids if (S[i]["protocol"]["declaration"].get("tuning") or fam == "shared") and _has(S[i], fam)]
         no = [i for i in rel if S[i].get(key) is False]
         und = [i for i in rel if S[i].get(key) is None]
         yes = [i for i in rel if S[i].get(key) is True]
@@ -82,11 +111,14 @@ def b_results_table(S, args: str) -> str:
         seeds = s["seeds"]
         tuned = _word(s.get("supported_tuned")) if s["protocol"]["declaration"].get("tuning") else "-"
         held = {True: "survives", False: "does not survive", None: "undecided"}[s["default_survives"]] if "default_survives" in s else "-"
+        if "heldout_verdict" in s:  # the default study: its chosen candidate on held-out settings and seeds
+            held = f"{s['chosen']['candidate']}: " + {True: "holds", False: "does not hold", None: "undecided"}[s["heldout_verdict"]]
         rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`",
-                     f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**", tuned, held,
+                     f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**" if _has(s, "shared") else "-", tuned,
+                     held, ran_at(s),
                      f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if s.get("cpu_time_s") is not None else "")])
     return fmt.md_table(["id", "experiment", "protocol", "seeds (selection + evaluation)", "shared gamma", "tuned gamma",
-                         "default sigma0, held out", "wall / CPU time"], rows)
+                         "default sigma0, held out", "ran at (the default then)", "wall / CPU time"], rows)
 
 
 def b_tests(S, args: str) -> str:
@@ -194,7 +226,8 @@ def _what_should_change(S, v) -> str:
 def b_heldout(S, args: str) -> str:
     v = heldout_verdict([S[i] for i in S])
     word = {True: "**survives**", False: "**does not survive**", None: "is undecided in"}[v["survives"]]
-    out = [f"The library default sigma0 {word} the held-out check on the evaluation seeds of {', '.join(v['experiments'])}."]
+    out = [f"The library default sigma0 they ran at ({_ran_at_all(S, v['experiments'])}) {word} the held-out check on the evaluation "
+           f"seeds of {', '.join(v['experiments'])}."]
     if v["failed"]:
         out.append("Failed: " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items()) + ".")
     if v["better_scales"]:
@@ -244,8 +277,8 @@ def b_readme_evidence(S, args: str) -> str:
         lines.append(f"The sweep's selection rule, re-applied: {sw['findings'].get('rule re-applied', '-')}.")
     state = {True: "survives", False: "does not survive", None: "is undecided in"}[v["survives"]]
     where = ", ".join(v["experiments"]) or "no experiment yet"
-    lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default **{state}** "
-                 "the held-out check"
+    lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default they ran at "
+                 f"({_ran_at_all(S, v['experiments'])}) **{state}** the held-out check"
                  + (": it failed " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items())
                     if v["failed"] else "") + "." + _what_should_change(S, v))
     parts, l2 = [], []
@@ -315,7 +348,9 @@ def b_scale_arms(S, args: str) -> str:
             for a, key in cells.items():
                 row.append(f"{fmt.num(_mean(s, key, perf))} / {fmt.num(_mean(s, key, c['rank']))}" if key in s["arms"] else "-")
             rows.append(row + [f"{perf} / {c['rank']}"])
-    return fmt.md_table(["id", "setting", "wd", "0.01x", "0.3x", "1x (default)", "3x", "metrics"], rows)
+    ids = [i for i in _ids(args, S) if _collapse_cells(S[i])]
+    return (fmt.md_table(["id", "setting", "wd", "0.01x", "0.3x", "1x (default)", "3x", "metrics"], rows)
+            + (f"\nThe default these runs ran at: {_ran_at_all(S, ids)}; the scales are multiples of its LeCun init std.\n" if ids else ""))
 
 
 def b_account(S, args: str) -> str:
@@ -327,7 +362,7 @@ def b_account(S, args: str) -> str:
     if tuned:
         fams.append(("tuned", "supported_tuned", "With every arm at its tuned gamma"))
     if "default_survives" in s:
-        fams.append(("heldout", "default_survives", "The library default sigma0 on these held-out seeds"))
+        fams.append(("heldout", "default_survives", f"The library default sigma0 this run ran at ({ran_at(s)}) on these held-out seeds"))
     for fam, key, label in fams:
         prim = [t for t in s["tests"] if t["family"] == fam and t["role"] == "primary"]
         word = _word(s[key]) if fam != "heldout" else {True: "survives", False: "does not survive", None: "undecided"}[s[key]]
@@ -448,10 +483,58 @@ def b_paper(S, args: str) -> str:
 def b_finding(S, args: str) -> str:
     """``finding ID key words``: one finding of a run, as it recorded it."""
     i, key = args.split(" ", 1)
-    return f"{S[i]['findings'][key]}\n"
+    text = S[i]["findings"][key]
+    if "the default" in text:
+        text += f" (The default of this run: {ran_at(S[i])}.)"
+    return f"{text}\n"
+
+
+def b_default_study(S, args: str) -> str:
+    """The first paragraph of the README's "Choosing gamma, sigma0 and eps": should I use syre, with what settings, where it does
+    not help; from the default study (``default-scale``). ``args``: the link to its results, relative to the document."""
+    import syre
+
+    s = S["default-scale"]
+    link = (args.strip() or "benchmarks/results/default-scale") + "/results.md"
+    ch = s["chosen"]
+    spec = ch["sigma0"]
+    settings = s["config"]["settings"]
+    prim = {t["name"]: t for t in s["tests"] if t["family"] == "heldout" and t["a"].startswith("chosen[")}
+
+    def pair(setting, kind):
+        return next((t for t in prim.values() if t["a"].startswith(f"chosen[setting={setting},") and f"({kind})" in t["name"]), None)
+
+    def nums(t):
+        return f"{fmt.num(t['mean_a'])} vs {fmt.num(t['mean_b'])}"
+
+    held = [k for k, v in settings.items() if v["role"] == "heldout"]
+    sel = [k for k, v in settings.items() if v["role"] == "selection"]
+    wins, losses, harm, noharm = [], [], [], []
+    for k in held + sel:
+        c, ty = pair(k, "collapsing"), pair(k, "typical")
+        metric = settings[k]["metric"].replace("_", " ")
+        if c is not None:
+            (wins if c["passed"] else losses).append(f"{k} ({metric} {nums(c)})")
+        if ty is not None:
+            (noharm if ty["passed"] else harm).append(f"{k} ({metric} {nums(ty)})")
+    verdict = {True: "held", False: "did not hold", None: "was undecided"}[s["heldout_verdict"]]
+    margin = sorted({fmt.num(v["margin"]) for v in settings.values()})
+    text = (f"**Should I use syre?** Where the weight decay you train with is strong enough to collapse a model, a [registered study]({link}) "
+            f"says which anchor to use: `sigma0=\"{spec}\"`, chosen among `\"lecun\"`, `\"match\"` and `\"match:0.3\"` on "
+            f"{' and '.join(sel)} and then judged on fresh seeds of {', '.join(held)}, where its claim {verdict}. Against weight decay "
+            f"at each setting's collapsing decay it was better in "
+            f"{'; '.join(wins) or 'no setting'}")
+    text += f", and not in {'; '.join(losses)}." if losses else "."
+    text += (f" At a typical decay syre changes little: within a {' / '.join(margin)} margin of weight decay in {'; '.join(noharm) or 'no setting'}"
+             + (f", not shown within it in {'; '.join(harm)}" if harm else "") + ".")
+    default = syre.DEFAULT_SIGMA0
+    text += (f" `\"{spec}\"` is `attach`'s default." if spec == default else
+             f" `attach`'s default is `\"{default}\"`: pass `sigma0=\"{spec}\"` to follow the study.")
+    return text + "\n"
 
 
 BLOCKS: Dict[str, Callable[[Dict[str, Any], str], str]] = {
+    "default-study": b_default_study,
     "verdicts": b_verdicts, "results-table": b_results_table, "tests": b_tests, "cells": b_cells, "tuned": b_tuned,
     "power": b_power, "heldout": b_heldout, "readme-evidence": b_readme_evidence, "sweep": b_sweep, "sweep-study": b_sweep_study,
     "scale-arms": b_scale_arms, "account": b_account, "environment": b_environment, "e7-paper": b_e7_paper, "backbone": b_backbone,

@@ -123,7 +123,7 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
         "sigma0: " + "; ".join(f"`{k}` {v['meaning']}" for k, v in summary["sigma0"]["arms"].items()) + ".", "",
         "## Tests", "", tests_table(summary["tests"]), "",
     ]
-    if summary.get("selection"):
+    if summary.get("selection") and pr["declaration"].get("tuning"):
         lines += ["## Tuning (selection seeds, validation split)", "", selection_table(summary["selection"]), ""]
     if summary.get("findings"):
         lines += ["## Findings", ""] + [f"- {k}: {v}" for k, v in summary["findings"].items()] + [""]
