@@ -24,7 +24,7 @@ def test_the_gpt2_setting_builds_a_conv1d_model_at_gpt2s_init_and_trains_every_a
     net = gpt2lm.build(sub, 0)
     conv = [m for m in net.modules() if type(m).__name__ == "Conv1D"]
     assert conv, "the GPT-2 model has Conv1D layers"
-    w = net.transformer.h[0].mlp.c_fc.weight
+    w = net.transformer.h[0].mlp.c_fc.weight.detach()
     assert w.shape == (sub["n_embd"], 4 * sub["n_embd"])  # [in, out]
     assert abs(float(w.std()) - sub["init_std"]) < 0.3 * sub["init_std"]
     assert net.lm_head.weight is net.transformer.wte.weight
