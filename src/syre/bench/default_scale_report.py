@@ -50,6 +50,16 @@ def _md(rows, chosen: str) -> str:
     return fmt.md_table(["setting", "role", "gamma", "task metric", "arm", "mean [95% interval]"], out)
 
 
+def tables(selection: Dict[str, Any], rows: List[Dict[str, Any]]) -> List[str]:
+    """The markdown tables of ``results.md``: the selection's scores and the task metric per arm, setting and gamma (from
+    ``summary["selection"]`` and ``summary["table"]``)."""
+    chosen = selection["chosen"]
+    scores = fmt.md_table(["candidate", "score (mean standardised gain over weight decay)", "harmed at a typical gamma"],
+                          [[c, fmt.num(v), ", ".join(selection["harmed"][c]) or "no"] for c, v in selection["scores"].items()])
+    return ["## Selection (selection settings, selection seeds, validation splits)\n\n" + scores + f"\n\nChosen: **{chosen}** "
+            f"({selection['why']}).", "## Task metric per arm, setting and gamma (evaluation seeds)\n\n" + _md(rows, chosen)]
+
+
 def plot(ctx, rows) -> None:
     settings = list(ctx.config["settings"])
     fig, axes = ctx.subplots(1, len(settings), figsize=(3.3 * len(settings), 3.4))
@@ -94,10 +104,7 @@ def report(ctx) -> Dict[str, Any]:
     sig = {"library_default": syre.DEFAULT_SIGMA0, "default_meaning": sigma0_label(syre.DEFAULT_SIGMA0),
            "arms": {n: {"spec": a.sigma0, "meaning": sigma0_label(a.sigma0)} for n, a in ARMS_DS.items() if a.decay == "syre" and a.sigma0}}
     sig["arms"]["chosen"] = {"spec": selection["sigma0"], "meaning": sigma0_label(selection["sigma0"])}
-    scores = fmt.md_table(["candidate", "score (mean standardised gain over weight decay)", "harmed at a typical gamma"],
-                          [[c, fmt.num(v), ", ".join(selection["harmed"][c]) or "no"] for c, v in selection["scores"].items()])
-    return {"tables": ["## Selection (selection settings, selection seeds, validation splits)\n\n" + scores + f"\n\nChosen: **{chosen}** "
-                       f"({selection['why']}).", "## Task metric per arm, setting and gamma (evaluation seeds)\n\n" + _md(rows, chosen)],
+    return {"tables": tables(selection, rows),
             "findings": {"headline": head},
             "summary": {"chosen": {"candidate": chosen, "sigma0": selection["sigma0"], "why": selection["why"]},
                         "heldout_verdict": verdict, "power": power, "table": rows, "sigma0": sig}}

@@ -75,6 +75,10 @@ def _ran_at_all(S, ids) -> str:
     return "; ".join(f"{k} ({', '.join(v)})" if len(groups) > 1 else k for k, v in groups.items())
 
 
+def _cpu_known(s) -> bool:
+    return fmt.cpu_known(s)
+
+
 def _has(s, family: str) -> bool:
     """Whether a run has primary tests in ``family`` (the default study has held-out ones only)."""
     return any(t["role"] == "primary" and t["family"] == family for t in s["tests"])
@@ -116,7 +120,7 @@ def b_results_table(S, args: str) -> str:
         rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`",
                      f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**" if _has(s, "shared") else "-", tuned,
                      held, ran_at(s),
-                     f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if s.get("cpu_time_s") is not None else "")])
+                     f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if _cpu_known(s) else "")])
     return fmt.md_table(["id", "experiment", "protocol", "seeds (selection + evaluation)", "shared gamma", "tuned gamma",
                          "default sigma0, held out", "ran at (the default then)", "wall / CPU time"], rows)
 
@@ -141,6 +145,8 @@ def b_cells(S, args: str) -> str:
 def b_tuned(S, args: str) -> str:
     rows = []
     for i in _ids(args, S):
+        if not S[i]["protocol"]["declaration"].get("tuning"):
+            continue  # (the default study's selection is not a tuning grid: its own block says it)
         for ck, by_arm in (S[i].get("selection") or {}).items():
             for arm, sel in by_arm.items():
                 ch = sel["chosen"]
@@ -358,14 +364,18 @@ def b_account(S, args: str) -> str:
     s = S[args.strip()]
     out = []
     tuned = bool(s["protocol"]["declaration"].get("tuning"))
-    fams = [("shared", "supported", "At the shared gamma" if tuned else "Verdict")]
+    fams = [("shared", "supported", "At the shared gamma" if tuned else "Verdict")] if _has(s, "shared") or "heldout_verdict" not in s else []
+    if "heldout_verdict" in s:  # the default study
+        fams.append(("heldout", "heldout_verdict", f"The candidate chosen on the selection settings ({s['chosen']['candidate']}, "
+                                                    "chosen by the declared rule) on the held-out settings and fresh seeds"))
     if tuned:
         fams.append(("tuned", "supported_tuned", "With every arm at its tuned gamma"))
     if "default_survives" in s:
         fams.append(("heldout", "default_survives", f"The library default sigma0 this run ran at ({ran_at(s)}) on these held-out seeds"))
     for fam, key, label in fams:
         prim = [t for t in s["tests"] if t["family"] == fam and t["role"] == "primary"]
-        word = _word(s[key]) if fam != "heldout" else {True: "survives", False: "does not survive", None: "undecided"}[s[key]]
+        word = _word(s[key]) if fam != "heldout" or key == "heldout_verdict" else {True: "survives", False: "does not survive",
+                                                                                  None: "undecided"}[s[key]]
         fail = [t for t in prim if t["passed"] is False]
         und = [t for t in prim if t["passed"] is None]
         ok = [t for t in prim if t["passed"] is True]
@@ -394,7 +404,7 @@ def b_environment(S, args: str) -> str:
     revs = sorted({str(e.get("git_revision"))[:7] for e in envs})
     dirty = any(e.get("git_dirty") for e in envs)
     total = sum(s["wall_time_s"] for s in S.values())
-    cpu = [s["cpu_time_s"] for s in S.values() if s.get("cpu_time_s") is not None]
+    cpu = [s["cpu_time_s"] for s in S.values() if _cpu_known(s)]
     return (f"Machine: {one('cpu_count')} CPU cores ({one('processor')}, {one('platform')}), {one('torch_threads')} torch thread per run; "
             f"Python {one('python')}, torch {one('torch')}, numpy {one('numpy')}, scipy {one('scipy')}; syre {one('syre')} at git "
             f"revision {', '.join(f'`{r}`' for r in revs)} ({'dirty' if dirty else 'clean'} tree). The runs ran one after another on a "
@@ -489,47 +499,61 @@ def b_finding(S, args: str) -> str:
     return f"{text}\n"
 
 
+_SETTING_NAMES = {"mlp": "an MLP", "charlm": "a nanoGPT-style char LM", "gpt2": "a GPT-2 model (Conv1D)",
+                  "resnet": "a BatchNorm ResNet (norm layers excluded)", "gcn": "a GCN"}
+
+
 def b_default_study(S, args: str) -> str:
     """The first paragraph of the README's "Choosing gamma, sigma0 and eps": should I use syre, with what settings, where it does
-    not help; from the default study (``default-scale``). ``args``: the link to its results, relative to the document."""
+    not help; from the default study (``default-scale``). ``args``: the folder of its results, relative to the document."""
     import syre
 
     s = S["default-scale"]
     link = (args.strip() or "benchmarks/results/default-scale") + "/results.md"
-    ch = s["chosen"]
-    spec = ch["sigma0"]
+    spec = s["chosen"]["sigma0"]
     settings = s["config"]["settings"]
-    prim = {t["name"]: t for t in s["tests"] if t["family"] == "heldout" and t["a"].startswith("chosen[")}
+    rows = {(r["arm"], r["setting"], r["gamma"]): r for r in s["table"]}
 
-    def pair(setting, kind):
-        return next((t for t in prim.values() if t["a"].startswith(f"chosen[setting={setting},") and f"({kind})" in t["name"]), None)
+    def test(setting, kind):
+        return next((t for t in s["tests"] if t["a"].startswith(f"chosen[setting={setting},") and f"({kind})" in t["name"]), None)
 
-    def nums(t):
-        return f"{fmt.num(t['mean_a'])} vs {fmt.num(t['mean_b'])}"
+    def nums(k, t):
+        return f"{k} ({t['metric'].replace('_', ' ')} {fmt.num(t['mean_a'])} vs {fmt.num(t['mean_b'])})"
 
     held = [k for k, v in settings.items() if v["role"] == "heldout"]
     sel = [k for k, v in settings.items() if v["role"] == "selection"]
-    wins, losses, harm, noharm = [], [], [], []
+    better, unsure, worse, noharm, harm, l2 = [], [], [], [], [], []
     for k in held + sel:
-        c, ty = pair(k, "collapsing"), pair(k, "typical")
-        metric = settings[k]["metric"].replace("_", " ")
+        c, ty = test(k, "collapsing"), test(k, "typical")
         if c is not None:
-            (wins if c["passed"] else losses).append(f"{k} ({metric} {nums(c)})")
+            (better if c["passed"] else unsure if _on_claimed_side(c) else worse).append(nums(k, c))
+            g = float(settings[k]["gammas"][1])
+            a, b = rows.get(("l2init", k, g)), rows.get(("chosen", k, g))
+            if a and b and a["mean"] is not None and b["mean"] is not None and (
+                    (a["mean"] > b["mean"]) == (settings[k]["better"] == "max")) and a["mean"] != b["mean"]:
+                l2.append(f"{k} ({fmt.num(a['mean'])} vs {fmt.num(b['mean'])})")
         if ty is not None:
-            (noharm if ty["passed"] else harm).append(f"{k} ({metric} {nums(ty)})")
-    verdict = {True: "held", False: "did not hold", None: "was undecided"}[s["heldout_verdict"]]
-    margin = sorted({fmt.num(v["margin"]) for v in settings.values()})
-    text = (f"**Should I use syre?** Where the weight decay you train with is strong enough to collapse a model, a [registered study]({link}) "
-            f"says which anchor to use: `sigma0=\"{spec}\"`, chosen among `\"lecun\"`, `\"match\"` and `\"match:0.3\"` on "
-            f"{' and '.join(sel)} and then judged on fresh seeds of {', '.join(held)}, where its claim {verdict}. Against weight decay "
-            f"at each setting's collapsing decay it was better in "
-            f"{'; '.join(wins) or 'no setting'}")
-    text += f", and not in {'; '.join(losses)}." if losses else "."
-    text += (f" At a typical decay syre changes little: within a {' / '.join(margin)} margin of weight decay in {'; '.join(noharm) or 'no setting'}"
-             + (f", not shown within it in {'; '.join(harm)}" if harm else "") + ".")
+            (noharm if ty["passed"] else harm).append(k)
+    margin = " / ".join(sorted({fmt.num(v["margin"]) for v in settings.values()}))
+    verdict = {True: "**held**", False: "**did not hold**", None: "was **undecided**"}[s["heldout_verdict"]]
+    text = ("**Should I use syre?** Only where the weight decay you train with is strong enough to collapse a model: at a typical "
+            f"decay it changed little in a [registered study]({link}) (within a {margin} margin of weight decay in "
+            f"{', '.join(noharm) or 'no setting'}" + (f"; not shown in {', '.join(harm)}" if harm else "") + "). "
+            f"At a collapsing decay the study chose `sigma0=\"{spec}\"` among `\"lecun\"`, `\"match\"` and `\"match:0.3\"` on "
+            f"{' and '.join(_SETTING_NAMES.get(k, k) for k in sel)}, and judged it on fresh seeds of "
+            f"{', '.join(_SETTING_NAMES.get(k, k) for k in held)}, where its claim {verdict}. Against weight decay there it was better in "
+            f"{'; '.join(better) or 'no setting'}")
+    if unsure:
+        text += f"; better on average but not significantly in {'; '.join(unsure)}"
+    if worse:
+        text += f"; worse in {'; '.join(worse)}"
+    text += "."
+    if l2:
+        text += (f" L2-Init (`target=\"init\"`, decay toward the initial weights), the reference, had a better mean than the chosen "
+                 f"anchor at the collapsing decay in {'; '.join(l2)}.")
     default = syre.DEFAULT_SIGMA0
     text += (f" `\"{spec}\"` is `attach`'s default." if spec == default else
-             f" `attach`'s default is `\"{default}\"`: pass `sigma0=\"{spec}\"` to follow the study.")
+             f" `attach`'s default is `\"{default}\"`; the study's choice is `sigma0=\"{spec}\"`.")
     return text + "\n"
 
 

@@ -216,6 +216,12 @@ class Context:
             self._pool = None
 
 
+def _cpu() -> float:
+    """CPU time of this process and of its finished worker processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _anchor_format() -> Optional[int]:
     """The anchor format of new attachments in this syre (``syre.anchors.FORMAT``)."""
     try:
@@ -331,7 +337,7 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
     ctx._progress = Progress(exp.id, n_sel * len(protocol.selection_seeds) + len(design.cells) * len(protocol.evaluation_seeds), verbose)
     ctx.log(f"protocol v{protocol.version} {protocol.hash()}: {len(design.cells)} cells x {len(protocol.evaluation_seeds)} "
             f"evaluation seeds, {n_sel} tuning points x {len(protocol.selection_seeds)} selection seeds")
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), _cpu()
     try:
         if exp.select is not None:
             selection, resolved = exp.select(ctx)
@@ -348,7 +354,10 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
             tuning.plot(ctx, selection)
     finally:
         ctx.close()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if ctx._pool is not None:  # wait for the workers, so that their CPU time is counted
+        ctx._pool.shutdown()
+        ctx._pool = None
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
     sane = stats.sanity_ok(ctx.tests)
     verdicts = {fam: (stats.verdict(ctx.tests, fam) if sane else None) for fam in ("shared", "tuned", "heldout")}
     notes = list(design.notes) + list(extra.get("notes", []))
@@ -372,7 +381,8 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
         sanity_ok=sane, tests=ctx.tests, selection=selection, sigma0=sigma0, arms=ctx.arms,
         findings=extra.get("findings", {}), notes=notes, gamma_convention=GAMMA_CONVENTION, anchor_format=_anchor_format(),
         config=protocol.config,
-        quick=quick, wall_time_s=round(wall, 2), cpu_time_s=round(cpu, 2), command=cmd, environment=env, plots=ctx.plots,
+        quick=quick, wall_time_s=round(wall, 2), cpu_time_s=round(cpu, 2), cpu_time_includes_workers=True, jobs=ctx.jobs, command=cmd,
+        environment=env, plots=ctx.plots,
     )
     if exp.heldout:
         summary["default_survives"] = verdicts["heldout"]
