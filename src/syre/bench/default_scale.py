@@ -80,7 +80,9 @@ SELECTION_RULE = (
     "relative to weight decay's mean for a lower-is-better metric) is excluded. The highest-scoring remaining candidate is chosen unless its score exceeds "
     "lecun's by no more than tie_margin (a tie), or every candidate is excluded: then lecun, the existing default, is chosen.")
 
-DEFAULTS: Dict[str, Any] = {**ARM_DEFAULTS, "settings": SETTINGS, "candidates": CANDIDATES, "selection_rule": SELECTION_RULE,
+#: ``sigma0`` and ``d_spread`` pinned at the library defaults of the registered run (every arm sets its own sigma0; the pin keeps
+#: the registered declaration when the library's default moves).
+DEFAULTS: Dict[str, Any] = {**ARM_DEFAULTS, "sigma0": "lecun", "d_spread": 0.1, "settings": SETTINGS, "candidates": CANDIDATES, "selection_rule": SELECTION_RULE,
                             "tie_margin": 0.1, "harm_tolerance": 0.1, "gamma": 0.0, "setting": ""}
 QUICK = {"settings": {
     "mlp": {**SETTINGS["mlp"], "config": {**SETTINGS["mlp"]["config"], "width": 16, "epochs": {"digits": 1}, "n_rank": 64}},
