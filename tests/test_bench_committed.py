@@ -62,7 +62,7 @@ def test_selection_and_evaluation_seeds_are_disjoint_and_match_the_tests(summary
     d = summary["protocol"]["declaration"]
     assert not set(seeds["selection"]) & set(seeds["evaluation"]) and seeds["evaluation"]
     assert seeds["evaluation"] == d["evaluation_seeds"] and seeds["selection"] == d["selection_seeds"]
-    assert bool(seeds["selection"]) == bool(d["tuning"])
+    assert bool(seeds["selection"]) == bool(d["tuning"] or d["config"].get("selection_rule"))
     for t in summary["tests"]:
         assert t["n"] == len(seeds["evaluation"]), t["name"]
     for k, metrics in summary["arms"].items():
