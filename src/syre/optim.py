@@ -148,9 +148,10 @@ class Syre(Checkpointing):
             (AdamW, Muon, Adafactor, ``decoupled_weight_decay=True``, plain SGD); refused for
             coupled ones (Adam, RMSprop, SGD with momentum, ...) and when every group's weight decay
             is 0. A group key ``syre_gamma`` sets gamma for that group.
-        sigma0: ``"lecun"`` (default: 1/sqrt(fan_in), the LeCun init std), ``"kaiming"``,
-            ``"xavier"``, ``"lecun:0.3"`` (0.3 x the init std), an absolute float, or a callable
-            ``(name, param) -> float``. See ``syre.sigma0`` and docs/defaults.md.
+        sigma0: ``"match"`` (default: each tensor's own RMS when first covered, saved in the
+            checkpoint), ``"match:0.3"`` (0.3 x it), ``"lecun"`` (1/sqrt(fan_in), the LeCun init
+            std), ``"kaiming"``, ``"xavier"``, ``"lecun:0.3"`` (0.3 x the init std), an absolute
+            float, or a callable ``(name, param) -> float``. See ``syre.sigma0`` and docs/defaults.md.
         d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
         seed: the anchors' seed (an int in [0, 2**64)); never the global RNG.
         mode: ``"stored"`` keeps theta0 (and xi) in fp32 (fp64 for fp64 parameters);

@@ -54,7 +54,7 @@ DEFAULTS: Dict[str, Any] = {
     "arms_typical": ["syre_bnx", "syre_match"],
     "tune_arms": ["wd", "syre", "l2init"],
     "tune_gammas": [5e-3, 0.1, 0.3, 1.0],
-    "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+    "tune_sigma0s": [ARM_DEFAULTS["sigma0"]],
     "noninferior_margin": 0.01,
     "width": 16,
     "stages": 3,
