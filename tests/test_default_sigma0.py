@@ -137,13 +137,17 @@ def test_every_entry_point_has_the_one_default():
     for fn in (syre.Syre.__init__, syre.Penalty.__init__, syre.reparametrize):
         assert inspect.signature(fn).parameters["sigma0"].default is syre.DEFAULT_SIGMA0
     assert syre.Config().sigma0 is syre.DEFAULT_SIGMA0
-    for mod in (lightning, sb3, hf):  # the callbacks' classes and sb3's attach function
+    # The callbacks and sb3's attach take attach's keywords through Config: no default of their own.
+    for mod in (lightning, sb3, hf):
         own = [v for v in vars(mod).values() if (inspect.isclass(v) or inspect.isfunction(v)) and v.__module__ == mod.__name__]
         sigs = [inspect.signature(v.__init__ if inspect.isclass(v) else v) for v in own]
-        with_sigma0 = [sig for sig in sigs if "sigma0" in sig.parameters]
-        assert with_sigma0, mod.__name__
-        for sig in with_sigma0:
-            assert sig.parameters["sigma0"].default is syre.DEFAULT_SIGMA0, (mod.__name__, sig)
+        assert any(p.kind is p.VAR_KEYWORD for sig in sigs for p in sig.parameters.values()), mod.__name__
+        assert not any("sigma0" in sig.parameters for sig in sigs), mod.__name__
+    for cb in (lightning.SyreCallback, hf.SyreCallback):
+        try:
+            assert cb().config.sigma0 is syre.DEFAULT_SIGMA0
+        except ImportError:  # the framework is not installed
+            pass
 
 
 def test_the_jax_port_takes_its_defaults_from_the_same_place():
@@ -155,4 +159,18 @@ def test_the_jax_port_takes_its_defaults_from_the_same_place():
 
     assert inspect.signature(sx.sigma0s).parameters["sigma0"].default is syre.DEFAULT_SIGMA0
     # syre_decay reads sigma0 from shapes at every update: "match" needs the initial values (sigma0s)
-    assert inspect.signature(sx.syre_decay).parameters["sigma0"].default is DEFAULT_SHAPE_SIGMA0
+    assert "sigma0" not in inspect.signature(sx.syre_decay).parameters  # taken through attach's keywords
+    import jax.numpy as jnp
+
+    params = {"w": jnp.full((4, 3), 0.02), "b": jnp.zeros((3,))}
+    grads = {"w": jnp.zeros((4, 3)), "b": jnp.zeros((3,))}
+
+    def decay(**kw):
+        tx = sx.syre_decay(0.5, seed=3, **kw)
+        return tx.update(grads, tx.init(params), params)[0]
+
+    default, shaped = decay(), decay(sigma0=DEFAULT_SHAPE_SIGMA0)
+    assert all(bool(jnp.array_equal(default[k], shaped[k])) for k in params)
+    assert not bool(jnp.array_equal(default["w"], decay(sigma0=0.0)["w"]))
+    with pytest.raises(ValueError, match="sigma0s"):
+        sx.syre_decay(0.5, sigma0=syre.DEFAULT_SIGMA0)
