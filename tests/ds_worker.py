@@ -113,7 +113,7 @@ def _run(stage: int, offload: bool = False) -> dict:
     from syre.integrations import deepspeed as sds
 
     eng = engine(stage, offload)
-    s = sds.attach(eng, **KW)
+    s = syre.attach(eng, **KW) if stage == 1 else sds.attach(eng, **KW)  # syre.attach dispatches an engine
     out = {"names": s.names() if hasattr(s, "names") else None, "wd": [g["weight_decay"] for g in s.optimizer.param_groups]}
     if stage:
         out["fragments"] = s.local_fragments()
@@ -130,14 +130,15 @@ def _resume(stage: int, path: Path, offload: bool = False) -> dict:
     """2 steps, checkpoint, a third step; then a fresh engine loads the checkpoint and takes the third step again."""
     from syre.integrations import deepspeed as sds
 
+    kw = dict(KW, mode="seeded") if offload else KW  # seeded mode: anchors regenerated at every step
     eng = engine(stage, offload)
-    sds.attach(eng, **KW)
+    sds.attach(eng, **kw)
     train(eng, 0, 2)
     eng.save_checkpoint(str(path), tag="t2")
     train(eng, 2, STEPS)
     straight = full_params(eng)
     fresh = engine(stage, offload)
-    s = sds.attach(fresh, **dict(KW, seed=99, d_spread=0.0))  # the checkpoint's seed and d_spread come back
+    s = sds.attach(fresh, **dict(kw, seed=99, d_spread=0.0))  # the checkpoint's seed and d_spread come back
     fresh.load_checkpoint(str(path), tag="t2")
     seed_after_load = s.config.seed
     train(fresh, 2, STEPS)
@@ -195,10 +196,14 @@ def _refusals() -> dict:
     refused("rounding", eng, rounding="stochastic")
     refused("bad_arg", eng, gamma=-1.0)
     refused("unknown_arg", eng, colour="blue")
-    try:
-        sds.attach(eng.module, **KW)
-    except TypeError as exc:
-        out["not_engine"] = str(exc)
+    for key, call in (("not_engine", lambda: sds.attach(eng.module, **KW)),
+                      ("zero_optimizer", lambda: syre.attach(eng.optimizer, eng.module, **KW)),
+                      ("wrong_model", lambda: syre.attach(eng, make_model(), **KW))):
+        try:
+            call()
+            out[key] = None
+        except (TypeError, ValueError) as exc:
+            out[key] = str(exc)
     refused("client", engine(2, optimizer=lambda m: NotTorchAdamW(m.parameters(), lr=LR, weight_decay=WD)))
     refused("elastic", engine(2, elastic_checkpoint=True))
 

@@ -24,7 +24,7 @@ import ds_worker as W  # noqa: E402
 WORLD = 2
 SPAWN_TIMEOUT_S = 240
 RUNS = [("run", 0, False), ("run", 1, False), ("run", 2, False), ("run", 3, False), ("run", 2, True), ("run", 3, True)]
-RESUMES = [("resume", 2, False), ("resume", 3, True)]
+RESUMES = [("resume", 2, False), ("resume", 3, True)]  # the second in seeded mode
 REFUSALS = ("refusals", 2, False)
 NAMES = ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias", "5.weight", "5.bias"]
 NUMEL = {"0.weight": 30, "0.bias": 5, "2.weight": 5, "2.bias": 5, "3.weight": 15, "3.bias": 3, "5.weight": 3, "5.bias": 1}
@@ -122,7 +122,7 @@ def test_checkpoint_resumes_bitwise_with_the_saved_state(runs, job):
         state = inner["syre"]
         assert state["seed"] == W.KW["seed"] and state["d_spread"] == W.KW["d_spread"]
         assert [p["name"] for p in state["params"]] == NAMES
-        assert state == runs["single"]["state"] | {"library_version": state["library_version"]}
+        assert state == runs["single"]["state"] | {"mode": "seeded" if job[2] else "stored"}
 
 
 REFUSED = {
@@ -150,7 +150,11 @@ def test_refused_before_anything_changes(runs, key):
 
 
 def test_not_an_engine_is_a_type_error(runs):
-    assert "expected the deepspeed.DeepSpeedEngine" in runs["ranks"][0][REFUSALS]["not_engine"]
+    got = runs["ranks"][0][REFUSALS]
+    assert "expected the deepspeed.DeepSpeedEngine" in got["not_engine"]
+    # The ZeRO optimizer (what a framework hands out as "the optimizer") is named, with the remedy.
+    assert "DeepSpeedZeroOptimizer" in got["zero_optimizer"] and "syre.attach(engine, ...)" in got["zero_optimizer"]
+    assert "must be engine.module" in got["wrong_model"]
 
 
 def test_a_client_step_outside_engine_step_decays_nothing(runs):

@@ -53,7 +53,7 @@ from ..select import check_rules_match, collect, is_selected
 from ..sigma0 import resolve_sigma0_of
 from ._common import require
 
-__all__ = ["TESTED", "ZeroSyre", "attach"]
+__all__ = ["TESTED", "ZeroSyre", "attach", "attach_engine"]
 
 #: DeepSpeed versions whose bookkeeping this module reads (prefixes of ``deepspeed.__version__``).
 TESTED = ("0.19.",)
@@ -70,7 +70,8 @@ def _check_engine(engine, ds, config: Config) -> int:
     """Every refusal, before anything changes; returns the ZeRO stage."""
     if not isinstance(engine, ds.DeepSpeedEngine):
         raise TypeError(f"Invalid engine: {type(engine).__name__}; expected the deepspeed.DeepSpeedEngine that "
-                        "deepspeed.initialize returns")
+                        "deepspeed.initialize returns (syre hooks the client optimizer inside the engine's ZeRO "
+                        "optimizer, and reads its partitions from there): syre.attach(engine, ...)")
     version = getattr(ds, "__version__", "?")
     if not version.startswith(TESTED):
         raise _refuse(f"DeepSpeed {version} is untested (syre reads ZeRO's private bookkeeping, tested with "
@@ -425,3 +426,12 @@ def attach(engine, **attach_kwargs):
                           "Pass a torch.optim optimizer to deepspeed.initialize")
         return plain_attach(engine.optimizer, engine.module, **attach_kwargs)
     return ZeroSyre(engine, config, stage)
+
+
+def attach_engine(engine, model, kwargs: Dict[str, Any]):
+    """``syre.attach(engine, ...)``: a model, when given, must be the engine's own (or the engine)."""
+    ds = require("deepspeed", "deepspeed", "syre.integrations.deepspeed")
+    if isinstance(engine, ds.DeepSpeedEngine) and model is not None and model is not engine and model is not getattr(engine, "module", None):
+        raise ValueError("syre.attach(engine, model): the model must be engine.module (or left out: "
+                         "syre.attach(engine, ...) decays engine.module's parameters)")
+    return attach(engine, **kwargs)
