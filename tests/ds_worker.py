@@ -246,5 +246,55 @@ def worker(rank: int, world: int, port: int, out: str, jobs: list) -> None:
             res[job] = _resume(stage, path, offload)
         elif kind == "refusals":
             res[job] = _refusals()
+        elif kind == "trainer":  # the transformers Trainer with deepspeed=... and SyreCallback()
+            res[job] = trainer_run(str(out / f"trainer{rank}"), trainer_ds_config(stage))
     torch.save(res, out / f"rank{rank}.pt")
     deepspeed.comm.barrier()
+
+
+# ----------------------------------------------------------------------------- the transformers Trainer
+class _Data(torch.utils.data.Dataset):
+    """B rows: every global batch of B is the whole set, whatever order the samplers pick."""
+
+    def __init__(self):
+        self.x, self.y = batch(0)
+
+    def __len__(self):
+        return B
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = make_model()
+
+    def forward(self, x, labels):
+        return {"loss": ((self.net(x) - labels) ** 2).mean()}
+
+
+def trainer_run(out: str, deepspeed_config=None) -> dict:
+    """The Trainer with ``SyreCallback()`` (AdamW, weight_decay taken over), 3 steps; ``deepspeed=...`` optional."""
+    from transformers import Trainer, TrainingArguments
+
+    from syre.integrations.transformers import SyreCallback
+
+    args = TrainingArguments(str(out), per_device_train_batch_size=B // 2, max_steps=STEPS, learning_rate=LR,
+                             weight_decay=WD, lr_scheduler_type="constant", max_grad_norm=0.0, save_strategy="no",
+                             report_to=[], use_cpu=deepspeed_config is None, logging_steps=10 ** 6,
+                             dataloader_num_workers=0, deepspeed=deepspeed_config, disable_tqdm=True)
+    model = _Net()
+    cb = SyreCallback(**KW)
+    trainer = Trainer(model=model, args=args, train_dataset=_Data(), callbacks=[cb])
+    trainer.train()
+    res = {"processes": trainer.accelerator.num_processes, "syre": type(cb.syre).__name__, "names": cb.syre.names(), "gammas": [cb.syre.group_gamma(i) for i in range(2)]}
+    eng = trainer.model_wrapped
+    res["params"] = full_params(eng) if deepspeed_config else {n: p.detach().clone() for n, p in model.named_parameters()}
+    return res
+
+
+def trainer_ds_config(stage: int) -> dict:
+    return {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto", "zero_optimization": {"stage": stage}}

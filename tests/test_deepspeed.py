@@ -21,11 +21,19 @@ import torch.multiprocessing as mp  # noqa: E402
 
 import ds_worker as W  # noqa: E402
 
+try:
+    import accelerate  # noqa: F401
+    import transformers  # noqa: F401
+    HAS_TRAINER = True
+except ImportError:  # the transformers extra: its test skips alone
+    HAS_TRAINER = False
+
 WORLD = 2
 SPAWN_TIMEOUT_S = 240
 RUNS = [("run", 0, False), ("run", 1, False), ("run", 2, False), ("run", 3, False), ("run", 2, True), ("run", 3, True)]
 RESUMES = [("resume", 2, False), ("resume", 3, True)]  # the second in seeded mode
 REFUSALS = ("refusals", 2, False)
+TRAINER = ("trainer", 3, False)
 NAMES = ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias", "5.weight", "5.bias"]
 NUMEL = {"0.weight": 30, "0.bias": 5, "2.weight": 5, "2.bias": 5, "3.weight": 15, "3.bias": 3, "5.weight": 3, "5.bias": 1}
 
@@ -39,7 +47,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds")
-    jobs = RUNS + RESUMES + [REFUSALS]
+    jobs = RUNS + RESUMES + [REFUSALS] + ([TRAINER] if HAS_TRAINER else [])
     ctx = mp.start_processes(W.worker, args=(WORLD, _free_port(), str(out), jobs), nprocs=WORLD, join=False,
                              start_method="spawn")
     t0 = time.monotonic()
@@ -53,10 +61,11 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         single = W.single()
+        trainer = W.trainer_run(str(out / "trainer_single")) if HAS_TRAINER else None
     finally:
         torch.set_num_threads(threads)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-    return {"single": single, "ranks": ranks, "seconds": time.monotonic() - t0}
+    return {"single": single, "trainer": trainer, "ranks": ranks, "seconds": time.monotonic() - t0}
 
 
 def _assert_bitwise(got: dict, want: dict):
@@ -163,3 +172,22 @@ def test_a_client_step_outside_engine_step_decays_nothing(runs):
         assert got["synthetic_unchanged"]
         assert got["engine_step_changed"]  # the same step inside engine.step() does decay
 
+
+
+def test_transformers_trainer_under_zero3_with_the_plain_callback(runs):
+    # TrainingArguments(deepspeed=...) through accelerate: SyreCallback() finds the engine behind the
+    # Trainer's optimizer and attaches there; the Trainer's two groups (decay / no decay) keep their gammas.
+    if not HAS_TRAINER:
+        pytest.skip("needs transformers and accelerate: pip install 'torch-syre[transformers]'")
+    want = runs["trainer"]
+    assert want["syre"] == "Syre" and want["gammas"] == [W.WD, 0.0]
+    for rank in range(WORLD):
+        got = runs["ranks"][rank][TRAINER]
+        assert got["syre"] == "ZeroSyre" and got["gammas"] == [W.WD, 0.0]
+        assert sorted(got["names"]) == sorted(want["names"])
+        # accelerate on CPU counts one process and does not shard the data: every rank trains on the
+        # one-process run's batches, so the runs agree bitwise.
+        assert got["processes"] == 1
+        assert list(got["params"]) == list(want["params"])
+        for n, p in want["params"].items():
+            assert torch.equal(got["params"][n], p), n

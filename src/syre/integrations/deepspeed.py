@@ -40,6 +40,8 @@ DeepSpeedCPUAdam; pass a ``torch.optim`` optimizer), ``target`` other than ``"ra
 """
 from __future__ import annotations
 
+import gc
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -53,7 +55,7 @@ from ..select import check_rules_match, collect, is_selected
 from ..sigma0 import resolve_sigma0_of
 from ._common import require
 
-__all__ = ["TESTED", "ZeroSyre", "attach", "attach_engine"]
+__all__ = ["TESTED", "ZeroSyre", "attach", "attach_engine", "engine_of"]
 
 #: DeepSpeed versions whose bookkeeping this module reads (prefixes of ``deepspeed.__version__``).
 TESTED = ("0.19.",)
@@ -435,3 +437,29 @@ def attach_engine(engine, model, kwargs: Dict[str, Any]):
         raise ValueError("syre.attach(engine, model): the model must be engine.module (or left out: "
                          "syre.attach(engine, ...) decays engine.module's parameters)")
     return attach(engine, **kwargs)
+
+
+def engine_of(optimizer) -> Optional[Any]:
+    """The ``DeepSpeedEngine`` whose ZeRO optimizer ``optimizer`` is or wraps (accelerate's
+    ``DeepSpeedOptimizerWrapper``, what the transformers ``Trainer`` hands its callbacks), else None.
+
+    Imports nothing: without DeepSpeed loaded there is no engine. ZeRO's optimizer keeps no link
+    to its engine, so the engine is found among the objects that refer to it (once, at attach).
+    """
+    ds = sys.modules.get("deepspeed")
+    engine_class = getattr(ds, "DeepSpeedEngine", None)
+    if engine_class is None:
+        return None
+    seen, o = set(), optimizer
+    while o is not None and id(o) not in seen and not type(o).__module__.startswith("deepspeed.runtime"):
+        if isinstance(o, engine_class):
+            return o
+        seen.add(id(o))
+        o = getattr(o, "optimizer", None)
+    if o is None or not type(o).__module__.startswith("deepspeed.runtime"):
+        return None
+    for r in gc.get_referrers(o):
+        for e in [r] + (gc.get_referrers(r) if isinstance(r, dict) else []):
+            if isinstance(e, engine_class) and e.optimizer is o:
+                return e
+    return None
