@@ -146,6 +146,39 @@ def _resume(stage: int, path: Path, offload: bool = False) -> dict:
             "saved_state": torch.load(next(path.joinpath("t2").glob("*optim_states.pt")), weights_only=False)}
 
 
+def _universal_save(stage: int, path: Path) -> dict:
+    """2 steps on this world size; a checkpoint with what ds_to_universal needs and syre's state in client_state."""
+    from syre.integrations import deepspeed as sds
+
+    eng = engine(stage)
+    s = sds.attach(eng, **KW)
+    train(eng, 0, 2)
+    eng.save_checkpoint(str(path), tag="t2", client_state={
+        "universal_checkpoint_info": {"universal_checkpoint_version": 0.2}, "syre": s.state_dict()})
+    return {}
+
+
+def universal_load(rank: int, world: int, port: int, out: str, stage: int) -> None:
+    """Another world size: load the converted (universal) checkpoint, then the third step."""
+    _init(rank, world, port)
+    import deepspeed
+
+    from syre.integrations import deepspeed as sds
+
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD)
+    config = dict(ds_config(stage), checkpoint={"load_universal": True})
+    eng, *_ = deepspeed.initialize(model=model, optimizer=opt, config=config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = sds.attach(eng, **dict(KW, seed=99))
+    _, client = eng.load_checkpoint(str(Path(out) / f"universal{stage}"), tag="t2_universal")
+    s.load_state_dict(client["syre"])  # the recipe: a universal checkpoint skips the client optimizer's state_dict
+    train(eng, 2, STEPS)
+    torch.save({"params": full_params(eng), "seed": s.config.seed, "warned": [str(w.message) for w in caught]},
+               Path(out) / f"universal_rank{rank}.pt")
+
+
 class NotTorchAdamW(torch.optim.AdamW):
     """A client optimizer from outside torch.optim (stands for DeepSpeed's FusedAdam, which needs a JIT build)."""
 
@@ -223,7 +256,7 @@ def _refusals() -> dict:
     return out
 
 
-def worker(rank: int, world: int, port: int, out: str, jobs: list) -> None:
+def _init(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_SIZE=str(world))
@@ -235,6 +268,12 @@ def worker(rank: int, world: int, port: int, out: str, jobs: list) -> None:
     deepspeed.utils.logger.setLevel("ERROR")
     deepspeed.init_distributed(dist_backend="gloo", timeout=TIMEOUT)
     torch.manual_seed(1234 + rank)  # syre must not depend on the global RNG
+
+
+def worker(rank: int, world: int, port: int, out: str, jobs: list) -> None:
+    _init(rank, world, port)
+    import deepspeed.comm
+
     out = Path(out)
     res = {}
     for job in jobs:
@@ -244,6 +283,8 @@ def worker(rank: int, world: int, port: int, out: str, jobs: list) -> None:
         elif kind == "resume":
             path = out / f"ckpt{stage}{'o' if offload else ''}"
             res[job] = _resume(stage, path, offload)
+        elif kind == "universal_save":
+            res[job] = _universal_save(stage, out / f"universal{stage}")
         elif kind == "refusals":
             res[job] = _refusals()
         elif kind == "trainer":  # the transformers Trainer with deepspeed=... and SyreCallback()

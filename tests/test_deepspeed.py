@@ -7,7 +7,10 @@ averaged gradient is the one-process gradient and the parameters must agree bitw
 """
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -34,6 +37,7 @@ RUNS = [("run", 0, False), ("run", 1, False), ("run", 2, False), ("run", 3, Fals
 RESUMES = [("resume", 2, False), ("resume", 3, True)]  # the second in seeded mode
 REFUSALS = ("refusals", 2, False)
 TRAINER = ("trainer", 3, False)
+UNIVERSAL = ("universal_save", 3, False)  # saved on 2 processes, converted, loaded on 1
 NAMES = ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias", "5.weight", "5.bias"]
 NUMEL = {"0.weight": 30, "0.bias": 5, "2.weight": 5, "2.bias": 5, "3.weight": 15, "3.bias": 3, "5.weight": 3, "5.bias": 1}
 
@@ -44,19 +48,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds")
-    jobs = RUNS + RESUMES + [REFUSALS] + ([TRAINER] if HAS_TRAINER else [])
-    ctx = mp.start_processes(W.worker, args=(WORLD, _free_port(), str(out), jobs), nprocs=WORLD, join=False,
-                             start_method="spawn")
+def _spawn(fn, world: int, args: tuple) -> None:
+    ctx = mp.start_processes(fn, args=(world, _free_port()) + args, nprocs=world, join=False, start_method="spawn")
     t0 = time.monotonic()
     while not ctx.join(timeout=1.0):
         if time.monotonic() - t0 > SPAWN_TIMEOUT_S:
             for p in ctx.processes:
                 if p.is_alive():
                     p.terminate()
-            pytest.fail(f"the {WORLD} gloo processes did not finish within {SPAWN_TIMEOUT_S} s")
+            pytest.fail(f"the {world} gloo processes did not finish within {SPAWN_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    jobs = RUNS + RESUMES + [REFUSALS, UNIVERSAL] + ([TRAINER] if HAS_TRAINER else [])
+    t0 = time.monotonic()
+    _spawn(W.worker, WORLD, (str(out), jobs))
+    # DeepSpeed refuses a ZeRO checkpoint of another world size; its universal checkpoint converts one.
+    ckpt = out / f"universal{UNIVERSAL[1]}"
+    subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt / "t2"),
+                    "--output_folder", str(ckpt / "t2_universal")], check=True, capture_output=True,
+                   env=dict(os.environ, DS_ACCELERATOR="cpu"), timeout=SPAWN_TIMEOUT_S)
+    _spawn(W.universal_load, 1, (str(out), UNIVERSAL[1]))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -65,7 +79,8 @@ def runs(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-    return {"single": single, "trainer": trainer, "ranks": ranks, "seconds": time.monotonic() - t0}
+    universal = torch.load(out / "universal_rank0.pt", weights_only=False)
+    return {"single": single, "trainer": trainer, "ranks": ranks, "universal": universal, "seconds": time.monotonic() - t0}
 
 
 def _assert_bitwise(got: dict, want: dict):
@@ -191,3 +206,10 @@ def test_transformers_trainer_under_zero3_with_the_plain_callback(runs):
         assert list(got["params"]) == list(want["params"])
         for n, p in want["params"].items():
             assert torch.equal(got["params"][n], p), n
+
+
+def test_universal_checkpoint_resumes_on_another_world_size_bitwise(runs):
+    got = runs["universal"]
+    _assert_bitwise(got["params"], runs["single"][W.STEPS])
+    assert got["seed"] == W.KW["seed"]  # attached with seed 99: client_state["syre"] brought 11 back
+    assert len(got["warned"]) == 1 and "client_state" in got["warned"][0]  # attach says how, under load_universal

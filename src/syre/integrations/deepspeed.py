@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -427,7 +428,15 @@ def attach(engine, **attach_kwargs):
             raise _refuse(f"at stage 0 the engine's optimizer is {type(engine.optimizer).__name__}, not a torch optimizer",
                           "Pass a torch.optim optimizer to deepspeed.initialize")
         return plain_attach(engine.optimizer, engine.module, **attach_kwargs)
-    return ZeroSyre(engine, config, stage)
+    s = ZeroSyre(engine, config, stage)
+    if engine.load_universal_checkpoint():
+        warnings.warn(
+            "This engine loads universal checkpoints (checkpoint.load_universal), which restore the optimizer's state "
+            "without the client optimizer's load_state_dict, so syre's state does not come back with them: save it in "
+            "client_state (engine.save_checkpoint(path, client_state={'syre': s.state_dict(), ...})) and restore it "
+            "after loading (_, client = engine.load_checkpoint(path); s.load_state_dict(client['syre'])); "
+            "see docs/distributed.md", UserWarning, stacklevel=2)
+    return s
 
 
 def attach_engine(engine, model, kwargs: Dict[str, Any]):
