@@ -117,6 +117,7 @@ def _run(stage: int, offload: bool = False) -> dict:
     out = {"names": s.names() if hasattr(s, "names") else None, "wd": [g["weight_decay"] for g in s.optimizer.param_groups]}
     if stage:
         out["fragments"] = s.local_fragments()
+        out["summary"] = s.summary()
         zo = eng.optimizer
         out["flat"] = [t.numel() for t in (zo.fp32_partitioned_groups_flat if stage == 3 else zo.single_partition_of_fp32_groups)]
     for step in range(STEPS):

@@ -128,6 +128,11 @@ def test_fragments_split_tensors_and_cover_each_element_once(runs, job):
     for n in NAMES:
         assert sorted(seen[n])[0][0] == 0 and sum(b - a for a, b in seen[n]) == NUMEL[n], (n, seen[n])
     assert split  # some tensor is split across the two partitions
+    for rank in range(WORLD):
+        summary = runs["ranks"][rank][job]["summary"].splitlines()
+        mine = sum(b - a for _, a, b in runs["ranks"][rank][job]["fragments"])
+        assert f"this rank decays {mine:,} of 67 covered elements" in summary[0]
+        assert [line.split()[0] for line in summary[1:]] == NAMES and "gamma 0.5" in summary[1]
     flat = [runs["ranks"][r][job]["flat"] for r in range(WORLD)]
     held = sum(b - a for r in range(WORLD) for _, a, b in runs["ranks"][r][job]["fragments"])
     assert held == sum(NUMEL.values()) == 67

@@ -164,8 +164,8 @@ class ZeroSyre:
         if trainable and not covered:
             raise ValueError("The include/exclude rules leave no trainable parameter for syre to decay; nothing was changed")
         self._sigma0s = self._resolve_sigma0s([i for i in infos.values() if i.name in covered], stage)
-        group_of = {infos[id(p)].name: gi for p, gi, *_ in raw}
-        self._covered_groups = {group_of[n] for n in covered if n in group_of} | self._global_groups(held, infos, covered)
+        self._group_of = self._global_groups(infos)
+        self._covered_groups = {self._group_of[n] for n in covered}
         self._groups = Groups(client, config.gamma, covers=lambda gi: gi in self._covered_groups)
         self._groups.attach()  # checks, then takes over weight_decay (the first change)
         self._frags: Dict[int, List[Fragment]] = {}  # id(flat fp32 tensor) -> its covered fragments
@@ -234,14 +234,14 @@ class ZeroSyre:
                 raise _inconsistent(f"fp32_partitioned_groups_flat[{sub}] is not the concatenation of its partitions")
         return raw, held
 
-    def _global_groups(self, held, infos, covered) -> set:
-        """Groups covering a covered parameter, the same on every rank (a rank may hold no fragment of one)."""
+    def _global_groups(self, infos) -> Dict[str, int]:
+        """name -> param group of every held parameter, the same on every rank (a rank may hold no fragment of one)."""
         zo = self._engine.optimizer
-        out = set()
+        out = {}
         for sub, group in enumerate(self._group_params(zo)):
             gi = sub if self._stage in (1, 2) else int(zo.sub_group_to_group_id[sub])
-            if any(infos[id(p)].name in covered for p in group):
-                out.add(gi)
+            for p in group:
+                out[infos[id(p)].name] = gi
         return out
 
     def _resolve_sigma0s(self, infos, stage: int) -> Dict[str, float]:
@@ -327,7 +327,7 @@ class ZeroSyre:
 
     def names(self) -> List[str]:
         """Canonical names of the covered parameters (the same on every rank)."""
-        return sorted(self._sigma0s, key=list(self._shapes).index)
+        return [n for n in self._shapes if n in self._sigma0s]
 
     def group_gamma(self, group_index: int) -> float:
         return self._groups.gamma(group_index)
@@ -346,6 +346,18 @@ class ZeroSyre:
                               d_spread=self._config.d_spread, version=self._version)
         theta0 = torch.zeros(shape) if t is None else t.view(shape)
         return A.Anchor(theta0, torch.ones(shape) if x is None else (1.0 + x).view(shape))
+
+    def summary(self) -> str:
+        """What is decayed: one line per parameter (shape, param group, sigma0, gamma), and this rank's share."""
+        mine = sum(b - a for _, a, b in self.local_fragments())
+        total = sum(int(torch.Size(self._shapes[n]).numel()) for n in self.names())
+        lines = [f"syre on DeepSpeed ZeRO stage {self._stage}: seed {self._config.seed}, d_spread {self._config.d_spread}, "
+                 f"mode {self._config.mode}; this rank decays {mine:,} of {total:,} covered elements"]
+        for n in self.names():
+            gi = self._group_of[n]
+            lines.append(f"  {n}  {'x'.join(map(str, self._shapes[n]))}  group {gi}  sigma0 {self._sigma0s[n]:.4g}  "
+                         f"gamma {self._groups.gamma(gi):.4g}")
+        return "\n".join(lines)
 
     def state_dict(self) -> Dict[str, Any]:
         """The same state as ``Syre.state_dict()`` (global: equal on every rank)."""
