@@ -51,7 +51,7 @@ def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, 
     parameter gets the same anchor whichever optimizer holds it.
     """
     from .. import attach
-    from .deepspeed import engine_of
+    from ._deepspeed_checks import engine_of
 
     engines = [engine_of(o) for o in optimizers]  # DeepSpeed ZeRO (the Trainer with deepspeed=...): attach to the engine
     if len(engines) == 1 and engines[0] is not None:

@@ -40,8 +40,6 @@ DeepSpeedCPUAdam; pass a ``torch.optim`` optimizer), ``target`` other than ``"ra
 """
 from __future__ import annotations
 
-import gc
-import sys
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -55,78 +53,12 @@ from ..config import Config
 from ..select import check_rules_match, collect, is_selected
 from ..sigma0 import resolve_sigma0_of
 from ._common import require
+from ._deepspeed_checks import TESTED, check_engine, engine_of, inconsistent, refuse
 
 __all__ = ["TESTED", "ZeroSyre", "attach", "attach_engine", "engine_of"]
 
-#: DeepSpeed versions whose bookkeeping this module reads (prefixes of ``deepspeed.__version__``).
-TESTED = ("0.19.",)
-
 # A fragment: (name, global start, global stop, the fp32 view the decay writes to).
 Fragment = Tuple[str, int, int, torch.Tensor]
-
-
-def _refuse(what: str, remedy: str) -> ValueError:
-    return ValueError(f"syre.integrations.deepspeed.attach refuses this engine: {what}. {remedy}; nothing was changed")
-
-
-def _check_engine(engine, ds, config: Config) -> int:
-    """Every refusal, before anything changes; returns the ZeRO stage."""
-    if not isinstance(engine, ds.DeepSpeedEngine):
-        raise TypeError(f"Invalid engine: {type(engine).__name__}; expected the deepspeed.DeepSpeedEngine that "
-                        "deepspeed.initialize returns (syre hooks the client optimizer inside the engine's ZeRO "
-                        "optimizer, and reads its partitions from there): syre.attach(engine, ...)")
-    version = getattr(ds, "__version__", "?")
-    if not version.startswith(TESTED):
-        raise _refuse(f"DeepSpeed {version} is untested (syre reads ZeRO's private bookkeeping, tested with "
-                      f"{', '.join(v + 'x' for v in TESTED)})", "Install a tested version (pip install 'torch-syre[deepspeed]')")
-    pipe = getattr(getattr(ds, "runtime", None), "pipe", None)
-    if getattr(engine, "pipeline_parallelism", False) or (pipe is not None and isinstance(engine, pipe.engine.PipelineEngine)):
-        raise _refuse("pipeline parallelism (PipelineEngine) is not supported", "Train without pipeline stages")
-    if getattr(engine, "has_moe_layers", False):
-        raise _refuse("the model has MoE layers (expert parallelism: expert parameters are partitioned over other "
-                      "process groups)", "Train the model without DeepSpeed MoE")
-    if engine.fp16_enabled() or engine.bfloat16_enabled() or engine.torch_autocast_enabled():
-        raise _refuse("fp16 / bf16 / torch-autocast training is untested with syre (the master weights and their "
-                      "rounding differ)", "Train in fp32 (no 'fp16', 'bf16' or 'torch_autocast' section in the config)")
-    stage = int(engine.zero_optimization_stage())
-    if stage == 0:
-        return stage
-    zc = engine._config.zero_config
-    for kind in ("offload_optimizer", "offload_param"):
-        off = getattr(zc, kind)
-        device = str(getattr(getattr(off, "device", None), "value", getattr(off, "device", "none")))
-        if off is not None and device == "nvme":
-            raise _refuse(f"{kind} to NVMe swaps the fp32 partitions in and out of memory around each step",
-                          "Offload to 'cpu' or not at all")
-        if off is not None and kind == "offload_optimizer" and device == "cpu" and float(getattr(off, "ratio", 1.0)) < 1.0:
-            raise _refuse(f"partial optimizer offload (ratio={off.ratio}) steps part of the partitions with a second "
-                          "optimizer", "Offload the whole optimizer (ratio 1.0)")
-    if getattr(zc, "mics_shard_size", -1) > 0 or engine.zero_hpz_partition_size() > 1:
-        raise _refuse("MiCS and hpZ (zero_hpz_partition_size > 1) partition over other process groups",
-                      "Use plain ZeRO partitioning")
-    if engine.zero_elastic_checkpoint():
-        raise _refuse("elastic checkpoints store the optimizer state without the client optimizer's state_dict, so "
-                      "syre's state would not be saved", "Set zero_optimization.elastic_checkpoint to false")
-    zo = engine.optimizer
-    if getattr(zo, "zenflow", False) or getattr(zo, "use_muon", False):
-        raise _refuse("ZenFlow and DeepSpeed's Muon step the partitions outside the client optimizer",
-                      "Use a torch.optim optimizer without ZenFlow")
-    client = getattr(zo, "optimizer", None)
-    if not isinstance(client, torch.optim.Optimizer) or not type(client).__module__.startswith("torch.optim"):
-        raise _refuse(f"the client optimizer is {type(client).__name__}, not a torch.optim optimizer (DeepSpeed's "
-                      "FusedAdam and DeepSpeedCPUAdam are untested with syre)",
-                      "Pass deepspeed.initialize(optimizer=torch.optim.AdamW(...)) instead of a config 'optimizer' section")
-    if not isinstance(config.target, str) or config.target != "random":
-        raise _refuse(f"target={config.target!r} is not supported at ZeRO stage {stage}", "Use target='random'")
-    if config.rounding != "nearest":
-        raise _refuse("rounding='stochastic' rounds fp16/bf16 parameters, and ZeRO decays fp32 master weights",
-                      "Use rounding='nearest'")
-    return stage
-
-
-def _inconsistent(what: str) -> ValueError:
-    return _refuse(f"DeepSpeed's partition bookkeeping is not what syre reads ({what})",
-                   "Report the DeepSpeed version and configuration")
 
 
 class ZeroSyre:
@@ -148,11 +80,11 @@ class ZeroSyre:
             raw, held = self._fragments_3(zo, dist)
         for p, _, flat, *_ in raw:
             if id(p) not in infos:
-                raise _inconsistent(f"a partitioned tensor of shape {tuple(flat.shape)} is not a parameter of engine.module")
+                raise inconsistent(f"a partitioned tensor of shape {tuple(flat.shape)} is not a parameter of engine.module")
         flats = {id(f) for _, _, f, *_ in raw}
         for gi, group in enumerate(client.param_groups):
             if any(id(t) not in flats and t.numel() for t in group["params"]):
-                raise _inconsistent(f"param group {gi} of the client optimizer holds a tensor no fragment maps to")
+                raise inconsistent(f"param group {gi} of the client optimizer holds a tensor no fragment maps to")
         self._shapes = {infos[id(p)].name: tuple(getattr(p, "ds_shape", p.shape)) for p in held}
         trainable = [i for i in infos.values() if i.param.requires_grad]
         unheld = [i.name for i in trainable if i.name not in self._shapes]
@@ -199,11 +131,11 @@ class ZeroSyre:
     def _fragments_12(zo):
         raw, held = [], []
         if len(zo.bit16_groups) != len(zo.optimizer.param_groups):
-            raise _inconsistent("bit16_groups and the client's param groups differ in number")
+            raise inconsistent("bit16_groups and the client's param groups differ in number")
         for gi, group in enumerate(zo.bit16_groups):
             flat = zo.single_partition_of_fp32_groups[gi]
             if not any(t is flat for t in zo.optimizer.param_groups[gi]["params"]):
-                raise _inconsistent(f"single_partition_of_fp32_groups[{gi}] is not what the client optimizer steps")
+                raise inconsistent(f"single_partition_of_fp32_groups[{gi}] is not what the client optimizer steps")
             for p in group:
                 held.append(p)
                 m = getattr(p, "_hp_mapping", None)
@@ -211,7 +143,7 @@ class ZeroSyre:
                     continue  # no element of p on this rank
                 lp, hp = m.lp_fragment_address, m.hp_fragment_address
                 if lp.numel != hp.numel or lp.start + lp.numel > p.numel() or hp.start + hp.numel > flat.numel():
-                    raise _inconsistent(f"a fragment address {lp} / {hp} lies outside its tensors")
+                    raise inconsistent(f"a fragment address {lp} / {hp} lies outside its tensors")
                 raw.append((p, gi, flat, int(hp.start), int(lp.start), int(lp.numel)))
         return raw, held
 
@@ -226,12 +158,12 @@ class ZeroSyre:
                 held.append(p)
                 g, offset, size = zo.grad_position[zo.get_param_id(p)]
                 if g != sub or size != p.ds_tensor.ds_numel or offset != end:
-                    raise _inconsistent(f"grad_position {zo.grad_position[zo.get_param_id(p)]} of sub-group {sub}")
+                    raise inconsistent(f"grad_position {zo.grad_position[zo.get_param_id(p)]} of sub-group {sub}")
                 end = offset + size
                 start = dist.get_rank(group=p.ds_process_group) * size
                 raw.append((p, gi, flat, int(offset), int(start), int(max(0, min(size, p.ds_numel - start)))))
             if flat is None or end != flat.numel():
-                raise _inconsistent(f"fp32_partitioned_groups_flat[{sub}] is not the concatenation of its partitions")
+                raise inconsistent(f"fp32_partitioned_groups_flat[{sub}] is not the concatenation of its partitions")
         return raw, held
 
     def _global_groups(self, infos) -> Dict[str, int]:
@@ -286,7 +218,7 @@ class ZeroSyre:
             gi = next(i for i, h in enumerate(self._full) if h is g)
             for t in g["params"]:
                 if id(t) not in self._flats:
-                    raise _inconsistent(f"param group {gi} steps a tensor of shape {tuple(t.shape)} that no fragment maps to")
+                    raise inconsistent(f"param group {gi} steps a tensor of shape {tuple(t.shape)} that no fragment maps to")
                 out.append((gi, t))
         return out
 
@@ -432,12 +364,12 @@ def attach(engine, **attach_kwargs):
     """
     ds = require("deepspeed", "deepspeed", "syre.integrations.deepspeed")
     config = Config.from_kwargs(attach_kwargs, where="syre.integrations.deepspeed.attach")
-    stage = _check_engine(engine, ds, config)
+    stage = check_engine(engine, ds, config)
     if stage == 0:
         from .. import attach as plain_attach
 
         if not isinstance(engine.optimizer, torch.optim.Optimizer):
-            raise _refuse(f"at stage 0 the engine's optimizer is {type(engine.optimizer).__name__}, not a torch optimizer",
+            raise refuse(f"at stage 0 the engine's optimizer is {type(engine.optimizer).__name__}, not a torch optimizer",
                           "Pass a torch.optim optimizer to deepspeed.initialize")
         return plain_attach(engine.optimizer, engine.module, **attach_kwargs)
     s = ZeroSyre(engine, config, stage)
@@ -458,29 +390,3 @@ def attach_engine(engine, model, kwargs: Dict[str, Any]):
         raise ValueError("syre.attach(engine, model): the model must be engine.module (or left out: "
                          "syre.attach(engine, ...) decays engine.module's parameters)")
     return attach(engine, **kwargs)
-
-
-def engine_of(optimizer) -> Optional[Any]:
-    """The ``DeepSpeedEngine`` whose ZeRO optimizer ``optimizer`` is or wraps (accelerate's
-    ``DeepSpeedOptimizerWrapper``, what the transformers ``Trainer`` hands its callbacks), else None.
-
-    Imports nothing: without DeepSpeed loaded there is no engine. ZeRO's optimizer keeps no link
-    to its engine, so the engine is found among the objects that refer to it (once, at attach).
-    """
-    ds = sys.modules.get("deepspeed")
-    engine_class = getattr(ds, "DeepSpeedEngine", None)
-    if engine_class is None:
-        return None
-    seen, o = set(), optimizer
-    while o is not None and id(o) not in seen and not type(o).__module__.startswith("deepspeed.runtime"):
-        if isinstance(o, engine_class):
-            return o
-        seen.add(id(o))
-        o = getattr(o, "optimizer", None)
-    if o is None or not type(o).__module__.startswith("deepspeed.runtime"):
-        return None
-    for r in gc.get_referrers(o):
-        for e in [r] + (gc.get_referrers(r) if isinstance(r, dict) else []):
-            if isinstance(e, engine_class) and e.optimizer is o:
-                return e
-    return None
