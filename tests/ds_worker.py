@@ -55,7 +55,7 @@ def single(steps: int = STEPS) -> dict:
     model = make_model()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD)
     s = syre.attach(opt, model, **KW)
-    out = {"anchors": {n: tuple(s.anchor(n)) for n in s.names()}, "sigma0": {n: s.config.sigma0 for n in s.names()}}
+    out = {"anchors": {n: tuple(s.anchor(n)) for n in s.names()}}
     for step in range(steps):
         opt.zero_grad(set_to_none=True)
         loss_of(model, step).backward()
@@ -241,6 +241,17 @@ def _refusals() -> dict:
     refused("client", engine(2, optimizer=lambda m: NotTorchAdamW(m.parameters(), lr=LR, weight_decay=WD)))
     refused("elastic", engine(2, elastic_checkpoint=True))
 
+    # One ZeroSyre per engine: the same arguments give the one there, others are refused; remove() gives back.
+    s = sds.attach(eng, **KW)
+    out["again_same"] = syre.attach(eng, **KW) is s
+    try:
+        sds.attach(eng, **dict(KW, seed=12))
+        out["again_other"] = None
+    except ValueError as exc:
+        out["again_other"] = str(exc)
+    client = eng.optimizer.optimizer
+    s.remove()
+    out["removed"] = (client.param_groups[0]["weight_decay"], len(client._optimizer_step_pre_hooks))
     # A step of the client optimizer outside engine.step() (a synthetic step) decays nothing.
     sds.attach(eng, **KW)
     flat = eng.optimizer.single_partition_of_fp32_groups[0]

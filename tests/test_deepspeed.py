@@ -218,3 +218,10 @@ def test_universal_checkpoint_resumes_on_another_world_size_bitwise(runs):
     _assert_bitwise(got["params"], runs["single"][W.STEPS])
     assert got["seed"] == W.KW["seed"]  # attached with seed 99: client_state["syre"] brought 11 back
     assert len(got["warned"]) == 1 and "client_state" in got["warned"][0]  # attach says how, under load_universal
+
+
+def test_one_attachment_per_engine_and_remove_gives_back(runs):
+    got = runs["ranks"][0][REFUSALS]
+    assert got["again_same"]  # syre.attach(engine, same arguments) returns the one attached
+    assert "already has syre attached" in got["again_other"]
+    assert got["removed"] == (W.WD, 0)  # weight decay given back, no hook left

@@ -41,6 +41,7 @@ DeepSpeedCPUAdam; pass a ``torch.optim`` optimizer), ``target`` other than ``"ra
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -57,6 +58,9 @@ from ._deepspeed_checks import TESTED, check_engine, engine_of, inconsistent, re
 
 __all__ = ["TESTED", "ZeroSyre", "attach", "attach_engine", "engine_of"]
 
+#: client optimizer -> its ZeroSyre (one per optimizer: a second would decay every fragment twice).
+_ATTACHED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
 # A fragment: (name, global start, global stop, the fp32 view the decay writes to).
 Fragment = Tuple[str, int, int, torch.Tensor]
 
@@ -67,7 +71,8 @@ class ZeroSyre:
     def __init__(self, engine, config: Config, stage: int):
         import torch.distributed as dist
 
-        self._engine, self._config, self._stage = engine, config, stage
+        self._engine, self._config, self._stage, self._requested = engine, config, stage, config
+        self._removed = False
         zo = engine.optimizer
         self._client = client = zo.optimizer
         model = engine.module
@@ -122,6 +127,7 @@ class ZeroSyre:
             client.register_load_state_dict_pre_hook(self._load_pre_hook),
             client.register_load_state_dict_post_hook(self._load_post_hook),
         ]
+        _ATTACHED[client] = self
 
     # ------------------------------------------------------------------ the bookkeeping
     def _group_params(self, zo) -> List[list]:
@@ -347,6 +353,7 @@ class ZeroSyre:
         self._handles = []
         self._groups.restore()
         self._anchors = {}
+        self._removed = True
 
     def __repr__(self) -> str:
         c = self._config
@@ -372,6 +379,18 @@ def attach(engine, **attach_kwargs):
             raise refuse(f"at stage 0 the engine's optimizer is {type(engine.optimizer).__name__}, not a torch optimizer",
                           "Pass a torch.optim optimizer to deepspeed.initialize")
         return plain_attach(engine.optimizer, engine.module, **attach_kwargs)
+    from ..optim import attached
+
+    client = engine.optimizer.optimizer
+    existing = _ATTACHED.get(client)
+    if existing is not None and not existing._removed:
+        if existing._requested == config:
+            return existing  # attach again with the same arguments (a re-run notebook cell): the one there
+        raise ValueError(f"This engine already has syre attached ({existing!r}); a second one would decay every fragment "
+                         "twice. Use the attached one, or call its .remove() first")
+    if attached(client) is not None:
+        raise ValueError("The engine's client optimizer already has a Syre from syre.attach(optimizer, model); "
+                         "call its .remove() first")
     s = ZeroSyre(engine, config, stage)
     if engine.load_universal_checkpoint():
         warnings.warn(
