@@ -86,9 +86,10 @@ class ZeroSyre:
         for p, _, flat, *_ in raw:
             if id(p) not in infos:
                 raise inconsistent(f"a partitioned tensor of shape {tuple(flat.shape)} is not a parameter of engine.module")
-        flats = {id(f) for _, _, f, *_ in raw}
+        all_flats = zo.single_partition_of_fp32_groups if stage in (1, 2) else zo.fp32_partitioned_groups_flat
+        flats = {id(f) for f in all_flats}
         for gi, group in enumerate(client.param_groups):
-            if any(id(t) not in flats and t.numel() for t in group["params"]):
+            if any(id(t) not in flats for t in group["params"]):
                 raise inconsistent(f"param group {gi} of the client optimizer holds a tensor no fragment maps to")
         self._shapes = {infos[id(p)].name: tuple(getattr(p, "ds_shape", p.shape)) for p in held}
         trainable = [i for i in infos.values() if i.param.requires_grad]
@@ -106,19 +107,16 @@ class ZeroSyre:
         self._groups = Groups(client, config.gamma, covers=lambda gi: gi in self._covered_groups)
         self._groups.attach()  # checks, then takes over weight_decay (the first change)
         self._frags: Dict[int, List[Fragment]] = {}  # id(flat fp32 tensor) -> its covered fragments
-        self._flat_group: Dict[int, int] = {}
         for p, gi, flat, offset, start, count in raw:
             name = infos[id(p)].name
-            self._flat_group[id(flat)] = gi
             if name in covered and count:
                 self._frags.setdefault(id(flat), []).append((name, start, start + count, flat.narrow(0, offset, count)))
-        self._flats = {id(f): f for _, _, f, *_ in raw}
+        self._flats = {id(f): f for f in all_flats}  # a partition may hold no covered fragment (then no decay)
         self._version = A.FORMAT
         self._anchors: Dict[tuple, tuple] = {}
         self._full = client.param_groups
         self._weights: Optional[list] = None
         self._weights_at = None
-        self._steps = 0
         self._pending = None
         self._before_load: list = []
         self._handles = [
@@ -242,7 +240,6 @@ class ZeroSyre:
             finally:
                 optimizer.param_groups = cur
             self._weights_at = at
-            self._steps += 1
         for gi, flat in stepped:
             w = self._weights[gi]
             frags = self._frags.get(id(flat))
