@@ -447,7 +447,7 @@ class Syre(Checkpointing):
         self._removed = True
 
 
-def attach(optimizer, model: nn.Module, **kwargs):
+def attach(optimizer, model: Optional[nn.Module] = None, **kwargs):
     """Attach syre to ``optimizer``: one added line. Returns the ``Syre`` object.
 
     ``syre.attach(opt, model, gamma=0.1)`` makes every ``opt.step()`` first apply
@@ -459,7 +459,16 @@ def attach(optimizer, model: nn.Module, **kwargs):
     A list of optimizers over one model (Muon for the matrices, AdamW for the rest) gives one
     ``MultiSyre``: the same anchors, each parameter decayed by the optimizer that holds it, the
     model covered exactly once (see ``syre._multi``).
+
+    A ``deepspeed.DeepSpeedEngine`` (``syre.attach(engine, ...)``, no model) goes to
+    ``syre.integrations.deepspeed.attach``.
     """
+    if type(optimizer).__module__.startswith("deepspeed.") and not isinstance(optimizer, torch.optim.Optimizer):
+        from .integrations.deepspeed import attach_engine
+
+        return attach_engine(optimizer, model, kwargs)
+    if model is None:
+        raise TypeError("syre.attach(optimizer, model, ...) needs the model whose parameters the optimizer holds")
     if isinstance(optimizer, (list, tuple)):
         from ._multi import MultiSyre
 
