@@ -4,17 +4,17 @@
 #   bash ci/integrations.sh            # creates .venv-integrations on first use, then reuses it
 #   VENV=/path/to/venv bash ci/integrations.sh
 #
-# Installs torch-syre (editable) with the extras lightning, transformers, sb3, jax, triton and docs next to
+# Installs torch-syre (editable) with the extras lightning, transformers, sb3, jax, triton, deepspeed and docs next to
 # the pinned CPU torch of constraints-dev.txt, checks that torch was not replaced, runs
-# tests/test_integration_*.py, tests/test_error_table.py (its framework rows) and tests/test_triton.py
-# (Triton's interpreter on CPU; none may skip:
+# tests/test_integration_*.py, tests/test_error_table.py (its framework rows), tests/test_triton.py (Triton's
+# interpreter on CPU) and tests/test_deepspeed.py (ZeRO 0-3 on 2 gloo processes; none may skip:
 # the frameworks are installed here) and builds
 # docs/ with docs/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv-integrations}"
-EXTRAS="dev,lightning,transformers,sb3,jax,triton,docs"
+EXTRAS="dev,lightning,transformers,sb3,jax,triton,deepspeed,docs"
 start=$(date +%s)
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -35,7 +35,7 @@ pinned = [l.split("==")[1].strip() for l in open("constraints-dev.txt") if l.sta
 if not torch.__version__.startswith(pinned):
     sys.exit(f"torch {torch.__version__} was installed instead of the pinned {pinned}")
 for m in ("lightning", "transformers", "accelerate", "stable_baselines3", "gymnasium", "jax", "optax", "triton", "sphinx", "myst_parser",
-          "tensorboard"):
+          "tensorboard", "deepspeed"):
     importlib.import_module(m)
 print(f"torch {torch.__version__}; all integration packages import")
 PYCHECK
@@ -43,7 +43,7 @@ PYCHECK
 # -W error::pytest.PytestSkipWarning is not enough for importorskip: count skips instead.
 report=$(mktemp)
 set +e
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_step_closure.py tests/test_triton.py 2>&1 | tee "$report"
+"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_step_closure.py tests/test_triton.py tests/test_deepspeed.py 2>&1 | tee "$report"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

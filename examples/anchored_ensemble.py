@@ -3,7 +3,7 @@
 An anchored ensemble (Pearce et al., 2020) regularises each member toward its own random draw
 from the prior instead of toward zero, so the members agree where the data pin them down and keep
 their prior spread away from the data: an uncertainty estimate from plain training. That is syre's
-decoupled form with the default sigma0 (``"lecun"``: the init std) and a different seed per member.
+decoupled form with sigma0 ``"lecun"`` (the init std: the prior's) and a different seed per member.
 With plain weight decay the members are pulled toward the same point (the origin) and their spread
 away from the data shrinks with the decay.
 

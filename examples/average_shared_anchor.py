@@ -49,8 +49,9 @@ def make_mlp(init_seed: int) -> nn.Module:
 def train(data, *, init_seed: int, anchor_seed, gamma: float, epochs: int) -> nn.Module:
     net = make_mlp(init_seed)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    # sigma0=0 is weight decay itself (decay toward the origin); otherwise the library default anchor
-    s = syre.attach(opt, net, gamma=gamma, seed=anchor_seed or 0, d_spread=0.0, **({"sigma0": 0.0} if anchor_seed is None else {}))
+    # sigma0=0 is weight decay itself (decay toward the origin); otherwise the LeCun init std, a shape rule, so that
+    # runs from different initialisations share one anchor (under "match" each run's scale would be its own RMS)
+    s = syre.attach(opt, net, gamma=gamma, seed=anchor_seed or 0, d_spread=0.0, sigma0=0.0 if anchor_seed is None else "lecun")
     order = torch.Generator().manual_seed(1000 + init_seed)  # a different data order per run
     for _ in range(epochs):
         perm = torch.randperm(len(data.x_train), generator=order)

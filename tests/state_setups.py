@@ -42,7 +42,7 @@ def _steps(model, opt, x, n=3):
 def adamw_takeover():
     m = _init(nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 3)), 0)
     o = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
-    return syre.attach(o, m)
+    return syre.attach(o, m, sigma0="lecun")
 
 
 def two_groups_seeded():
@@ -50,7 +50,7 @@ def two_groups_seeded():
     decay = [p for n, p in m.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in m.named_parameters() if p.dim() < 2]
     o = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=0.01)
-    s = syre.attach(o, m, seed=123, mode="seeded", exclude=syre.NORM_TYPES, d_spread=0.0)
+    s = syre.attach(o, m, seed=123, mode="seeded", exclude=syre.NORM_TYPES, d_spread=0.0, sigma0="lecun")
     _steps(m, o, torch.randn(4, 6, generator=torch.Generator().manual_seed(0)))
     return s
 

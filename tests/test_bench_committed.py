@@ -10,6 +10,7 @@ import syre
 from syre.bench import build_protocol, get_experiment
 from syre.bench.docs import DOCS, blocks_in, check, load
 from syre.bench.protocol import digest, read_ledger
+from syre.bench.arms import DECLARED_SIGMA0
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -49,12 +50,12 @@ def test_every_committed_summary_carries_its_registered_protocol(summary):
 
 def test_the_default_arm_used_the_library_default_sigma0(summary):
     s0 = summary["sigma0"]
-    assert s0["library_default"] == syre.DEFAULT_SIGMA0
+    assert s0["library_default"] == DECLARED_SIGMA0  # the library default when the committed runs ran
     arms = {a["name"]: a for a in summary["protocol"]["declaration"]["arms"]}
-    if "syre" in arms:  # the arm named syre is the library default, in the config and as run
-        assert summary["config"]["sigma0"] == syre.DEFAULT_SIGMA0 and arms["syre"]["sigma0"] in (None, syre.DEFAULT_SIGMA0)
+    if "syre" in arms:  # the arm named syre is that default, in the config and as run
+        assert summary["config"]["sigma0"] == DECLARED_SIGMA0 and arms["syre"]["sigma0"] in (None, DECLARED_SIGMA0)
         if arms["syre"]["decay"] == "syre":  # (E4's methods are not decay arms: its syre method reads the config's sigma0)
-            assert s0["arms"]["syre"]["spec"] == syre.DEFAULT_SIGMA0 and "library default" in s0["arms"]["syre"]["meaning"]
+            assert s0["arms"]["syre"]["spec"] == DECLARED_SIGMA0 and "library default" in s0["arms"]["syre"]["meaning"]
 
 
 def test_selection_and_evaluation_seeds_are_disjoint_and_match_the_tests(summary):
@@ -62,7 +63,7 @@ def test_selection_and_evaluation_seeds_are_disjoint_and_match_the_tests(summary
     d = summary["protocol"]["declaration"]
     assert not set(seeds["selection"]) & set(seeds["evaluation"]) and seeds["evaluation"]
     assert seeds["evaluation"] == d["evaluation_seeds"] and seeds["selection"] == d["selection_seeds"]
-    assert bool(seeds["selection"]) == bool(d["tuning"])
+    assert bool(seeds["selection"]) == bool(d["tuning"] or d["config"].get("selection_rule"))
     for t in summary["tests"]:
         assert t["n"] == len(seeds["evaluation"]), t["name"]
     for k, metrics in summary["arms"].items():

@@ -6,6 +6,7 @@ import pytest
 
 import syre
 from syre.bench import get_experiment, run_experiment
+from syre.bench.arms import DECLARED_SIGMA0
 from syre.bench.protocol import digest
 from syre.data import fashion_mnist_dirs
 
@@ -65,7 +66,7 @@ def test_quick_summary_carries_its_protocol(quick_run):
     assert not set(summary["seeds"]["selection"]) & set(summary["seeds"]["evaluation"])
     assert summary["sigma0"]["library_default"] == syre.DEFAULT_SIGMA0
     if "syre" in summary["sigma0"]["arms"]:
-        assert summary["sigma0"]["arms"]["syre"]["spec"] == syre.DEFAULT_SIGMA0
+        assert summary["sigma0"]["arms"]["syre"]["spec"] == DECLARED_SIGMA0  # the registered experiments' default
     for arm, metrics in summary["arms"].items():
         for name, d in metrics.items():
             assert set(d) == {"mean", "std", "n"} and d["n"] == len(summary["seeds"]["evaluation"]), (arm, name)

@@ -11,7 +11,7 @@ from torch import nn
 import syre
 from syre.bench import Design, Experiment, Test, Tuning, cell, run_experiment
 from syre.bench import cli as bench_cli
-from syre.bench.arms import ARMS, apply_arm, arms, default_scale, dropout_rate, init_stds, library_scale, perturb_, sigma0_label, syre_arm
+from syre.bench.arms import ARMS, DECLARED_SIGMA0, apply_arm, arms, default_scale, dropout_rate, init_stds, library_scale, perturb_, sigma0_label, syre_arm
 from syre.bench.registry import experiment_ids, get_experiment
 
 pytest.importorskip("scipy")
@@ -85,8 +85,8 @@ def test_an_arm_takes_its_own_gamma_before_the_configs():
 
 
 def test_each_arm_name_means_one_sigma0():
-    assert ARMS["syre"].sigma0 is None  # the run's sigma0 key, whose default is the library's
-    assert syre_arm(syre.DEFAULT_SIGMA0).name == "syre" and syre_arm("lecun:0.3").name == "syre_0.3x"
+    assert ARMS["syre"].sigma0 is None  # the run's sigma0 key, whose default is the one E0-E13 were declared with
+    assert syre_arm(DECLARED_SIGMA0).name == "syre" and syre_arm("lecun:0.3").name == "syre_0.3x"
     assert syre_arm(0.5).name == "syre_abs0.5" and syre_arm("lecun:3", d_spread=None).name == "syre_ar_3x"
     assert [a.sigma0 for a in arms(["syre_0.01x", "syre_abs0.1"])] == ["lecun:0.01", "abs:0.1"]
     with pytest.raises(ValueError, match="Invalid arm: 'syre_big'"):
@@ -99,7 +99,7 @@ def test_each_arm_name_means_one_sigma0():
 
 def test_sigma0_labels_and_the_library_scale():
     assert library_scale("lecun") == pytest.approx(default_scale())
-    assert "(the library default)" in sigma0_label(syre.DEFAULT_SIGMA0)
+    assert "(the library default)" in sigma0_label(DECLARED_SIGMA0)
     assert sigma0_label("lecun:0.3") == "0.3 x lecun init std" and sigma0_label(0.05) == "0.05 (absolute)"
     assert sigma0_label("rel:2") == "2 x lecun init std"
     for bad in ("rel:x", "big", -1.0, True, "lecun:-1"):

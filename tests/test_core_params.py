@@ -121,7 +121,7 @@ def test_weight_norm_magnitude_and_direction_get_names_and_sigma0_that_make_sens
         old = torch.nn.utils.weight_norm(nn.Linear(9, 4))
     syres = []
     for layer in (new, old):
-        s = syre.attach(torch.optim.SGD(layer.parameters(), lr=0.1), layer, gamma=0.1)
+        s = syre.attach(torch.optim.SGD(layer.parameters(), lr=0.1), layer, gamma=0.1, sigma0="lecun")
         rows = {r["name"]: r for r in s.coverage()}
         assert sorted(rows) == ["bias", "weight_g", "weight_v"]
         assert rows["weight_g"]["sigma0"] == pytest.approx(UNIT_SIGMA0)  # a gain: no fan-in (was 1.0, fan-in 1)
@@ -150,7 +150,7 @@ def test_several_originals_are_named_after_their_weight():
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
 def test_recurrent_biases_take_their_layers_fan_in(cls):
     rnn = cls(input_size=9, hidden_size=16, num_layers=2, bidirectional=True)
-    s = syre.attach(torch.optim.SGD(rnn.parameters(), lr=0.1), rnn, gamma=0.1)
+    s = syre.attach(torch.optim.SGD(rnn.parameters(), lr=0.1), rnn, gamma=0.1, sigma0="lecun")
     rows = {r["name"]: r["sigma0"] for r in s.coverage()}
     assert rows["bias_ih_l0"] == pytest.approx(1 / 3) and rows["bias_ih_l0_reverse"] == pytest.approx(1 / 3)
     assert rows["bias_hh_l0"] == pytest.approx(1 / 4)
@@ -175,7 +175,7 @@ def test_batched_generation_is_bitwise_the_one_tensor_generator():
 
 def test_a_model_of_many_small_tensors_gets_the_per_tensor_anchors():
     m = nn.ModuleList([nn.Linear(3, 2) for _ in range(300)])
-    s = syre.attach(torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1), m)
+    s = syre.attach(torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1), m, sigma0="lecun")
     for name in ("0.weight", "137.bias", "299.weight"):
         sigma0 = 1 / math.sqrt(3)
         want = syre.anchor(0, name, s.anchor(name).theta0.shape, sigma0=sigma0, d_spread=0.1)

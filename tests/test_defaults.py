@@ -19,7 +19,8 @@ def test_bare_preset_is_the_default_scale_times_the_init_std():
     assert A.resolve_sigma0("lecun", "w", lin.weight, lin, "weight") == pytest.approx(S / 8)
     assert A.resolve_sigma0("kaiming", "w", lin.weight, lin, "weight") == pytest.approx(S * math.sqrt(2 / 64))
     assert A.resolve_sigma0("xavier", "w", lin.weight, lin, "weight") == pytest.approx(S * math.sqrt(2 / 96))
-    assert A.DEFAULT_SIGMA0 == "lecun" and A.SIGMA0_PRESETS == {"lecun": S, "kaiming": S, "xavier": S}
+    assert A.SIGMA0_PRESETS == {"lecun": S, "kaiming": S, "xavier": S}
+    assert A.DEFAULT_SIGMA0 == syre.DEFAULT_SIGMA0 == "match" and syre.sigma0.DEFAULT_SHAPE_SIGMA0 == "lecun"
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.01, 0.3, 1.0, 3.0])
@@ -142,7 +143,7 @@ def test_weak_pull_warns_once_when_the_decay_is_strong_and_the_anchor_tiny(opt):
     s, caught = _train("lecun:1e-5", opt=opt, gamma=3.0)
     assert len(caught) == 1
     msg = str(caught[0].message)
-    assert "sigma0='lecun'" in msg and "close to weight decay" in msg and "docs/does-syre-matter.md" in msg
+    assert "sigma0='match'" in msg and "close to weight decay" in msg and "docs/does-syre-matter.md" in msg
     ratios = s.pull_ratios()
     assert set(ratios) == set(s.names()) and max(ratios.values()) < WEAK_PULL_RATIO
     assert s._probe._snap == {}  # nothing kept after the first steps

@@ -20,11 +20,25 @@ def _landed(init_seed: int, anchor_seed: int) -> torch.Tensor:
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen))
     opt = torch.optim.SGD(net.parameters(), lr=1.0)
-    syre.attach(opt, net, gamma=1.0, seed=anchor_seed, d_spread=0.0)
+    # a shape rule: under the default "match" each run's anchor scale would follow its own init's RMS
+    syre.attach(opt, net, gamma=1.0, seed=anchor_seed, d_spread=0.0, sigma0="lecun")
     for p in net.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()  # lr * gamma = 1 on a zero gradient lands exactly on the anchor
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+
+def test_under_match_the_direction_is_shared_and_the_scale_is_each_runs_own():
+    def anchor_of(init_seed):
+        net = nn.Linear(6, 5)
+        gen = torch.Generator().manual_seed(init_seed)
+        with torch.no_grad():
+            net.weight.copy_(torch.randn(net.weight.shape, generator=gen) * (0.5 + init_seed))
+        s = syre.attach(torch.optim.SGD(net.parameters(), lr=1.0), net, gamma=1.0, seed=7, sigma0="match")
+        return s.anchor("weight").theta0, float(net.weight.detach().double().square().mean().sqrt())
+
+    (a, ra), (b, rb) = anchor_of(1), anchor_of(2)
+    assert torch.allclose(a / ra, b / rb, rtol=1e-5, atol=1e-7) and not torch.allclose(a, b)
 
 
 def test_two_runs_with_the_same_seed_decay_toward_the_same_anchor():

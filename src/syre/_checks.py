@@ -107,7 +107,7 @@ def verdict(decay: Optional[float], anchor: Optional[float]) -> str:
                 "decay both do nearly nothing here")
     if anchor < ANCHOR_SMALL:
         return (f"decay strong, anchor small (anchor/weights {anchor:.2g} < {ANCHOR_SMALL:g}): syre is close to weight "
-                "decay here; raise sigma0 (sigma0='lecun' is the init std)")
+                "decay here; raise sigma0 (sigma0='match' is the weights' own scale)")
     return (f"decay strong, anchor comparable to the weights (anchor/weights {anchor:.2g} >= {ANCHOR_SMALL:g}): syre "
             "differs from weight decay here; how much of a collapse it undoes grows with the anchor and the decay "
             "(docs/defaults.md)")

@@ -44,7 +44,10 @@ targets and roundings have no meaning here and are refused with the reason.
 (two ``uint32``). The anchors are regenerated from the key at every update and never stored, so
 checkpointing the optimizer state keeps the anchors, and costs 8 bytes per parameter tensor.
 
-**sigma0 presets and JAX kernel layouts.** As in torch, ``"lecun"`` (default, ``1 / sqrt(fan_in)``),
+**sigma0 presets and JAX kernel layouts.** ``syre_decay`` reads sigma0 at every update, from shapes
+(``syre.sigma0.DEFAULT_SHAPE_SIGMA0``, ``"lecun"``, is its default); torch's default ``"match"`` reads the
+initial values: resolve it once with ``table = sigma0s(params)`` (its default) and pass
+``sigma0=lambda name, p: table[name]``. As in torch, ``"lecun"`` (``1 / sqrt(fan_in)``),
 ``"kaiming"`` (``sqrt(2 / fan_in)``) and ``"xavier"`` (``sqrt(2 / (fan_in + fan_out))``) are the
 library's default scale times those init stds, and ``"lecun:X"`` is X times it; they read the
 fans from the shape. JAX libraries store kernels input-first: a flax or
@@ -73,6 +76,7 @@ from .config import check_d_spread, check_nonneg_float, check_seed
 from ._validate import check_shape
 from ._optax_config import NOT_IN_JAX, ONLY_IN_JAX, jax_config, selected
 from .sigma0 import (
+    DEFAULT_SHAPE_SIGMA0,
     DEFAULT_SIGMA0,
     MATCH,
     UNIT_SIGMA0,
@@ -285,8 +289,9 @@ def syre_decay(
         format_version: the anchor format (``syre.anchors.FORMATS``): 2 (default, as every new
             ``syre.attach``), or 1 to resume a run started with format-1 anchors.
         attach_kwargs: ``syre.attach``'s keywords, validated by ``syre.config.Config``:
-            ``sigma0`` (``"lecun"`` default, ``"kaiming"``, ``"xavier"`` with fans read per
-            ``kernel_layout``, an absolute float, or a callable ``(name, param) -> float``),
+            ``sigma0`` (``"lecun"`` default: read from shapes at every update; for torch's default
+            ``"match"``, pass the table of ``sigma0s(params)``; ``"kaiming"``, ``"xavier"`` with fans
+            read per ``kernel_layout``, an absolute float, or a callable ``(name, param) -> float``),
             ``d_spread`` (eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre), ``seed``
             (an int in ``[0, 2**64)``; equal seeds and names give the anchors ``syre.attach``
             gives in torch), ``include`` / ``exclude`` (fnmatch patterns on the names, or
@@ -300,6 +305,8 @@ def syre_decay(
     """
     optax = _import_optax()
     jax, jnp, np = _import()
+    # sigma0 is read from shapes at every update: the library default "match" needs the initial params.
+    attach_kwargs.setdefault("sigma0", DEFAULT_SHAPE_SIGMA0)
     cfg = jax_config(gamma, attach_kwargs)
     if not callable(gamma):
         gamma = cfg.gamma

@@ -151,9 +151,10 @@ class Syre(Checkpointing):
             (AdamW, Muon, Adafactor, ``decoupled_weight_decay=True``, plain SGD); refused for
             coupled ones (Adam, RMSprop, SGD with momentum, ...) and when every group's weight decay
             is 0. A group key ``syre_gamma`` sets gamma for that group.
-        sigma0: ``"lecun"`` (default: 1/sqrt(fan_in), the LeCun init std), ``"kaiming"``,
-            ``"xavier"``, ``"lecun:0.3"`` (0.3 x the init std), an absolute float, or a callable
-            ``(name, param) -> float``. See ``syre.sigma0`` and docs/defaults.md.
+        sigma0: ``"match"`` (default: each tensor's own RMS when first covered, saved in the
+            checkpoint), ``"match:0.3"`` (0.3 x it), ``"lecun"`` (1/sqrt(fan_in), the LeCun init
+            std), ``"kaiming"``, ``"xavier"``, ``"lecun:0.3"`` (0.3 x the init std), an absolute
+            float, or a callable ``(name, param) -> float``. See ``syre.sigma0`` and docs/defaults.md.
         d_spread: eps of ``D_ii ~ Uniform(1 - eps, 1 + eps)``; 0 is basic syre.
         seed: the anchors' seed (an int in [0, 2**64)); never the global RNG.
         mode: ``"stored"`` keeps theta0 (and xi) in fp32 (fp64 for fp64 parameters);
@@ -451,7 +452,7 @@ class Syre(Checkpointing):
         self._removed = True
 
 
-def attach(optimizer, model: nn.Module, **kwargs):
+def attach(optimizer, model: Optional[nn.Module] = None, **kwargs):
     """Attach syre to ``optimizer``: one added line. Returns the ``Syre`` object.
 
     ``syre.attach(opt, model, gamma=0.1)`` makes every ``opt.step()`` first apply
@@ -464,11 +465,20 @@ def attach(optimizer, model: nn.Module, **kwargs):
     ``MultiSyre``: the same anchors, each parameter decayed by the optimizer that holds it, the
     model covered exactly once (see ``syre._multi``).
 
+    A ``deepspeed.DeepSpeedEngine`` (``syre.attach(engine, ...)``, no model) goes to
+    ``syre.integrations.deepspeed.attach``.
+
     Keywords (those of ``Syre`` and ``syre.Config``): ``gamma``, ``sigma0``, ``d_spread``, ``seed``,
     ``mode``, ``include``, ``exclude``, ``strict``, ``foreach``, ``target``, ``rounding``; another is a
     ``TypeError`` listing them.
     """
     check_keywords(kwargs, ATTACH_KWARGS, "syre.attach")
+    if type(optimizer).__module__.startswith("deepspeed.") and not isinstance(optimizer, torch.optim.Optimizer):
+        from .integrations.deepspeed import attach_engine
+
+        return attach_engine(optimizer, model, kwargs)
+    if model is None:
+        raise TypeError("syre.attach(optimizer, model, ...) needs the model whose parameters the optimizer holds")
     if isinstance(optimizer, (list, tuple)):
         from ._multi import MultiSyre
 
@@ -482,6 +492,5 @@ def attach(optimizer, model: nn.Module, **kwargs):
 
 # help(syre.attach) and inspect.signature show Syre's keywords (attach takes them as **kwargs to check them first).
 attach.__signature__ = inspect.Signature(
-    [inspect.Parameter("optimizer", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-     *[p for n, p in inspect.signature(Syre.__init__).parameters.items() if n != "self" and not n.startswith("_")
-       and n != "optimizer"]])
+    [*list(inspect.signature(attach).parameters.values())[:2],
+     *[p for p in inspect.signature(Syre.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY and not p.name.startswith("_")]])

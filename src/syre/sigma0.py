@@ -2,13 +2,14 @@
 
 A sigma0 spec is one of
 
-* a relative preset, ``"lecun"`` (the default), ``"kaiming"`` or ``"xavier"``: sigma0 is
+* ``"match"`` (the default, ``DEFAULT_SIGMA0``) or ``"match:X"``: sigma0 is X (default 1) times the
+  tensor's own scale when the parameter is first covered, so the anchor has the scale the model was
+  actually initialised at, whatever init it used (nanoGPT's embeddings at std 0.02, say, where
+  ``"lecun"`` with an Embedding's fan-in of 1 gives std 1: 50x the weights). See "The tensor's own
+  scale" below;
+* a relative preset, ``"lecun"`` (the default before 0.1.0), ``"kaiming"`` or ``"xavier"``: sigma0 is
   ``DEFAULT_SIGMA0_SCALE`` times that init std of the parameter; ``"lecun:0.3"`` sets the multiple
   (0.3 init stds);
-* ``"match"`` (or ``"match:X"``): sigma0 is X (default 1) times the tensor's own scale when the
-  parameter is first covered, so the anchor has the scale the model was actually initialised at,
-  whatever init it used (nanoGPT's embeddings at std 0.02, say, where ``"lecun"`` with an
-  Embedding's fan-in of 1 gives std 1: 50x the weights). See "The tensor's own scale" below;
 * an absolute float, the same sigma0 for every parameter;
 * a callable ``(name, param) -> float``.
 
@@ -80,6 +81,7 @@ from ._validate import check_nonneg_float
 from .select import GAIN, NORM_TYPES, ParamInfo
 
 __all__ = [
+    "DEFAULT_SHAPE_SIGMA0",
     "DEFAULT_SIGMA0",
     "DEFAULT_SIGMA0_SCALE",
     "IN_OUT_LAYOUTS",
@@ -105,8 +107,14 @@ __all__ = [
 #: Default scale of the sigma0 presets: ``"lecun"`` means sigma0 = DEFAULT_SIGMA0_SCALE / sqrt(fan_in),
 #: the LeCun init std itself. Chosen by the sigma-sweep benchmark (docs/defaults.md).
 DEFAULT_SIGMA0_SCALE = 1.0
-#: Default sigma0 spec (a preset relative to the LeCun init std).
-DEFAULT_SIGMA0 = "lecun"
+#: Default sigma0 spec of every entry point (``attach``, the callbacks, ``Penalty``, ``reparametrize``,
+#: ``syre.optax.sigma0s``): each tensor's own RMS when first covered (see the module doc). A checkpoint
+#: keeps the sigma0s it resolved, so a run resumed from one keeps its anchors whatever the default.
+DEFAULT_SIGMA0 = "match"
+#: The default of an entry point that sees only shapes, never the initial values:
+#: ``syre.optax.syre_decay`` reads sigma0 at every update, when the params have moved (resolve
+#: ``"match"`` once with ``syre.optax.sigma0s(params)`` and pass the table).
+DEFAULT_SHAPE_SIGMA0 = "lecun"
 #: The reference std of parameters with no fan-in under the relative presets: their sigma0 is
 #: ``scale * UNIT_SIGMA0``. Not "fan_in = 1" (``scale * 1``): anchoring LayerNorm weights at
 #: N(0, scale^2) turned units dead and cost rank and accuracy in the sigma-sweep benchmark, while

@@ -9,8 +9,8 @@ arm                target, D                                                  al
 =================  =========================================================  ==================
 ``none``           no decay                                                   -
 ``wd``             the origin, D = I (AdamW's ``weight_decay``)               -
-``syre``           theta0 at **the library default** ``syre.DEFAULT_SIGMA0``    -
-``syre_ar``        theta0 at the library default, D_ii ~ U(1 - eps, 1 + eps)   -
+``syre``           theta0 at **the declared default** ``DECLARED_SIGMA0``       -
+``syre_ar``        theta0 at the declared default, D_ii ~ U(1 - eps, 1 + eps)   -
 ``syre_<X>x``      theta0 at X LeCun init stds (``"lecun:X"``), D = I            -
 ``syre_abs<X>``    theta0 at the absolute sigma0 X, D = I                      -
 ``syre_match``     theta0 at the weights' own RMS at attach (``"match"``)       -
@@ -45,7 +45,7 @@ from torch import nn
 import syre
 
 __all__ = ["Arm", "ARMS", "ARM_DEFAULTS", "GAMMA_CONVENTION", "apply_arm", "arms", "arm_gamma", "capture", "dropout_rate",
-           "default_scale", "init_stds", "library_scale", "perturb_", "sigma0_label", "sigma0_spec", "syre_arm"]
+           "default_scale", "DECLARED_SIGMA0", "init_stds", "library_scale", "perturb_", "sigma0_label", "sigma0_spec", "syre_arm"]
 
 GAMMA_CONVENTION = (
     "decoupled (AdamW convention): every step applies p <- p - lr * gamma * D * (p - target) before the "
@@ -101,8 +101,14 @@ class Arm:
         return asdict(self)
 
 
+#: The sigma0 of the arm named ``syre`` in the registered experiments (E0-E13): the library default when they
+#: were declared, the LeCun init std. Their protocols hash it (in the configs and the arms' labels), so it stays
+#: what they ran at when the library's default (``syre.DEFAULT_SIGMA0``) moves.
+DECLARED_SIGMA0 = "lecun"
+
+
 def _syre_name(spec) -> str:
-    if spec == syre.DEFAULT_SIGMA0:
+    if spec == DECLARED_SIGMA0:
         return "syre"
     kind, preset, x = _parse(spec)
     if kind == "abs":
@@ -137,7 +143,7 @@ ARMS: Dict[str, Arm] = {
 
 #: Configuration keys the arms read, with their defaults (experiments merge these in).
 ARM_DEFAULTS: Dict[str, Any] = {
-    "sigma0": syre.DEFAULT_SIGMA0,
+    "sigma0": DECLARED_SIGMA0,
     "d_spread": syre.DEFAULT_D_SPREAD,
     "dropout": 0.2,
     "wfix_frac": 0.25,
@@ -224,7 +230,7 @@ def library_scale(preset: str = "lecun") -> float:
 
 def default_scale() -> Optional[float]:
     """The multiple of the LeCun init std that the library default sigma0 means (None if it is not LeCun-relative)."""
-    kind, preset, x = _parse(syre.DEFAULT_SIGMA0)
+    kind, preset, x = _parse(DECLARED_SIGMA0)
     if kind != "rel" or preset != "lecun":
         return None
     return library_scale("lecun") if x is None else x
@@ -238,7 +244,7 @@ def sigma0_label(spec) -> str:
     if preset == "match":
         return f"{1.0 if x is None else x:g} x the weights' RMS at attach"
     text = f"{library_scale(preset) if x is None else x:g} x {preset} init std"
-    return text + (" (the library default)" if spec == syre.DEFAULT_SIGMA0 else "")
+    return text + (" (the library default)" if spec == DECLARED_SIGMA0 else "")  # (when E0-E13 were declared)
 
 
 def sigma0_spec(spec):

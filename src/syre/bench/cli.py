@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     pi.add_argument("id", help="experiment id or a comma-separated list")
     pi.add_argument("--write", action="store_true", help="record the pilot in syre/bench/pilots.py")
     pi.add_argument("--quiet", action="store_true")
+    pi.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (experiments with their own pilot)")
     pi.set_defaults(func=_cmd_pilot)
 
     pr = sub.add_parser("run", help="run one experiment (or 'all') and write its run directory")
@@ -63,6 +64,8 @@ def register(subparsers) -> None:
                     help="sigma0 of the `syre` arm = X LeCun init stds (same as --set sigma0=lecun:X)")
     pr.add_argument("--ledger", default="auto", help="protocol ledger a full run registers in before training ('auto': "
                     "benchmarks/protocols.json of this checkout, if any; 'none': do not register)")
+    pr.add_argument("--jobs", type=int, default=1, metavar="N", help="trials run at once in N worker processes (one torch "
+                    "thread each; the results are those of a sequential run)")
     pr.add_argument("--quiet", action="store_true", help="no progress lines")
     pr.set_defaults(func=_cmd_run)
 
@@ -125,7 +128,7 @@ def _cmd_pilot(args) -> int:
     except ValueError as exc:
         return _err("pilot", exc)
     for i in ids:
-        rec = run_pilot(i, verbose=not args.quiet, write=args.write)
+        rec = run_pilot(i, verbose=not args.quiet, write=args.write, jobs=args.jobs)
         print(json.dumps({i: rec}, indent=1))
     return 0
 
@@ -140,6 +143,8 @@ def _cmd_run(args) -> int:
             if not args.sigma_scale >= 0:
                 raise ValueError(f"Invalid --sigma-scale: {args.sigma_scale!r}; expected a number >= 0")
             overrides["sigma0"] = f"lecun:{args.sigma_scale:g}"
+        if args.jobs < 1:
+            raise ValueError(f"Invalid --jobs: {args.jobs!r}; expected an int >= 1")
         ids = experiment_ids() if args.id == "all" else [s for s in args.id.split(",") if s]
         for exp_id in ids:
             get_experiment(exp_id).config(quick=args.quick, overrides=overrides)  # bad ids and keys fail before anything runs
@@ -155,7 +160,7 @@ def _cmd_run(args) -> int:
         command = getattr(args, "argv", None) or (["syre"] + sys.argv[1:])
         try:
             summaries.append(run_experiment(exp_id, seeds=args.seeds, quick=args.quick, out=out, overrides=overrides,
-                                            verbose=not args.quiet, command=command, ledger=ledger))
+                                            verbose=not args.quiet, command=command, ledger=ledger, jobs=args.jobs))
         except ValueError as exc:
             return _err("run", exc)
     print(table(summaries), end="")

@@ -51,6 +51,39 @@ def _ids(args: str, S) -> List[str]:
     return [i for i in args.split(",") if i in S] if args else list(S)
 
 
+#: The anchor format of the committed runs made before ``summary.json`` recorded it: E9 ran at 887b017 (anchor format 2),
+#: every other one before anchor format 2 existed (format 1). Newer summaries carry ``anchor_format`` themselves.
+ANCHOR_FORMAT_BEFORE_RECORDED = {"e9": 2}
+
+
+def anchor_format(s) -> int:
+    return int(s.get("anchor_format") or ANCHOR_FORMAT_BEFORE_RECORDED.get(s["experiment"], 1))
+
+
+def ran_at(s) -> str:
+    """The default a run ran at: ``sigma0="lecun"``, i.e. 1 x lecun init std, anchor format 1."""
+    s0 = s["sigma0"]
+    meaning = s0.get("default_meaning", "").replace(" (the library default)", "")
+    return f'`sigma0="{s0["library_default"]}"`, i.e. {meaning}, anchor format {anchor_format(s)}'
+
+
+def _ran_at_all(S, ids) -> str:
+    """The defaults a set of runs ran at, grouped by default (with the runs of each group when they differ)."""
+    groups: Dict[str, List[str]] = {}
+    for i in ids:
+        groups.setdefault(ran_at(S[i]), []).append(i)
+    return "; ".join(f"{k} ({', '.join(v)})" if len(groups) > 1 else k for k, v in groups.items())
+
+
+def _cpu_known(s) -> bool:
+    return fmt.cpu_known(s)
+
+
+def _has(s, family: str) -> bool:
+    """Whether a run has primary tests in ``family`` (the default study has held-out ones only)."""
+    return any(t["role"] == "primary" and t["family"] == family for t in s["tests"])
+
+
 def _failed(s, family: str) -> List[Dict[str, Any]]:
     return [t for t in s["tests"] if t["family"] == family and t["role"] == "primary" and t["passed"] is False]
 
@@ -61,7 +94,7 @@ def b_verdicts(S, args: str) -> str:
     ids = _ids(args, S)
     lines = []
     for fam, key, label in (("shared", "supported", "at the shared gamma"), ("tuned", "supported_tuned", "with every arm at its tuned gamma")):
-        rel = [i for i in ids if S[i]["protocol"]["declaration"].get("tuning") or fam == "shared"]
+        rel = [i for i in ids if (S[i]["protocol"]["declaration"].get("tuning") or fam == "shared") and _has(S[i], fam)]
         no = [i for i in rel if S[i].get(key) is False]
         und = [i for i in rel if S[i].get(key) is None]
         yes = [i for i in rel if S[i].get(key) is True]
@@ -82,11 +115,14 @@ def b_results_table(S, args: str) -> str:
         seeds = s["seeds"]
         tuned = _word(s.get("supported_tuned")) if s["protocol"]["declaration"].get("tuning") else "-"
         held = {True: "survives", False: "does not survive", None: "undecided"}[s["default_survives"]] if "default_survives" in s else "-"
+        if "heldout_verdict" in s:  # the default study: its chosen candidate on held-out settings and seeds
+            held = f"{s['chosen']['candidate']}: " + {True: "holds", False: "does not hold", None: "undecided"}[s["heldout_verdict"]]
         rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`",
-                     f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**", tuned, held,
-                     f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if s.get("cpu_time_s") is not None else "")])
+                     f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**" if _has(s, "shared") else "-", tuned,
+                     held, ran_at(s),
+                     f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if _cpu_known(s) else "")])
     return fmt.md_table(["id", "experiment", "protocol", "seeds (selection + evaluation)", "shared gamma", "tuned gamma",
-                         "default sigma0, held out", "wall / CPU time"], rows)
+                         "default sigma0, held out", "ran at (the default then)", "wall / CPU time"], rows)
 
 
 def b_tests(S, args: str) -> str:
@@ -109,6 +145,8 @@ def b_cells(S, args: str) -> str:
 def b_tuned(S, args: str) -> str:
     rows = []
     for i in _ids(args, S):
+        if not S[i]["protocol"]["declaration"].get("tuning"):
+            continue  # (the default study's selection is not a tuning grid: its own block says it)
         for ck, by_arm in (S[i].get("selection") or {}).items():
             for arm, sel in by_arm.items():
                 ch = sel["chosen"]
@@ -194,7 +232,8 @@ def _what_should_change(S, v) -> str:
 def b_heldout(S, args: str) -> str:
     v = heldout_verdict([S[i] for i in S])
     word = {True: "**survives**", False: "**does not survive**", None: "is undecided in"}[v["survives"]]
-    out = [f"The library default sigma0 {word} the held-out check on the evaluation seeds of {', '.join(v['experiments'])}."]
+    out = [f"The library default sigma0 they ran at ({_ran_at_all(S, v['experiments'])}) {word} the held-out check on the evaluation "
+           f"seeds of {', '.join(v['experiments'])}."]
     if v["failed"]:
         out.append("Failed: " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items()) + ".")
     if v["better_scales"]:
@@ -244,8 +283,8 @@ def b_readme_evidence(S, args: str) -> str:
         lines.append(f"The sweep's selection rule, re-applied: {sw['findings'].get('rule re-applied', '-')}.")
     state = {True: "survives", False: "does not survive", None: "is undecided in"}[v["survives"]]
     where = ", ".join(v["experiments"]) or "no experiment yet"
-    lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default **{state}** "
-                 "the held-out check"
+    lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default they ran at "
+                 f"({_ran_at_all(S, v['experiments'])}) **{state}** the held-out check"
                  + (": it failed " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items())
                     if v["failed"] else "") + "." + _what_should_change(S, v))
     parts, l2 = [], []
@@ -315,7 +354,9 @@ def b_scale_arms(S, args: str) -> str:
             for a, key in cells.items():
                 row.append(f"{fmt.num(_mean(s, key, perf))} / {fmt.num(_mean(s, key, c['rank']))}" if key in s["arms"] else "-")
             rows.append(row + [f"{perf} / {c['rank']}"])
-    return fmt.md_table(["id", "setting", "wd", "0.01x", "0.3x", "1x (default)", "3x", "metrics"], rows)
+    ids = [i for i in _ids(args, S) if _collapse_cells(S[i])]
+    return (fmt.md_table(["id", "setting", "wd", "0.01x", "0.3x", "1x (default)", "3x", "metrics"], rows)
+            + (f"\nThe default these runs ran at: {_ran_at_all(S, ids)}; the scales are multiples of its LeCun init std.\n" if ids else ""))
 
 
 def b_account(S, args: str) -> str:
@@ -323,14 +364,18 @@ def b_account(S, args: str) -> str:
     s = S[args.strip()]
     out = []
     tuned = bool(s["protocol"]["declaration"].get("tuning"))
-    fams = [("shared", "supported", "At the shared gamma" if tuned else "Verdict")]
+    fams = [("shared", "supported", "At the shared gamma" if tuned else "Verdict")] if _has(s, "shared") or "heldout_verdict" not in s else []
+    if "heldout_verdict" in s:  # the default study
+        fams.append(("heldout", "heldout_verdict", f"The candidate chosen on the selection settings ({s['chosen']['candidate']}, "
+                                                    "chosen by the declared rule) on the held-out settings and fresh seeds"))
     if tuned:
         fams.append(("tuned", "supported_tuned", "With every arm at its tuned gamma"))
     if "default_survives" in s:
-        fams.append(("heldout", "default_survives", "The library default sigma0 on these held-out seeds"))
+        fams.append(("heldout", "default_survives", f"The library default sigma0 this run ran at ({ran_at(s)}) on these held-out seeds"))
     for fam, key, label in fams:
         prim = [t for t in s["tests"] if t["family"] == fam and t["role"] == "primary"]
-        word = _word(s[key]) if fam != "heldout" else {True: "survives", False: "does not survive", None: "undecided"}[s[key]]
+        word = _word(s[key]) if fam != "heldout" or key == "heldout_verdict" else {True: "survives", False: "does not survive",
+                                                                                  None: "undecided"}[s[key]]
         fail = [t for t in prim if t["passed"] is False]
         und = [t for t in prim if t["passed"] is None]
         ok = [t for t in prim if t["passed"] is True]
@@ -359,7 +404,7 @@ def b_environment(S, args: str) -> str:
     revs = sorted({str(e.get("git_revision"))[:7] for e in envs})
     dirty = any(e.get("git_dirty") for e in envs)
     total = sum(s["wall_time_s"] for s in S.values())
-    cpu = [s["cpu_time_s"] for s in S.values() if s.get("cpu_time_s") is not None]
+    cpu = [s["cpu_time_s"] for s in S.values() if _cpu_known(s)]
     return (f"Machine: {one('cpu_count')} CPU cores ({one('processor')}, {one('platform')}), {one('torch_threads')} torch thread per run; "
             f"Python {one('python')}, torch {one('torch')}, numpy {one('numpy')}, scipy {one('scipy')}; syre {one('syre')} at git "
             f"revision {', '.join(f'`{r}`' for r in revs)} ({'dirty' if dirty else 'clean'} tree). The runs ran one after another on a "
@@ -448,10 +493,72 @@ def b_paper(S, args: str) -> str:
 def b_finding(S, args: str) -> str:
     """``finding ID key words``: one finding of a run, as it recorded it."""
     i, key = args.split(" ", 1)
-    return f"{S[i]['findings'][key]}\n"
+    text = S[i]["findings"][key]
+    if "the default" in text:
+        text += f" (The default of this run: {ran_at(S[i])}.)"
+    return f"{text}\n"
+
+
+_SETTING_NAMES = {"mlp": "an MLP", "charlm": "a nanoGPT-style char LM", "gpt2": "a GPT-2 model (Conv1D)",
+                  "resnet": "a BatchNorm ResNet (norm layers excluded)", "gcn": "a GCN"}
+
+
+def b_default_study(S, args: str) -> str:
+    """The first paragraph of the README's "Choosing gamma, sigma0 and eps": should I use syre, with what settings, where it does
+    not help; from the default study (``default-scale``). ``args``: the folder of its results, relative to the document."""
+    import syre
+
+    s = S["default-scale"]
+    link = (args.strip() or "benchmarks/results/default-scale") + "/results.md"
+    spec = s["chosen"]["sigma0"]
+    settings = s["config"]["settings"]
+    rows = {(r["arm"], r["setting"], r["gamma"]): r for r in s["table"]}
+
+    def test(setting, kind):
+        return next((t for t in s["tests"] if t["a"].startswith(f"chosen[setting={setting},") and f"({kind})" in t["name"]), None)
+
+    def nums(k, t):
+        return f"{k} ({t['metric'].replace('_', ' ')} {fmt.num(t['mean_a'])} vs {fmt.num(t['mean_b'])})"
+
+    held = [k for k, v in settings.items() if v["role"] == "heldout"]
+    sel = [k for k, v in settings.items() if v["role"] == "selection"]
+    better, unsure, worse, noharm, harm, l2 = [], [], [], [], [], []
+    for k in held + sel:
+        c, ty = test(k, "collapsing"), test(k, "typical")
+        if c is not None:
+            (better if c["passed"] else unsure if _on_claimed_side(c) else worse).append(nums(k, c))
+            g = float(settings[k]["gammas"][1])
+            a, b = rows.get(("l2init", k, g)), rows.get(("chosen", k, g))
+            if a and b and a["mean"] is not None and b["mean"] is not None and (
+                    (a["mean"] > b["mean"]) == (settings[k]["better"] == "max")) and a["mean"] != b["mean"]:
+                l2.append(f"{k} ({fmt.num(a['mean'])} vs {fmt.num(b['mean'])})")
+        if ty is not None:
+            (noharm if ty["passed"] else harm).append(k)
+    margin = " / ".join(sorted({fmt.num(v["margin"]) for v in settings.values()}))
+    verdict = {True: "**held**", False: "**did not hold**", None: "was **undecided**"}[s["heldout_verdict"]]
+    text = ("**Should I use syre?** Only where the weight decay you train with is strong enough to collapse a model: at a typical "
+            f"decay it changed little in a [registered study]({link}) (within a {margin} margin of weight decay in "
+            f"{', '.join(noharm) or 'no setting'}" + (f"; not shown in {', '.join(harm)}" if harm else "") + "). "
+            f"At a collapsing decay the study chose `sigma0=\"{spec}\"` among `\"lecun\"`, `\"match\"` and `\"match:0.3\"` on "
+            f"{' and '.join(_SETTING_NAMES.get(k, k) for k in sel)}, and judged it on fresh seeds of "
+            f"{', '.join(_SETTING_NAMES.get(k, k) for k in held)}, where its claim {verdict}. Against weight decay there it was better in "
+            f"{'; '.join(better) or 'no setting'}")
+    if unsure:
+        text += f"; better on average but not significantly in {'; '.join(unsure)}"
+    if worse:
+        text += f"; worse in {'; '.join(worse)}"
+    text += "."
+    if l2:
+        text += (f" L2-Init (`target=\"init\"`, decay toward the initial weights), the reference, had a better mean than the chosen "
+                 f"anchor at the collapsing decay in {'; '.join(l2)}.")
+    default = syre.DEFAULT_SIGMA0
+    text += (f" `\"{spec}\"` is `attach`'s default." if spec == default else
+             f" `attach`'s default is `\"{default}\"`; the study's choice is `sigma0=\"{spec}\"`.")
+    return text + "\n"
 
 
 BLOCKS: Dict[str, Callable[[Dict[str, Any], str], str]] = {
+    "default-study": b_default_study,
     "verdicts": b_verdicts, "results-table": b_results_table, "tests": b_tests, "cells": b_cells, "tuned": b_tuned,
     "power": b_power, "heldout": b_heldout, "readme-evidence": b_readme_evidence, "sweep": b_sweep, "sweep-study": b_sweep_study,
     "scale-arms": b_scale_arms, "account": b_account, "environment": b_environment, "e7-paper": b_e7_paper, "backbone": b_backbone,

@@ -41,7 +41,7 @@ DEFAULTS: Dict[str, Any] = {
     "gamma": 0.01,
     "tune_arms": ["wd", "perturb", "syre", "syre_ar"],
     "tune_gammas": [0.001, 0.01, 0.1],
-    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "tune_sigma0s": ["lecun:0.3", ARM_DEFAULTS["sigma0"], "lecun:3"],
     "lr": 0.1,
     "steps": 3000,
     "width": 8,
@@ -53,7 +53,7 @@ DEFAULTS: Dict[str, Any] = {
     "curve_points": 20,
 }
 QUICK = {"steps": 300, "n_train": 128, "n_test": 256, "arms": ["none", "wd", "perturb", "syre"], "tune_arms": ["wd", "syre"],
-         "tune_gammas": [0.01, 0.1], "tune_sigma0s": [syre.DEFAULT_SIGMA0], "curve_points": 8}
+         "tune_gammas": [0.01, 0.1], "tune_sigma0s": [ARM_DEFAULTS["sigma0"]], "curve_points": 8}
 
 
 def _separation(net, h: int) -> torch.Tensor:

@@ -50,7 +50,7 @@ DEFAULTS: Dict[str, Any] = {
     "arms_typical": ["syre_match"],
     "tune_arms": ["wd", "syre", "syre_ar", "l2init"],
     "tune_gammas": [0.1, 1.0, 10.0],
-    "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+    "tune_sigma0s": [ARM_DEFAULTS["sigma0"]],
     "noninferior_margin": 0.01,
     "n_layer": 3,
     "n_head": 4,

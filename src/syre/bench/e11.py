@@ -29,7 +29,7 @@ import torch
 import syre
 
 from . import fmt, heldout, resnet
-from .arms import ARM_DEFAULTS, Arm, apply_arm, arm_gamma, arms as get_arms
+from .arms import ARM_DEFAULTS, Arm, apply_arm, arm_gamma, arms as get_arms, resolve_arm_sigma0, sigma0_spec
 from .common import accuracy, dataset, trial_rng, tuned_cells
 from .e10 import pull_numbers
 from .protocol import Design, Test, Tuning, cell
@@ -54,7 +54,7 @@ DEFAULTS: Dict[str, Any] = {
     "arms_typical": ["syre_bnx", "syre_match"],
     "tune_arms": ["wd", "syre", "l2init"],
     "tune_gammas": [5e-3, 0.1, 0.3, 1.0],
-    "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+    "tune_sigma0s": [ARM_DEFAULTS["sigma0"]],
     "noninferior_margin": 0.01,
     "width": 16,
     "stages": 3,
@@ -102,8 +102,10 @@ def attach(arm, net, opt, cfg, seed):
     g = arm_gamma(arm, cfg)
     if g == 0.0:
         return handle
-    if arm.tag == "bn_exclude":
-        s0 = 0.0 if arm.decay == "wd" else cfg["sigma0"]
+    if arm.tag == "bn_exclude" and arm.decay == "l2init":
+        handle.syre = syre.attach(opt, net, gamma=g, target="init", d_spread=0.0, seed=seed, exclude=syre.NORM_TYPES, strict=False)
+    elif arm.tag == "bn_exclude":
+        s0 = 0.0 if arm.decay == "wd" else sigma0_spec(resolve_arm_sigma0(arm, cfg))
         handle.syre = syre.attach(opt, net, gamma=g, sigma0=s0, d_spread=0.0, seed=seed, exclude=syre.NORM_TYPES, strict=False)
     else:
         handle.syre = syre.attach(opt, net, gamma=g, sigma0=resnet.bn_sigma0_fn(net), d_spread=0.0, seed=seed)
@@ -111,6 +113,8 @@ def attach(arm, net, opt, cfg, seed):
 
 
 def _data(cfg):
+    if cfg.get("dataset", "fashion") == "digits":  # (a key of the default-scale study; E11's own runs use Fashion-MNIST)
+        return dataset("digits", cfg["eval_split"], flat=False)
     return dataset("fashion", cfg["eval_split"], n_train=cfg["n_train"], n_test=cfg["n_test"], size=cfg["size"], flat=False)
 
 

@@ -45,7 +45,7 @@ DEFAULTS: Dict[str, Any] = {
     "arms_gmax": ["syre_ar", "l2init", "syre_match", "syre_0.3x", "syre_3x"],
     "tune_arms": ["wd", "syre", "syre_ar", "l2init"],
     "tune_gammas": [0.01, 0.3, 3.0, 10.0],
-    "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+    "tune_sigma0s": [ARM_DEFAULTS["sigma0"]],
     "noninferior_margin": 0.01,
     "equiv_tol": 1e-12,
     "n_nodes": 60,

@@ -36,7 +36,7 @@ CLAIM = "Where there is no symmetry to break syre is harmless: the ridge solutio
 
 DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
-    "sigma0_grid": [0.001, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0, syre.DEFAULT_SIGMA0, "lecun:0.01"],
+    "sigma0_grid": [0.001, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0, ARM_DEFAULTS["sigma0"], "lecun:0.01"],
     "claim_up_to": 0.2,
     "harm_margin": 0.01,
     "gamma": 0.05,
@@ -52,7 +52,7 @@ DEFAULTS: Dict[str, Any] = {
     "ridge_d": 50,
     "ridge_gamma": 0.1,
 }
-QUICK = {"sigma0_grid": [0.01, syre.DEFAULT_SIGMA0], "epochs": 1, "n_train": 600, "n_test": 300}
+QUICK = {"sigma0_grid": [0.01, ARM_DEFAULTS["sigma0"]], "epochs": 1, "n_train": 600, "n_test": 300}
 
 
 def cnn(channels, size: int, seed: int) -> nn.Module:

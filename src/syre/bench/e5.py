@@ -20,7 +20,6 @@ import torch
 
 from syre.diagnostics.metrics import effective_rank, numerical_rank
 
-import syre
 
 from . import fmt, heldout
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms, dropout_rate
@@ -41,7 +40,7 @@ DEFAULTS: Dict[str, Any] = {
     "gammas": [0.1, 1.0, 3.0, 10.0],
     "tune_arms": ["wd", "syre", "syre_ar", "l2init"],
     "tune_gammas": [0.1, 1.0, 3.0, 10.0],
-    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "tune_sigma0s": ["lecun:0.3", ARM_DEFAULTS["sigma0"], "lecun:3"],
     "keep_share": 0.9,
     "noninferior_margin": 0.01,
     "width": 128,
@@ -56,7 +55,7 @@ DEFAULTS: Dict[str, Any] = {
     "rank_rtol": 1e-3,
 }
 QUICK = {"datasets": ["digits"], "dataset": "digits", "gammas": [10.0], "arms_gmax": ["syre_ar"], "tune_arms": ["wd", "syre"],
-         "tune_gammas": [1.0, 10.0], "tune_sigma0s": [syre.DEFAULT_SIGMA0], "epochs": {"fashion": 1, "digits": 4}, "width": 64,
+         "tune_gammas": [1.0, 10.0], "tune_sigma0s": [ARM_DEFAULTS["sigma0"]], "epochs": {"fashion": 1, "digits": 4}, "width": 64,
          "n_rank": 300}
 
 

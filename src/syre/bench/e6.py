@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-import syre
 from syre.diagnostics.metrics import effective_rank, numerical_rank
 
 from . import fmt, heldout
@@ -44,7 +43,7 @@ DEFAULTS: Dict[str, Any] = {
     "lengths": [8, 20],
     "tune_arms": ["wd", "syre", "syre_ar", "l2init"],
     "tune_gammas": [1.0, 3.0, 10.0],
-    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "tune_sigma0s": ["lecun:0.3", ARM_DEFAULTS["sigma0"], "lecun:3"],
     "noninferior_margin": 0.02,
     "beta": 10.0,
     "latent": 16,
@@ -60,7 +59,7 @@ DEFAULTS: Dict[str, Any] = {
     "n_show": 8,
 }
 QUICK = {"arms_gmax": ["syre_ar"], "gammas": [10.0], "lengths": [2], "tune_arms": ["wd", "syre"], "tune_gammas": [3.0, 10.0],
-         "tune_sigma0s": [syre.DEFAULT_SIGMA0], "n_train": 1000, "n_test": 300, "hidden": 64}
+         "tune_sigma0s": [ARM_DEFAULTS["sigma0"]], "n_train": 1000, "n_test": 300, "hidden": 64}
 
 
 class VAE(nn.Module):

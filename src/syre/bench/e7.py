@@ -60,7 +60,7 @@ DEFAULTS: Dict[str, Any] = {
     "gamma": 10.0,
     "tune_arms": ["wd", "syre", "syre_ar", "l2init"],
     "tune_gammas": [0.1, 1.0, 10.0],
-    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "tune_sigma0s": ["lecun:0.3", ARM_DEFAULTS["sigma0"], "lecun:3"],
     "noninferior_margin": 0.01,
     "steps": 400,
     "batch": 128,
@@ -80,7 +80,7 @@ DEFAULTS: Dict[str, Any] = {
     "noise": 0.1,
     "low_rank_threshold": 1e-3,
 }
-QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [10.0], "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [10.0], "tune_sigma0s": [ARM_DEFAULTS["sigma0"]],
          "steps": 12, "batch": 64, "n_train": 1000, "n_test": 300, "n_probe": 300, "probe_iters": 15}
 
 

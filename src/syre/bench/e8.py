@@ -52,7 +52,7 @@ DEFAULTS: Dict[str, Any] = {
     "gamma": 10.0,
     "tune_arms": ["wd", "syre", "syre_ar", "l2init", "sp"],
     "tune_gammas": [0.1, 1.0, 10.0],
-    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "tune_sigma0s": ["lecun:0.3", ARM_DEFAULTS["sigma0"], "lecun:3"],
     "noninferior_margin": 0.01,
     "sp_noise": 0.05,
     "tasks": 20,
@@ -70,7 +70,7 @@ DEFAULTS: Dict[str, Any] = {
     "keep_rank_share": 0.9,
 }
 QUICK = {"arms": ["none", "wd", "syre", "sp"], "tune_arms": ["wd", "syre"], "tune_gammas": [1.0, 10.0],
-         "tune_sigma0s": [syre.DEFAULT_SIGMA0], "tasks": 3, "epochs": 2, "n_per_task": 500, "n_train": 2000, "n_test": 500,
+         "tune_sigma0s": [ARM_DEFAULTS["sigma0"]], "tasks": 3, "epochs": 2, "n_per_task": 500, "n_train": 2000, "n_test": 500,
          "width": 64, "n_rank": 300, "last_tasks": 1}
 
 SP_ARM = Arm("sp", "Shrink and Perturb", decay="wd", tag="sp")

@@ -68,7 +68,7 @@ DEFAULTS: Dict[str, Any] = {
     "gamma": 1.0,
     "tune_arms": ["wd", "syre", "syre_ar"],
     "tune_gammas": [0.01, 0.1, 1.0],
-    "tune_sigma0s": ["lecun:0.3", syre.DEFAULT_SIGMA0, "lecun:3"],
+    "tune_sigma0s": ["lecun:0.3", ARM_DEFAULTS["sigma0"], "lecun:3"],
     "phases": 8,
     "phase_steps": 20480,
     "length_range": [0.25, 1.0],
@@ -89,7 +89,7 @@ DEFAULTS: Dict[str, Any] = {
     "activation": "relu",
     "last_phases": 2,
 }
-QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [1.0], "tune_sigma0s": [syre.DEFAULT_SIGMA0],
+QUICK = {"arms": ["none", "wd", "syre"], "tune_arms": ["wd", "syre"], "tune_gammas": [1.0], "tune_sigma0s": [ARM_DEFAULTS["sigma0"]],
          "phases": 2, "phase_steps": 1024, "n_envs": 8, "epochs": 4, "last_phases": 1}
 
 

@@ -108,7 +108,9 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
     lines = [
         f"# {summary['experiment']}: {summary['title']}", "",
         f"**Claim (paper).** {summary['claim']}", "",
-        f"**Verdicts.** At the shared gamma: {verdict_word(summary['supported'])}. "
+        (f"**Verdict.** The candidate chosen on the selection settings ({summary['chosen']['candidate']}) on the held-out settings and "
+         f"fresh seeds: {verdict_word(summary['heldout_verdict'])}. " if "heldout_verdict" in summary else
+         f"**Verdicts.** At the shared gamma: {verdict_word(summary['supported'])}. ")
         + (f"At each arm's tuned gamma: {verdict_word(summary.get('supported_tuned'))}." if pr["declaration"].get("tuning")
            else "No tuned comparison (nothing is tuned in this experiment).")
         + (f" The library default sigma0 on held-out seeds: {'survives' if summary['default_survives'] else 'does not survive' if summary['default_survives'] is False else 'undecided'}."
@@ -117,13 +119,14 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
         f"{pr['power'].get('statement', '')}. Evaluation seeds {seeds['evaluation']}; selection seeds {seeds['selection'] or 'none (no tuning)'}.",
         "",
         f"{'Quick' if summary['quick'] else 'Full'} run, wall time {summary['wall_time_s']:.1f} s"
-        + (f" (CPU time {summary['cpu_time_s']:.1f} s)" if summary.get("cpu_time_s") is not None else "") + f", syre {env.get('syre')}, torch "
+        + (f" (CPU time {summary['cpu_time_s']:.1f} s)" if cpu_known(summary) else
+           " (CPU time of the worker processes not recorded)" if summary.get("cpu_time_s") is not None else "") + f", syre {env.get('syre')}, torch "
         f"{env.get('torch')}, git {str(env.get('git_revision'))[:10]}{' (dirty tree)' if env.get('git_dirty') else ''}.", "",
         f"Gamma convention: {summary['gamma_convention']}.", "",
         "sigma0: " + "; ".join(f"`{k}` {v['meaning']}" for k, v in summary["sigma0"]["arms"].items()) + ".", "",
         "## Tests", "", tests_table(summary["tests"]), "",
     ]
-    if summary.get("selection"):
+    if summary.get("selection") and pr["declaration"].get("tuning"):
         lines += ["## Tuning (selection seeds, validation split)", "", selection_table(summary["selection"]), ""]
     if summary.get("findings"):
         lines += ["## Findings", ""] + [f"- {k}: {v}" for k, v in summary["findings"].items()] + [""]
@@ -134,6 +137,14 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
         lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
     lines += [f"![{p}]({p})\n" for p in summary.get("plots", [])]
     return "\n".join(lines)
+
+
+def cpu_known(summary: Dict[str, Any]) -> bool:
+    """Whether a run's recorded CPU time covers its trials (runs with worker processes recorded only the parent's before
+    ``cpu_time_includes_workers``)."""
+    if summary.get("cpu_time_s") is None:
+        return False
+    return bool(summary.get("cpu_time_includes_workers")) or "--jobs" not in " ".join(summary.get("command", []))
 
 
 def selection_table(selection: Dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """The held-out check of the library's default sigma0, and the verdict across experiments.
 
-The default (``syre.DEFAULT_SIGMA0``) was chosen by the sigma0 sweep on seeds 0-4 of E1 and E5-E8.
+The default E0-E13 ran at (``"lecun"``, ``syre.bench.arms.DECLARED_SIGMA0``) was chosen by the sigma0 sweep on seeds 0-4 of E1 and E5-E8.
 Every experiment registered with ``heldout=True`` judges it again on its own evaluation seeds
 (from 100: none of them took part in the choice), with the rule it was chosen by made stricter:
 

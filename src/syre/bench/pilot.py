@@ -25,11 +25,18 @@ PILOTS_FILE = Path(__file__).resolve().parent / "pilots.py"
 
 
 def run_pilot(exp_id: str, *, n: int = power.PILOT_SEEDS, verbose: bool = True, out: Optional[Path] = None,
-              write: bool = False) -> Dict[str, Any]:
-    """Run the pilot of ``exp_id`` (full configuration); return its record (and write it with ``write``)."""
+              write: bool = False, jobs: int = 1) -> Dict[str, Any]:
+    """Run the pilot of ``exp_id`` (full configuration); return its record (and write it with ``write``).
+
+    An experiment with its own pilot (``Experiment.pilot``) runs that one (``jobs`` worker processes)."""
     import torch
 
     exp = get_experiment(exp_id)
+    if exp.pilot is not None:
+        record = exp.pilot(exp, n=n, verbose=verbose, jobs=jobs, out=out)
+        if write:
+            write_pilots({exp.id: json_safe(record)})
+        return record
     cfg = exp.config()
     full = exp.design(cfg)
     tests = [t for t in full.tests if t.role == "primary" and t.family == "shared"]

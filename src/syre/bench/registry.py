@@ -37,6 +37,7 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e12": "syre.bench.e12",
     "e13": "syre.bench.e13",
     "sigma-sweep": "syre.bench.sigma_sweep",
+    "default-scale": "syre.bench.default_scale",
 }
 
 _LOADED: Dict[str, "Experiment"] = {}
@@ -61,6 +62,12 @@ class Experiment:
         heldout: True when the library default sigma0 is judged on this experiment's evaluation
             seeds (its design then declares ``heldout`` tests).
         seed_range: the range its evaluation seeds come from (``protocol.SEED_BASE``).
+        select: ``select(ctx) -> (selection, resolved)``: the experiment's own selection phase on its
+            selection seeds (instead of ``protocol.Tuning``); ``resolved`` maps cell keys to the arms
+            chosen for them. Its rule is part of the declared configuration.
+        plan: ``plan(pilot, design, exp, quick) -> power statement`` (with ``"n"``): the experiment's own
+            power rule (instead of ``power.plan`` over the primary shared tests).
+        pilot: ``pilot(exp, n, verbose, jobs) -> record``: the experiment's own pilot (``syre bench pilot``).
     """
 
     id: str
@@ -82,6 +89,9 @@ class Experiment:
     quick_seeds: int = 2
     heldout: bool = False
     seed_range: str = "evaluation"
+    select: Optional[Callable[[Any], Any]] = None
+    plan: Optional[Callable[..., Dict[str, Any]]] = None
+    pilot: Optional[Callable[..., Dict[str, Any]]] = None
 
     def config(self, *, quick: bool = False, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then ``overrides``."""

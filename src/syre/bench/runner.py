@@ -88,7 +88,10 @@ def build_protocol(exp: Experiment, cfg: Dict[str, Any], *, quick: bool = False,
         from .pilots import PILOTS
 
         pilot = PILOTS.get(exp.id)
-    power = plan(None if quick else pilot, primary, n_min=exp.n_min, n_max=exp.n_max)
+    if exp.plan is not None:
+        power = exp.plan(None if quick else pilot, design, exp, quick)
+    else:
+        power = plan(None if quick else pilot, primary, n_min=exp.n_min, n_max=exp.n_max)
     n = exp.quick_seeds if quick else power["n"]
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -98,7 +101,7 @@ def build_protocol(exp: Experiment, cfg: Dict[str, Any], *, quick: bool = False,
                  f"{power['n']})"}
     if quick:
         power["statement"] = f"quick run: n = {n}, power not estimated"
-    n_sel = (1 if quick else exp.selection) if design.tuning else 0
+    n_sel = (1 if quick else exp.selection) if design.tuning else (exp.selection if exp.select is not None else 0)
     return Protocol(experiment=exp.id, version=exp.version, changes=exp.changes, claim=exp.claim, design=design,
                     evaluation_seeds=seeds_for(exp.seed_range, n), selection_seeds=seeds_for("selection", n_sel),
                     power=canonical(power), config=canonical(json_safe(cfg)))
@@ -121,8 +124,10 @@ class Progress:
 class Context:
     """What a run's phases and the experiment's ``report`` see: the protocol, records, plots, progress."""
 
-    def __init__(self, exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: bool = True):
+    def __init__(self, exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: bool = True, jobs: int = 1):
         self.exp, self.protocol, self.quick, self.out, self.verbose = exp, protocol, quick, out, verbose
+        self.jobs = int(jobs)
+        self._pool = None
         self.config = dict(protocol.config)
         self.records: List[Dict[str, Any]] = []
         self.selection_records: List[Dict[str, Any]] = []
@@ -138,9 +143,38 @@ class Context:
 
     def run_trial(self, arm, seed: int, where: Dict[str, Any], *, phase: str = "evaluate", point=None) -> Dict[str, Any]:
         """Run the experiment's trial for ``arm`` at setting ``where`` and seed; record it."""
-        t0 = time.perf_counter()
-        metrics = self.exp.trial({**self.config, **where}, arm, seed)
-        metrics.setdefault("time_s", time.perf_counter() - t0)
+        return self.run_many([(arm, seed, where)], phase=phase, point=point)[0]
+
+    def run_many(self, trials: Sequence[tuple], *, phase: str = "evaluate", point=None) -> List[Dict[str, Any]]:
+        """Run ``(arm, seed, where)`` trials and record them in the given order; return the records.
+
+        With ``jobs > 1`` they run in a pool of worker processes (one torch thread each); each trial
+        seeds its own randomness, so the records are the same as a sequential run's. Trials whose arm
+        differs only by its name and label (a chosen arm and the candidate it is) run once.
+        """
+        keys, unique = [], {}
+        for arm, seed, where in trials:
+            k = _trial_key(arm, seed, where)
+            keys.append(k)
+            unique.setdefault(k, (arm, seed, where))
+        todo = list(unique.items())
+        work = [(self.exp.trial, {**self.config, **where}, arm, seed) for _, (arm, seed, where) in todo]
+        if self.jobs > 1 and len(work) > 1:
+            if self._pool is None:
+                self._pool = _pool(self.jobs)
+            results = self._pool.map(_work, work)
+        else:
+            results = map(_work, work)
+        done: Dict[str, Dict[str, Any]] = {}
+        out: List[Dict[str, Any]] = []
+        for (k, _), metrics in zip(todo, results):  # in order, as they finish
+            done[k] = metrics
+            while len(out) < len(trials) and keys[len(out)] in done:
+                arm, seed, where = trials[len(out)]
+                out.append(self._record(arm, seed, where, dict(done[keys[len(out)]]), phase, point))
+        return out
+
+    def _record(self, arm, seed, where, metrics, phase, point):
         point = {k: v for k, v in where.items() if k != "eval_split"} if point is None else point
         rec = json_safe({"phase": phase, "arm": arm.name, "seed": int(seed), "point": dict(point), **metrics})
         (self.records if phase == "evaluate" else self.selection_records).append(rec)
@@ -177,6 +211,53 @@ class Context:
 
     def close(self) -> None:
         self._metrics.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _cpu() -> float:
+    """CPU time of this process and of its finished worker processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _anchor_format() -> Optional[int]:
+    """The anchor format of new attachments in this syre (``syre.anchors.FORMAT``)."""
+    try:
+        from syre import anchors
+
+        return int(anchors.FORMAT)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _trial_key(arm, seed: int, where: Dict[str, Any]) -> str:
+    d = {k: v for k, v in arm.declaration().items() if k not in ("name", "label")}
+    return json.dumps(canonical(json_safe({"arm": d, "seed": int(seed), "where": where})), sort_keys=True)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _pool(jobs: int):
+    import concurrent.futures
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return concurrent.futures.ProcessPoolExecutor(max_workers=int(jobs), mp_context=multiprocessing.get_context(method),
+                                                  initializer=_init_worker)
+
+
+def _work(job) -> Dict[str, Any]:
+    trial, cfg, arm, seed = job
+    t0 = time.perf_counter()
+    metrics = trial(cfg, arm, seed)
+    metrics.setdefault("time_s", time.perf_counter() - t0)
+    return metrics
 
 
 def pyplot():
@@ -205,15 +286,20 @@ def summarise(records) -> Dict[str, Any]:
 def run_experiment(exp_id: Union[str, Experiment], *, seeds: Optional[int] = None, quick: bool = False,
                    out: Union[str, os.PathLike, None] = None, overrides: Optional[Dict[str, Any]] = None, verbose: bool = True,
                    command: Optional[Sequence[str]] = None, threads: Optional[int] = 1,
-                   ledger: Union[str, os.PathLike, None] = None) -> Dict[str, Any]:
+                   ledger: Union[str, os.PathLike, None] = None, jobs: int = 1) -> Dict[str, Any]:
     """Run experiment ``exp_id`` and write its run directory; return the summary dict.
 
     ``seeds``: evaluation seeds (default: the protocol's power rule; fewer with ``quick``).
     ``ledger``: a protocol ledger (``benchmarks/protocols.json``): a full run registers its
     protocol there before training, and stops if that version was registered with other rules.
     ``threads``: torch's intra-op threads during the run (default 1); ``None`` leaves torch's setting.
+    ``jobs``: trials run at once in worker processes (one torch thread each; the records are those of a
+    sequential run).
     """
     import torch
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"Invalid jobs: {jobs!r}; expected an int >= 1")
 
     exp = exp_id if isinstance(exp_id, Experiment) else get_experiment(exp_id)
     cfg = exp.config(quick=quick, overrides=overrides)
@@ -231,12 +317,13 @@ def run_experiment(exp_id: Union[str, Experiment], *, seeds: Optional[int] = Non
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        return _run(exp, protocol, quick, out, verbose, command, registered)
+        return _run(exp, protocol, quick, out, verbose, command, registered, jobs)
     finally:
         torch.set_num_threads(old)
 
 
-def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: bool, command, registered: bool) -> Dict[str, Any]:
+def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: bool, command, registered: bool,
+         jobs: int = 1) -> Dict[str, Any]:
     env = environment()
     cmd = list(command) if command is not None else list(sys.argv)
     (out / "command.txt").write_text(" ".join(shlex.quote(c) for c in cmd) + "\n")
@@ -245,28 +332,32 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
                                                  "evaluation_seeds": protocol.evaluation_seeds,
                                                  "selection_seeds": protocol.selection_seeds}, indent=2) + "\n")
     design = protocol.design
-    ctx = Context(exp, protocol, quick, out, verbose)
+    ctx = Context(exp, protocol, quick, out, verbose, jobs)
     n_sel = sum(len(design.tuning.grid(design.arm(a))) for a in design.tuning.arms) * len(design.tuning.contexts) if design.tuning else 0
     ctx._progress = Progress(exp.id, n_sel * len(protocol.selection_seeds) + len(design.cells) * len(protocol.evaluation_seeds), verbose)
     ctx.log(f"protocol v{protocol.version} {protocol.hash()}: {len(design.cells)} cells x {len(protocol.evaluation_seeds)} "
             f"evaluation seeds, {n_sel} tuning points x {len(protocol.selection_seeds)} selection seeds")
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), _cpu()
     try:
-        selection, resolved = tuning.select(ctx) if design.tuning else ({}, {})
-        for c in design.cells:
-            arm = resolved.get(c.key) or design.arm(c.arm)
-            for seed in protocol.evaluation_seeds:
-                ctx.run_trial(arm, seed, c.where)
+        if exp.select is not None:
+            selection, resolved = exp.select(ctx)
+        else:
+            selection, resolved = tuning.select(ctx) if design.tuning else ({}, {})
+        ctx.run_many([(resolved.get(c.key) or design.arm(c.arm), seed, c.where) for c in design.cells
+                      for seed in protocol.evaluation_seeds])
         ctx.tests = [stats.evaluate(t, ctx.values(t.a, t.metric), ctx.values(t.b, t.metric_b or t.metric) if t.b else None,
                                     alpha=protocol.alpha, seeds_a=[r["seed"] for r in ctx.rows(t.a)],
                                     seeds_b=[r["seed"] for r in ctx.rows(t.b)] if t.b else None) for t in design.tests]
         ctx.arms = summarise(ctx.records)
         extra = exp.report(ctx) if exp.report else {}
-        if selection:
+        if selection and design.tuning:
             tuning.plot(ctx, selection)
     finally:
         ctx.close()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if ctx._pool is not None:  # wait for the workers, so that their CPU time is counted
+        ctx._pool.shutdown()
+        ctx._pool = None
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
     sane = stats.sanity_ok(ctx.tests)
     verdicts = {fam: (stats.verdict(ctx.tests, fam) if sane else None) for fam in ("shared", "tuned", "heldout")}
     notes = list(design.notes) + list(extra.get("notes", []))
@@ -288,11 +379,14 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
         seeds={"selection": protocol.selection_seeds, "evaluation": protocol.evaluation_seeds},
         supported=verdicts["shared"], supported_tuned=verdicts["tuned"] if design.tuning else None,
         sanity_ok=sane, tests=ctx.tests, selection=selection, sigma0=sigma0, arms=ctx.arms,
-        findings=extra.get("findings", {}), notes=notes, gamma_convention=GAMMA_CONVENTION, config=protocol.config,
-        quick=quick, wall_time_s=round(wall, 2), cpu_time_s=round(cpu, 2), command=cmd, environment=env, plots=ctx.plots,
+        findings=extra.get("findings", {}), notes=notes, gamma_convention=GAMMA_CONVENTION, anchor_format=_anchor_format(),
+        config=protocol.config,
+        quick=quick, wall_time_s=round(wall, 2), cpu_time_s=round(cpu, 2), cpu_time_includes_workers=True, jobs=ctx.jobs, command=cmd,
+        environment=env, plots=ctx.plots,
     )
     if exp.heldout:
         summary["default_survives"] = verdicts["heldout"]
+    summary.update(extra.get("summary", {}))
     summary = json_safe(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "results.md").write_text(fmt.results_markdown(summary, extra.get("tables", [])))

@@ -175,7 +175,7 @@ def design(cfg: Dict[str, Any]) -> Design:
                               why="the mirror is orthogonal to the anchors, so nothing moves the model off it"))
     return Design(arms=arms, cells=cells, tests=tests, notes=[
         "sigma0 = scale x the LeCun init std 1/sqrt(fan_in) of each parameter (a bias takes its layer's fan-in); basic syre (D = I) "
-        f"in the scale part; library defaults: sigma0 {syre.DEFAULT_SIGMA0!r} ({default} x), d_spread {syre.DEFAULT_D_SPREAD:g}.",
+        f"in the scale part; library defaults when it ran: sigma0 'lecun' ({default} x), d_spread {syre.DEFAULT_D_SPREAD:g}.",
         "dist_wd: ||phi - phi_wd|| / ||phi_wd|| over all trained weights, against weight decay at the same gamma and seed; pull_ratio: "
         "per-step pull lr * gamma * sigma0 over the RMS of the optimizer's own update (first steps; median over elements).",
         "Scores on the validation split of each experiment (the sweep is a selection study)."])

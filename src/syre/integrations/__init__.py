@@ -4,6 +4,8 @@
   (``pip install 'torch-syre[lightning]'``);
 * ``syre.integrations.transformers``: ``SyreCallback`` for the Hugging Face ``Trainer``
   (``pip install 'torch-syre[transformers]'``);
+* ``syre.integrations.deepspeed``: ``attach(engine, ...)`` for a DeepSpeed ZeRO engine, stages 0-3
+  (``pip install 'torch-syre[deepspeed]'``; ``syre.attach(engine, ...)`` is the same);
 * ``syre.integrations.sb3``: ``attach(model, gamma=...)`` for stable-baselines3
   (``pip install 'torch-syre[sb3]'``);
 * ``syre.optax`` (beside this package): ``syre_decay``, an optax ``GradientTransformation``

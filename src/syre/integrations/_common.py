@@ -53,7 +53,11 @@ def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, 
     gets the same anchor whichever optimizer holds it.
     """
     from .. import attach
+    from ._deepspeed_checks import engine_of
 
+    engines = [engine_of(o) for o in optimizers]  # DeepSpeed ZeRO (the Trainer with deepspeed=...): attach to the engine
+    if len(engines) == 1 and engines[0] is not None:
+        return [attach(engines[0], model, **kwargs)]
     optimizers = [unwrap_optimizer(o) for o in optimizers]
     for i, o in enumerate(optimizers):
         if not isinstance(o, torch.optim.Optimizer):
