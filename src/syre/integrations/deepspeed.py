@@ -49,7 +49,7 @@ import torch
 from .. import anchors as A
 from .. import functional as F
 from .._groups import Groups
-from .._state import OPTIMIZER_STATE_KEY, Runtime, build_state, validate_state
+from .._state import OptimizerStateHooks, Runtime, build_state, validate_state
 from ..config import Config
 from ..select import check_rules_match, collect, is_selected
 from ..sigma0 import resolve_sigma0_of
@@ -65,7 +65,7 @@ _ATTACHED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 Fragment = Tuple[str, int, int, torch.Tensor]
 
 
-class ZeroSyre:
+class ZeroSyre(OptimizerStateHooks):
     """syre on a DeepSpeed ZeRO-1/2/3 engine (see the module docstring); made by ``attach``."""
 
     def __init__(self, engine, config: Config, stage: int):
@@ -121,9 +121,9 @@ class ZeroSyre:
         self._before_load: list = []
         self._handles = [
             client.register_step_pre_hook(self._pre_step),
-            client.register_state_dict_post_hook(self._state_dict_hook),
-            client.register_load_state_dict_pre_hook(self._load_pre_hook),
-            client.register_load_state_dict_post_hook(self._load_post_hook),
+            client.register_state_dict_post_hook(self._optimizer_state_dict_hook),
+            client.register_load_state_dict_pre_hook(self._optimizer_load_pre_hook),
+            client.register_load_state_dict_post_hook(self._optimizer_load_post_hook),
         ]
         _ATTACHED[client] = self
 
@@ -332,28 +332,8 @@ class ZeroSyre:
                              "target or stochastic rounding, which syre does not support under DeepSpeed ZeRO")
         return loaded
 
-    def _state_dict_hook(self, optimizer, state_dict):
-        state_dict[OPTIMIZER_STATE_KEY] = self.state_dict()
-        return state_dict
-
-    def _load_pre_hook(self, optimizer, state_dict):
-        self._pending, self._before_load = None, self._groups.snapshot()
-        if OPTIMIZER_STATE_KEY not in state_dict:
-            return None
-        state_dict = dict(state_dict)
-        pending = state_dict.pop(OPTIMIZER_STATE_KEY)
-        groups = state_dict.get("param_groups")
-        self._validate(pending, len(groups) if isinstance(groups, list) else None)  # before torch changes anything
-        self._pending = pending
-        return state_dict
-
-    def _load_post_hook(self, optimizer) -> None:
+    def _after_optimizer_load(self, optimizer) -> None:
         self._full = optimizer.param_groups  # torch puts new group dicts in place
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.load_state_dict(pending)
-        self._groups.after_load(self._before_load, self._rt.takeover if pending is not None else None)
-        self._before_load = []
         self._weights_at = None
 
     def remove(self) -> None:
