@@ -232,7 +232,45 @@ def plain_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-class Checkpointing:
+class OptimizerStateHooks:
+    """The hooks that carry an attachment's state in ``optimizer.state_dict()`` (``Syre``, and ``ZeroSyre``
+    under DeepSpeed): the state is validated before torch replaces the optimizer's, and assigned after.
+
+    The owner provides ``state_dict()``, ``load_state_dict()``, ``_validate(state, n_groups)``, ``_groups``
+    and ``_rt``; ``_after_optimizer_load(optimizer)`` runs last (nothing by default).
+    """
+
+    _pending = None
+    _before_load: list = []
+
+    def _optimizer_state_dict_hook(self, optimizer, state_dict):
+        state_dict[OPTIMIZER_STATE_KEY] = self.state_dict()
+        return state_dict
+
+    def _optimizer_load_pre_hook(self, optimizer, state_dict):
+        self._pending, self._before_load = None, self._groups.snapshot()  # nothing left from a failed load
+        if OPTIMIZER_STATE_KEY not in state_dict:
+            return None
+        state_dict = dict(state_dict)
+        pending = state_dict.pop(OPTIMIZER_STATE_KEY)
+        groups = state_dict.get("param_groups")
+        self._validate(pending, len(groups) if isinstance(groups, list) else None)  # before torch changes anything
+        self._pending = pending
+        return state_dict
+
+    def _optimizer_load_post_hook(self, optimizer) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.load_state_dict(pending)
+        self._groups.after_load(self._before_load, self._rt.takeover if pending is not None else None)
+        self._before_load = []
+        self._after_optimizer_load(optimizer)
+
+    def _after_optimizer_load(self, optimizer) -> None:
+        pass
+
+
+class Checkpointing(OptimizerStateHooks):
     """``Syre``'s checkpoint methods: its own state, and the hooks that carry it in ``optimizer.state_dict()``."""
 
     def state_dict(self) -> Dict[str, Any]:
@@ -290,24 +328,3 @@ class Checkpointing:
             rt.step = loaded.step
         self._store.sync(self._plan.entries)
 
-    def _optimizer_state_dict_hook(self, optimizer, state_dict):
-        state_dict[OPTIMIZER_STATE_KEY] = self.state_dict()
-        return state_dict
-
-    def _optimizer_load_pre_hook(self, optimizer, state_dict):
-        self._pending, self._before_load = None, self._groups.snapshot()  # nothing left from a failed load
-        if OPTIMIZER_STATE_KEY not in state_dict:
-            return None
-        state_dict = dict(state_dict)
-        pending = state_dict.pop(OPTIMIZER_STATE_KEY)
-        groups = state_dict.get("param_groups")
-        self._validate(pending, len(groups) if isinstance(groups, list) else None)  # before torch changes anything
-        self._pending = pending
-        return state_dict
-
-    def _optimizer_load_post_hook(self, optimizer) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.load_state_dict(pending)
-        self._groups.after_load(self._before_load, self._groups.takeover if pending is not None else None)
-        self._before_load = []

@@ -56,13 +56,14 @@ def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, 
     from ._deepspeed_checks import engine_of
 
     engines = [engine_of(o) for o in optimizers]  # DeepSpeed ZeRO (the Trainer with deepspeed=...): attach to the engine
+    kwargs = config.as_kwargs()
     if len(engines) == 1 and engines[0] is not None:
-        return [attach(engines[0], model, **kwargs)]
+        attached = attach(engines[0], model, **kwargs)
+        return attached, [attached]
     optimizers = [unwrap_optimizer(o) for o in optimizers]
     for i, o in enumerate(optimizers):
         if not isinstance(o, torch.optim.Optimizer):
             raise TypeError(f"Invalid optimizer {i}: {type(o).__name__}; syre attaches to torch.optim.Optimizer instances")
-    kwargs = config.as_kwargs()
     if len(optimizers) == 1:
         attached = attach(optimizers[0], model, **kwargs)
         return attached, [attached]

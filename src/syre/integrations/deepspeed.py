@@ -49,7 +49,7 @@ import torch
 from .. import anchors as A
 from .. import functional as F
 from .._groups import Groups
-from .._state import OPTIMIZER_STATE_KEY, build_state, validate_state
+from .._state import OptimizerStateHooks, Runtime, build_state, validate_state
 from ..config import Config
 from ..select import check_rules_match, collect, is_selected
 from ..sigma0 import resolve_sigma0_of
@@ -65,13 +65,14 @@ _ATTACHED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 Fragment = Tuple[str, int, int, torch.Tensor]
 
 
-class ZeroSyre:
+class ZeroSyre(OptimizerStateHooks):
     """syre on a DeepSpeed ZeRO-1/2/3 engine (see the module docstring); made by ``attach``."""
 
     def __init__(self, engine, config: Config, stage: int):
         import torch.distributed as dist
 
-        self._engine, self._config, self._stage, self._requested = engine, config, stage, config
+        self._engine, self._stage = engine, stage
+        self._rt = Runtime(config)  # the one configuration, the takeover, the anchor format and each sigma0
         self._removed = False
         zo = engine.optimizer
         self._client = client = zo.optimizer
@@ -101,10 +102,10 @@ class ZeroSyre:
                    if p.requires_grad and is_selected(infos[id(p)], config.include, config.exclude)}
         if trainable and not covered:
             raise ValueError("The include/exclude rules leave no trainable parameter for syre to decay; nothing was changed")
-        self._sigma0s = self._resolve_sigma0s([i for i in infos.values() if i.name in covered], stage)
+        self._rt.sigma0s.update(self._resolve_sigma0s([i for i in infos.values() if i.name in covered], stage))
         self._group_of = self._global_groups(infos)
         self._covered_groups = {self._group_of[n] for n in covered}
-        self._groups = Groups(client, config.gamma, covers=lambda gi: gi in self._covered_groups)
+        self._groups = Groups(client, self._rt, covers=lambda gi: gi in self._covered_groups)
         self._groups.attach()  # checks, then takes over weight_decay (the first change)
         self._frags: Dict[int, List[Fragment]] = {}  # id(flat fp32 tensor) -> its covered fragments
         for p, gi, flat, offset, start, count in raw:
@@ -112,7 +113,6 @@ class ZeroSyre:
             if name in covered and count:
                 self._frags.setdefault(id(flat), []).append((name, start, start + count, flat.narrow(0, offset, count)))
         self._flats = {id(f): f for f in all_flats}  # a partition may hold no covered fragment (then no decay)
-        self._version = A.FORMAT
         self._anchors: Dict[tuple, tuple] = {}
         self._full = client.param_groups
         self._weights: Optional[list] = None
@@ -121,11 +121,23 @@ class ZeroSyre:
         self._before_load: list = []
         self._handles = [
             client.register_step_pre_hook(self._pre_step),
-            client.register_state_dict_post_hook(self._state_dict_hook),
-            client.register_load_state_dict_pre_hook(self._load_pre_hook),
-            client.register_load_state_dict_post_hook(self._load_post_hook),
+            client.register_state_dict_post_hook(self._optimizer_state_dict_hook),
+            client.register_load_state_dict_pre_hook(self._optimizer_load_pre_hook),
+            client.register_load_state_dict_post_hook(self._optimizer_load_post_hook),
         ]
         _ATTACHED[client] = self
+
+    @property
+    def _config(self) -> Config:
+        return self._rt.config
+
+    @property
+    def _version(self) -> int:
+        return self._rt.version
+
+    @property
+    def _sigma0s(self) -> Dict[str, float]:
+        return self._rt.sigma0s
 
     # ------------------------------------------------------------------ the bookkeeping
     def _group_params(self, zo) -> List[list]:
@@ -299,16 +311,17 @@ class ZeroSyre:
         c = self._config
         params = [{"name": n, "shape": list(self._shapes[n]), "sigma0": float(self._sigma0s[n])} for n in self.names()]
         return build_state(seed=c.seed, gamma=c.gamma, d_spread=c.d_spread, mode=c.mode,
-                           takeover=self._groups.takeover, params=params, version=self._version)
+                           takeover=self._rt.takeover, params=params, version=self._version)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore seed, gamma, d_spread, the anchor format, the weight decay taken over and each sigma0."""
         loaded = self._validate(state_dict, None)
-        self._config = self._config.replace(seed=loaded.seed, d_spread=loaded.d_spread, gamma=loaded.gamma)
-        self._groups.gamma_default = loaded.gamma
-        self._groups.takeover = dict(loaded.takeover)
-        self._sigma0s.update({n: s for n, s in loaded.sigma0s.items() if n in self._sigma0s})
-        self._version = loaded.version
+        rt = self._rt
+        rt.config = rt.config.replace(seed=loaded.seed, d_spread=loaded.d_spread, gamma=loaded.gamma)
+        rt.takeover = dict(loaded.takeover)
+        rt.sigma0s.update({n: s for n, s in loaded.sigma0s.items() if n in rt.sigma0s})
+        rt.version = loaded.version
+        self._groups.adopt_zeros()  # the groups may have been loaded before (a universal checkpoint): their 0 is syre's
         self._anchors = {}
 
     def _validate(self, state_dict, n_groups):
@@ -319,28 +332,8 @@ class ZeroSyre:
                              "target or stochastic rounding, which syre does not support under DeepSpeed ZeRO")
         return loaded
 
-    def _state_dict_hook(self, optimizer, state_dict):
-        state_dict[OPTIMIZER_STATE_KEY] = self.state_dict()
-        return state_dict
-
-    def _load_pre_hook(self, optimizer, state_dict):
-        self._pending, self._before_load = None, self._groups.snapshot()
-        if OPTIMIZER_STATE_KEY not in state_dict:
-            return None
-        state_dict = dict(state_dict)
-        pending = state_dict.pop(OPTIMIZER_STATE_KEY)
-        groups = state_dict.get("param_groups")
-        self._validate(pending, len(groups) if isinstance(groups, list) else None)  # before torch changes anything
-        self._pending = pending
-        return state_dict
-
-    def _load_post_hook(self, optimizer) -> None:
+    def _after_optimizer_load(self, optimizer) -> None:
         self._full = optimizer.param_groups  # torch puts new group dicts in place
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.load_state_dict(pending)
-        self._groups.after_load(self._before_load, self._groups.takeover if pending is not None else None)
-        self._before_load = []
         self._weights_at = None
 
     def remove(self) -> None:
@@ -381,7 +374,7 @@ def attach(engine, **attach_kwargs):
     client = engine.optimizer.optimizer
     existing = _ATTACHED.get(client)
     if existing is not None and not existing._removed:
-        if existing._requested == config:
+        if existing._config == config:
             return existing  # attach again with the same arguments (a re-run notebook cell): the one there
         raise ValueError(f"This engine already has syre attached ({existing!r}); a second one would decay every fragment "
                          "twice. Use the attached one, or call its .remove() first")
