@@ -43,7 +43,7 @@ PYCHECK
 # -W error::pytest.PytestSkipWarning is not enough for importorskip: count skips instead.
 report=$(mktemp)
 set +e
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_step_closure.py tests/test_triton.py tests/test_deepspeed.py 2>&1 | tee "$report"
+"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_default_sigma0.py tests/test_step_closure.py tests/test_triton.py tests/test_deepspeed.py 2>&1 | tee "$report"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
