@@ -510,6 +510,8 @@ def b_default_study(S, args: str) -> str:
 
     s = S["default-scale"]
     link = (args.strip() or "benchmarks/results/default-scale") + "/results.md"
+    # A page of the built docs cannot link outside its source folder: name the file there instead.
+    study = (f"registered study (`{link[3:]}`)" if link.startswith("../") else f"[registered study]({link})")
     spec = s["chosen"]["sigma0"]
     settings = s["config"]["settings"]
     rows = {(r["arm"], r["setting"], r["gamma"]): r for r in s["table"]}
@@ -537,7 +539,7 @@ def b_default_study(S, args: str) -> str:
     margin = " / ".join(sorted({fmt.num(v["margin"]) for v in settings.values()}))
     verdict = {True: "**held**", False: "**did not hold**", None: "was **undecided**"}[s["heldout_verdict"]]
     text = ("**Should I use syre?** Only where the weight decay you train with is strong enough to collapse a model: at a typical "
-            f"decay it changed little in a [registered study]({link}) (within a {margin} margin of weight decay in "
+            f"decay it changed little in a {study} (within a {margin} margin of weight decay in "
             f"{', '.join(noharm) or 'no setting'}" + (f"; not shown in {', '.join(harm)}" if harm else "") + "). "
             f"At a collapsing decay the study chose `sigma0=\"{spec}\"` among `\"lecun\"`, `\"match\"` and `\"match:0.3\"` on "
             f"{' and '.join(_SETTING_NAMES.get(k, k) for k in sel)}, and judged it on fresh seeds of "
