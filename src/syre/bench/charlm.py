@@ -230,3 +230,29 @@ def mlp_units(net: GPT, keep: Dict[str, list]) -> Dict[str, float]:
         dup += sum(len(g) for g in duplicate_units(fc.weight.detach(), proj.weight.detach(), b_in=fc.bias.detach()))
         total += a.shape[1]
     return {"dead": dead / total, "duplicated": dup / total}
+
+
+def train(net: nn.Module, param_groups: List[Dict], cfg: Dict, arm, seed: int, schedule, logits_of) -> Tuple[object, List[float]]:
+    """The char LMs' training loop (E10's and the default study's GPT-2): AdamW (betas 0.9 / 0.99) over
+    ``param_groups``, ``arm`` applied, the lr ``schedule`` (step -> factor), gradient clipping at 1, ``cfg["steps"]``
+    steps of ``cfg["batch"]`` random training windows; ``logits_of(net, x)`` is the model's forward. Returns the
+    arm's handle and the training losses."""
+    from .arms import apply_arm
+
+    data = splits()
+    opt = torch.optim.AdamW(param_groups, lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.0)
+    handle = apply_arm(arm, net, opt, seed=seed, cfg=cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    gen = torch.Generator().manual_seed(seed + 7919)
+    losses: List[float] = []
+    for _ in range(int(cfg["steps"])):
+        x, y = batches(data["train"], cfg["block"], cfg["batch"], gen)
+        logits = logits_of(net, x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return handle, losses

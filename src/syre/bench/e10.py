@@ -30,7 +30,7 @@ import torch
 import syre
 
 from . import charlm, fmt, heldout
-from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms
+from .arms import ARM_DEFAULTS, arms as get_arms
 from .common import trial_rng, tuned_cells
 from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
@@ -111,21 +111,7 @@ def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
 def _trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     data = charlm.splits()
     net = charlm.build(cfg, seed)
-    opt = torch.optim.AdamW(charlm.groups(net), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.0)
-    handle = apply_arm(arm, net, opt, seed=seed, cfg=cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
-    gen = torch.Generator().manual_seed(seed + 7919)
-    losses: List[float] = []
-    for _ in range(int(cfg["steps"])):
-        x, y = charlm.batches(data["train"], cfg["block"], cfg["batch"], gen)
-        logits = net(x)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+    handle, losses = charlm.train(net, charlm.groups(net), cfg, arm, seed, _schedule(cfg), lambda m, x: m(x))
     ev = data["val" if cfg["eval_split"] == "val" else "test"]
     xe, ye = charlm.eval_windows(ev, cfg["block"], cfg["n_eval"])
     ranks = charlm.attention_ranks(net)

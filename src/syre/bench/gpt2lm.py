@@ -21,7 +21,6 @@ import torch
 from syre.diagnostics import effective_rank
 
 from . import charlm
-from .arms import apply_arm
 from .common import trial_rng
 
 __all__ = ["available", "build", "trial", "attention_ranks"]
@@ -96,21 +95,7 @@ def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
     with trial_rng(seed):
         data = charlm.splits()
         net = build(cfg, seed)
-        opt = torch.optim.AdamW(groups(net), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.0)
-        handle = apply_arm(arm, net, opt, seed=seed, cfg=cfg)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
-        gen = torch.Generator().manual_seed(seed + 7919)
-        losses: List[float] = []
-        for _ in range(int(cfg["steps"])):
-            x, y = charlm.batches(data["train"], cfg["block"], cfg["batch"], gen)
-            logits = net(input_ids=x).logits
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
+        handle, losses = charlm.train(net, groups(net), cfg, arm, seed, _schedule(cfg), lambda m, x: m(input_ids=x).logits)
         xe, ye = charlm.eval_windows(data["val" if cfg["eval_split"] == "val" else "test"], cfg["block"], cfg["n_eval"])
         ranks = attention_ranks(net)
         out = {"val_loss": _loss(net, xe, ye), "train_loss": float(np.mean(losses[-50:])), "qk_rank": float(np.mean(ranks)),
