@@ -23,26 +23,14 @@ from torch import nn
 
 import syre
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dist_worker import batch, make_model  # noqa: E402  (the DDP tests' model: tensors split and padded over 2 ranks)
+
 STEPS = 3
 B = 8  # micro-batch (the same on every rank)
 LR, WD = 0.05, 0.5  # AdamW; syre takes over the weight decay (gamma=None)
 KW = dict(sigma0=0.3, d_spread=0.2, seed=11)  # a strong anchor: the decay moves weights by ~1e-2 per step
 TIMEOUT = datetime.timedelta(seconds=60)
-
-
-def make_model() -> nn.Sequential:
-    """6 -> 5 -> LayerNorm -> 3 -> 1: 67 elements, so ZeRO splits tensors across the 2 partitions and pads."""
-    g = torch.Generator().manual_seed(0)
-    m = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.LayerNorm(5), nn.Linear(5, 3), nn.Tanh(), nn.Linear(3, 1))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(0.5 * torch.randn(p.shape, generator=g))
-    return m
-
-
-def batch(step: int):
-    g = torch.Generator().manual_seed(1000 + step)
-    return torch.randn(B, 6, generator=g), torch.randn(B, 1, generator=g)
 
 
 def loss_of(model, step: int):
