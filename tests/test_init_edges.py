@@ -152,15 +152,18 @@ def test_an_outgoing_parametrization_other_than_weight_norm_is_refused_before_an
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
 
 
-def test_a_head_tied_to_an_embedding_resets_through_its_alias():
-    class LM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(10, 4)
-            self.head = nn.Linear(4, 10, bias=False)
-            self.head.weight = self.emb.weight
+class TiedLM(nn.Module):
+    """An embedding and a head that share one weight."""
 
-    m = LM()
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.emb.weight
+
+
+def test_a_head_tied_to_an_embedding_resets_through_its_alias():
+    m = TiedLM()
     init, trained = _fresh_and_trained(m)
     I.reset_units_(m, "head", [2, 7])
     assert torch.equal(m.head.weight[[2, 7]], init.emb.weight[[2, 7]])  # the shared rows, recomputed as emb.weight
@@ -168,14 +171,7 @@ def test_a_head_tied_to_an_embedding_resets_through_its_alias():
 
 
 def test_shrink_perturb_takes_a_tied_parameter_under_its_alias():
-    class LM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(10, 4)
-            self.head = nn.Linear(4, 10, bias=False)
-            self.head.weight = self.emb.weight
-
-    m = LM()
+    m = TiedLM()
     I.init_(m, seed=1)
     before = m.emb.weight.detach().clone()
     I.shrink_perturb_(m, shrink=0.5, perturb=0.0, step=0, include=["head.weight"])
