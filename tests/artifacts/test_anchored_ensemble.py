@@ -1,19 +1,14 @@
 """Anchored ensembles (examples/anchored_ensemble.py): members trained with syre at the init-std sigma0,
 each from its own seed, keep their spread away from the data; with plain weight decay less so."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from repo import ROOT, load_script
+
 pytest.importorskip("matplotlib")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("anchored_ensemble", ROOT / "examples" / "anchored_ensemble.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("examples/anchored_ensemble.py", "anchored_ensemble")
 
 
 def test_the_spread_of_an_anchored_ensemble_grows_away_from_the_data(tmp_path):

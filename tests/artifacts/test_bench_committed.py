@@ -2,7 +2,6 @@
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,8 @@ from syre.bench import build_protocol, get_experiment
 from syre.bench.docs import DOCS, blocks_in, check, load
 from syre.bench.protocol import digest, read_ledger
 from syre.bench.arms import DECLARED_SIGMA0
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 #: Summaries of registered `syre bench` runs (benchmarks/results/pull-numbers is a script's summary, tested in
 #: test_pull_numbers.py: it has no protocol).

@@ -1,17 +1,11 @@
 """README.md and docs/diagnostics.md show exactly what examples/diagnose_collapse.py prints."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from repo import ROOT, load_script
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("diagnose_collapse_example", ROOT / "examples" / "diagnose_collapse.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/diagnose_collapse.py", "diagnose_collapse_example")
 
 
 def test_documented_audits_are_the_examples_output():

@@ -1,14 +1,12 @@
 """The code of docs/guide.md's "One decay, many targets" runs, in order, without a warning, on a small model."""
 import re
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
 import syre
-
-ROOT = Path(__file__).resolve().parent.parent
+from repo import ROOT
 
 
 class _Net(nn.Module):

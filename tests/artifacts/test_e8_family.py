@@ -1,9 +1,9 @@
 """E8's L2-Init and Shrink-and-Perturb arms run through the library (target="init", syre.shrink_perturb_):
 the committed rerun agrees with the committed E8 results by the script's fixed rule."""
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo import ROOT
+
 CHECK = ROOT / "benchmarks" / "results" / "e8-family" / "e8_family.json"
 E8 = ROOT / "benchmarks" / "results" / "e8" / "summary.json"
 

@@ -1,17 +1,12 @@
 """The README's cost table is the one benchmarks/perf_table.py renders from the committed
 benchmarks/results/perf.json (regenerate with ``python benchmarks/perf_table.py``)."""
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from repo import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("perf_table", ROOT / "benchmarks" / "perf_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/perf_table.py", "perf_table")
 
 
 def test_readme_cost_table_matches_the_committed_json():

@@ -1,11 +1,9 @@
 """benchmarks/targets_cost.py in its quick mode: every row runs, and the anchor bytes per parameter are exact
 (they are deterministic: fp32 theta0 or a copied target is 4 bytes, AR's stored xi 4 more, seeded mode 0 for what it
 regenerates). No timing is asserted."""
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from repo import load_script
 
 BYTES = {
     "random, stored, basic": 4, "random, stored, AR": 8,
@@ -20,9 +18,7 @@ BYTES = {
 
 def test_quick_mode_runs_every_target_and_counts_its_bytes_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("SYRE_COMPILE", "0")  # perf.py (imported by the script) would build the compiled kernels
-    spec = importlib.util.spec_from_file_location("targets_cost", ROOT / "benchmarks" / "targets_cost.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/targets_cost.py", "targets_cost")
     assert mod.main(["--quick", "--reps", "1", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "targets_cost.json").read_text())
     run = res["run"]

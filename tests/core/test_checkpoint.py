@@ -11,16 +11,15 @@ from torch import nn
 import syre
 from syre.optim import FORMAT_VERSION
 
-from conftest import make_mlp
-
-HERE = Path(__file__).parent
+from repo import SUPPORT
+from small_mlp import make_mlp
 
 
 def _run(*args):
     env = dict(os.environ)
     src = str(Path(syre.__file__).parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), src, env.get("PYTHONPATH", "")])
-    subprocess.run([sys.executable, str(HERE / "ckpt_script.py"), *map(str, args)], check=True, env=env)
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), src, env.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, str(SUPPORT / "ckpt_script.py"), *map(str, args)], check=True, env=env)
 
 
 @pytest.mark.parametrize("via_optimizer", [False, True])

@@ -7,7 +7,7 @@ from torch import nn
 import syre
 from syre import anchors, data, demo, functional
 
-from conftest import make_mlp
+from small_mlp import make_mlp
 
 
 def _opt(m):

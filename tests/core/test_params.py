@@ -17,7 +17,7 @@ from syre import anchors as A
 from syre.sigma0 import UNIT_SIGMA0
 
 import state_setups
-from conftest import make_mlp
+from small_mlp import make_mlp
 
 
 def _zero_grad_step(model, opt):

@@ -12,7 +12,7 @@ import syre
 from syre.functional import decay_, stalled_pull
 from syre.optim import PRECISION_CHECK_EVERY, PrecisionWarning
 
-from conftest import batches, make_mlp
+from small_mlp import batches, make_mlp
 
 LOW = [torch.bfloat16, torch.float16]
 

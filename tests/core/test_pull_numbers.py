@@ -1,9 +1,7 @@
 """Does syre matter here? The two numbers of Syre.pull_report(), their thresholds against the committed
 measurements, the verdict, and the warning that follows it."""
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +9,13 @@ from torch import nn
 
 import syre
 from syre._checks import ANCHOR_SMALL, DECAY_WEAK, PROBE_STEPS, WeakPullWarning, verdict
+from repo import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "benchmarks" / "results" / "pull-numbers" / "pull_numbers.json"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("pull_numbers", ROOT / "benchmarks" / "pull_numbers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/pull_numbers.py", "pull_numbers")
 
 
 def test_thresholds_are_those_derived_from_the_committed_measurements():

@@ -3,7 +3,7 @@ import torch
 
 import syre
 
-from conftest import batches, make_mlp
+from small_mlp import batches, make_mlp
 
 
 def _closure(model, opt, x, y, calls=None):

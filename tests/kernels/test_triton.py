@@ -6,9 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 import pytest
+
+from repo import SUPPORT
 
 pytest.importorskip("triton")
 
@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 @pytest.fixture(scope="module")
 def result():
     env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, str(Path(__file__).parent / "triton_interp.py")], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, str(SUPPORT / "triton_interp.py")], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

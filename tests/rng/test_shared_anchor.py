@@ -1,7 +1,5 @@
 """Same seed, same anchor across runs: the feature E13 measures and examples/average_shared_anchor.py uses."""
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +7,7 @@ from torch import nn
 
 import syre
 from syre.data import fashion_mnist_dirs
-
-ROOT = Path(__file__).resolve().parents[1]
+from repo import load_script
 
 
 def _landed(init_seed: int, anchor_seed: int) -> torch.Tensor:
@@ -53,9 +50,7 @@ def test_two_runs_with_the_same_seed_decay_toward_the_same_anchor():
 @pytest.mark.skipif(not any((d / "train-images-idx3-ubyte.gz").is_file() or (d / "train-images-idx3-ubyte").is_file()
                             for d in fashion_mnist_dirs()), reason="Fashion-MNIST files not installed")
 def test_the_averaging_example_runs_and_prints_its_table(capsys):
-    spec = importlib.util.spec_from_file_location("average_shared_anchor", ROOT / "examples" / "average_shared_anchor.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("examples/average_shared_anchor.py", "average_shared_anchor")
     assert mod.main(["--epochs", "1", "--n-train", "500"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("setting") and len(lines) == 4

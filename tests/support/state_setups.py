@@ -1,7 +1,7 @@
 """Set-ups whose ``Syre.state_dict()`` is pinned byte for byte in ``data/state_dicts_v*.json``.
 
 ``state_dicts_v1.json`` was written by the code before the core was restructured (format 1, the
-Box-Muller anchors); ``state_dicts_v2.json`` by ``python tests/state_setups.py`` when format 2 (the
+Box-Muller anchors); ``state_dicts_v2.json`` by ``python tests/support/state_setups.py`` when format 2 (the
 integer-only anchors) became the format of new attachments. ``test_core_params.py`` checks that the
 set-ups give the v2 bytes, and that each of them, loaded from its v1 state, saves the v1 bytes again
 (a v1 state stays a v1 state, with its own anchors).
@@ -20,8 +20,8 @@ from torch import nn
 
 import syre
 
-DATA_V1 = Path(__file__).parent / "data" / "state_dicts_v1.json"
-DATA = Path(__file__).parent / "data" / "state_dicts_v2.json"
+DATA_V1 = Path(__file__).resolve().parents[1] / "data" / "state_dicts_v1.json"
+DATA = Path(__file__).resolve().parents[1] / "data" / "state_dicts_v2.json"
 
 
 def _init(model: nn.Module, seed: int) -> nn.Module:
