@@ -5,11 +5,11 @@
 #   VENV=/path/to/venv bash ci/integrations.sh
 #
 # Installs torch-syre (editable) with the extras lightning, transformers, sb3, jax, triton, deepspeed and docs next to
-# the pinned CPU torch of constraints-dev.txt, checks that torch was not replaced, runs
-# tests/test_integration_*.py, tests/test_error_table.py (its framework rows), tests/test_triton.py (Triton's
-# interpreter on CPU) and tests/test_deepspeed.py (ZeRO 0-3 on 2 gloo processes; none may skip:
-# the frameworks are installed here) and builds
-# docs/ with docs/build.sh.
+# the pinned CPU torch of constraints-dev.txt, checks that torch was not replaced, runs the tests that need a
+# framework (FRAMEWORK_TESTS below: the framework integrations of tests/integrations/, the framework rows of
+# tests/core/test_error_table.py, tests/kernels/test_triton.py under Triton's interpreter on CPU, and
+# tests/integrations/test_deepspeed.py, ZeRO 0-3 on 2 gloo processes; none may skip: the frameworks are
+# installed here) and builds docs/ with docs/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -43,7 +43,13 @@ PYCHECK
 # -W error::pytest.PytestSkipWarning is not enough for importorskip: count skips instead.
 report=$(mktemp)
 set +e
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_default_sigma0.py tests/test_step_closure.py tests/test_triton.py tests/test_deepspeed.py 2>&1 | tee "$report"
+FRAMEWORK_TESTS=(
+  tests/integrations/test_lightning.py tests/integrations/test_transformers.py tests/integrations/test_sb3.py
+  tests/integrations/test_optax.py tests/integrations/test_default_scale_gpt2.py tests/integrations/test_deepspeed.py
+  tests/core/test_error_table.py tests/core/test_default_sigma0.py tests/core/test_step_closure.py
+  tests/kernels/test_triton.py
+)
+"$PY" -m pytest -q -p no:cacheprovider -rs "${FRAMEWORK_TESTS[@]}" 2>&1 | tee "$report"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
