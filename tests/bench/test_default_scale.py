@@ -9,15 +9,11 @@ pytest.importorskip("sklearn")
 
 from syre.bench import build_protocol, get_experiment, run_experiment  # noqa: E402
 from syre.bench import default_scale as ds  # noqa: E402
-from syre.bench.gpt2lm import available  # noqa: E402
+
+from quick_runs import default_scale_settings as _quick_settings  # noqa: E402
+from quick_runs import quick_run  # noqa: E402
 
 EXP = get_experiment("default-scale")
-
-
-def _quick_settings(*names):
-    s = EXP.config(quick=True)["settings"]
-    keep = [n for n in (names or s) if n != "gpt2" or available()]
-    return {n: s[n] for n in keep}
 
 
 def test_the_design_judges_the_chosen_candidate_on_settings_it_was_not_chosen_on():
@@ -104,8 +100,8 @@ def test_the_power_rule_reads_the_pilot_and_states_the_power_of_every_primary_te
         assert big["candidates"]["match"][name]["power"] >= p["power"] - 1e-12
 
 
-def test_a_quick_run_completes_and_writes_the_summary_fields(tmp_path):
-    s = run_experiment("default-scale", quick=True, out=tmp_path, verbose=False, overrides={"settings": _quick_settings()})
+def test_a_quick_run_completes_and_writes_the_summary_fields(tmp_path_factory):
+    _, out, s = quick_run("default-scale", tmp_path_factory)  # the run test_quick_runs.py checks too
     assert s["chosen"]["candidate"] in ("lecun", "match", "match0.3")
     assert s["chosen"]["sigma0"] == ds.CANDIDATES[s["chosen"]["candidate"]]
     assert s["heldout_verdict"] is None  # a quick run decides nothing
@@ -121,7 +117,7 @@ def test_a_quick_run_completes_and_writes_the_summary_fields(tmp_path):
     for k, v in s["arms"].items():
         if k.startswith("chosen["):
             assert v[next(iter(v))]["mean"] == s["arms"][k.replace("chosen", c, 1)][next(iter(v))]["mean"]
-    assert "default_scale.png" in s["plots"] and (tmp_path / "default_scale.png").is_file()
+    assert "default_scale.png" in s["plots"] and (out / "default_scale.png").is_file()
     assert len(s["seeds"]["selection"]) == EXP.selection and s["selection"]["chosen"] == c
 
 

@@ -1,5 +1,4 @@
-"""E10 to E13: their building blocks, and their quick runs (each a few seconds)."""
-import json
+"""E10 to E13: their building blocks (their quick runs are in test_quick_runs.py)."""
 import math
 
 import pytest
@@ -7,14 +6,9 @@ import torch
 from torch import nn
 
 import syre
-from syre.data import fashion_mnist_dirs
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
-
-
-def _have_fashion():
-    return any((d / "train-images-idx3-ubyte.gz").is_file() or (d / "train-images-idx3-ubyte").is_file() for d in fashion_mnist_dirs())
 
 
 # ----------------------------------------------------------------------------- E10: the character LM
@@ -205,59 +199,3 @@ def test_gammas_must_include_the_declared_settings():
         exp = get_experiment(exp_id)
         with pytest.raises(ValueError, match="gamma"):
             exp.design(exp.config(quick=True, overrides={"gammas": [0.5]}))
-
-
-# ----------------------------------------------------------------------------- quick runs
-IDS = ["e10", "e11", "e12", "e13"]
-PLOTS = {"e10": {"e10_rank_vs_gamma.png", "e10_tuning.png"}, "e11": {"e11_rank_vs_gamma.png", "e11_tuning.png"},
-         "e12": {"e12_rank_vs_gamma.png", "e12_tuning.png"}, "e13": {"e13_barriers.png"}}
-
-
-@pytest.fixture(scope="module", params=IDS)
-def quick_run(request, tmp_path_factory):
-    from syre.bench import run_experiment
-
-    if request.param in ("e11", "e13") and not _have_fashion():
-        pytest.skip("Fashion-MNIST files not installed")
-    out = tmp_path_factory.mktemp(request.param)
-    return request.param, out, run_experiment(request.param, quick=True, out=out, verbose=False)
-
-
-def test_quick_run_writes_its_protocol_plots_and_findings(quick_run):
-    exp_id, out, summary = quick_run
-    assert {p.name for p in out.glob("*.png")} == set(summary["plots"]) == PLOTS[exp_id]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    ev = [r for r in rows if r["phase"] == "evaluate"]
-    assert len(ev) == len(summary["protocol"]["declaration"]["cells"]) * len(summary["seeds"]["evaluation"])
-    assert summary["supported"] is None and summary["findings"]["headline"]
-    assert any(t["role"] == "primary" for t in summary["tests"])
-    assert ("default_survives" in summary) == (exp_id != "e13")
-    if exp_id != "e13":
-        assert summary["findings"]["collapse"] and summary["findings"]["cost"]
-        assert any(t["family"] == "heldout" and "syre_match better than the default" in t["name"] for t in summary["tests"])
-        # the pull numbers: weight decay has no anchor, syre at the default has one
-        for r in ev:
-            if r["arm"] == "wd":
-                assert r["pull_anchor"] == 0.0 and r["pull_decay"] > 0
-            elif r["arm"] == "syre":
-                assert r["pull_anchor"] > 0.0
-            elif r["arm"] == "none":
-                assert r["pull_decay"] is None
-
-
-def test_quick_metrics_are_in_range(quick_run):
-    exp_id, out, summary = quick_run
-    cfg = summary["config"]
-    for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()):
-        if exp_id == "e10":
-            hd = cfg["n_embd"] // cfg["n_head"]
-            assert 1.0 <= r["qk_rank"] <= hd + 1e-9 and 1.0 <= r["vo_rank"] <= hd + 1e-9 and r["val_loss"] > 0
-            assert len(r["resid_rank"]) == cfg["n_layer"] and 0 <= r["mlp_dead"] <= 1
-        elif exp_id == "e11":
-            assert 0.0 <= r["test_acc"] <= 1.0 and 1.0 <= r["rank_last"] <= cfg["width"] * 2 ** (cfg["stages"] - 1)
-            assert 0.0 <= r["dead_channels"] <= 1.0
-        elif exp_id == "e12":
-            assert r["equiv_error"] < cfg["equiv_tol"] and 1.0 <= r["emb_rank"] <= cfg["width"]
-        elif exp_id == "e13":
-            assert r["perm_error"] < cfg["perm_tol"] and r["match_gain"] >= 0.0 and r["barrier"] >= 0.0 and r["barrier_aligned"] >= 0.0
-            assert len(r["path_loss"]) == cfg["n_t"] and r["path_loss"][0] == pytest.approx(r["path_loss_aligned"][0])

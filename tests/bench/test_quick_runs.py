@@ -1,4 +1,7 @@
-"""Every experiment runs in quick mode and writes a complete run directory with its protocol."""
+"""Every registered experiment runs in quick mode and writes a complete run directory with its protocol.
+
+One body over ``experiment_ids()``: an experiment added to the registry is run here without a line added. The
+studies' own records (sigma-sweep, default-scale) are read from the same runs by their files."""
 import json
 
 import numpy as np
@@ -8,44 +11,38 @@ import syre
 from syre.bench import get_experiment, run_experiment
 from syre.bench.arms import DECLARED_SIGMA0
 from syre.bench.protocol import digest
-from syre.data import fashion_mnist_dirs
+from syre.bench.registry import experiment_ids
+
+from quick_runs import overrides, quick_run, records
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
 
-IDS = ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"]  # the sigma-sweep's quick run: test_bench_sigma_sweep.py
-NEEDS_FASHION = {"e2", "e6", "e7", "e8"}
+#: The plots each experiment writes (an experiment not listed: the plots its summary names).
 PLOTS = {"e0": {"e0_checks.png"}, "e1": {"e1_duplicated_neurons.png", "e1_tuning.png"}, "e2": {"e2_compatibility.png"},
          "e3": {"e3_dead_coefficients.png", "e3_tuning.png"}, "e4": {"e4_symmetry_control.png"},
          "e5": {"e5_gamma_sweep.png", "e5_tuning.png"}, "e6": {"e6_beta_vae.png", "e6_reconstructions.png", "e6_tuning.png"},
          "e7": {"e7_simclr.png", "e7_tuning.png"}, "e8": {"e8_permuted_fashion.png", "e8_tuning.png"},
-         "e9": {"e9_ppo_plasticity.png", "e9_tuning.png"}}
+         "e9": {"e9_ppo_plasticity.png", "e9_tuning.png"},
+         "e10": {"e10_rank_vs_gamma.png", "e10_tuning.png"}, "e11": {"e11_rank_vs_gamma.png", "e11_tuning.png"},
+         "e12": {"e12_rank_vs_gamma.png", "e12_tuning.png"}, "e13": {"e13_barriers.png"},
+         "sigma-sweep": {"sigma_sweep.png", "sigma_sweep_pull.png"}}
 
 
-def _have_fashion():
-    return any((d / "train-images-idx3-ubyte.gz").is_file() or (d / "train-images-idx3-ubyte").is_file() for d in fashion_mnist_dirs())
+@pytest.fixture(scope="module", params=experiment_ids())
+def run(request, tmp_path_factory):
+    return quick_run(request.param, tmp_path_factory)
 
 
-@pytest.fixture(scope="module", params=IDS)
-def quick_run(request, tmp_path_factory):
-    if request.param in NEEDS_FASHION and not _have_fashion():
-        pytest.skip("Fashion-MNIST files not installed")
-    out = tmp_path_factory.mktemp(request.param)
-    summary = run_experiment(request.param, quick=True, out=out, verbose=False)
-    return request.param, out, summary
-
-
-def _rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_quick_run_writes_every_file(quick_run):
-    exp_id, out, summary = quick_run
+def test_quick_run_writes_every_file(run):
+    exp_id, out, summary = run
     for f in ("protocol.json", "config.json", "command.txt", "environment.json", "metrics.jsonl", "summary.json", "results.md"):
         assert (out / f).is_file(), f
-    assert {p.name for p in out.glob("*.png")} == set(summary["plots"]) == PLOTS[exp_id]
+    assert {p.name for p in out.glob("*.png")} == set(summary["plots"]) == PLOTS.get(exp_id, set(summary["plots"]))
+    assert summary["plots"]
     assert json.loads((out / "summary.json").read_text()) == summary
-    rows = _rows(out)
+    rows = records(out)
     assert rows and all({"phase", "arm", "seed", "point"} <= set(r) for r in rows)
     ev = [r for r in rows if r["phase"] == "evaluate"]
     assert {r["seed"] for r in ev} == set(summary["seeds"]["evaluation"])
@@ -55,14 +52,14 @@ def test_quick_run_writes_every_file(quick_run):
     assert len(ev) == len(cells) * len(summary["seeds"]["evaluation"])
 
 
-def test_quick_summary_carries_its_protocol(quick_run):
-    exp_id, out, summary = quick_run
+def test_quick_summary_carries_its_protocol(run):
+    exp_id, out, summary = run
     exp = get_experiment(exp_id)
     assert summary["experiment"] == exp_id and summary["claim"] == exp.claim and summary["title"] == exp.title
     assert summary["supported"] is None and summary["supported_tuned"] is None  # quick runs never decide
     pr = summary["protocol"]
     assert pr["hash"] == digest(pr["declaration"]) and pr["registered"] is False
-    assert pr["declaration"]["config"] == summary["config"] == json.loads(json.dumps(exp.config(quick=True)))
+    assert pr["declaration"]["config"] == summary["config"] == json.loads(json.dumps(exp.config(quick=True, overrides=overrides(exp_id) or None)))
     assert not set(summary["seeds"]["selection"]) & set(summary["seeds"]["evaluation"])
     assert summary["sigma0"]["library_default"] == syre.DEFAULT_SIGMA0
     if "syre" in summary["sigma0"]["arms"]:
@@ -77,10 +74,31 @@ def test_quick_summary_carries_its_protocol(quick_run):
     assert exp.claim in md and "## Tests" in md and pr["hash"] in md
 
 
-def test_quick_metrics_are_in_range(quick_run):
-    exp_id, out, summary = quick_run
+def test_quick_run_judges_the_default_where_it_is_held_out(run):
+    """An experiment that judges the library default (``heldout``) reports whether it survives, what collapsed,
+    what syre cost, and its pull numbers: weight decay has no anchor, syre at the default has one."""
+    exp_id, out, summary = run
+    exp = get_experiment(exp_id)
+    assert ("default_survives" in summary) == exp.heldout
+    if not exp.heldout:
+        return
+    assert summary["findings"]["collapse"] and summary["findings"]["cost"]
+    assert any(t["family"] == "heldout" and "syre_match better than the default" in t["name"] for t in summary["tests"])
+    for r in records(out):
+        if r["phase"] != "evaluate":
+            continue
+        if r["arm"] == "wd":
+            assert r["pull_anchor"] == 0.0 and r["pull_decay"] > 0
+        elif r["arm"] == "syre":
+            assert r["pull_anchor"] > 0.0
+        elif r["arm"] == "none":
+            assert r["pull_decay"] is None
+
+
+def test_quick_metrics_are_in_range(run):
+    exp_id, out, summary = run
     cfg = summary["config"]
-    for r in _rows(out):
+    for r in records(out):
         if exp_id == "e1":
             assert cfg["width"] // 2 <= r["distinct_units"] <= cfg["width"] and r["test_loss"] > 0
             if r["arm"] in ("none", "wd"):
@@ -99,6 +117,18 @@ def test_quick_metrics_are_in_range(quick_run):
             assert r["acc_last"] == pytest.approx(np.mean(r["task_acc"][-cfg["last_tasks"]:]))
         elif exp_id == "e9":
             assert len(r["phase_final_return"]) == cfg["phases"] and all(5 <= x <= 500 for x in r["phase_final_return"])
+        elif exp_id == "e10":
+            hd = cfg["n_embd"] // cfg["n_head"]
+            assert 1.0 <= r["qk_rank"] <= hd + 1e-9 and 1.0 <= r["vo_rank"] <= hd + 1e-9 and r["val_loss"] > 0
+            assert len(r["resid_rank"]) == cfg["n_layer"] and 0 <= r["mlp_dead"] <= 1
+        elif exp_id == "e11":
+            assert 0.0 <= r["test_acc"] <= 1.0 and 1.0 <= r["rank_last"] <= cfg["width"] * 2 ** (cfg["stages"] - 1)
+            assert 0.0 <= r["dead_channels"] <= 1.0
+        elif exp_id == "e12":
+            assert r["equiv_error"] < cfg["equiv_tol"] and 1.0 <= r["emb_rank"] <= cfg["width"]
+        elif exp_id == "e13":
+            assert r["perm_error"] < cfg["perm_tol"] and r["match_gain"] >= 0.0 and r["barrier"] >= 0.0 and r["barrier_aligned"] >= 0.0
+            assert len(r["path_loss"]) == cfg["n_t"] and r["path_loss"][0] == pytest.approx(r["path_loss_aligned"][0])
 
 
 def test_quick_runs_are_reproducible(tmp_path):
@@ -106,9 +136,8 @@ def test_quick_runs_are_reproducible(tmp_path):
     a = run_experiment("e3", quick=True, out=tmp_path / "a", verbose=False, overrides={"steps": 200})
     b = run_experiment("e3", quick=True, out=tmp_path / "b", verbose=False, overrides={"steps": 200})
 
-    def records(d):
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # wall time differs
+    def recs(d):
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in records(d)]  # wall time differs
 
-    assert records(tmp_path / "a") == records(tmp_path / "b") and a["selection"] == b["selection"]
+    assert recs(tmp_path / "a") == recs(tmp_path / "b") and a["selection"] == b["selection"]
     assert a["protocol"]["hash"] == b["protocol"]["hash"]

@@ -1,5 +1,4 @@
 """The sigma-sweep study in quick mode: every experiment through its own trial, distances, pull ratios, side studies."""
-import json
 import math
 
 import pytest
@@ -9,22 +8,18 @@ from syre.bench import get_experiment, run_experiment
 from syre.bench.arms import ARMS, apply_arm, capture
 from syre.bench.studies import NormMLP, norm_sigma0
 
+from quick_runs import overrides, quick_run, records
+
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
 
-OVERRIDES = {
-    "settings": {"e1": {"steps": 100, "n_train": 64, "n_test": 128},
-                 "e5": {"dataset": "digits", "epochs": {"fashion": 1, "digits": 1}, "width": 32, "n_rank": 100}},
-    "n_train": 300, "n_test": 200, "n_rank": 100, "trap_steps": 100,
-}
+OVERRIDES = overrides("sigma-sweep")
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sigma-sweep")
-    summary = run_experiment("sigma-sweep", quick=True, out=out, verbose=False, overrides=OVERRIDES)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return out, summary, rows
+    _, out, summary = quick_run("sigma-sweep", tmp_path_factory)  # the run test_quick_runs.py checks too
+    return out, summary, records(out)
 
 
 def test_quick_run_writes_the_run_directory(quick):
