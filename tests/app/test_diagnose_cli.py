@@ -11,13 +11,7 @@ import syre
 from syre import cli, diagnose
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these models are tiny, and more threads only add overhead."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 MODELS = '''
 import torch

@@ -12,7 +12,7 @@ import syre
 from syre.optim import FORMAT_VERSION
 
 from repo import SUPPORT
-from small_mlp import make_mlp
+from small_models import make_mlp
 
 
 def _run(*args):

@@ -19,7 +19,7 @@ from torch import nn
 
 import syre
 
-from small_mlp import make_mlp
+from small_models import make_mlp
 
 NAN, INF = float("nan"), float("inf")
 

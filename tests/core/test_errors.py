@@ -1,4 +1,4 @@
-"""Errors beyond the argument table (tests/test_error_table.py): wrong model and optimizer types, unsupported
+"""Errors beyond the argument table (tests/core/test_error_table.py): wrong model and optimizer types, unsupported
 parameters, unknown names, and the helper functions outside the public entry points."""
 import pytest
 import torch
@@ -7,13 +7,13 @@ from torch import nn
 import syre
 from syre import anchors, data, demo, functional
 
-from small_mlp import make_mlp
+from small_models import make_mlp
 
 
 def _opt(m):
     return torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.05)
 
-# The argument errors of every entry point are one table: tests/test_error_table.py.
+# The argument errors of every entry point are one table: tests/core/test_error_table.py.
 
 
 def test_model_and_optimizer_types():

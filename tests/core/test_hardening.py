@@ -5,7 +5,7 @@ from torch import nn
 
 import syre
 
-from small_mlp import make_mlp
+from small_models import make_mlp
 
 
 def test_nan_in_one_parameter_stays_there():

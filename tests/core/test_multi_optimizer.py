@@ -7,7 +7,7 @@ from torch import nn
 
 import syre
 
-from small_mlp import batches
+from small_models import batches
 
 HAS_MUON = hasattr(torch.optim, "Muon")
 HAS_ADAFACTOR = hasattr(torch.optim, "Adafactor")

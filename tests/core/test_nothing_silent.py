@@ -16,7 +16,7 @@ import syre
 from syre import _reference as ref
 from syre.optim import GROUP_KEY
 
-from small_mlp import batches, make_mlp
+from small_models import batches, make_mlp
 
 
 def _zero_grad_step(model, opt):

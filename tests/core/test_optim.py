@@ -10,7 +10,7 @@ import syre
 from syre import _reference as ref
 from syre.optim import GROUP_KEY
 
-from small_mlp import batches, make_mlp
+from small_models import batches, make_mlp
 
 OPTIMIZERS = {
     "sgd": lambda ps: torch.optim.SGD(ps, lr=0.05),

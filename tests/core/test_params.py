@@ -17,7 +17,7 @@ from syre import anchors as A
 from syre.sigma0 import UNIT_SIGMA0
 
 import state_setups
-from small_mlp import make_mlp
+from small_models import TiedLM, make_mlp
 
 
 def _zero_grad_step(model, opt):
@@ -72,19 +72,8 @@ def test_moving_to_the_same_place_regenerates_nothing(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- tied weights and reparametrize
-class Tied(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(7, 4)
-        self.head = nn.Linear(4, 7, bias=False)
-        self.head.weight = self.emb.weight
-
-    def forward(self, x):
-        return self.head(self.emb(x))
-
-
 def test_reparametrize_refuses_tied_weights_and_changes_nothing():
-    m = Tied()
+    m = TiedLM()
     before = {k: v.clone() for k, v in m.state_dict().items()}
     with pytest.raises(ValueError, match=r"'emb.weight' is tied: the model also holds it as \['head.weight'\]"):
         syre.reparametrize(m)
@@ -108,7 +97,7 @@ def test_reparametrize_and_attach_on_one_model_are_refused_both_ways():
 
 
 def test_attach_decays_a_tied_weight_once_under_its_first_name():
-    m = Tied()
+    m = TiedLM()
     s = syre.attach(torch.optim.SGD(m.parameters(), lr=0.1), m, gamma=0.1)
     assert s.names() == ["emb.weight"]
 

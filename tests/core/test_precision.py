@@ -12,7 +12,7 @@ import syre
 from syre.functional import decay_, stalled_pull
 from syre.optim import PRECISION_CHECK_EVERY, PrecisionWarning
 
-from small_mlp import batches, make_mlp
+from small_models import batches, make_mlp
 
 LOW = [torch.bfloat16, torch.float16]
 
@@ -89,39 +89,36 @@ def test_stalled_pull_analytic_edges(dtype):
     assert stalled_pull(one, torch.ones(1), None, 0.5) == (0, 0)  # at the anchor: no pull at all
 
 
-@pytest.mark.parametrize("dtype", LOW)
-def test_warning_fires_once_when_the_pull_is_below_half_an_ulp(dtype):
+def _three_decay_steps(dtype, lr: float, gamma: float):
+    """syre at sigma0 0.01 on the small MLP in ``dtype``, three decay-only steps: the precision warnings, and the
+    number of weights that moved out of the total."""
     m = make_mlp(dtype=dtype)
-    opt = torch.optim.SGD(m.parameters(), lr=1e-3)
-    syre.attach(opt, m, gamma=0.1, sigma0=0.01, seed=1)
+    opt = torch.optim.SGD(m.parameters(), lr=lr)
+    syre.attach(opt, m, gamma=gamma, sigma0=0.01, seed=1)
     start = [p.detach().clone() for p in m.parameters()]
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         for _ in range(3):
             _decay_only_step(m, opt)
-    got = _precision_warnings(record)
+    moved = sum(int((p.detach() != q).sum()) for p, q in zip(m.parameters(), start))
+    return _precision_warnings(record), moved, sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_warning_fires_once_when_the_pull_is_below_half_an_ulp(dtype):
+    got, moved, total = _three_decay_steps(dtype, lr=1e-3, gamma=0.1)
     assert len(got) == 1
     msg = str(got[0].message)
     assert "half an ulp" in msg and "fp32 master weights" in msg and str(dtype).split(".")[1] in msg
     # And it tells the truth: the decay moved (almost) nothing.
-    moved = sum(int((p.detach() != q).sum()) for p, q in zip(m.parameters(), start))
-    total = sum(p.numel() for p in m.parameters())
     assert moved < total / 2
 
 
 @pytest.mark.parametrize("dtype", LOW + [torch.float32])
 def test_no_warning_when_the_pull_moves_the_weights(dtype):
-    m = make_mlp(dtype=dtype)
-    opt = torch.optim.SGD(m.parameters(), lr=0.5)
-    syre.attach(opt, m, gamma=0.2, sigma0=0.01, seed=1)
-    start = [p.detach().clone() for p in m.parameters()]
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        for _ in range(3):
-            _decay_only_step(m, opt)
-    assert _precision_warnings(record) == []
-    moved = sum(int((p.detach() != q).sum()) for p, q in zip(m.parameters(), start))
-    assert moved > 0.9 * sum(p.numel() for p in m.parameters())
+    got, moved, total = _three_decay_steps(dtype, lr=0.5, gamma=0.2)
+    assert got == []
+    assert moved > 0.9 * total
 
 
 def test_fp32_parameters_never_warn_even_when_the_pull_is_tiny():

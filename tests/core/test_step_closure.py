@@ -3,7 +3,7 @@ import torch
 
 import syre
 
-from small_mlp import batches, make_mlp
+from small_models import batches, make_mlp
 
 
 def _closure(model, opt, x, y, calls=None):

@@ -13,7 +13,7 @@ import torch
 import syre
 from syre import init as I
 
-from small_mlp import batches, make_mlp
+from small_models import batches, make_mlp
 
 
 def _train(model, opt, n, start=0):

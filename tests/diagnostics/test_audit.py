@@ -12,13 +12,7 @@ import syre
 from syre.diagnostics import audit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these models are tiny, and more threads only add overhead."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 
 class ResBlock(nn.Module):

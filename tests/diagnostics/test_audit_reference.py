@@ -12,13 +12,7 @@ from syre.diagnostics import EXACT_SHARE, INACTIVE_SHARE, INACTIVE_Z, RANK_SHARE
 from syre.diagnostics import _measure, _recurrent, _twin, _verdict as V
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these models are tiny, and more threads only add overhead."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 
 # ---------------------------------------------------------------- fresh models are healthy

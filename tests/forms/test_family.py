@@ -12,7 +12,7 @@ import syre
 from syre import init as I
 from syre.select import collect
 
-from small_mlp import batches
+from small_models import batches
 
 
 def _mlp():

@@ -8,7 +8,7 @@ from torch import nn
 import syre
 from syre import _reference as ref
 
-from small_mlp import batches, make_mlp
+from small_models import batches, make_mlp
 
 
 def _loss(model, x, y):

@@ -12,6 +12,8 @@ from torch.nn.utils.parametrizations import weight_norm
 import syre
 from syre import init as I
 
+from small_models import TiedLM
+
 
 def _bump(model):
     """Move every parameter away from its initial value (as training would)."""
@@ -150,16 +152,6 @@ def test_an_outgoing_parametrization_other_than_weight_norm_is_refused_before_an
     with pytest.raises(ValueError, match="Invalid outgoing value: '2' computes its weight with a parametrization"):
         I.reset_units_(m, "0", [1], outgoing="2")
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
-
-
-class TiedLM(nn.Module):
-    """An embedding and a head that share one weight."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(10, 4)
-        self.head = nn.Linear(4, 10, bias=False)
-        self.head.weight = self.emb.weight
 
 
 def test_a_head_tied_to_an_embedding_resets_through_its_alias():

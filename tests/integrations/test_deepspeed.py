@@ -8,7 +8,6 @@ averaged gradient is the one-process gradient and the parameters must agree bitw
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,9 +19,8 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
     pytest.skip("needs torch.distributed with the gloo backend", allow_module_level=True)
 pytest.importorskip("deepspeed", reason="needs DeepSpeed: pip install 'torch-syre[deepspeed]'")
 
-import torch.multiprocessing as mp  # noqa: E402
-
 import ds_worker as W  # noqa: E402
+from spawn import spawn  # noqa: E402
 
 try:
     import accelerate  # noqa: F401
@@ -42,35 +40,18 @@ NAMES = ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias", "5.we
 NUMEL = {"0.weight": 30, "0.bias": 5, "2.weight": 5, "2.bias": 5, "3.weight": 15, "3.bias": 3, "5.weight": 3, "5.bias": 1}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn(fn, world: int, args: tuple) -> None:
-    ctx = mp.start_processes(fn, args=(world, _free_port()) + args, nprocs=world, join=False, start_method="spawn")
-    t0 = time.monotonic()
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() - t0 > SPAWN_TIMEOUT_S:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            pytest.fail(f"the {world} gloo processes did not finish within {SPAWN_TIMEOUT_S} s")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds")
     jobs = RUNS + RESUMES + [REFUSALS, UNIVERSAL] + ([TRAINER] if HAS_TRAINER else [])
     t0 = time.monotonic()
-    _spawn(W.worker, WORLD, (str(out), jobs))
+    spawn(W.worker, WORLD, (str(out), jobs), SPAWN_TIMEOUT_S)
     # DeepSpeed refuses a ZeRO checkpoint of another world size; its universal checkpoint converts one.
     ckpt = out / f"universal{UNIVERSAL[1]}"
     subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt / "t2"),
                     "--output_folder", str(ckpt / "t2_universal")], check=True, capture_output=True,
                    env=dict(os.environ, DS_ACCELERATOR="cpu"), timeout=SPAWN_TIMEOUT_S)
-    _spawn(W.universal_load, 1, (str(out), UNIVERSAL[1]))
+    spawn(W.universal_load, 1, (str(out), UNIVERSAL[1]), SPAWN_TIMEOUT_S)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

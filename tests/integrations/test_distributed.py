@@ -8,8 +8,6 @@ batches, so they agree up to the rounding of the gradient average: ``ATOL``/``RT
 from __future__ import annotations
 
 import math
-import socket
-import time
 import warnings
 
 import pytest
@@ -19,34 +17,14 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
     pytest.skip("needs torch.distributed with the gloo backend", allow_module_level=True)
 pytest.importorskip("torch.distributed.fsdp", reason="needs FSDP2 (torch >= 2.4)")
 
-import torch.multiprocessing as mp  # noqa: E402
-
 import dist_worker as W  # noqa: E402
 import syre  # noqa: E402
+from spawn import spawn  # noqa: E402
 
 WORLD = 2
 SPAWN_TIMEOUT_S = 180
 ATOL, RTOL = 2e-6, 1e-5  # fp32: a distributed run vs one process on the same global batches
 NAMES = ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias", "5.weight", "5.bias"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn(out) -> float:
-    ctx = mp.start_processes(W.worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    t0 = time.monotonic()
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() - t0 > SPAWN_TIMEOUT_S:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            pytest.fail(f"the {WORLD} gloo processes did not finish within {SPAWN_TIMEOUT_S} s")
-    return time.monotonic() - t0
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +33,7 @@ def runs(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*single process.*")  # DCP without a process group
         single = W.single(out)
-        seconds = _spawn(out)
+        seconds = spawn(W.worker, WORLD, (str(out),), SPAWN_TIMEOUT_S)
         ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
         resume21 = W.resume_single(out / "ckpt2")
     return {"single": single, "ranks": ranks, "resume21": resume21, "seconds": seconds}

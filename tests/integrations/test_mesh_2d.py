@@ -12,7 +12,6 @@ alone on a 1-D mesh of 4 and in one process, with the same anchors.
 """
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -36,15 +35,7 @@ NAMES = ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mesh2d")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*single process.*")  # DCP without a process group
-        single = T.single(out, H)
-        seconds = T.spawn(WORLD, out, SPAWN_TIMEOUT_S)
-        ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-        resume41 = T.resume_single(out / "mesh22_ckpt", H)
-    full_numel = {n: t.numel() for n, t in single["N"].items()}
-    return {"single": single, "ranks": ranks, "resume41": resume41, "seconds": seconds, "numel": full_numel}
+    return T.run_all(tmp_path_factory.mktemp("mesh2d"), WORLD, H, "mesh22_ckpt", SPAWN_TIMEOUT_S)
 
 
 def test_torch_builds_strided_shards_with_uneven_and_empty_fsdp_shards(runs):
@@ -61,24 +52,17 @@ def test_torch_builds_strided_shards_with_uneven_and_empty_fsdp_shards(runs):
 
 
 def test_pure_decay_of_every_shard_is_bitwise_the_one_process_slice(runs):
-    for r in runs["ranks"]:
-        for mode in ("stored", "seeded"):
-            C.assert_slices_equal(r["decay"][mode], runs["single"]["decay"], r["index"])
+    C.assert_pure_decay_is_the_one_process_slice(runs)
 
 
 def test_training_matches_one_process_on_every_shard(runs, capsys):
-    gap = 0.0
-    for r in runs["ranks"]:
-        gap = max(gap, C.assert_slices_close(r["N"], runs["single"]["N"], r["index"]))
-        gap = max(gap, C.assert_slices_close(r["2N"], runs["single"]["2N"], r["index"]))
+    gap = C.training_gap(runs)
     with capsys.disabled():
         print(f"\n[test_mesh_2d] FSDP2 x TP on 2 x 2: max abs gap to one process {gap:.1e}")
 
 
 def test_seeded_mode_equals_stored_mode(runs):
-    for r in runs["ranks"]:
-        for n in NAMES:
-            assert torch.equal(r["seeded_N"][n], r["N"][n]), n
+    C.assert_seeded_equals_stored(runs, NAMES)
 
 
 def test_each_rank_generates_only_its_shard(runs):
@@ -88,8 +72,7 @@ def test_each_rank_generates_only_its_shard(runs):
 
 
 def test_anchor_returns_the_full_anchor(runs):
-    for r in runs["ranks"]:
-        C.assert_anchors_equal(r["anchors"], runs["single"]["anchors"])
+    C.assert_full_anchor_on_every_rank(runs)
 
 
 def test_checkpoint_of_the_2x2_mesh_resumes_on_a_1d_mesh_of_4(runs):
@@ -103,11 +86,7 @@ def test_checkpoint_of_the_2x2_mesh_resumes_on_a_1d_mesh_of_4(runs):
 
 
 def test_checkpoint_of_the_2x2_mesh_resumes_in_one_process(runs):
-    res = runs["resume41"]
-    assert res["seed"] == W.SEED
-    C.assert_anchors_equal(res["anchors"], runs["single"]["anchors"])
-    for n in NAMES:
-        torch.testing.assert_close(res["2N"][n], runs["single"]["2N"][n], atol=C.ATOL, rtol=C.RTOL)
+    C.assert_resumes_in_one_process(runs, NAMES, W.SEED)
 
 
 def test_uneven_strided_shard_is_refused_before_anything_changes(runs):

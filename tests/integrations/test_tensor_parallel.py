@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 
 import pytest
 import torch
@@ -34,15 +33,7 @@ SHARDED = ["0.weight", "0.bias", "2.weight"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tp")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*single process.*")  # DCP without a process group
-        single = T.single(out, H)
-        seconds = T.spawn(WORLD, out, SPAWN_TIMEOUT_S)
-        ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-        resume21 = T.resume_single(out / "tp2_ckpt", H)
-    full_numel = {n: t.numel() for n, t in single["N"].items()}
-    return {"single": single, "ranks": ranks, "resume21": resume21, "seconds": seconds, "numel": full_numel}
+    return T.run_all(tmp_path_factory.mktemp("tp"), WORLD, H, "tp2_ckpt", SPAWN_TIMEOUT_S)
 
 
 def test_reference_run_moves_the_weights_far_beyond_the_tolerance(runs):
@@ -70,24 +61,17 @@ def test_single_dtensor_parameters_on_every_dim_decay_bitwise(runs):
 
 
 def test_pure_decay_of_every_shard_is_bitwise_the_one_process_slice(runs):
-    for r in runs["ranks"]:
-        for mode in ("stored", "seeded"):
-            C.assert_slices_equal(r["decay"][mode], runs["single"]["decay"], r["index"])
+    C.assert_pure_decay_is_the_one_process_slice(runs)
 
 
 def test_training_matches_one_process_on_every_shard(runs, capsys):
-    gap = 0.0
-    for r in runs["ranks"]:
-        gap = max(gap, C.assert_slices_close(r["N"], runs["single"]["N"], r["index"]))
-        gap = max(gap, C.assert_slices_close(r["2N"], runs["single"]["2N"], r["index"]))
+    gap = C.training_gap(runs)
     with capsys.disabled():
         print(f"\n[test_tensor_parallel] TP over 2 ranks: max abs gap to one process {gap:.1e}")
 
 
 def test_seeded_mode_equals_stored_mode(runs):
-    for r in runs["ranks"]:
-        for n in NAMES:
-            assert torch.equal(r["seeded_N"][n], r["N"][n]), n
+    C.assert_seeded_equals_stored(runs, NAMES)
 
 
 def test_each_rank_generates_only_its_shard(runs):
@@ -98,16 +82,11 @@ def test_each_rank_generates_only_its_shard(runs):
 
 
 def test_anchor_returns_the_full_anchor(runs):
-    for r in runs["ranks"]:
-        C.assert_anchors_equal(r["anchors"], runs["single"]["anchors"])
+    C.assert_full_anchor_on_every_rank(runs)
 
 
 def test_checkpoint_saved_under_tp_resumes_in_one_process(runs):
-    res = runs["resume21"]
-    assert res["seed"] == W.SEED
-    C.assert_anchors_equal(res["anchors"], runs["single"]["anchors"])
-    for n in NAMES:
-        torch.testing.assert_close(res["2N"][n], runs["single"]["2N"][n], atol=C.ATOL, rtol=C.RTOL)
+    C.assert_resumes_in_one_process(runs, NAMES, W.SEED)
 
 
 def test_checkpoint_of_one_process_resumes_under_tp(runs):

@@ -16,7 +16,7 @@ from syre import _gen_v1 as V1
 from syre import _gen_v2 as V2
 from syre import functional as F
 
-from small_mlp import batches
+from small_models import batches
 
 DTYPES = [torch.float32, torch.float64]
 KINDS = [(True, True), (False, True), (True, False), (False, False)]

@@ -8,7 +8,7 @@ import sys
 import torch
 
 import syre
-from small_mlp import batches, make_mlp
+from small_models import batches, make_mlp
 
 
 def main(out, start, stop, ckpt=None, via_optimizer=False):

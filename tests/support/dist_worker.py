@@ -10,9 +10,11 @@ single process up to rounding.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -233,17 +235,24 @@ def _placements(rank: int, world: int) -> dict:
     return res
 
 
-def worker(rank: int, world: int, port: int, out: str) -> None:
+@contextlib.contextmanager
+def process_group(rank: int, world: int, port: int, timeout: datetime.timedelta = TIMEOUT) -> Iterator[None]:
+    """One thread, a gloo process group on ``port``, and the global RNG seeded by rank, for the block."""
     torch.set_num_threads(1)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=TIMEOUT)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
     # The usual "seed + rank" of data augmentation: syre must not depend on the global RNG.
     torch.manual_seed(1234 + rank)
-    out = Path(out)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    out = Path(out)
+    with process_group(rank, world, port):
         res = {"ddp": _ddp(rank, world), "fsdp2": _fsdp2(rank, world, out), "placements": _placements(rank, world)}
         torch.save(res, out / f"rank{rank}.pt")
         dist.barrier()
-    finally:
-        dist.destroy_process_group()

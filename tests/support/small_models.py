@@ -1,4 +1,5 @@
-"""The small seeded MLP and its batches that most core tests train (the ``mlp`` fixture is one of these)."""
+"""Small models the tests share: the seeded MLP and its batches that most core tests train (the ``mlp`` fixture is
+one of these), and an embedding with a tied head."""
 import torch
 from torch import nn
 
@@ -22,3 +23,16 @@ def make_mlp(seed: int = 0, dtype=torch.float32, norm: bool = False) -> nn.Modul
 def batches(n: int, seed: int = 1, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(8, 6, generator=g, dtype=dtype), torch.randn(8, 3, generator=g, dtype=dtype)) for _ in range(n)]
+
+
+class TiedLM(nn.Module):
+    """An embedding and a head that share one weight (vocabulary 10, width 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.head(self.emb(x))

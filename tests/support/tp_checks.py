@@ -1,4 +1,4 @@
-"""Assertions shared by test_tensor_parallel.py and test_mesh_2d.py.
+"""Assertions shared by test_tensor_parallel.py and test_mesh_2d.py (over ``tp_worker.run_all``'s ``runs``).
 
 A rank's result for parameter ``name`` is its local shard; ``index[name]`` (torch's own layout,
 see ``tp_worker.local_indices``) says which global elements it holds, so the one-process value
@@ -40,6 +40,42 @@ def assert_anchors_equal(got: dict, want: dict) -> None:
     assert list(got) == list(want)
     for n in want:
         assert torch.equal(got[n][0], want[n][0]) and torch.equal(got[n][1], want[n][1]), n
+
+
+def assert_pure_decay_is_the_one_process_slice(runs: dict) -> None:
+    """One pure decay of every shard, stored and seeded, is bitwise the one-process slice."""
+    for r in runs["ranks"]:
+        for mode in ("stored", "seeded"):
+            assert_slices_equal(r["decay"][mode], runs["single"]["decay"], r["index"])
+
+
+def training_gap(runs: dict) -> float:
+    """Training (N and 2N steps) matches one process on every shard; the largest absolute gap."""
+    gap = 0.0
+    for r in runs["ranks"]:
+        gap = max(gap, assert_slices_close(r["N"], runs["single"]["N"], r["index"]))
+        gap = max(gap, assert_slices_close(r["2N"], runs["single"]["2N"], r["index"]))
+    return gap
+
+
+def assert_seeded_equals_stored(runs: dict, names) -> None:
+    for r in runs["ranks"]:
+        for n in names:
+            assert torch.equal(r["seeded_N"][n], r["N"][n]), n
+
+
+def assert_full_anchor_on_every_rank(runs: dict) -> None:
+    for r in runs["ranks"]:
+        assert_anchors_equal(r["anchors"], runs["single"]["anchors"])
+
+
+def assert_resumes_in_one_process(runs: dict, names, seed: int) -> None:
+    """The world's checkpoint resumed in one process: its seed, the full anchors, and the one-process run."""
+    res = runs["resume_single"]
+    assert res["seed"] == seed
+    assert_anchors_equal(res["anchors"], runs["single"]["anchors"])
+    for n in names:
+        torch.testing.assert_close(res["2N"][n], runs["single"]["2N"][n], atol=ATOL, rtol=RTOL)
 
 
 def assert_generates_only_its_shard(calls, index: dict, full_numel: dict, times: int) -> None:

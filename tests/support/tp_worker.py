@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
-import socket
-import time
+import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import dist_worker as W
+from spawn import spawn as spawn_world
 import syre
 import syre.anchors
 
@@ -312,31 +310,26 @@ def direct_placements_run(mesh, specs) -> dict:
 
 
 def worker(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=TIMEOUT)
-    torch.manual_seed(1234 + rank)  # syre must not depend on the global RNG
     out = Path(out)
-    try:
+    with W.process_group(rank, world, port, TIMEOUT):
         res = (world_of_2 if world == 2 else world_of_4)(rank, world, out)
         torch.save(res, out / f"rank{rank}.pt")
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def spawn(world: int, out: Path, timeout_s: float) -> float:
-    """Run ``worker`` on ``world`` gloo processes; the wall time in seconds (raises after ``timeout_s``)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ctx = mp.start_processes(worker, args=(world, port, str(out)), nprocs=world, join=False, start_method="spawn")
-    t0 = time.monotonic()
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() - t0 > timeout_s:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            raise TimeoutError(f"the {world} gloo processes did not finish within {timeout_s} s")
-    return time.monotonic() - t0
+    """Run ``worker`` on ``world`` gloo processes; the wall time in seconds (fails the test after ``timeout_s``)."""
+    return spawn_world(worker, world, (str(out),), timeout_s)
+
+
+def run_all(out: Path, world: int, hidden: int, ckpt: str, timeout_s: float) -> dict:
+    """The one-process reference run, the spawned world's results (one dict a rank), the world's checkpoint
+    ``out / ckpt`` resumed in one process, the world's wall time, and the full parameters' sizes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*single process.*")  # DCP without a process group
+        one = single(out, hidden)
+        seconds = spawn(world, out, timeout_s)
+        ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+        resumed = resume_single(out / ckpt, hidden)
+    numel = {n: t.numel() for n, t in one["N"].items()}
+    return {"single": one, "ranks": ranks, "resume_single": resumed, "seconds": seconds, "numel": numel}
