@@ -2,7 +2,7 @@
 
 ``python benchmarks/perf_table.py`` rewrites the README's cost table (between the
 ``<!-- perf-table -->`` markers) from the committed JSON; ``--check`` exits 1 when the README
-differs (``tests/test_perf_table.py`` runs that check).
+differs (``tests/artifacts/test_perf_table.py`` runs that check).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ calibration, not a pre-registered experiment) -- and joins them with those outco
 It also measures the numbers in two typical settings where users train: a nanoGPT-style character
 LM (AdamW, weight decay 0.1 on the matrices, lr 6e-4) and a ResNet with BatchNorm (SGD momentum 0.9,
 weight decay 5e-4, lr 0.1), on local data. Writes ``benchmarks/results/pull-numbers/pull_numbers.json``
-and ``results.md``; ``tests/test_pull_numbers.py`` checks the library's constants against it.
+and ``results.md``; ``tests/core/test_pull_numbers.py`` checks the library's constants against it.
 
     python benchmarks/pull_numbers.py [--out benchmarks/results/pull-numbers]
 """

@@ -11,7 +11,7 @@ the hidden representation during training.
     python examples/diagnose_collapse.py [--steps 600] [--out diagnose-collapse]
     python examples/diagnose_collapse.py --update-docs   # rewrite the output shown in README.md and docs/
 
-The text is deterministic (one thread, seeded data, init and anchors); tests/test_docs_diagnostics.py
+The text is deterministic (one thread, seeded data, init and anchors); tests/artifacts/test_docs_diagnostics.py
 checks that README.md and docs/diagnostics.md show exactly what this script prints.
 """
 from __future__ import annotations

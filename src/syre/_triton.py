@@ -14,7 +14,7 @@ Every kernel computes exactly what the CPU path computes:
 Every launch passes ``enable_fp_fusion=False``: the GPU compiler would otherwise contract a
 product and a following add (``theta0 = z * sigma0`` into ``t - p``, say) into an FMA where the
 CPU path rounds twice. The kernels are tested bitwise against the CPU path under Triton's
-interpreter (``TRITON_INTERPRET=1``, on CPU tensors; ``tests/test_triton.py``);
+interpreter (``TRITON_INTERPRET=1``, on CPU tensors; ``tests/kernels/test_triton.py``);
 ``benchmarks/gpu_check.py`` is the check to run on a CUDA machine. Install: ``pip install
 'torch-syre[triton]'`` (Triton ships with CUDA builds of torch).
 """

@@ -34,7 +34,7 @@ before the kernel, as torch's fused kernels do, and a step with inf/NaN gradient
 whole: no decay, no update, no step counted.
 
 Agreement: the fused pass and "decay, then torch's AdamW" are not bitwise equal (torch's kernels
-contract some products into FMAs, the compiled one others); ``tests/test_fused.py`` bounds the
+contract some products into FMAs, the compiled one others); ``tests/kernels/test_fused.py`` bounds the
 difference against the equations (``syre._reference.adamw_step``) over many steps.
 """
 from __future__ import annotations
