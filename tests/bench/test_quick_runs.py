@@ -63,7 +63,8 @@ def test_quick_summary_carries_its_protocol(run):
     assert summary["supported"] is None and summary["supported_tuned"] is None  # quick runs never decide
     pr = summary["protocol"]
     assert pr["hash"] == digest(pr["declaration"]) and pr["registered"] is False
-    assert pr["declaration"]["config"] == summary["config"] == json.loads(json.dumps(exp.config(quick=True, overrides=overrides(exp_id) or None)))
+    declared = exp.config(quick=True, overrides=overrides(exp_id) or None)
+    assert pr["declaration"]["config"] == summary["config"] == json.loads(json.dumps(declared))
     assert not set(summary["seeds"]["selection"]) & set(summary["seeds"]["evaluation"])
     assert summary["sigma0"]["library_default"] == syre.DEFAULT_SIGMA0
     if "syre" in summary["sigma0"]["arms"] and exp_id in DECLARED_AT_LECUN:

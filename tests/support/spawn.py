@@ -20,7 +20,8 @@ def spawn(fn: Callable[..., None], world: int, args: tuple, timeout_s: float) ->
     """Run ``fn(rank, world, port, *args)`` on ``world`` spawned processes; the wall time in seconds.
 
     Fails the test (after terminating what still runs) when they have not all finished within ``timeout_s``."""
-    ctx = mp.start_processes(fn, args=(world, free_port()) + tuple(args), nprocs=world, join=False, start_method="spawn")
+    ctx = mp.start_processes(fn, args=(world, free_port()) + tuple(args), nprocs=world, join=False,
+                             start_method="spawn")
     t0 = time.monotonic()
     while not ctx.join(timeout=1.0):
         if time.monotonic() - t0 > timeout_s:
