@@ -39,7 +39,8 @@ def layout(root: Path, args: str) -> str:
         raise ValueError(f"Invalid layout block: {args.strip()!r} is not a package (no __init__.py under {pkg})")
     name = pkg.name
     folders = _folders(pkg)
-    mods = {f: sorted(f.glob("*.py")) for f in folders}
+    # per folder: __init__ first, then the public modules, then the private ones
+    mods = {f: sorted(f.glob("*.py"), key=lambda p: (p.name != "__init__.py", p.name.startswith("_"), p.name)) for f in folders}
     size = {p: _lines(p) for ps in mods.values() for p in ps}
     total = sum(size.values())
     rows = ["| folder | modules | lines |", "|---|---|---|"]
@@ -50,11 +51,11 @@ def layout(root: Path, args: str) -> str:
     out = ["\n".join(rows), ""]
     for f in folders:
         label = ".".join((name,) + f.relative_to(pkg).parts)
-        out.append(f"**`{label}`** ({len(mods[f])} modules, {sum(size[p] for p in mods[f]):,} lines)")
+        out.append(f"## `{label}`: {len(mods[f])} modules, {sum(size[p] for p in mods[f]):,} lines")
         out.append("")
         for p in mods[f]:
             what = module_summary(p)
-            out.append(f"- `{p.name}` ({size[p]:,} lines)" + (f": {what}" if what else ""))
+            out.append(f"- `{p.name}` ({size[p]:,} line{'s' if size[p] != 1 else ''})" + (f": {what}" if what else ""))
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 
