@@ -7,8 +7,8 @@
 # Installs torch-syre (editable) with the extras lightning, transformers, sb3, jax, triton, deepspeed and docs next to
 # the pinned CPU torch of constraints-dev.txt, checks that torch was not replaced, runs
 # tests/test_integration_*.py, tests/test_error_table.py (its framework rows), tests/test_triton.py (Triton's
-# interpreter on CPU) and tests/test_deepspeed.py (ZeRO 0-3 on 2 gloo processes; none may skip:
-# the frameworks are installed here) and builds
+# interpreter on CPU), tests/test_deepspeed.py (ZeRO 0-3 on 2 gloo processes) and tests/test_docs_pages.py (the
+# generated blocks rendered with myst-parser's markdown-it; none may skip: the frameworks are installed here) and builds
 # docs/ with docs/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,7 @@ PYCHECK
 # -W error::pytest.PytestSkipWarning is not enough for importorskip: count skips instead.
 report=$(mktemp)
 set +e
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_default_sigma0.py tests/test_step_closure.py tests/test_triton.py tests/test_deepspeed.py 2>&1 | tee "$report"
+"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_integration_*.py tests/test_error_table.py tests/test_default_sigma0.py tests/test_step_closure.py tests/test_triton.py tests/test_deepspeed.py tests/test_docs_pages.py 2>&1 | tee "$report"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

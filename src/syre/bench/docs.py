@@ -71,16 +71,27 @@ def blocks_in(text: str) -> List[tuple]:
 def _wrap_line(line: str, width: int) -> List[str]:
     prefix = _PREFIX.match(line).group(0)
     indent = " " * len(prefix)
-    out, cur = [], prefix
-    for word in line[len(prefix):].split(" "):
-        fresh = cur in (prefix, indent)
-        if (not fresh and len(cur) + 1 + len(word) > width and word and not _STARTS_BLOCK.fullmatch(word)
-                and not cur.endswith((" =", " <", " >"))):  # "p = 0.01" stays on one line
-            out.append(cur)
-            cur = indent + word
-        else:
-            cur = cur + word if fresh else cur + " " + word
-    return out + [cur]
+    words = line[len(prefix):].split(" ")
+
+    def may_break(k: int) -> bool:  # before words[k]: not before a block marker, not inside "p = 0.01"
+        return k >= len(words) or bool(words[k]) and not _STARTS_BLOCK.fullmatch(words[k]) and words[k - 1] not in ("=", "<", ">")
+
+    out, head, i = [], prefix, 0
+    while i < len(words):
+        j, length = i + 1, len(head) + len(words[i])
+        while j < len(words) and length + 1 + len(words[j]) <= width:
+            length += 1 + len(words[j])
+            j += 1
+        k = j
+        while k > i + 1 and not may_break(k):  # the last break that fits ...
+            k -= 1
+        if not may_break(k):  # ... or, when none does, the first one after
+            k = j
+            while not may_break(k):
+                k += 1
+        out.append(head + " ".join(words[i:k]))
+        head, i = indent, k
+    return out
 
 
 def wrap(body: str, width: int = WIDTH) -> str:
