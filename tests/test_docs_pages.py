@@ -36,7 +36,7 @@ def links(path: Path):
     return [(bool(m.group(1)), m.group(2)) for m in _LINK.finditer(_CODE.sub("", path.read_text()))]
 
 
-def broken(path: Path) -> list:
+def broken(path: Path, root: Path = ROOT) -> list:
     """The relative links of ``path`` whose file, or whose heading in a markdown file, does not exist."""
     bad = []
     for _, target in links(path):
@@ -45,9 +45,9 @@ def broken(path: Path) -> list:
         file, _, anchor = target.partition("#")
         dest = (path.parent / file).resolve() if file else path
         if not dest.exists():
-            bad.append(f"{path.relative_to(ROOT)}: {target} (no such file)")
+            bad.append(f"{path.relative_to(root)}: {target} (no such file)")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
-            bad.append(f"{path.relative_to(ROOT)}: {target} (no heading with that anchor)")
+            bad.append(f"{path.relative_to(root)}: {target} (no heading with that anchor)")
     return bad
 
 
@@ -61,12 +61,7 @@ def test_the_link_check_notices_a_missing_file_and_a_missing_heading(tmp_path):
     (tmp_path / "a.md").write_text("# A page\n\n## Its part\n")
     page = tmp_path / "b.md"
     page.write_text("[ok](a.md#its-part) [gone](c.md) [typo](a.md#its-prt) [self](#b) `[code](x.md)`\n\n# B\n")
-    global ROOT
-    root, ROOT = ROOT, tmp_path
-    try:
-        assert broken(page) == ["b.md: c.md (no such file)", "b.md: a.md#its-prt (no heading with that anchor)"]
-    finally:
-        ROOT = root
+    assert broken(page, tmp_path) == ["b.md: c.md (no such file)", "b.md: a.md#its-prt (no heading with that anchor)"]
 
 
 def test_the_built_pages_link_only_inside_docs():
