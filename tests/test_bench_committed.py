@@ -98,7 +98,8 @@ def test_results_md_and_plots_are_committed_beside_each_summary(summary):
 
 # ----------------------------------------------------------------------------- the text written from the results
 def test_the_documents_say_what_the_committed_summaries_say():
-    assert check(ROOT) == [], "run `syre bench docs` after committing new results"
+    assert check(ROOT) == [], ("run `syre bench docs` (new committed results, a changed block generator, or a module "
+                               "added, moved or resized: docs/layout.md)")
 
 
 def test_the_check_notices_a_changed_number_or_verdict():

@@ -8,7 +8,7 @@ import pytest
 
 from syre._checks import DECAY_WEAK
 from syre.bench.doc_tree import layout, module_summary, pages
-from syre.bench.docs import WIDTH, _STARTS_BLOCK, blocks_in, documents, load, render, wrap
+from syre.bench.docs import _STARTS_BLOCK, WIDTH, blocks_in, documents, load, render, wrap
 from syre.bench.heldout import verdict as heldout_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,8 @@ def _held_out(S):
     for i in _heldout_ids(S):
         s = S[i]
         for r in s["tests"]:
-            if r["family"] == "heldout" and r["role"] == "primary" and "above weight decay's at the collapsing gamma" in r["name"]:
+            rank = "above weight decay's at the collapsing gamma" in r["name"]
+            if r["family"] == "heldout" and r["role"] == "primary" and rank:
                 perf = next(t for t in s["tests"] if t["family"] == "heldout" and t["a"] == r["a"] and t["b"] == r["b"]
                             and t["metric"] != r["metric"])
                 l2 = s["arms"].get(r["a"].replace("syre", "l2init", 1), {}).get(perf["metric"])
@@ -174,7 +175,8 @@ def test_wrap_reflows_without_changing_the_words_or_the_blocks():
         assert table in out and code in out  # tables and code are left whole
         lines = out.split("\n")
         item_lines = lines[:lines.index("")]
-        assert item_lines[0].startswith("  - ") and all(ln.startswith("    ") for ln in item_lines[1:])  # stay in the item
+        assert item_lines[0].startswith("  - ")
+        assert all(ln.startswith("    ") for ln in item_lines[1:])  # the item's lines stay in the item
         prose = item_lines[1:] + lines[len(item_lines) + 1:lines.index(table) - 1]
         assert len(prose) > 10
         for ln in prose:
@@ -229,7 +231,8 @@ def test_layout_lists_every_module_with_its_lines_and_summary(tmp_path):
     once = render(doc.read_text(), {}, tmp_path, doc)
     assert render(once, {}, tmp_path, doc) == once
     (pkg / "sub" / "new.py").write_text('"""Added later."""\n')  # a module added, or moved, changes the page
-    assert render(once, {}, tmp_path, doc) != once and "`new.py` (1 line): Added later." in render(once, {}, tmp_path, doc)
+    again = render(once, {}, tmp_path, doc)
+    assert again != once and "`new.py` (1 line): Added later." in again
     with pytest.raises(ValueError, match="not a package"):
         layout(tmp_path, "src")
 
@@ -244,7 +247,8 @@ def test_the_layout_page_is_the_package_as_it_is():
 
 
 def test_pages_lists_the_benchmark_pages_in_their_number_order(tmp_path):
-    for name, title in (("README_e14.md", "E14: x"), ("README_e10_e13.md", "E10-E13: y"), ("README_e6_e9.md", "E6 to E9: z")):
+    named = (("README_e14.md", "E14: x"), ("README_e10_e13.md", "E10-E13: y"), ("README_e6_e9.md", "E6 to E9: z"))
+    for name, title in named:
         (tmp_path / name).write_text(f"# {title}\n\ntext\n")
     doc = tmp_path / "README.md"
     assert pages(tmp_path, "README_*.md", doc).splitlines() == [

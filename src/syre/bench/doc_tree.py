@@ -26,6 +26,11 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines())
 
 
+def _reading_order(p: Path):
+    """``__init__.py`` first, then the public modules, then the private ones."""
+    return (p.name != "__init__.py", p.name.startswith("_"), p.name)
+
+
 def _folders(pkg: Path) -> List[Path]:
     """The package and every subpackage below it (a folder with an ``__init__.py``), the package first."""
     subs = sorted(p.parent for p in pkg.rglob("__init__.py") if p.parent != pkg and "__pycache__" not in p.parts)
@@ -33,14 +38,13 @@ def _folders(pkg: Path) -> List[Path]:
 
 
 def layout(root: Path, args: str) -> str:
-    """``layout PKG``: the module tree of ``PKG`` (relative to ``root``), a table of folders, then one list per folder."""
+    """``layout PKG``: the module tree of ``PKG`` (relative to ``root``): a table of folders, then a list per folder."""
     pkg = Path(root) / (args.strip() or "src/syre")
     if not (pkg / "__init__.py").is_file():
         raise ValueError(f"Invalid layout block: {args.strip()!r} is not a package (no __init__.py under {pkg})")
     name = pkg.name
     folders = _folders(pkg)
-    # per folder: __init__ first, then the public modules, then the private ones
-    mods = {f: sorted(f.glob("*.py"), key=lambda p: (p.name != "__init__.py", p.name.startswith("_"), p.name)) for f in folders}
+    mods = {f: sorted(f.glob("*.py"), key=_reading_order) for f in folders}
     size = {p: _lines(p) for ps in mods.values() for p in ps}
     total = sum(size.values())
     rows = ["| folder | modules | lines |", "|---|---|---|"]
@@ -61,7 +65,7 @@ def layout(root: Path, args: str) -> str:
 
 
 def pages(root: Path, args: str, doc: Path) -> str:
-    """``pages GLOB``: a list of the pages matching ``GLOB`` in the document's folder, each linked under its first heading."""
+    """``pages GLOB``: the pages matching ``GLOB`` in the document's folder, each linked under its first heading."""
     found = sorted(doc.parent.glob(args.strip() or "README_*.md"),
                    key=lambda p: ([int(n) for n in re.findall(r"\d+", p.name)], p.name))  # e6_e9 before e10_e13
     if not found:

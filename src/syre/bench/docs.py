@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional
 from .doc_blocks import BLOCKS
 from .doc_tree import TREE_BLOCKS
 
-__all__ = ["DOCS", "BLOCKS", "TREE_BLOCKS", "WIDTH", "documents", "load", "render", "wrap", "write", "check", "blocks_in"]
+__all__ = ["DOCS", "BLOCKS", "TREE_BLOCKS", "WIDTH", "documents", "load", "render", "wrap", "write", "check",
+           "blocks_in"]
 
 #: The documents scanned for blocks: globs relative to the checkout.
 DOCS = ("README.md", "benchmarks/README*.md", "docs/*.md")
@@ -74,7 +75,9 @@ def _wrap_line(line: str, width: int) -> List[str]:
     words = line[len(prefix):].split(" ")
 
     def may_break(k: int) -> bool:  # before words[k]: not before a block marker, not inside "p = 0.01"
-        return k >= len(words) or bool(words[k]) and not _STARTS_BLOCK.fullmatch(words[k]) and words[k - 1] not in ("=", "<", ">")
+        if k >= len(words):
+            return True
+        return bool(words[k]) and not _STARTS_BLOCK.fullmatch(words[k]) and words[k - 1] not in ("=", "<", ">")
 
     out, head, i = [], prefix, 0
     while i < len(words):
