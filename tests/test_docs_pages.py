@@ -129,7 +129,8 @@ def test_the_readmes_short_answer_agrees_with_the_committed_results():
     assert "AdamW's 0.1 on a nanoGPT-style character LM" in text and typical["nanogpt_char_lm"]["decay"] < DECAY_WEAK
     assert "SGD's 5e-4 on a BatchNorm ResNet" in text and typical["resnet_batchnorm"]["decay"] < DECAY_WEAK
     study = S["default-scale"]
-    assert all(t["passed"] for t in study["tests"] if "(typical)" in t["name"] and t["role"] == "primary")
+    typical_tests = [t for t in study["tests"] if "(typical)" in t["name"] and t["role"] == "primary"]
+    assert len(typical_tests) >= 3 and all(t["passed"] for t in typical_tests)
     cells = _held_out(S)
     assert len(cells) >= 5
     # "restored the rank in every benchmark that measured it, but not the accuracy in every one"
