@@ -142,10 +142,10 @@ def test_the_readmes_short_answer_agrees_with_the_committed_results():
     assert "it was not significantly better than every tuned baseline in any benchmark" in text
     tuned = [s.get("supported_tuned") for s in S.values() if s["protocol"]["declaration"].get("tuning")]
     assert tuned and True not in tuned and False in tuned
-    # "L2-Init ... had the better mean in more than half of them"
-    assert "had the better mean in more than half of them" in text
+    # "L2-Init ... had the better mean in about half of them"
+    assert "had the better mean in about half of them" in text
     l2_better = [(l2 < syre) == (p["direction"] == "less") for _, p, l2, syre in cells if l2 is not None and l2 != syre]
-    assert len(l2_better) >= 5 and sum(l2_better) > len(l2_better) / 2
+    assert len(l2_better) >= 5 and 0.35 <= sum(l2_better) / len(l2_better) <= 0.65
 
 
 # ----------------------------------------------------------------------------- generated text
