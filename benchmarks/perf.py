@@ -10,7 +10,7 @@ repetition, to fused ``torch.optim.AdamW(weight_decay=gamma)``):
 * the hook's own Python at 8 and 24 small tensors (the hook with its multi-tensor calls made no-ops);
 * attach time: stored anchors of the largest model, and of a model of 20,000 small tensors.
 
-Writes JSON (machine, torch version, configuration, raw times) and a markdown report; the README's
+Writes JSON (machine, torch version, configuration, raw times) and a markdown report; the report's
 cost table is rendered from the JSON by ``benchmarks/perf_table.py``::
 
     nice python benchmarks/perf.py [--sizes 1M,10M,50M] [--reps 21] [--threads 1]

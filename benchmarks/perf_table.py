@@ -1,8 +1,8 @@
 """Tables from ``benchmarks/results/perf.json`` (written by ``benchmarks/perf.py``).
 
-``python benchmarks/perf_table.py`` rewrites the README's cost table (between the
-``<!-- perf-table -->`` markers) from the committed JSON; ``--check`` exits 1 when the README
-differs (``tests/artifacts/test_perf_table.py`` runs that check).
+``python benchmarks/perf_table.py`` rewrites the report ``benchmarks/perf.md`` (the cost table first,
+which docs/cost.md points to) from the committed JSON; ``--check`` exits 1 when the report's cost
+table differs from the one the JSON gives (``tests/artifacts/test_perf_table.py`` runs that check).
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = ROOT / "benchmarks" / "results" / "perf.json"
-README = ROOT / "README.md"
-START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+REPORT = ROOT / "benchmarks" / "perf.md"
 
 #: The last line of the report: where the cost of the other anchor targets is measured.
 TARGETS_NOTE = (
@@ -22,7 +21,7 @@ TARGETS_NOTE = (
     "a mapping; basic and AR) and bf16 parameters with `rounding=\"nearest\"` vs `\"stochastic\"`: bytes per parameter "
     "and step ratio in `benchmarks/results/targets-cost/results.md` (`benchmarks/targets_cost.py`).")
 
-#: README rows: (label, variant in the JSON).
+#: The cost table's rows: (label, variant in the JSON).
 ROWS = [
     ("fused AdamW(weight_decay), torch", "fused_adamw"),
     ("**syre.AdamW** + syre basic (fused path)", "fused path: syre.AdamW basic"),
@@ -93,28 +92,18 @@ def report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_readme(text: str, res: dict) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"README.md has no {START} ... {END} block")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return head + START + "\n" + readme_table(res) + "\n" + END + tail
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the JSON gives")
+    ap.add_argument("--check", action="store_true", help="exit 1 if benchmarks/perf.md's cost table is not what the JSON gives")
     args = ap.parse_args(argv)
     res = json.loads(JSON.read_text())
-    text = README.read_text()
-    new = render_readme(text, res)
     if args.check:
-        if new != text:
-            print("README.md's cost table differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
+        if readme_table(res) not in REPORT.read_text():
+            print("benchmarks/perf.md's cost table differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
                   file=sys.stderr)
             return 1
         return 0
-    README.write_text(new)
+    REPORT.write_text(report(res))
     return 0
 
 

@@ -9,10 +9,10 @@ fresh-init twin), and a ``Monitor`` logs the share of duplicated units and the e
 the hidden representation during training.
 
     python examples/diagnose_collapse.py [--steps 600] [--out diagnose-collapse]
-    python examples/diagnose_collapse.py --update-docs   # rewrite the output shown in README.md and docs/
+    python examples/diagnose_collapse.py --update-docs   # rewrite the output shown in docs/diagnostics.md
 
 The text is deterministic (one thread, seeded data, init and anchors); tests/artifacts/test_docs_diagnostics.py
-checks that README.md and docs/diagnostics.md show exactly what this script prints.
+checks that docs/diagnostics.md shows exactly what this script prints.
 """
 from __future__ import annotations
 
@@ -86,27 +86,9 @@ def run(steps: int = 600, out: Path = None) -> str:
         torch.set_num_threads(threads)
 
 
-def excerpt(text: str) -> str:
-    """The README's excerpt: per arm, its headline, the table and the collapse found (no notes)."""
-    keep, section = [], None
-    for line in text.splitlines():
-        if line.startswith("==="):
-            keep += ([""] if keep else []) + [line]
-            section = None
-        elif line.startswith("layer "):
-            section = "table"
-        elif line.startswith(("collapse found", "no collapse found")):
-            section = "found"
-        elif not line.startswith("  - "):
-            section = None if section == "found" or not line else section
-        if section == "table" and line or section == "found":
-            keep.append(line)
-    return "\n".join(keep) + "\n"
-
-
 def blocks():
     """``{path: (tag, text producer)}``: where the output is shown, and which part of it."""
-    return {ROOT / "docs" / "diagnostics.md": ("", lambda t: t), ROOT / "README.md": (" (excerpt)", excerpt)}
+    return {ROOT / "docs" / "diagnostics.md": ("", lambda t: t)}
 
 
 def shown(path: Path, tag: str) -> str:
@@ -135,7 +117,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--out", default="diagnose-collapse", help="folder for the plots and monitor logs")
-    p.add_argument("--update-docs", action="store_true", help="rewrite the output shown in README.md and docs/")
+    p.add_argument("--update-docs", action="store_true", help="rewrite the output shown in docs/diagnostics.md")
     a = p.parse_args(argv)
     out = None if a.update_docs else Path(a.out)
     if out is not None:

@@ -36,7 +36,7 @@ __all__ = [
     "check_seed",
 ]
 
-#: Default spread of D: D_ii ~ Uniform(1 - 0.1, 1 + 0.1). See the README, "Choosing eps".
+#: Default spread of D: D_ii ~ Uniform(1 - 0.1, 1 + 0.1). See docs/guide.md, "Choosing gamma, sigma0 and eps".
 DEFAULT_D_SPREAD = 0.1
 
 

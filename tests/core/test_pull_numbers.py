@@ -93,9 +93,9 @@ def test_the_warning_fires_exactly_when_the_verdict_says_close_to_weight_decay()
     assert "does syre matter here?" in text and "decay/update" in text and "anchor/weights" in text
 
 
-def test_the_readme_states_the_committed_numbers():
+def test_the_evidence_page_states_the_committed_numbers():
     s = json.loads(SUMMARY.read_text())
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "evidence.md").read_text()
     assert f"decay/update of {DECAY_WEAK:g}" in text and f"anchor/weights of {ANCHOR_SMALL:g}" in text
     assert f"at {s['typical']['nanogpt_char_lm']['decay']:.2g}" in text and f"at {s['typical']['resnet_batchnorm']['decay']:.2g}" in text
 

@@ -1,5 +1,5 @@
 """Anchor format 2: the committed table, its accuracy, the exact tail masses, and the statistics of
-2**20 draws (the numbers quoted in the README and CHANGELOG are these tests' thresholds' sources)."""
+2**20 draws (the numbers quoted in docs/guarantees.md and the CHANGELOG are these tests' thresholds' sources)."""
 import math
 
 import numpy as np

@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     pt.add_argument("dirs", nargs="+", help="run directories or folders holding them")
     pt.set_defaults(func=_cmd_table)
 
-    pd = sub.add_parser("docs", help="regenerate (or check) the results text of the READMEs and docs/defaults.md")
+    pd = sub.add_parser("docs", help="regenerate (or check) the generated blocks of README.md, benchmarks/README*.md and docs/*.md")
     pd.add_argument("--check", action="store_true", help="only report the blocks that differ from the committed results")
     pd.add_argument("--root", default=".", help="the checkout (default: the working directory)")
     pd.set_defaults(func=_cmd_docs)
