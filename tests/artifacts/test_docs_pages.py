@@ -219,12 +219,14 @@ def _package(root: Path) -> Path:
     return pkg
 
 
-def test_layout_lists_every_module_with_its_lines_and_summary(tmp_path):
+def test_layout_lists_every_module_with_its_summary(tmp_path):
     pkg = _package(tmp_path)
     text = layout(tmp_path, "src/pkg")
-    assert "| `pkg` | 3 | 8 |" in text and "| `pkg.sub` | 2 | 11 |" in text and "| all | 5 | 19 |" in text
-    assert "- `core.py` (6 lines): Core: the first paragraph." in text and "More detail" not in text
-    assert "- `_private.py` (1 line)\n" in text and "- `leaf.py` (10 lines): A leaf." in text
+    assert "| `pkg` | 3 |" in text and "| `pkg.sub` | 2 |" in text and "| all | 5 |" in text
+    assert "- `core.py`: Core: the first paragraph." in text and "More detail" not in text
+    assert "- `_private.py`\n" in text and "- `leaf.py`: A leaf." in text
+    (pkg / "sub" / "leaf.py").write_text('"""A leaf."""\n' + "pass\n" * 20)  # a module that grew: the same page
+    assert layout(tmp_path, "src/pkg") == text
     assert text.index("`__init__.py`") < text.index("`core.py`") < text.index("`_private.py`")  # public before private
     assert module_summary(pkg / "_private.py") == ""
     doc = tmp_path / "layout.md"
@@ -233,7 +235,7 @@ def test_layout_lists_every_module_with_its_lines_and_summary(tmp_path):
     assert render(once, {}, tmp_path, doc) == once
     (pkg / "sub" / "new.py").write_text('"""Added later."""\n')  # a module added, or moved, changes the page
     again = render(once, {}, tmp_path, doc)
-    assert again != once and "`new.py` (1 line): Added later." in again
+    assert again != once and "`new.py`: Added later." in again
     with pytest.raises(ValueError, match="not a package"):
         layout(tmp_path, "src")
 
@@ -244,7 +246,7 @@ def test_the_layout_page_is_the_package_as_it_is():
     assert [n for n, _, _ in blocks_in(text)] == ["layout"]
     assert render(text, {}, ROOT, doc) == text, "docs/layout.md is stale: run `syre bench docs`"
     for p in (ROOT / "src" / "syre").rglob("*.py"):
-        assert f"`{p.name}` (" in text, p
+        assert f"- `{p.name}`" in text, p
 
 
 def test_pages_lists_the_benchmark_pages_in_their_number_order(tmp_path):
