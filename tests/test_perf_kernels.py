@@ -10,10 +10,10 @@ from torch import nn
 
 import syre
 from syre import _compile as C
-from syre import _reference as ref
+from syre import reference as ref
 from syre import anchors as A
-from syre import _gen_v1 as V1
-from syre import _gen_v2 as V2
+from syre.rng import _format1 as V1
+from syre.rng import _format2 as V2
 from syre import functional as F
 
 from conftest import batches

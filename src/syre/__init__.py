@@ -10,18 +10,22 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 (``import syre`` then ``syre.diagnostics.audit(...)`` works); ``syre.optax`` needs JAX and is
 imported explicitly.
 """
+from . import _paths
+from ._attach import AnchorScaleWarning, DecaySettingWarning, PrecisionWarning, WeakPullWarning, attach, attached
 from ._version import __version__
-from ._groups import equivalent_gamma
-from ._multi import MultiSyre
-from ._state import plain_state_dict
-from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .config import Config
-from .fused import AdamW, SGD
-from .init import init_, reset_units_, shrink_perturb_
-from .optim import AnchorScaleWarning, DecaySettingWarning, PrecisionWarning, Syre, WeakPullWarning, attach, attached
-from .penalty import Penalty
-from .reparam import Reparametrization, reparametrize
+from .core._groups import equivalent_gamma
+from .core._multi import MultiSyre
+from .core._state import plain_state_dict
+from .core._syre import Syre
+from .forms.init import init_, reset_units_, shrink_perturb_
+from .forms.penalty import Penalty
+from .forms.reparam import Reparametrization, reparametrize
+from .kernels.fused import SGD, AdamW
+from .rng.anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .select import NORM_TYPES
+
+_paths.install()  # syre.anchors, syre.functional, syre.optim, syre.demo ...: the paths of the flat layout
 
 __all__ = [
     "AdamW",
@@ -56,7 +60,7 @@ _LAZY = ("bench", "cli", "data", "demo", "diagnose", "diagnostics", "integration
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name in _LAZY or f"{__name__}.{name}" in _paths.KEPT:
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
@@ -64,4 +68,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {path.split(".", 1)[1] for path in _paths.KEPT})

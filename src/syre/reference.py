@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from ._normal_table import FRACTION_BITS, ROW, table
-from ._philox import stream_key
+from .rng._normal_table import FRACTION_BITS, ROW, table
+from .rng._philox import stream_key
 
 M = 0xFFFFFFFF
 

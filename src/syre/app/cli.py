@@ -10,7 +10,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from ._version import __version__
+from .._version import __version__
 
 #: Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES = [

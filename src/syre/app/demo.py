@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .data import digits
-from .diagnostics import dead_units, duplicate_units, numerical_rank
-from .optim import attach
+from ..diagnostics import dead_units, duplicate_units, numerical_rank
+from .._attach import attach
 
 ARMS = ("no decay", "weight decay", "syre")
 _FLOOR = 1e-9  # where exact ties are drawn on the log-scale plot

@@ -64,7 +64,7 @@ class SavedAnchors:
     """
 
     def __init__(self, state: Dict[str, Any], params: Dict[str, torch.Tensor]):
-        from .anchors import anchor  # noqa: F401  (fail early if the core is missing)
+        from ..rng.anchors import anchor  # noqa: F401  (fail early if the core is missing)
 
         if not isinstance(state, dict) or state.get("format") != "syre":
             raise DiagnoseError("the checkpoint's syre entry is not a Syre.state_dict() (no format 'syre')")
@@ -77,7 +77,7 @@ class SavedAnchors:
         return list(self._items)
 
     def anchor(self, name: str):
-        from .anchors import Anchor, anchor
+        from ..rng.anchors import Anchor, anchor
 
         p = self._params.get(name)
         item = self._items.get(name)
@@ -309,7 +309,7 @@ def _failure_hint(exc: Exception, x: torch.Tensor) -> str:
 def run(args: argparse.Namespace, out=None) -> int:
     """Run the command on parsed ``args``; print the report; return the exit code."""
     out = out or sys.stdout
-    from .diagnostics import audit
+    from ..diagnostics import audit
 
     if args.reference not in REFERENCES:
         raise DiagnoseError(f"invalid --reference {args.reference!r}: expected one of {', '.join(REFERENCES)}")

@@ -17,14 +17,8 @@
   of rank (it is weight decay there), and above it more, growing with the anchor and the decay.
   ``WeakPullWarning`` is issued once exactly when the verdict is "close to weight decay": the
   decay is strong and the anchor is small.
-* ``AnchorScaleCheck``: when parameters are first covered (at attach, or later for lazy or
-  newly covered ones), whether sigma0 puts a weight tensor's anchor over ``ANCHOR_FAR`` times, or
-  under ``1 / ANCHOR_FAR`` of, that tensor's RMS then: one ``AnchorScaleWarning`` naming the tensors
-  and their ratios, with the remedy (``sigma0="match"``, the tensor's own scale). Only weight tensors
-  (2 or more dimensions, embedding tables) are checked: a bias's anchor is at its weight's scale and a
-  normalisation gain's at ``UNIT_SIGMA0`` by design; a tensor of RMS 0 (zero-initialised) has no scale
-  to compare with, ``sigma0 = 0`` asks for weight decay, and under ``target="init"`` or ``"pretrained"``
-  the anchor is the weights themselves.
+* ``AnchorScaleCheck`` (``syre.forms._scale_check``, shared with ``syre.Penalty`` and
+  ``syre.reparametrize``): anchors far from their weights, warned once.
 * ``PrecisionCheck``: for fp16/bf16 parameters, at the first step and every
   ``PRECISION_CHECK_EVERY`` steps, whether the pull is below half an ulp of the storage dtype for
   most elements (then rounding undoes the decay): one ``PrecisionWarning``.
@@ -39,17 +33,12 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from . import functional as F
-from ._groups import _stacklevel
+from .._validate import stacklevel
+from ..kernels import functional
 from ._plan import Entry
 from ._store import anchor_dtype
-from .select import ParamInfo
-from .sigma0 import MATCH, _scaled_tensor, parse_sigma0, rms
 
 __all__ = [
-    "ANCHOR_FAR",
-    "AnchorScaleCheck",
-    "AnchorScaleWarning",
     "PRECISION_CHECK_EVERY",
     "PROBE_ELEMENTS",
     "PROBE_STEPS",
@@ -76,10 +65,6 @@ ANCHOR_SMALL = 0.3
 WEAK_PULL_RATIO = DECAY_WEAK * ANCHOR_SMALL
 #: Share of the covered elements on which a verdict must hold for the warning.
 WEAK_PULL_SHARE = 0.5
-#: An anchor over this many times its weight tensor's RMS when first covered, or under its inverse, is warned about.
-ANCHOR_FAR = 10.0
-#: Tensors named in the anchor-scale warning (the rest are counted).
-ANCHOR_FAR_SHOWN = 4
 #: Low-precision parameters are checked for a stalled pull at the first step and every this many.
 PRECISION_CHECK_EVERY = 100
 
@@ -88,10 +73,6 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 class WeakPullWarning(UserWarning):
     """syre's pull toward the anchors is orders of magnitude below the optimizer's own updates."""
-
-
-class AnchorScaleWarning(UserWarning):
-    """sigma0 puts anchors far (over 10x or under 1/10) from the RMS of the weights they decay (issued once)."""
 
 
 class PrecisionWarning(UserWarning):
@@ -220,7 +201,7 @@ class PullProbe:
                 "less than 10% of what weight decay cost in the benchmarks (docs/does-syre-matter.md); Syre.summary() "
                 f"lists the ratios per parameter (pull/update {total['pull']:.2g} in total)",
                 WeakPullWarning,
-                stacklevel=_stacklevel(),
+                stacklevel=stacklevel(),
             )
 
     def remove(self) -> None:
@@ -247,7 +228,7 @@ class PrecisionCheck:
             if e.param.dtype not in _LOW_PRECISION:
                 continue
             t, x = pair(e)
-            a, b = F.stalled_pull(e.local(), t, x, weight)
+            a, b = functional.stalled_pull(e.local(), t, x, weight)
             stalled, pulled = stalled + a, pulled + b
             dtypes.add(str(e.param.dtype).replace("torch.", ""))
         if pulled and stalled > pulled / 2:
@@ -259,73 +240,5 @@ class PrecisionCheck:
                 "torch.autocast, or FSDP2's MixedPrecisionPolicy(param_dtype=...) over fp32 sharded parameters), "
                 "attach with rounding='stochastic' (the pull survives on average), or raise lr * gamma. (Issued once.)",
                 PrecisionWarning,
-                stacklevel=_stacklevel(),
+                stacklevel=stacklevel(),
             )
-
-
-class AnchorScaleCheck:
-    """Warn once when sigma0 puts weight tensors' anchors far from their own scale (see the module doc).
-
-    ``check(pairs, spec)`` looks at ``(ParamInfo, sigma0)`` pairs of parameters covered for the
-    first time (names seen before are skipped), so it can run at attach and on every rebuilt plan.
-    """
-
-    def __init__(self, where: str = "syre.attach", enabled: bool = True):
-        self.where = where
-        self.warned = not enabled  # off under target="init" / "pretrained": the anchor is the weights
-        self._seen: set = set()
-
-    def check_entries(self, entries: Iterable[Entry], spec) -> None:
-        """``check`` of a plan's covered entries."""
-        if not self.warned:
-            self.check(((e.info, e.sigma0) for e in entries), spec)
-
-    def check(self, pairs: Iterable[Tuple[ParamInfo, float]], spec) -> None:
-        if self.warned or _matched_within(spec):
-            return
-        far = []
-        for info, sigma0 in pairs:
-            if info.name in self._seen:
-                continue
-            self._seen.add(info.name)
-            ratio = anchor_ratio(info, sigma0)
-            if ratio is not None and not 1.0 / ANCHOR_FAR <= ratio <= ANCHOR_FAR:
-                far.append((info.name, ratio))
-        if far:
-            self.warned = True
-            warnings.warn(_far_message(far, spec, self.where), AnchorScaleWarning, stacklevel=_stacklevel())
-
-
-def _matched_within(spec) -> bool:
-    """``"match:X"`` with X in the band: every weight tensor's ratio is X (or it is zero-initialised), nothing to
-    measure (and no second pass over the weights, or reduction over a mesh)."""
-    if not isinstance(spec, str):
-        return False
-    preset, scale = parse_sigma0(spec)
-    return preset == MATCH and 1.0 / ANCHOR_FAR <= scale <= ANCHOR_FAR
-
-
-def anchor_ratio(info: ParamInfo, sigma0: float) -> Optional[float]:
-    """``sigma0 / RMS`` of a weight tensor (2 or more dimensions, an embedding table) as it is now, or None where
-    the ratio means nothing: not a weight tensor, sigma0 0 (weight decay), RMS 0 (zero-initialised) or not finite."""
-    scaled = _scaled_tensor(info.param, info.module, info.attr, info.role)
-    if scaled is None or scaled[0] is not info.param or not sigma0 > 0.0:
-        return None
-    size = rms(info.param)
-    if not (size > 0.0 and math.isfinite(size)):
-        return None
-    return sigma0 / size
-
-
-def _far_message(far: List[Tuple[str, float]], spec, where: str) -> str:
-    far = sorted(far, key=lambda nr: -abs(math.log(nr[1])))
-    shown = ", ".join(f"{n!r} ({r:.3g}x)" for n, r in far[:ANCHOR_FAR_SHOWN])
-    more = f" and {len(far) - ANCHOR_FAR_SHOWN} more" if len(far) > ANCHOR_FAR_SHOWN else ""
-    spec_s = "a callable" if callable(spec) else repr(spec)
-    return (
-        f"{where}: sigma0={spec_s} puts the anchors of {len(far)} weight tensor(s) over {ANCHOR_FAR:g}x or under "
-        f"1/{ANCHOR_FAR:g} of their own RMS when first covered (anchor/weights): {shown}{more}. Far above, the decay "
-        "pulls these weights far from the scale they were initialised at (nanoGPT's std-0.02 embeddings under "
-        "sigma0='lecun' are 50x); far below, syre is weight decay there. sigma0='match' puts every anchor at its "
-        "tensor's own scale ('match:0.3' at 0.3x); Syre.summary() lists sigma0 per parameter. (Issued once.)"
-    )

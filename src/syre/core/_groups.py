@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ._validate import check_nonneg_float
+from .._validate import check_nonneg_float, stacklevel
 
 __all__ = ["DecaySettingWarning", "GROUP_KEY", "Groups", "as_float", "equivalent_gamma", "is_decoupled"]
 
@@ -281,7 +281,7 @@ class Groups:
             else:
                 gamma = plan[gi] if gi in plan else self.gamma(gi)
                 if wd != 0.0 and gamma > 0.0 and gi not in plan and self.covers(gi):
-                    self._warn_origin(gi, wd, stacklevel=_stacklevel())
+                    self._warn_origin(gi, wd, stacklevel=stacklevel())
             lr = group["lr"]
             if isinstance(lr, torch.Tensor) and lr.device.type != "cpu":
                 # A device lr (CUDA graphs, capturable optimizers): lr * gamma stays on the device, so
@@ -304,7 +304,7 @@ class Groups:
                 warnings.warn(
                     f"param group {gi}: lr * gamma = {w:g} > 1 at this step (a schedule raised it), so the decay moves "
                     "the weights past their anchors and oscillates around them; keep lr * gamma <= 1. (Issued once.)",
-                    DecaySettingWarning, stacklevel=_stacklevel(),
+                    DecaySettingWarning, stacklevel=stacklevel(),
                 )
             if not (isinstance(lr, torch.Tensor) and lr.device.type != "cpu"):
                 out.append(w)
@@ -323,7 +323,7 @@ class Groups:
                 f"schedule?); syre uses it as the group's gamma from this step on and sets weight_decay back to 0, "
                 f"so there is no decay toward the origin on top of syre. To schedule syre directly, write "
                 f"param_groups[{gi}]['{GROUP_KEY}']. (Issued once per group.)",
-                DecaySettingWarning, stacklevel=_stacklevel(),
+                DecaySettingWarning, stacklevel=stacklevel(),
             )
         group[GROUP_KEY] = wd
         self.takeover[gi] = wd
@@ -371,7 +371,7 @@ class Groups:
                     f"param group {gi}: the loaded optimizer state sets weight_decay={wd:g}, which syre had taken "
                     f"over as gamma={keep:g}; syre keeps gamma={keep:g} and sets weight_decay to 0. Write "
                     f"param_groups[{gi}]['{GROUP_KEY}'] = {wd:g} to use the loaded value instead.",
-                    DecaySettingWarning, stacklevel=_stacklevel(),
+                    DecaySettingWarning, stacklevel=stacklevel(),
                 )
             self._zero_weight_decay(gi, group)
         self._known = len(self.optimizer.param_groups)
@@ -385,15 +385,3 @@ class Groups:
                 if "weight_decay" in group:
                     group["weight_decay"] = wd
         self.takeover.clear()
-
-
-def _stacklevel() -> int:
-    """The ``stacklevel`` of the first caller outside syre and torch (the ``optimizer.step()`` line)."""
-    import os
-    import sys
-
-    skip = tuple(os.path.dirname(m.__file__) for m in (torch, sys.modules[__package__]))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame, level = frame.f_back, level + 1
-    return level

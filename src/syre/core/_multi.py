@@ -19,11 +19,12 @@ from typing import Any, Dict, List, Sequence
 import torch
 from torch import nn
 
+from ..config import Config
+from ..rng.anchors import Anchor
+from ..select import collect, unwrap_model
 from ._groups import GROUP_KEY
 from ._plan import UNHELD
-from .anchors import Anchor
-from .config import Config
-from .select import collect, unwrap_model
+from ._syre import Syre
 
 __all__ = ["MultiSyre"]
 
@@ -65,8 +66,6 @@ class MultiSyre:
     """The ``Syre`` objects of several optimizers over one model (see the module docstring)."""
 
     def __init__(self, optimizers: Sequence[torch.optim.Optimizer], model: nn.Module, **kwargs):
-        from .optim import Syre
-
         optimizers = list(optimizers)
         config = Config.from_kwargs(kwargs)
         for i, o in enumerate(optimizers):

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from . import _dist
-from .config import Config
-from .select import ParamInfo, collect, is_selected
-from .sigma0 import resolve_sigma0_of
+from .. import _dist
+from ..config import Config
+from ..select import ParamInfo, collect, is_selected
+from ..sigma0 import resolve_sigma0_of
 
 __all__ = ["Entry", "LAZY", "FROZEN", "EXCLUDED", "UNHELD", "Plan", "build_plan", "fingerprint"]
 

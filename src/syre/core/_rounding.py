@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from . import _streams as S
+from ..rng import _streams
 
 __all__ = ["stochastic_round_"]
 
@@ -34,13 +34,13 @@ def _indices(local: torch.Tensor, shard) -> torch.Tensor:
 
 def stochastic_round_(p: torch.Tensor, value: torch.Tensor, seed: int, name: str, step: int, shard=None) -> None:
     """``p <- round(value)`` stochastically into ``p``'s dtype (fp16/bf16), in place (see the module doc)."""
-    k, gen = S.key(seed, name, "round"), step % 2**32
+    k, gen = _streams.key(seed, name, "round"), step % 2**32
     if shard is None or shard.flat is not None:  # a contiguous range: compiled on CPU where available
         first = 0 if shard is None else shard.flat[0]
-        bits = S.range_bits(k, first, first + p.numel(), gen, p.device).view(p.shape)
+        bits = _streams.range_bits(k, first, first + p.numel(), gen, p.device).view(p.shape)
         w = None
     else:
-        w = S.words(k, _indices(p, shard).view(p.shape), gen)
+        w = _streams.words(k, _indices(p, shard).view(p.shape), gen)
         bits = w.to(torch.int32)  # the same bit pattern
     if p.dtype == torch.bfloat16 and value.dtype == torch.float32:
         # bf16 is fp32 without its low 16 bits: adding 16 random bits there and truncating rounds the magnitude
@@ -60,7 +60,7 @@ def stochastic_round_(p: torch.Tensor, value: torch.Tensor, seed: int, name: str
     hi = torch.where(up, other, near).to(value.dtype)
     width = hi - lo
     prob_hi = torch.where(width > 0, (value - lo) / width, torch.zeros_like(value))
-    u = S.uniform01(w, value.dtype)
+    u = _streams.uniform01(w, value.dtype)
     out = torch.where(back == value, near, torch.where(u < prob_hi, hi.to(p.dtype), lo.to(p.dtype)))
     out = torch.where(torch.isfinite(value), out, near)  # NaN and inf stay what rounding to nearest gives
     p.copy_(out)

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ._groups import GROUP_KEY
 from ._plan import FROZEN, LAZY
-from ._validate import MODES, check_d_spread, check_nonneg_float, check_seed
-from ._version import __version__
+from .._validate import MODES, check_d_spread, check_nonneg_float, check_seed
+from .._version import __version__
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 __all__ = ["Checkpointing", "FORMAT_VERSION", "FORMAT_VERSIONS", "Loaded", "OPTIMIZER_STATE_KEY", "Runtime", "build_state",
            "plain_state_dict", "validate_state"]

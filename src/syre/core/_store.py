@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import anchors as A
-from . import functional as F
+from ..rng import anchors
+from ..kernels import functional
 from ._plan import Entry
 
 __all__ = ["AnchorStore", "SeededStore", "StoredStore", "anchor_dtype", "make_store"]
@@ -95,11 +95,11 @@ class AnchorStore:
         if sigma0 == 0.0 and self.d_spread == 0.0:
             return None, None
         if e.shard is None:
-            return A.anchor_like(self.seed, e.name, e.param, sigma0=sigma0, d_spread=self.d_spread, version=self.version)
+            return anchors.anchor_like(self.seed, e.name, e.param, sigma0=sigma0, d_spread=self.d_spread, version=self.version)
         local = e.local()
         if e.shard.flat is not None:  # Replicate / Shard(0): one slice of the flattened parameter
             start, stop = e.shard.flat
-            out = A.anchor_slice(self.seed, e.name, start, stop, sigma0=sigma0, d_spread=self.d_spread,
+            out = anchors.anchor_slice(self.seed, e.name, start, stop, sigma0=sigma0, d_spread=self.d_spread,
                                  device=local.device, dtype=anchor_dtype(local), version=self.version)
         else:  # tensor parallelism, 2-D meshes: the product of per-dimension index ranges
             out = self._indexed(e, anchor_dtype(local), local.device, sigma0)
@@ -112,7 +112,7 @@ class AnchorStore:
         sigma0 = e.sigma0 if sigma0 is None else sigma0
         for lo in range(0, n, _INDEX_BLOCK):
             hi = min(lo + _INDEX_BLOCK, n)
-            yield (lo, hi) + A.anchor_at(self.seed, e.name, e.shard.indices(lo, hi, device), sigma0=sigma0,
+            yield (lo, hi) + anchors.anchor_at(self.seed, e.name, e.shard.indices(lo, hi, device), sigma0=sigma0,
                                          d_spread=self.d_spread, dtype=dtype, device=device, version=self.version)
 
     def _indexed(self, e: Entry, dtype: torch.dtype, device, sigma0: Optional[float] = None) -> Pair:
@@ -135,14 +135,14 @@ class AnchorStore:
         if not self.random:
             return self.target.full(e, dtype, device), self._full_xi(e, dtype, device)
         shape = e.param.shape
-        out = A.anchor_slice(self.seed, e.name, 0, shape.numel(), sigma0=e.sigma0, d_spread=self.d_spread,
+        out = anchors.anchor_slice(self.seed, e.name, 0, shape.numel(), sigma0=e.sigma0, d_spread=self.d_spread,
                              device=device, dtype=dtype, version=self.version)
         return tuple(None if t is None else t.view(shape) for t in out)
 
     def _full_xi(self, e: Entry, dtype, device) -> Optional[torch.Tensor]:
         if self.d_spread == 0.0:
             return None
-        _, x = A.anchor_slice(self.seed, e.name, 0, e.param.shape.numel(), sigma0=0.0, d_spread=self.d_spread,
+        _, x = anchors.anchor_slice(self.seed, e.name, 0, e.param.shape.numel(), sigma0=0.0, d_spread=self.d_spread,
                               device=device, dtype=dtype, version=self.version)
         return x.view(e.param.shape)
 
@@ -158,7 +158,7 @@ class AnchorStore:
             local = e.local()
             t, x = self.pair(e)
             work = local.detach().to(torch.float32 if t is None else t.dtype)
-            F.decay_([work], [t], [x], weight=weight, foreach=False)
+            functional.decay_([work], [t], [x], weight=weight, foreach=False)
             stochastic_round_(local, work, self.seed, e.name, self.step, e.shard)
 
     def split_rounded(self, entries: List[Entry]):
@@ -217,7 +217,7 @@ class StoredStore(AnchorStore):
             else:
                 self._anchors[e.name] = (self._key(e), self.generate(e))
         for (dtype, device), group in batched.items():
-            pairs = A.anchor_many(self.seed, [(e.name, e.param.numel(), e.sigma0) for e in group],
+            pairs = anchors.anchor_many(self.seed, [(e.name, e.param.numel(), e.sigma0) for e in group],
                                   d_spread=self.d_spread, device=device, dtype=dtype, version=self.version)
             for e, (t, x) in zip(group, pairs):
                 shape = e.param.shape
@@ -231,14 +231,14 @@ class StoredStore(AnchorStore):
         if any(self.rounds(e) for e in entries):
             return None  # stochastic rounding: per step, in decay()
         pairs = [self.pair(e) for e in entries]
-        return F.buckets([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], foreach)
+        return functional.buckets([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], foreach)
 
     def decay(self, entries: List[Entry], weight: float, foreach: Optional[bool]) -> None:
         entries, rounded = self.split_rounded(entries)
         if rounded:
             self.decay_rounded(rounded, weight)
         pairs = [self.pair(e) for e in entries]
-        F.decay_([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], weight=weight, foreach=foreach)
+        functional.decay_([e.local() for e in entries], [p[0] for p in pairs], [p[1] for p in pairs], weight=weight, foreach=foreach)
 
     def clear(self) -> None:
         self._anchors = {}
@@ -271,29 +271,29 @@ class SeededStore(AnchorStore):
             local = e.local()
             if not self.random:  # a target: theta0 recomputed (syre.init_) or copied, D from the stream
                 t, x = self.generate(e)
-                F.decay_([local], [t], [x], weight=weight, foreach=False)
+                functional.decay_([local], [t], [x], weight=weight, foreach=False)
             elif self.off(e):
                 plain.append(local)  # the origin with D = I: AdamW's decay
             elif e.shard is not None and e.shard.flat is None and type(local.data) is torch.Tensor and local.is_contiguous():
                 flat = local.detach().view(-1)  # a shard that is no slice: generated at its global indices
                 for lo, hi, t, x in self._indexed_blocks(e, anchor_dtype(local), local.device):
-                    F.decay_([flat[lo:hi]], [t], [x], weight=weight, foreach=False)
+                    functional.decay_([flat[lo:hi]], [t], [x], weight=weight, foreach=False)
             elif type(local.data) is torch.Tensor and local.is_contiguous():
                 start, stop = e.shard.flat if e.shard is not None else (0, local.numel())
                 flat = local.detach().view(-1)
                 if _triton_seeded(self.version, local, weight):
-                    from . import _triton
+                    from ..kernels import _triton
 
-                    _triton.seeded_decay(flat, A.stream_key(self.seed, e.name), start, e.sigma0, self.d_spread, weight)
+                    _triton.seeded_decay(flat, anchors.stream_key(self.seed, e.name), start, e.sigma0, self.d_spread, weight)
                     continue
-                for lo, hi, t, x in A._blocks(self.seed, e.name, start, stop, e.sigma0, self.d_spread,
+                for lo, hi, t, x in anchors._blocks(self.seed, e.name, start, stop, e.sigma0, self.d_spread,
                                               anchor_dtype(local), local.device, self.version):
-                    F.decay_([flat[lo - start : hi - start]], [t], [x], weight=weight, foreach=False)
+                    functional.decay_([flat[lo - start : hi - start]], [t], [x], weight=weight, foreach=False)
             else:
                 t, x = self.generate(e)
-                F.decay_([local], [t], [x], weight=weight, foreach=False)
+                functional.decay_([local], [t], [x], weight=weight, foreach=False)
         if plain:
-            F.decay_(plain, [None] * len(plain), [None] * len(plain), weight=weight, foreach=foreach)
+            functional.decay_(plain, [None] * len(plain), [None] * len(plain), weight=weight, foreach=foreach)
 
 
 def _unique_bytes(tensors) -> int:
@@ -310,7 +310,7 @@ def _triton_seeded(version: int, local: torch.Tensor, weight) -> bool:
     if version != 2 or local.device.type != "cuda" or local.dtype not in (torch.float32, torch.float64) \
             or isinstance(weight, torch.Tensor):
         return False
-    from . import _triton
+    from ..kernels import _triton
 
     return _triton.available()
 

@@ -35,49 +35,32 @@ anchor of its own elements (``syre._dist``); FSDP1 is refused.
 """
 from __future__ import annotations
 
-import inspect
 import operator
-import weakref
 from itertools import repeat
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
-from . import _dist
-from . import functional as F
-from .fused import FUSABLE, Work
-from ._checks import (  # noqa: F401  (public names of syre.optim)
-    AnchorScaleCheck,
-    AnchorScaleWarning,
-    PRECISION_CHECK_EVERY,
-    PROBE_ELEMENTS,
-    PROBE_STEPS,
-    WEAK_PULL_RATIO,
-    WEAK_PULL_SHARE,
-    PrecisionCheck,
-    PrecisionWarning,
-    PullProbe,
-    WeakPullWarning,
-    verdict,
-)
-from ._groups import GROUP_KEY, DecaySettingWarning, Groups, as_float  # noqa: F401
-from ._plan import EXCLUDED, FROZEN, LAZY, UNHELD, build_plan, fingerprint  # noqa: F401
+from .. import _dist
+from .._live import attached, register
+from ..config import DEFAULT_D_SPREAD, Config, refuse_unknown_keywords
+from ..kernels import functional
+from ..kernels.fused import FUSABLE, Work
+from ..rng.anchors import Anchor
+from ..select import check_rules_match, collect, unwrap_model
+from ..sigma0 import DEFAULT_SIGMA0
+from ..forms._scale_check import AnchorScaleCheck
+from ._checks import PrecisionCheck, PullProbe, verdict
+from ._groups import Groups, as_float
+from ._plan import EXCLUDED, LAZY, build_plan, fingerprint
 from ._report import coverage_rows, summary_text
-from ._state import FORMAT_VERSION, OPTIMIZER_STATE_KEY, Checkpointing, Runtime, validate_state  # noqa: F401
+from ._state import Checkpointing, Runtime
 from ._store import anchor_dtype, make_store
-from ._validate import MODES  # noqa: F401
-from .anchors import Anchor
-from .config import ATTACH_KWARGS, DEFAULT_D_SPREAD, Config, check_keywords, refuse_unknown_keywords
 from ._targets import make_target
-from .select import check_rules_match, collect, unwrap_model
-from .sigma0 import DEFAULT_SIGMA0
 
-__all__ = ["DecaySettingWarning", "FORMAT_VERSION", "PrecisionWarning", "Syre", "WeakPullWarning", "attach", "attached"]
+__all__ = ["Syre", "attach_syre"]
 
-#: Every ``Syre`` ever attached, weakly (a ``Syre`` lives as long as its optimizer's hooks). Looked up
-#: by identity, so optimizers and models need not be hashable.
-_ALL: "weakref.WeakSet" = weakref.WeakSet()
 _GRAD = operator.attrgetter("grad")
 
 
@@ -99,21 +82,8 @@ def _amp_skipped(optimizer) -> bool:
         and bool(found_inf.item())
 
 
-def attached(optimizer: torch.optim.Optimizer) -> Optional["Syre"]:
-    """The ``Syre`` attached to ``optimizer`` (not removed), or None."""
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"Invalid optimizer: {optimizer!r} ({type(optimizer).__name__}); expected a torch.optim.Optimizer")
-    return next((s for s in list(_ALL) if s._optimizer is optimizer and not s._removed), None)
-
-
-def on_model(model: nn.Module) -> List["Syre"]:
-    """The live ``Syre`` objects attached to optimizers of ``model``."""
-    model = unwrap_model(model)
-    return [s for s in list(_ALL) if s._model is model and not s._removed]
-
-
 def _refuse_reparametrized(model: nn.Module) -> None:
-    from .reparam import AnchorShift
+    from ..forms.reparam import AnchorShift
 
     for name, module in model.named_modules():
         for attr, plist in getattr(module, "parametrizations", {}).items():
@@ -243,7 +213,7 @@ class Syre(Checkpointing):
                 optimizer.register_load_state_dict_pre_hook(self._optimizer_load_pre_hook),
                 optimizer.register_load_state_dict_post_hook(self._optimizer_load_post_hook),
             ]
-        _ALL.add(self)
+        register(self)
         self._far = AnchorScaleCheck(enabled=self._target.random)  # anchors far from their tensors: warned once
         self._far.check_entries(plan.covered(), config.sigma0)
 
@@ -323,7 +293,7 @@ class Syre(Checkpointing):
             params, buckets = self._buckets(plan, gi)
             grads = list(map(_GRAD, params))
             if buckets is not None and not any(map(operator.is_, grads, repeat(None))):
-                F.apply_buckets(buckets, w)  # the common case: one multi-tensor call per bucket
+                functional.apply_buckets(buckets, w)  # the common case: one multi-tensor call per bucket
             else:
                 live = [e for e, g in zip(rows[gi], grads) if g is not None]
                 if live:
@@ -452,45 +422,11 @@ class Syre(Checkpointing):
         self._removed = True
 
 
-def attach(optimizer, model: Optional[nn.Module] = None, **kwargs):
-    """Attach syre to ``optimizer``: one added line. Returns the ``Syre`` object.
-
-    ``syre.attach(opt, model, gamma=0.1)`` makes every ``opt.step()`` first apply
-    ``p <- p - lr * gamma * D * (p - theta0)`` (AdamW's decoupled convention). See ``Syre``.
-    Attaching again to an optimizer that has syre (a re-run notebook cell) returns the ``Syre``
-    already there when the model and every argument are those of its configuration now (``.config``:
-    a checkpoint's seed, gamma and d_spread included), and is refused otherwise.
-
-    A list of optimizers over one model (Muon for the matrices, AdamW for the rest) gives one
-    ``MultiSyre``: the same anchors, each parameter decayed by the optimizer that holds it, the
-    model covered exactly once (see ``syre._multi``).
-
-    A ``deepspeed.DeepSpeedEngine`` (``syre.attach(engine, ...)``, no model) goes to
-    ``syre.integrations.deepspeed.attach``.
-
-    Keywords (those of ``Syre`` and ``syre.Config``): ``gamma``, ``sigma0``, ``d_spread``, ``seed``,
-    ``mode``, ``include``, ``exclude``, ``strict``, ``foreach``, ``target``, ``rounding``; another is a
-    ``TypeError`` listing them.
-    """
-    check_keywords(kwargs, ATTACH_KWARGS, "syre.attach")
-    if type(optimizer).__module__.startswith("deepspeed.") and not isinstance(optimizer, torch.optim.Optimizer):
-        from .integrations.deepspeed import attach_engine
-
-        return attach_engine(optimizer, model, kwargs)
-    if model is None:
-        raise TypeError("syre.attach(optimizer, model, ...) needs the model whose parameters the optimizer holds")
-    if isinstance(optimizer, (list, tuple)):
-        from ._multi import MultiSyre
-
-        return MultiSyre(optimizer, model, **kwargs)
+def attach_syre(optimizer: torch.optim.Optimizer, model: nn.Module, kwargs: Dict[str, Any]) -> "Syre":
+    """One torch optimizer: the ``Syre`` already there when the model and every argument are those of its
+    configuration now (a re-run notebook cell), a new ``Syre`` otherwise (which refuses a second one)."""
     existing = attached(optimizer) if isinstance(optimizer, torch.optim.Optimizer) else None
     if existing is not None and isinstance(model, nn.Module) and unwrap_model(model) is existing._model:
         if Config.from_kwargs(kwargs) == existing.config:
             return existing
     return Syre(optimizer, model, **kwargs)
-
-
-# help(syre.attach) and inspect.signature show Syre's keywords (attach takes them as **kwargs to check them first).
-attach.__signature__ = inspect.Signature(
-    [*list(inspect.signature(attach).parameters.values())[:2],
-     *[p for p in inspect.signature(Syre.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY and not p.name.startswith("_")]])

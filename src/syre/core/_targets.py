@@ -39,7 +39,7 @@ KINDS = ("random", "init", "pretrained", "mapping")
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:
-    from . import _dist
+    from .. import _dist
 
     return _dist.local_tensor(p)
 
@@ -103,7 +103,7 @@ class Target:
         """theta0 shaped like ``e.local()`` (anchor dtype, its device)."""
         local = e.local()
         if self.record is not None:
-            from .init import _values_for
+            from ..forms.init import _values_for
 
             values = _values_for(e.info, self._infos, self.record.seed, self.record.scheme, 0)
             return values.to(device=local.device, dtype=_anchor_dtype(local))
@@ -115,7 +115,7 @@ class Target:
         if self.record is None:
             raise ValueError(f"Parameter {e.name!r} is sharded and its {self.kind!r} target is a copy of the local shard: "
                              "the full target is on no single rank (use the shards, or target='init' after syre.init_)")
-        from .init import init_values
+        from ..forms.init import init_values
 
         idx = torch.arange(e.param.shape.numel(), dtype=torch.int64, device=device)
         return init_values(e.info, idx, seed=self.record.seed, scheme=self.record.scheme, dtype=dtype).view(e.param.shape)
@@ -125,10 +125,10 @@ class Target:
 
     def scale_of(self, info) -> float:
         """The RMS of ``info``'s target (reported as its sigma0: the anchor's size), without copying anything."""
-        from . import _dist
+        from .. import _dist
 
         if self.record is not None:
-            from .init import _values_for
+            from ..forms.init import _values_for
 
             t = _values_for(info, self._infos, self.record.seed, self.record.scheme, 0)
         elif self.kind == "mapping":
@@ -199,7 +199,7 @@ class Target:
                 raise ValueError(what + f"whose tensors differ from the saved {kind!r} target (checksum over {names}). "
                                  f"Pass the weights the run started from (the {kind!r} weights of the saved run)")
             return
-        from .init import _values_for
+        from ..forms.init import _values_for
 
         infos = {i.name: i for i in self._infos}
         for n in names:
@@ -214,7 +214,7 @@ class Target:
         if saved and self.kind == "mapping" and saved.get("kind") in ("init", "pretrained"):
             self._saved_as = saved["kind"]  # the same tensors: later checkpoints record the run's target again
         if saved and "init_seed" in saved:
-            from .init import InitRecord
+            from ..forms.init import InitRecord
 
             self.record = InitRecord(int(saved["init_seed"]), str(saved["init_scheme"]))
             self._copies.clear()
@@ -250,7 +250,7 @@ def _rms(t: torch.Tensor, what: str) -> float:
 
 def make_target(spec, model, infos) -> Target:
     """The ``Target`` for ``attach(..., target=spec)`` on ``model`` (checked; nothing is copied yet)."""
-    from .init import _values_for, init_record
+    from ..forms.init import _values_for, init_record
 
     if isinstance(spec, str):
         if spec not in KINDS[:3]:

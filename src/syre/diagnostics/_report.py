@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import _verdict as V
+from . import _verdict
 from ._plotting import figure
 
 
@@ -112,9 +112,9 @@ def _ref(l: LayerReport, key: str):
 def _upstream(l: LayerReport) -> Optional[str]:
     """Why a representation may be low rank before this layer: its input already is, against the reference."""
     ri, re_ = _ref(l, "input_rank"), _ref(l, "input_effective_rank")
-    if l.input_rank is not None and ri and l.input_rank < V.RANK_SHARE * ri:
+    if l.input_rank is not None and ri and l.input_rank < _verdict.RANK_SHARE * ri:
         return f"its input already has rank {l.input_rank} (fresh init {ri}): collapsed upstream"
-    if l.input_effective_rank is not None and re_ and l.input_effective_rank < V.RANK_SHARE * re_:
+    if l.input_effective_rank is not None and re_ and l.input_effective_rank < _verdict.RANK_SHARE * re_:
         return (f"its input's effective rank is already {l.input_effective_rank:.1f} (fresh init {re_:.1f}): "
                 "collapsed upstream")
     return None
@@ -154,7 +154,7 @@ def _sentences(l: LayerReport) -> tuple:
         if e["explained_by_units"]:
             text += f", {e['explained_by_units']} of the lost directions taken by duplicated/dead units"
         if e["flagged"]:
-            text += f": below {V.RANK_SHARE:.0%}"
+            text += f": below {_verdict.RANK_SHARE:.0%}"
             up = _upstream(l) if what == "representation" else None
             found.append(text + (f"; {up}" if up else ""))
         elif e["value"] + e["explained_by_units"] < e["could_have"] - 1:
@@ -302,7 +302,7 @@ class Report:
             e = l.evidence.get("representation rank")
             rank.append(100 * e["value"] / e["could_have"] if e and e["could_have"] else float("nan"))
         axes[2].bar(x, rank)
-        axes[2].axhline(100 * V.RANK_SHARE, color="r", lw=0.8, ls="--", label=f"flag below {V.RANK_SHARE:.0%}")
+        axes[2].axhline(100 * _verdict.RANK_SHARE, color="r", lw=0.8, ls="--", label=f"flag below {_verdict.RANK_SHARE:.0%}")
         axes[2].set_title("representation rank\n(% of what the layer could have)", fontsize=9)
         axes[2].legend(fontsize=7)
         for ax in axes:

@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from . import _dist
-from .select import GAIN
+from .. import _dist
+from ..select import GAIN
 
 __all__ = ["TRANSPOSED", "check_units", "held", "input_mask", "n_inputs", "n_outputs", "outgoing_writes", "output_mask", "rows"]
 

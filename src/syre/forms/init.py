@@ -47,12 +47,12 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from . import _dist
-from . import _streams as S
+from .. import _dist
+from ..rng import _streams
 from ._units import TRANSPOSED, check_units, held, n_outputs, outgoing_writes, output_mask, rows
-from ._validate import check_nonneg_float, check_seed
-from .select import GAIN, NORM_TYPES, ParamInfo, collect, unwrap_model
-from .sigma0 import PRESETS, _scaled_tensor, fans, parse_sigma0, std_from_fans
+from .._validate import check_nonneg_float, check_seed
+from ..select import GAIN, NORM_TYPES, ParamInfo, collect, unwrap_model
+from ..sigma0 import PRESETS, _scaled_tensor, fans, parse_sigma0, std_from_fans
 
 __all__ = ["InitRecord", "init_", "init_record", "init_values", "reset_units_", "shrink_perturb_"]
 
@@ -136,8 +136,8 @@ def init_values(info: ParamInfo, idx: torch.Tensor, *, seed: int, scheme: str, g
         raise ValueError(f"Parameter {info.name!r} is a weight-normalised magnitude; its initial value is the norm "
                          "of its direction's rows, not an elementwise draw")
     scale = _scale(info, kind, scheme)
-    w = S.words(S.key(seed, info.name, "init"), idx, generation)
-    unit = S.normal(w, torch.float64) if kind == "weight" else S.uniform_pm1(w, torch.float64)
+    w = _streams.words(_streams.key(seed, info.name, "init"), idx, generation)
+    unit = _streams.normal(w, torch.float64) if kind == "weight" else _streams.uniform_pm1(w, torch.float64)
     return (unit * scale).to(dtype)
 
 
@@ -148,11 +148,11 @@ def _range_values(info: ParamInfo, start: int, stop: int, *, seed: int, scheme: 
     if kind in ("one", "zero", "const", "gain"):
         return init_values(info, torch.arange(start, stop, dtype=torch.int64, device=device), seed=seed, scheme=scheme,
                            generation=generation, dtype=dtype)
-    k = S.key(seed, info.name, "init")
+    k = _streams.key(seed, info.name, "init")
     if kind == "weight":
-        unit = S.range_normal(k, start, stop, generation, device, torch.float64)
+        unit = _streams.range_normal(k, start, stop, generation, device, torch.float64)
     else:
-        unit = S.uniform_pm1(S.range_words(k, start, stop, generation, device), torch.float64)
+        unit = _streams.uniform_pm1(_streams.range_words(k, start, stop, generation, device), torch.float64)
     return (unit * _scale(info, kind, scheme)).to(dtype)
 
 

@@ -17,12 +17,12 @@ from typing import List
 import torch
 from torch import nn
 
-from . import functional as F
-from ._checks import AnchorScaleCheck
-from .anchors import anchor_like
-from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
-from .select import covered
-from .sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
+from ..kernels import functional
+from ._scale_check import AnchorScaleCheck
+from ..rng.anchors import anchor_like
+from ..config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
+from ..select import covered
+from ..sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
 
 __all__ = ["Penalty"]
 
@@ -59,7 +59,7 @@ class Penalty(nn.Module):
 
     def forward(self) -> torch.Tensor:
         n = len(self._params)
-        return F.penalty(self._params, [getattr(self, f"theta0_{i}") for i in range(n)],
+        return functional.penalty(self._params, [getattr(self, f"theta0_{i}") for i in range(n)],
                          [getattr(self, f"xi_{i}") for i in range(n)], self.gamma)
 
     def extra_repr(self) -> str:

@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import functional as F
-from ._checks import AnchorScaleCheck
-from .anchors import anchor_like
-from .config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
-from .select import covered, unwrap_model
-from .sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
+from ..kernels import functional
+from ._scale_check import AnchorScaleCheck
+from ..rng.anchors import anchor_like
+from ..config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
+from ..select import covered, unwrap_model
+from ..sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
 
 __all__ = ["Reparametrization", "reparametrize", "AnchorShift"]
 
@@ -67,7 +67,7 @@ class Reparametrization:
         if self._removed:
             raise RuntimeError("this reparametrization was removed")
         thetas = self.parameters()
-        return F.penalty(thetas, [None] * len(thetas), [e[4] for e in self._entries], gamma)
+        return functional.penalty(thetas, [None] * len(thetas), [e[4] for e in self._entries], gamma)
 
     def remove(self) -> None:
         """Undo: plain parameters holding the effective weights ``theta + theta0``."""
@@ -89,7 +89,7 @@ def reparametrize(model: nn.Module, *, sigma0=DEFAULT_SIGMA0, seed: int = 0, d_s
     decays (two anchors for one weight).
     """
     cfg = Config(sigma0=sigma0, d_spread=d_spread, seed=seed, include=include, exclude=exclude)
-    from .optim import on_model
+    from .._live import on_model
 
     live = on_model(model)
     if live:

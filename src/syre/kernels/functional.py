@@ -36,7 +36,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ._compile import LazyKernel, is_compiling
+from .._compile import LazyKernel, is_compiling
 
 __all__ = ["apply_buckets", "buckets", "decay_", "penalty", "stalled_pull"]
 

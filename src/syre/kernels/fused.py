@@ -45,7 +45,7 @@ import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
 
-from ._compile import LazyKernel
+from .._compile import LazyKernel
 
 __all__ = ["AdamW", "FUSABLE", "FUSED_MIN", "SGD", "Work"]
 
@@ -231,7 +231,7 @@ class Work:
 
 
 def _take_work(opt) -> Optional[Work]:
-    from .optim import attached
+    from .._live import attached
 
     s = attached(opt)
     return None if s is None else s._take_work()

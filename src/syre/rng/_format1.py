@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._compile import LazyKernel
+from .._compile import LazyKernel
 from ._philox import MASK32, philox4x32, stream_key
 
 _TWO_NEG32 = 2.0**-32

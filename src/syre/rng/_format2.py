@@ -21,7 +21,7 @@ under the parameter's key (``syre._philox.stream_key``): one block serves four e
 
 Every step before the last multiplication is integer arithmetic on 32-bit words or an exact
 conversion, so eager torch (int64 emulation, here), the compiled CPU kernel (int32 lanes, here),
-the Triton kernels (``syre._triton``) and JAX in 32-bit mode (``syre.optax``) give the same bits
+the Triton kernels (``syre.rng._triton``) and JAX in 32-bit mode (``syre.optax``) give the same bits
 by construction. Largest ``|theta0|``: ``T[31][0] / 2**21 = 6.34 sigma0``.
 """
 from __future__ import annotations
@@ -30,19 +30,17 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _normal_table as NT
-from ._compile import LazyKernel
+from . import _normal_table
+from .._compile import LazyKernel
 from ._philox import MASK32, lsr32, philox4x32, philox4x32_i32, round_keys
 
 __all__ = ["at", "blocks", "fill", "normal_fixed", "unit_xi_int"]
 
-ROW = NT.ROW
-SCALE = 2.0 ** -NT.FRACTION_BITS
+ROW = _normal_table.ROW
+SCALE = 2.0 ** -_normal_table.FRACTION_BITS
 XI_SCALE = 2.0**-24
 #: Elements per block of the block generator (a multiple of ``_ALIGN``).
 BLOCK = 1 << 18
-#: Elements per block on CUDA (one Triton launch each).
-GPU_BLOCK = 1 << 24
 #: Compiled calls cover whole multiples of this many elements (16 Philox blocks: full vectors).
 _ALIGN = 64
 
@@ -53,7 +51,7 @@ def table(device, dtype=torch.int64) -> torch.Tensor:
     """The quantile table as a flat tensor on ``device`` (cached)."""
     key = (torch.device(device), dtype)
     if key not in _TABLES:
-        _TABLES[key] = torch.tensor(NT.table(), dtype=dtype, device=key[0])
+        _TABLES[key] = torch.tensor(_normal_table.table(), dtype=dtype, device=key[0])
     return _TABLES[key]
 
 
@@ -220,10 +218,6 @@ def blocks(key, start: int, stop: int, sigma0: float, d_spread: float, dtype, de
     available (over the enclosing 64-aligned range), eagerly otherwise; the values are the same.
     """
     device = torch.device(device)
-    if _on_gpu(device):
-        for lo in range(start, stop, GPU_BLOCK):
-            yield (lo, min(lo + GPU_BLOCK, stop)) + fill(key, lo, min(lo + GPU_BLOCK, stop), sigma0, d_spread, device, dtype)
-        return
     kt, kx = _kernels(stop - start, sigma0, d_spread, device, dtype)
     buf_t = buf_x = lanes = None
     rk = torch.tensor(round_keys(key), dtype=torch.int32) if (kt is not None or kx is not None) else None
@@ -252,21 +246,11 @@ def _scratch(buf: Optional[torch.Tensor], shape, dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype) if buf is None else buf
 
 
-def _on_gpu(device) -> bool:
-    """CUDA tensors take the Triton kernel (``syre._triton``), the same bits as the CPU path."""
-    if torch.device(device).type != "cuda":
-        return False
-    from . import _triton
-
-    return _triton.available()
-
-
 def fill(key, start: int, stop: int, sigma0: float, d_spread: float, device, dtype) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """``(theta0, xi)`` of ``[start, stop)`` as new tensors: compiled blocks (CPU) or Triton (CUDA) where available."""
-    if _on_gpu(device):
-        from . import _triton
+    """``(theta0, xi)`` of ``[start, stop)`` as new tensors: compiled blocks where available (CPU), eager otherwise.
 
-        return _triton.anchors(key, start, stop, sigma0, d_spread, dtype, device)
+    CUDA tensors take ``syre.rng._triton`` instead (``syre.rng.anchors`` picks), the same bits.
+    """
     kt, kx = _kernels(stop - start, sigma0, d_spread, device, dtype)
     if kt is None and kx is None:
         return fill_eager(key, start, stop, sigma0, d_spread, device, dtype)

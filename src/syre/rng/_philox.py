@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._validate import check_seed
+from .._validate import check_seed
 
 __all__ = ["MASK32", "PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1", "philox4x32", "philox4x32_i32", "round_keys", "stream_key"]
 

@@ -24,10 +24,10 @@ from typing import Tuple
 
 import torch
 
-from . import _gen_v2 as V2
-from ._compile import LazyKernel
+from . import _format2
+from .._compile import LazyKernel
 from ._philox import MASK32, philox4x32, philox4x32_i32, round_keys
-from ._validate import check_seed
+from .._validate import check_seed
 
 __all__ = ["PURPOSES", "key", "normal", "range_bits", "range_normal", "range_words", "uniform01", "uniform_pm1", "words"]
 
@@ -59,12 +59,12 @@ def words(k: Tuple[int, int], idx: torch.Tensor, generation: int = 0) -> torch.T
 
 def normal(w: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """Standard normals from words ``w`` (format 2's fixed-point map; exact in float32)."""
-    return V2.normal_fixed(w, V2.table(w.device)).to(dtype) * V2.SCALE
+    return _format2.normal_fixed(w, _format2.table(w.device)).to(dtype) * _format2.SCALE
 
 
 def uniform_pm1(w: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """Uniforms on 2**24 odd points of (-1, 1) from words ``w`` (exact in float32)."""
-    return V2.unit_xi_int(w).to(dtype) * V2.XI_SCALE
+    return _format2.unit_xi_int(w).to(dtype) * _format2.XI_SCALE
 
 
 def uniform01(w: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -88,7 +88,7 @@ def _words_kernel(o0, o1, o2, o3, j0, rk, c3) -> None:
 def _normal_kernel(o0, o1, o2, o3, j0, rk, c3, tab) -> None:
     """``o[l][b]``: format 2's fixed-point normal ``N`` (int32) of that word."""
     for o, w in zip((o0, o1, o2, o3), _lane_words(o0.shape[0], j0, rk, c3)):
-        o.copy_(V2._normal_i32(w, tab))
+        o.copy_(_format2._normal_i32(w, tab))
 
 
 def _eager_range(k, start: int, stop: int, generation: int) -> torch.Tensor:
@@ -100,7 +100,7 @@ def _probe(normal_out: bool):
         k, start, n, gen = (0x243F6A88, 0x85A308D3), (1 << 34) - 4 * 1000, 4096 + 128, 7  # counters past 2**32 blocks
         got = _compiled_range(kernel, normal_out, k, start, start + n, gen)
         want = _eager_range(k, start, start + n, gen)
-        return torch.equal(got, V2.normal_fixed(want, V2.table("cpu")) if normal_out else want)
+        return torch.equal(got, _format2.normal_fixed(want, _format2.table("cpu")) if normal_out else want)
 
     return probe
 
@@ -114,22 +114,22 @@ def _compiled_range(kernel, normal_out: bool, k, start: int, stop: int, generati
     one 64-aligned call per ``V2.BLOCK``."""
     rk = torch.tensor(round_keys(k), dtype=torch.int32)
     c3 = torch.tensor(generation - (1 << 32) if generation >= 1 << 31 else generation, dtype=torch.int32)
-    extra = (V2.table("cpu", torch.int32),) if normal_out else ()
+    extra = (_format2.table("cpu", torch.int32),) if normal_out else ()
     n = stop - start
-    a0, b0 = start & ~(V2._ALIGN - 1), -(-stop // V2._ALIGN) * V2._ALIGN
-    if b0 - a0 <= V2.BLOCK + V2._ALIGN:  # one call: the kernel's output is the result (no copy)
+    a0, b0 = start & ~(_format2._ALIGN - 1), -(-stop // _format2._ALIGN) * _format2._ALIGN
+    if b0 - a0 <= _format2.BLOCK + _format2._ALIGN:  # one call: the kernel's output is the result (no copy)
         buf = torch.empty(b0 - a0, dtype=torch.int32)
-        V2._run(kernel, buf, torch.empty(4, buf.shape[0] // 4, dtype=torch.int32), a0 >> 2, rk, c3, *extra)
+        _format2._run(kernel, buf, torch.empty(4, buf.shape[0] // 4, dtype=torch.int32), a0 >> 2, rk, c3, *extra)
         got = buf[start - a0 : stop - a0]
         return got if bits32 else (got.to(torch.int64) if normal_out else got.to(torch.int64) & MASK32)
     out = torch.empty(n, dtype=torch.int32 if bits32 else torch.int64)
-    buf = torch.empty(V2.BLOCK + 2 * V2._ALIGN, dtype=torch.int32)
+    buf = torch.empty(_format2.BLOCK + 2 * _format2._ALIGN, dtype=torch.int32)
     lanes = torch.empty(4, buf.shape[0] // 4, dtype=torch.int32)
     lo = start
     while lo < stop:
-        hi = min(stop, (lo // V2.BLOCK + 1) * V2.BLOCK)
-        a, b = lo & ~(V2._ALIGN - 1), -(-hi // V2._ALIGN) * V2._ALIGN
-        V2._run(kernel, buf[: b - a], lanes, a >> 2, rk, c3, *extra)
+        hi = min(stop, (lo // _format2.BLOCK + 1) * _format2.BLOCK)
+        a, b = lo & ~(_format2._ALIGN - 1), -(-hi // _format2._ALIGN) * _format2._ALIGN
+        _format2._run(kernel, buf[: b - a], lanes, a >> 2, rk, c3, *extra)
         got = buf[lo - a : hi - a]
         out[lo - start : hi - start] = got if (bits32 or normal_out) else got.to(torch.int64) & MASK32
         lo = hi
@@ -139,11 +139,11 @@ def _compiled_range(kernel, normal_out: bool, k, start: int, stop: int, generati
 def _range(normal_out: bool, k, start: int, stop: int, generation: int, device, bits32: bool = False) -> torch.Tensor:
     _check_generation(generation)
     kernels = _NORMALS if normal_out else _WORDS
-    kernel = kernels.get(stop - start) if torch.device(device).type == "cpu" and stop - start >= V2._ALIGN else None
+    kernel = kernels.get(stop - start) if torch.device(device).type == "cpu" and stop - start >= _format2._ALIGN else None
     if kernel is not None:
         return _compiled_range(kernel, normal_out, k, start, stop, generation, bits32)
     w = words(k, torch.arange(start, stop, dtype=torch.int64, device=device), generation)
-    w = V2.normal_fixed(w, V2.table(w.device)) if normal_out else w
+    w = _format2.normal_fixed(w, _format2.table(w.device)) if normal_out else w
     return w.to(torch.int32) if bits32 else w  # int64 to int32 wraps: the same bit pattern
 
 
@@ -160,4 +160,4 @@ def range_words(k: Tuple[int, int], start: int, stop: int, generation: int = 0, 
 def range_normal(k: Tuple[int, int], start: int, stop: int, generation: int = 0, device="cpu",
                  dtype=torch.float32) -> torch.Tensor:
     """``normal(words(k, arange(start, stop), generation), dtype)``, compiled on CPU where available."""
-    return _range(True, k, start, stop, generation, device).to(dtype) * V2.SCALE
+    return _range(True, k, start, stop, generation, device).to(dtype) * _format2.SCALE

@@ -34,16 +34,16 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import _gen_v1 as V1
-from . import _gen_v2 as V2
+from . import _format1
+from . import _format2
 # Philox and the key live in ``syre._philox``; these names stay importable from here.
 from ._philox import MASK32, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, philox4x32, stream_key  # noqa: F401
 # The format-1 fast path, under the names it had here.
-from ._gen_v1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _probe_uniforms, _uniforms  # noqa: F401
-from ._validate import check_d_spread, check_nonneg_float, check_seed, check_shape
-from .config import DEFAULT_D_SPREAD
+from ._format1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _probe_uniforms, _uniforms  # noqa: F401
+from .._validate import check_d_spread, check_nonneg_float, check_seed, check_shape
+from ..config import DEFAULT_D_SPREAD
 # The sigma0 presets and fan-in rules live in ``syre.sigma0``; these names stay importable from here.
-from .sigma0 import (  # noqa: F401
+from ..sigma0 import (  # noqa: F401
     DEFAULT_SIGMA0,
     DEFAULT_SIGMA0_SCALE,
     PRESETS,
@@ -104,12 +104,26 @@ def _check_seed(seed) -> int:  # kept for code that imported it; use syre.config
     return check_seed(seed)
 
 
+def _on_gpu(device: torch.device) -> bool:
+    """CUDA tensors take the Triton kernel (``syre.rng._triton``): the same bits as the CPU path."""
+    if device.type != "cuda":
+        return False
+    from . import _triton
+
+    return _triton.available()
+
+
 def _fill(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread: float, device, dtype,
           version: int = FORMAT) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``(theta0, xi)`` of ``[start, stop)`` as flat tensors (``None`` where off), in ``version``."""
     if version == 1:
-        return V1._fill(seed, name, start, stop, sigma0, d_spread, device, dtype)
-    return V2.fill(stream_key(seed, name), start, stop, sigma0, d_spread, torch.device(device), dtype)
+        return _format1._fill(seed, name, start, stop, sigma0, d_spread, device, dtype)
+    device = torch.device(device)
+    if _on_gpu(device):
+        from . import _triton
+
+        return _triton.anchors(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
+    return _format2.fill(stream_key(seed, name), start, stop, sigma0, d_spread, device, dtype)
 
 
 def _blocks(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread: float, dtype, device,
@@ -119,8 +133,13 @@ def _blocks(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread
     Equal, block by block, to ``anchor_slice``; the next block may overwrite the tensors.
     """
     if version == 1:
-        return V1._blocks(seed, name, start, stop, sigma0, d_spread, dtype, device)
-    return V2.blocks(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, torch.device(device))
+        return _format1._blocks(seed, name, start, stop, sigma0, d_spread, dtype, device)
+    device = torch.device(device)
+    if _on_gpu(device):
+        from . import _triton
+
+        return _triton.blocks(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
+    return _format2.blocks(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
 
 
 def _at(seed: int, name: str, indices: torch.Tensor, sigma0: float, d_spread: float, dtype,
@@ -130,8 +149,8 @@ def _at(seed: int, name: str, indices: torch.Tensor, sigma0: float, d_spread: fl
     The core of generating a shard of any layout: equal, index by index, to ``anchor_slice``.
     """
     if version == 1:
-        return V1.at(seed, name, indices, sigma0, d_spread, dtype)
-    return V2.at(stream_key(seed, name), indices, sigma0, d_spread, dtype)
+        return _format1.at(seed, name, indices, sigma0, d_spread, dtype)
+    return _format2.at(stream_key(seed, name), indices, sigma0, d_spread, dtype)
 
 
 def anchor_slice(
@@ -299,7 +318,7 @@ def anchor_many(
             batch.append(small[pos])
             size += small[pos][2]
             pos += 1
-        (V1._fill_batch if version == 1 else V2.fill_batch)(batch, lo, theta_all, xi_all, d_spread, device)
+        (_format1._fill_batch if version == 1 else _format2.fill_batch)(batch, lo, theta_all, xi_all, d_spread, device)
         lo += size
     off = 0
     for i, _, n, s0 in small:

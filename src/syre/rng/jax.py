@@ -1,16 +1,22 @@
-"""The anchor generators of ``syre.anchors`` in ``jax.numpy`` (``uint32`` operations, inside ``jit``).
+"""The anchor generators of ``syre.rng.anchors`` in ``jax.numpy`` (``uint32`` operations, inside ``jit``).
 
-Format 2 (``syre._gen_v2``; every new ``syre_decay``): integer-only, so float32 JAX gives torch's
-anchors bitwise without ``jax_enable_x64``. Format 1 (``syre._gen_v1``, ``format_version=1``):
-Box-Muller; bitwise torch with ``jax_enable_x64``, within a few float32 ulps without it.
+Format 2 (``syre.rng._format2``; every new ``syre_decay``): integer-only, so float32 JAX gives
+torch's anchors bitwise without ``jax_enable_x64``. Format 1 (``syre.rng._format1``,
+``format_version=1``): Box-Muller; bitwise torch with ``jax_enable_x64``, within a few float32
+ulps without it.
+
+The public face ``syre.optax`` uses: ``generate`` (and ``generate_jit``, compiled once per shape),
+``check_size`` and ``x64_enabled``.
 """
 from __future__ import annotations
 
 import math
 
-from ._gen_v2 import SCALE, XI_SCALE
+from ._format2 import SCALE, XI_SCALE
 from ._normal_table import ROW, table
 from ._philox import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1
+
+__all__ = ["check_size", "generate", "generate_jit", "x64_enabled"]
 
 
 def _import():
@@ -81,7 +87,7 @@ def _unit_xi_f32(x2):
     return (s.astype(jnp.float32) + jnp.float32(0.5)) * jnp.float32(2.0**-31)
 
 
-def _x64_enabled() -> bool:
+def x64_enabled() -> bool:
     jax, _, _ = _import()
     return bool(jax.config.jax_enable_x64)
 
@@ -118,7 +124,7 @@ def _scale(z, u, sigma0: float, d_spread: float):
     return theta0, xi
 
 
-def _check_size(name: str, n: int) -> None:
+def check_size(name: str, n: int) -> None:
     if n >= 2**32:
         raise ValueError(f"Parameter {name!r} has {n} elements; syre.optax supports fewer than 2**32 per parameter")
 
@@ -166,7 +172,7 @@ def _generate_v2(key, n: int, sigma0: float, d_spread: float, wide: bool):
     return theta0, xi
 
 
-def _generate(key, n: int, sigma0: float, d_spread: float, wide: bool, version: int = 2):
+def generate(key, n: int, sigma0: float, d_spread: float, wide: bool, version: int = 2):
     """Flat ``(theta0, xi)`` (``None`` where off) of ``n`` elements under Philox ``key`` (uint32[2]).
 
     ``wide``: format 2, float64 anchors; format 1, the float64 Box-Muller path.
@@ -183,11 +189,11 @@ def _generate(key, n: int, sigma0: float, d_spread: float, wide: bool, version: 
 _GENERATE_JIT = []
 
 
-def _generate_jit():
-    """``_generate`` compiled once per (size, sigma0, d_spread, precision, format): far faster than op by op."""
+def generate_jit():
+    """``generate`` compiled once per (size, sigma0, d_spread, precision, format): far faster than op by op."""
     if not _GENERATE_JIT:
         jax, _, _ = _import()
-        _GENERATE_JIT.append(jax.jit(_generate, static_argnums=(1, 2, 3, 4, 5)))
+        _GENERATE_JIT.append(jax.jit(generate, static_argnums=(1, 2, 3, 4, 5)))
     return _GENERATE_JIT[0]
 
 
