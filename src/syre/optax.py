@@ -19,8 +19,8 @@ convention of ``syre.attach`` and of torch's AdamW, where the pull per step is `
 
 **Same anchors as torch.** ``theta0`` and ``D = 1 + xi`` come from the counter-based generator of
 ``syre.anchors`` (Philox4x32-10 keyed by ``blake2b(seed || name)``, counter = row-major element
-index, anchor format 2: an integer-only normal, see ``syre._gen_v2``), written here with
-``uint32`` ``jax.numpy`` operations so it runs inside ``jit`` on any backend (``syre._jax_gen``).
+index, anchor format 2: an integer-only normal, see ``syre.rng._format2``), written here with
+``uint32`` ``jax.numpy`` operations so it runs inside ``jit`` on any backend (``syre.rng.jax``).
 For the same seed, name, shape, sigma0 and ``d_spread``, the JAX and torch anchors are bitwise
 equal in float32, without ``jax_enable_x64``. ``format_version=1`` gives the format-1 anchors
 (Box-Muller; bitwise with ``jax_enable_x64``, within a few float32 ulps without it) to resume a

@@ -60,7 +60,7 @@ Why the RMS at attach rather than an init rule: it needs nothing from the user (
 which init ran) and follows any init, including ones no rule knows (std 0.02, the residual
 projections' ``0.02 / sqrt(2 n_layer)``, ``[in, out]`` layouts); it is what ``"lecun"`` gives a model
 initialised at the LeCun std (whose RMS is that std), so the anchor stays "a second random
-initialisation" for every model. Under ``target="init"`` or ``"pretrained"`` (``syre._targets``) the
+initialisation" for every model. Under ``target="init"`` or ``"pretrained"`` (``syre.core._targets``) the
 anchor is the target itself and no spec applies: the sigma0 reported (``summary()``, the state) is
 the target's RMS, the size of what the decay pulls toward.
 

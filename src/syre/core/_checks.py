@@ -121,7 +121,7 @@ class PullProbe:
                  sizes: Callable[[], Dict[str, int]], runtime):
         self._probed = probed
         self._sizes = sizes
-        #: The attachment's ``syre._state.Runtime``: its ``step`` is the one step count (a step GradScaler skips
+        #: The attachment's ``syre.core._state.Runtime``: its ``step`` is the one step count (a step GradScaler skips
         #: is not one); the probe keeps only where it began (``runtime.step`` before its first step).
         self._rt = runtime
         self._start: Optional[int] = None

@@ -131,7 +131,7 @@ class Groups:
 
     def __init__(self, optimizer: torch.optim.Optimizer, runtime, covers=None):
         self.optimizer = optimizer
-        #: The attachment's ``syre._state.Runtime``: gamma from its config, the takeover and the step count kept there.
+        #: The attachment's ``syre.core._state.Runtime``: gamma from its config, the takeover and the step count kept there.
         self.runtime = runtime
         #: ``covers(gi)``: whether syre decays anything in group ``gi`` now (a group it covers nothing in keeps its
         #: weight_decay, the user's choice for what they excluded, without a warning).

@@ -7,7 +7,7 @@ neighbours ``lo <= v <= hi`` in the storage dtype, ``hi`` with probability ``(v 
 so the stored value is ``v`` in expectation and a sub-ulp pull moves the weights on average. For bf16
 from fp32 this is the integer form: 16 random bits added below bf16's mantissa, then truncation.
 
-The uniform of each element is drawn from the ``round`` stream (``syre._streams``) keyed by
+The uniform of each element is drawn from the ``round`` stream (``syre.rng._streams``) keyed by
 (seed, parameter name) at the element's global index, generation = the step: deterministic on every
 rank (a shard reads its global indices), after a restart (the step is in the checkpoint), and the
 same in two runs.

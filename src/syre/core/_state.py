@@ -41,7 +41,7 @@ OPTIMIZER_STATE_KEY = "syre"
 class Runtime:
     """One attachment's configuration and what changes while it trains, each held once.
 
-    The plan, the param-group rules (``syre._groups``) and the anchor store (``syre._store``) read
+    The plan, the param-group rules (``syre.core._groups``) and the anchor store (``syre.core._store``) read
     this object and keep no copy of it. ``config`` is the validated ``Config`` (replaced whole when a
     checkpoint restores seed, gamma and d_spread); the rest is exactly what ``Syre.state_dict()``
     saves beside it.

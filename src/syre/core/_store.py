@@ -9,7 +9,7 @@ An anchor follows its parameter: its dtype is fp32 (fp64 for fp64 parameters) an
 the parameter's; when the model moves (``model.double()``, ``model.to(device)``) or a checkpoint
 changes the seed or a sigma0, ``sync`` regenerates what no longer matches. The store keeps no copy
 of the configuration: seed, d_spread, rounding, the anchor format and the step are read from the
-attachment's ``syre._state.Runtime``.
+attachment's ``syre.core._state.Runtime``.
 """
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ def anchor_dtype(p: torch.Tensor) -> torch.dtype:
 
 class AnchorStore:
     """The interface (see the module docstring). Seed, d_spread, rounding, the anchor format and the step
-    are read from the attachment's ``Runtime`` (``syre._state``), never copied here."""
+    are read from the attachment's ``Runtime`` (``syre.core._state``), never copied here."""
 
     mode = ""
 
     def __init__(self, runtime, target=None):
         self.runtime = runtime
         self.generation = 0  # counts sync() calls: what callers derived from the anchors is stale after one
-        self.target = target  # syre._targets.Target; None: the random anchor
+        self.target = target  # syre.core._targets.Target; None: the random anchor
 
     @property
     def seed(self) -> int:
@@ -151,7 +151,7 @@ class AnchorStore:
         return None
 
     def decay_rounded(self, entries: List[Entry], weight: float) -> None:
-        """The decay of fp16/bf16 entries rounded stochastically: fp32 arithmetic, then ``syre._rounding``."""
+        """The decay of fp16/bf16 entries rounded stochastically: fp32 arithmetic, then ``syre.core._rounding``."""
         from ._rounding import stochastic_round_
 
         for e in entries:
@@ -316,5 +316,5 @@ def _triton_seeded(version: int, local: torch.Tensor, weight) -> bool:
 
 
 def make_store(runtime, target=None) -> AnchorStore:
-    """The store of ``runtime.config.mode``; ``target`` a ``syre._targets.Target`` (None: the random anchor)."""
+    """The store of ``runtime.config.mode``; ``target`` a ``syre.core._targets.Target`` (None: the random anchor)."""
     return {"stored": StoredStore, "seeded": SeededStore}[runtime.config.mode](runtime, target)

@@ -22,11 +22,11 @@ optimizers that handle the scaling themselves (``fused=True``: syre reads ``foun
 whose ``.grad`` is ``None`` at the step are left alone, as torch optimizers leave them.
 
 Nothing is decided once and kept: at every step syre derives what it covers from the optimizer
-and the model as they are (``syre._plan``), reads each group's gamma and weight decay where they
-are (``syre._groups``), and keeps anchors that follow each parameter's dtype and device
-(``syre._store``). What the user asked (the validated ``Config``) and what changes while training
+and the model as they are (``syre.core._plan``), reads each group's gamma and weight decay where they
+are (``syre.core._groups``), and keeps anchors that follow each parameter's dtype and device
+(``syre.core._store``). What the user asked (the validated ``Config``) and what changes while training
 (the step count, the weight decay taken over, the anchor format, each parameter's resolved sigma0)
-are held once, in the attachment's ``syre._state.Runtime``, which plan, groups and store read.
+are held once, in the attachment's ``syre.core._state.Runtime``, which plan, groups and store read.
 One optimizer has at most one ``Syre``.
 
 Distributed training needs no communication: anchors depend on (seed, name, element index)
@@ -135,7 +135,7 @@ class Syre(Checkpointing):
         strict: a trainable parameter of the model that the optimizer does not hold is an error
             (``False``: it is listed in ``summary()`` and left alone).
         foreach: ``None`` (multi-tensor kernels when there is more than one tensor), or a bool.
-        target: the point ``theta0`` the decay pulls toward (see ``syre._targets``): ``"random"``
+        target: the point ``theta0`` the decay pulls toward (see ``syre.core._targets``): ``"random"``
             (syre's anchor, the default), ``"init"`` (the initial weights: recomputed from
             ``syre.init_``'s seed and scheme, nothing stored in seeded mode; otherwise copied at
             attach), ``"pretrained"`` (the weights at attach, copied), or a mapping ``name -> tensor``
@@ -143,7 +143,7 @@ class Syre(Checkpointing):
             kept (fp32) in every mode, and a checkpoint records its checksum.
         rounding: ``"nearest"`` (torch's rounding of the decayed value into the parameter's dtype),
             or ``"stochastic"`` for fp16/bf16 parameters: unbiased in expectation, its random bits
-            from a stream keyed by (seed, name, index, step) (see ``syre._rounding``). Only syre's
+            from a stream keyed by (seed, name, index, step) (see ``syre.core._rounding``). Only syre's
             decay is rounded so; the optimizer's own update is rounded by torch.
     """
 
@@ -167,7 +167,7 @@ class Syre(Checkpointing):
         _dist.refuse_fsdp1(model)
         _refuse_reparametrized(model)
         self._optimizer, self._model = optimizer, model
-        #: The configuration and what changes while training, each held once (``syre._state.Runtime``).
+        #: The configuration and what changes while training, each held once (``syre.core._state.Runtime``).
         self._rt = Runtime(config)
         infos = list(collect(model).values())
         self._target = make_target(config.target, model, infos)
@@ -200,7 +200,7 @@ class Syre(Checkpointing):
         self._removed = False
         self._pending: Optional[dict] = None
         self._work: Optional[Work] = None
-        self._held = None  # syre._multi._Held of a MultiSyre
+        self._held = None  # syre.core._multi._Held of a MultiSyre
         self._before_load: list = []
         self._precision = PrecisionCheck()
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)]
@@ -381,7 +381,7 @@ class Syre(Checkpointing):
         ``{"params": {name: {"decay", "anchor", "pull"}}, "total": {...}, "verdict": str}``:
         ``decay`` is ``lr * gamma * RMS(p) / RMS(update)`` (is the decay strong enough to shape the
         weights?), ``anchor`` is ``sigma0 / RMS(p)`` (does syre differ from weight decay?), ``pull``
-        their product; totals are element-weighted medians. See ``syre._checks`` for the thresholds.
+        their product; totals are element-weighted medians. See ``syre.core._checks`` for the thresholds.
         """
         self._refresh()
         total = self._probe.totals()

@@ -1,7 +1,7 @@
 """Regenerable initialisation, shrink-and-perturb and unit resets, from syre's counter-based streams.
 
 ``syre.init_(model, seed=0, scheme="lecun")`` sets every parameter of ``model`` from a stream keyed
-by (seed, parameter name) and indexed by the element's global index (``syre._streams``), never the
+by (seed, parameter name) and indexed by the element's global index (``syre.rng._streams``), never the
 global RNG: the initial weights are a pure function of (seed, name, index), the same on every rank
 and world size (a DTensor shard is filled from its global indices), and recomputable at any step
 from the seed alone -- which is what lets ``syre.attach(..., target="init", mode="seeded")`` decay

@@ -1,7 +1,7 @@
 """Anchor format v1: Box-Muller in float64 on Philox4x32-10, one block per element.
 
 The generator of the first format (states with ``"version": 1`` keep it; new attachments use
-format 2, ``syre._gen_v2``). Element ``i`` reads block ``(i mod 2**32, i >> 32, 0, 0)``:
+format 2, ``syre.rng._format2``). Element ``i`` reads block ``(i mod 2**32, i >> 32, 0, 0)``:
 
 * ``theta0 = sigma0 * sqrt(-2 ln u1) * cos(2 pi u2)`` with ``u1 = (x0 + 1) / 2**32`` in (0, 1] and
   ``u2 = x1 / 2**32``, computed in float64 and rounded once to the storage dtype;

@@ -1,13 +1,13 @@
 """Anchor format v2: an integer-only normal generator, bitwise the same on every device.
 
 Element ``i`` of a parameter reads lane ``l = i mod 4`` of Philox4x32-10 block ``j = i // 4``
-under the parameter's key (``syre._philox.stream_key``): one block serves four elements.
+under the parameter's key (``syre.rng._philox.stream_key``): one block serves four elements.
 
 * ``theta0``: the word ``w = x_l`` of counter ``(j mod 2**32, j >> 32, 0, 0)``. Its bit 0 is the
   sign; ``v = w | 1`` is the two-sided tail probability ``q = v / 2**32`` in ``(0, 1)``. With
   ``k = clz32(v)`` (the octave, 0..31) and ``m = v << k`` (top bit set), ``i = m[30:24]`` picks
   a subinterval of the octave and ``f = m[23:8]`` the position in it; between the table's
-  fixed-point quantiles ``a = T[k][i]`` and ``b = T[k][i + 1]`` (``syre._normal_table``)::
+  fixed-point quantiles ``a = T[k][i]`` and ``b = T[k][i + 1]`` (``syre.rng._normal_table``)::
 
       z = a - ((a - b) * (2 f + 1)) >> 17        # integer interpolation, midpoint of f's cell
 

@@ -1,10 +1,10 @@
-"""The fixed-point inverse-CDF table of anchor format v2 (see ``syre._gen_v2``), and how it is made.
+"""The fixed-point inverse-CDF table of anchor format v2 (see ``syre.rng._format2``), and how it is made.
 
 ``T[k][i] = round(2**21 * Q^-1(2**-(k+1) * (1 + i / 128)))`` for octaves ``k = 0..31`` and
 ``i = 0..128``, where ``Q(x) = P(|Z| > x) = erfc(x / sqrt 2)``; ``T[0][128] = 0`` (``q = 1``).
 The table is a constant of the format, kept below as hex (little-endian int32, row-major), so the
 anchors never depend on a platform's ``erfc``; ``build()`` recomputes it (Newton's method on
-``math.erfc``, pure Python) and ``python -m syre._normal_table`` rewrites this file from it.
+``math.erfc``, pure Python) and ``python -m syre.rng._normal_table`` rewrites this file from it.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Philox4x32-``R`` (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as ea
 SC 2011; the generator of cuRAND's, JAX's and Triton's counter-based streams) maps a 128-bit
 counter ``(c0, c1, c2, c3)`` and a 64-bit key ``(k0, k1)`` to four 32-bit words. syre keys each
 parameter by ``blake2b(seed || name)`` (``stream_key``), so the anchors of one parameter depend on
-nothing else; both anchor formats read this one stream (``syre._gen_v1``, ``syre._gen_v2``).
+nothing else; both anchor formats read this one stream (``syre.rng._format1``, ``syre.rng._format2``).
 
 ``philox4x32`` works on int64 tensors holding 32-bit unsigned values (exact on every device:
 products of two 32-bit words wrap modulo 2**64, whose halves are Philox's ``mulhi``/``mullo``);

@@ -7,9 +7,9 @@ independent of each other and of the anchors, and -- like the anchors -- pure fu
 any shard from its global indices alone. A second counter word ``c3`` selects a *generation* (an
 initialisation, a perturbation at a step, the rounding of a step).
 
-The words are Philox4x32-10 (``syre._philox``), four elements per block (element ``i`` reads lane
+The words are Philox4x32-10 (``syre.rng._philox``), four elements per block (element ``i`` reads lane
 ``i mod 4`` of block ``i // 4``), and become numbers with the integer-only maps of anchor format 2
-(``syre._gen_v2``): a standard normal is ``N * 2**-21`` with the fixed-point inverse-CDF ``N``; a
+(``syre.rng._format2``): a standard normal is ``N * 2**-21`` with the fixed-point inverse-CDF ``N``; a
 uniform on (-1, 1) is ``(2 (w >> 8) + 1 - 2**24) * 2**-24``; a uniform on [0, 1) is
 ``(w >> 8) * 2**-24``. All exact, so the values are bitwise the same on every device.
 

@@ -1,6 +1,6 @@
 """Anchors: theta0 and D as pure functions of (seed, parameter name, element index).
 
-Every number syre draws comes from a counter-based generator, Philox4x32-10 (``syre._philox``:
+Every number syre draws comes from a counter-based generator, Philox4x32-10 (``syre.rng._philox``:
 Salmon, Moraes, Dror and Shaw, SC 2011; the generator behind cuRAND's, JAX's and Triton's
 counter-based streams), written with integer tensor ops so that it runs unchanged on any device:
 
@@ -15,12 +15,12 @@ counter-based streams), written with integer tensor ops so that it runs unchange
 How the random words become ``theta0 ~ N(0, sigma0^2)`` and ``xi = D - 1 ~ U(-d_spread,
 d_spread)`` is the anchor **format**, recorded in every saved state:
 
-* **format 2** (``FORMAT``, every new attachment; ``syre._gen_v2``): one Philox block serves four
+* **format 2** (``FORMAT``, every new attachment; ``syre.rng._format2``): one Philox block serves four
   elements; the normal is made from the bits with integer arithmetic only (a fixed-point
   inverse-CDF table with integer interpolation), then one exact int-to-float conversion, an exact
   power-of-two scaling and one rounded product with sigma0. The values are bitwise the same on
   CPU (eager and compiled), CUDA, Triton and JAX in 32-bit mode by construction.
-* **format 1** (``syre._gen_v1``): one block per element, Box-Muller in float64; kept so that
+* **format 1** (``syre.rng._format1``): one block per element, Box-Muller in float64; kept so that
   states saved with it resume with their own anchors.
 
 syre keeps ``xi``, not ``D``: in fp32 ``1 + xi`` rounds many small ``xi`` to exactly 1, while
@@ -36,7 +36,7 @@ import torch
 
 from . import _format1
 from . import _format2
-# Philox and the key live in ``syre._philox``; these names stay importable from here.
+# Philox and the key live in ``syre.rng._philox``; these names stay importable from here.
 from ._philox import MASK32, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, philox4x32, stream_key  # noqa: F401
 # The format-1 fast path, under the names it had here.
 from ._format1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _probe_uniforms, _uniforms  # noqa: F401

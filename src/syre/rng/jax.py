@@ -140,7 +140,7 @@ def _table():
 
 
 def _normal_v2(w):
-    """Format 2's fixed-point normal ``N`` (int32) of uint32 words ``w`` (see ``syre._gen_v2``)."""
+    """Format 2's fixed-point normal ``N`` (int32) of uint32 words ``w`` (see ``syre.rng._format2``)."""
     jax, jnp, np = _import()
     v = w | np.uint32(1)
     k = jax.lax.clz(v)
