@@ -19,9 +19,9 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from .data import digits
-from ..diagnostics import dead_units, duplicate_units, numerical_rank
 from .._attach import attach
+from ..diagnostics import dead_units, duplicate_units, numerical_rank
+from .data import digits
 
 ARMS = ("no decay", "weight decay", "syre")
 _FLOOR = 1e-9  # where exact ties are drawn on the log-scale plot

@@ -5,9 +5,9 @@ from typing import Any, Callable, Dict, List
 
 from torch.nn.parameter import is_lazy
 
+from .._version import __version__
 from ._checks import PROBE_STEPS
 from ._plan import UNHELD, Plan
-from .._version import __version__
 
 __all__ = ["coverage_rows", "measured_when", "summary_text"]
 

@@ -14,8 +14,6 @@ same in two runs.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from ..rng import _streams

@@ -18,10 +18,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from ._groups import GROUP_KEY
-from ._plan import FROZEN, LAZY
 from .._validate import MODES, check_d_spread, check_nonneg_float, check_seed
 from .._version import __version__
+from ._groups import GROUP_KEY
+from ._plan import FROZEN, LAZY
 
 if TYPE_CHECKING:
     from ..config import Config

@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..rng import anchors
 from ..kernels import functional
+from ..rng import anchors
 from ._plan import Entry
 
 __all__ = ["AnchorStore", "SeededStore", "StoredStore", "anchor_dtype", "make_store"]

@@ -45,12 +45,12 @@ from torch import nn
 from .. import _dist
 from .._live import attached, register
 from ..config import DEFAULT_D_SPREAD, Config, refuse_unknown_keywords
+from ..forms._scale_check import AnchorScaleCheck
 from ..kernels import functional
 from ..kernels.fused import FUSABLE, Work
 from ..rng.anchors import Anchor
 from ..select import check_rules_match, collect, unwrap_model
 from ..sigma0 import DEFAULT_SIGMA0
-from ..forms._scale_check import AnchorScaleCheck
 from ._checks import PrecisionCheck, PullProbe, verdict
 from ._groups import Groups, as_float
 from ._plan import EXCLUDED, LAZY, build_plan, fingerprint

@@ -11,10 +11,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from . import _graph
-from . import _spectral
-from . import _verdict
-from . import neurons
+from . import _graph, _spectral, _verdict, neurons
 from ._report import LayerReport
 
 

@@ -50,12 +50,7 @@ import torch
 from torch import nn
 
 from ..select import canonical_name, unwrap_model
-from . import _graph
-from . import _run
-from . import _twin
-from . import _verdict
-from . import metrics
-from . import neurons
+from . import _graph, _run, _twin, _verdict, metrics, neurons
 from ._measure import measure_chain, mha_layers
 from ._recurrent import recurrent_layers
 from ._report import LayerReport, Report

@@ -37,11 +37,7 @@ import torch
 from torch import nn
 
 from ..select import canonical_name, unwrap_model
-from . import _graph
-from . import _run
-from . import _spectral
-from . import _twin
-from . import neurons
+from . import _graph, _run, _spectral, _twin, neurons
 from ._alarms import ALARMS, AlarmTracker, describe
 from ._logs import LogWriter, plot_log, plot_records, read_log
 from ._measure import inactive_from_std, normalised_std

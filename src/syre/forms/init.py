@@ -48,11 +48,11 @@ import torch
 from torch import nn
 
 from .. import _dist
-from ..rng import _streams
-from ._units import TRANSPOSED, check_units, held, n_outputs, outgoing_writes, output_mask, rows
 from .._validate import check_nonneg_float, check_seed
+from ..rng import _streams
 from ..select import GAIN, NORM_TYPES, ParamInfo, collect, unwrap_model
 from ..sigma0 import PRESETS, _scaled_tensor, fans, parse_sigma0, std_from_fans
+from ._units import TRANSPOSED, check_units, held, n_outputs, outgoing_writes, output_mask, rows
 
 __all__ = ["InitRecord", "init_", "init_record", "init_values", "reset_units_", "shrink_perturb_"]
 

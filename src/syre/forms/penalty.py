@@ -17,12 +17,12 @@ from typing import List
 import torch
 from torch import nn
 
-from ..kernels import functional
-from ._scale_check import AnchorScaleCheck
-from ..rng.anchors import anchor_like
 from ..config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
+from ..kernels import functional
+from ..rng.anchors import anchor_like
 from ..select import covered
 from ..sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
+from ._scale_check import AnchorScaleCheck
 
 __all__ = ["Penalty"]
 

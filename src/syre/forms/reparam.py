@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..kernels import functional
-from ._scale_check import AnchorScaleCheck
-from ..rng.anchors import anchor_like
 from ..config import DEFAULT_D_SPREAD, Config, check_nonneg_float, refuse_unknown_keywords
+from ..kernels import functional
+from ..rng.anchors import anchor_like
 from ..select import covered, unwrap_model
 from ..sigma0 import DEFAULT_SIGMA0, resolve_sigma0_of
+from ._scale_check import AnchorScaleCheck
 
 __all__ = ["Reparametrization", "reparametrize", "AnchorShift"]
 

@@ -46,17 +46,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..rng import anchors
-from ..kernels import functional
 from .._live import attached
+from ..config import Config
 from ..core._groups import Groups
 from ..core._state import OptimizerStateHooks, Runtime, build_state, validate_state
 from ..core._syre import attach_syre
-from ..config import Config
+from ..kernels import functional
+from ..rng import anchors
 from ..select import check_rules_match, collect, is_selected
 from ..sigma0 import resolve_sigma0_of
-from ._optional import require
 from ._deepspeed_checks import TESTED, check_engine, engine_of, inconsistent, refuse
+from ._optional import require
 
 __all__ = ["TESTED", "ZeroSyre", "attach", "attach_engine", "engine_of"]
 

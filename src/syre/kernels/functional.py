@@ -31,7 +31,6 @@ upcast, decayed and rounded back once.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import List, Optional, Sequence
 
 import torch

@@ -30,8 +30,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _normal_table
 from .._compile import LazyKernel
+from . import _normal_table
 from ._philox import MASK32, lsr32, philox4x32, philox4x32_i32, round_keys
 
 __all__ = ["at", "blocks", "fill", "normal_fixed", "unit_xi_int"]

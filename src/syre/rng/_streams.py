@@ -24,10 +24,10 @@ from typing import Tuple
 
 import torch
 
-from . import _format2
 from .._compile import LazyKernel
-from ._philox import MASK32, philox4x32, philox4x32_i32, round_keys
 from .._validate import check_seed
+from . import _format2
+from ._philox import MASK32, philox4x32, philox4x32_i32, round_keys
 
 __all__ = ["PURPOSES", "key", "normal", "range_bits", "range_normal", "range_words", "uniform01", "uniform_pm1", "words"]
 

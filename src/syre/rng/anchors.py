@@ -34,14 +34,9 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import _format1
-from . import _format2
-# Philox and the key live in ``syre.rng._philox``; these names stay importable from here.
-from ._philox import MASK32, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, philox4x32, stream_key  # noqa: F401
-# The format-1 fast path, under the names it had here.
-from ._format1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _probe_uniforms, _uniforms  # noqa: F401
 from .._validate import check_d_spread, check_nonneg_float, check_seed, check_shape
 from ..config import DEFAULT_D_SPREAD
+
 # The sigma0 presets and fan-in rules live in ``syre.sigma0``; these names stay importable from here.
 from ..sigma0 import (  # noqa: F401
     DEFAULT_SIGMA0,
@@ -55,6 +50,13 @@ from ..sigma0 import (  # noqa: F401
     parse_sigma0,
     resolve_sigma0,
 )
+from . import _format1, _format2
+
+# The format-1 fast path, under the names it had here.
+from ._format1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _probe_uniforms, _uniforms  # noqa: F401
+
+# Philox and the key live in ``syre.rng._philox``; these names stay importable from here.
+from ._philox import MASK32, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, philox4x32, stream_key  # noqa: F401
 
 __all__ = [
     "Anchor",
