@@ -322,7 +322,8 @@ def syre_decay(
         for name, leaf in zip(names, leaves):
             check_size(name, int(np.prod(np.shape(leaf), dtype=np.int64)))
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-                raise ValueError(f"Parameter {name!r} has dtype {jnp.result_type(leaf)}; syre_decay supports floating-point parameters only")
+                raise ValueError(f"Parameter {name!r} has dtype {jnp.result_type(leaf)}; "
+                                 "syre_decay supports floating-point parameters only")
         keys = [jnp.asarray(stream_key(seed, n), dtype=jnp.uint32) for n in names]
         return SyreDecayState(count=jnp.zeros([], jnp.int32), keys=jax.tree_util.tree_unflatten(treedef, keys))
 

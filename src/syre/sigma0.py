@@ -346,7 +346,8 @@ def resolve_sigma0(spec: Sigma0Spec, name: str, param: torch.Tensor, module: Opt
         try:
             return check_nonneg_float("sigma0", value)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; expected a finite float >= 0") from exc
+            raise ValueError(f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; "
+                             "expected a finite float >= 0") from exc
     return _check_sigma0_number(spec)
 
 

@@ -172,14 +172,16 @@ def run(seeds: int = 3, steps: int = 600, gamma: float = 0.1, lr: float = 0.01, 
     for seed in range(seeds):
         for arm in ARMS:
             if not quiet:
-                print(f"\r[{len(results) + 1}/{total}] seed {seed}, {arm:<12} ({time.time() - start:4.0f} s)", end="", file=sys.stderr, flush=True)
+                print(f"\r[{len(results) + 1}/{total}] seed {seed}, {arm:<12} ({time.time() - start:4.0f} s)", end="",
+                      file=sys.stderr, flush=True)
             results.append(run_arm(arm, seed, steps, gamma, lr, data, every=max(steps // 30, 1)))
     if not quiet:
         print(f"\rdone: {total} runs in {time.time() - start:.0f} s{' ' * 30}", file=sys.stderr)
     summary = summarise(results)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "demo.json").write_text(json.dumps({"config": dict(seeds=seeds, steps=steps, gamma=gamma, lr=lr), "summary": summary, "results": results}, indent=1))
+    config = dict(seeds=seeds, steps=steps, gamma=gamma, lr=lr)
+    (outdir / "demo.json").write_text(json.dumps({"config": config, "summary": summary, "results": results}, indent=1))
     plotted = plot(results, outdir / "demo.png")
     if not quiet:
         print(table(summary, seeds))

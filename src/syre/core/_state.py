@@ -216,7 +216,8 @@ def plain_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
         plain_opt.load_state_dict(syre.plain_state_dict(checkpoint["optimizer"]))
     """
     if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
-        raise TypeError(f"Invalid state_dict: expected an optimizer.state_dict() (a dict with 'param_groups'), got {type(state_dict).__name__}")
+        raise TypeError("Invalid state_dict: expected an optimizer.state_dict() (a dict with 'param_groups'), "
+                        f"got {type(state_dict).__name__}")
     out = dict(state_dict)
     saved = out.pop(OPTIMIZER_STATE_KEY, None)
     takeover = saved.get("takeover", {}) if isinstance(saved, dict) else {}

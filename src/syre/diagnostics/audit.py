@@ -95,7 +95,7 @@ def analyse(model: nn.Module, args: tuple, kwargs: dict, *, rtol: float, atol: f
     for op in ops:  # forward order: a weight layer's own op; the first op of an attention or recurrent module
         first.setdefault(op.module, op.index)
     first.update({c.layer: c.op.index for c in chains})
-    order = lambda l: first.get(l.name, first.get(l.name.rsplit(".", 1)[0], len(ops)))  # noqa: E731
+    order = lambda layer: first.get(layer.name, first.get(layer.name.rsplit(".", 1)[0], len(ops)))  # noqa: E731
     layers.sort(key=order)
     totals: Dict[str, int] = {}
     for lr in layers:
@@ -209,7 +209,7 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
         notes += ref_notes
         ref_layers, _, _ = analyse(twin, args, kwargs, **opts)
         del twin
-        by_name = {l.name: l for l in ref_layers}
+        by_name = {layer.name: layer for layer in ref_layers}
     else:
         by_name = {}
     timings["reference"] = time.perf_counter() - t_ref
@@ -219,9 +219,9 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
     anchors: List[Dict[str, Any]] = []
     if syre is not None:
         anchors = _anchor_rows(model, syre, layers, notes)
-    unpaired = [l for l in layers if not l.next and l.stop not in ("model output",)]
+    unpaired = [layer for layer in layers if not layer.next and layer.stop not in ("model output",)]
     if unpaired:
-        notes.append("mirrors not enumerated for " + ", ".join(f"{l.name} ({l.stop})" for l in unpaired))
+        notes.append("mirrors not enumerated for " + ", ".join(f"{layer.name} ({layer.stop})" for layer in unpaired))
     timings["total"] = time.perf_counter() - t0
     meta = {
         "model": type(model).__name__,
@@ -232,8 +232,9 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
         "atol": atol,
         "low_rank_threshold": low_rank_threshold,
         "max_rows": max_rows,
-        "thresholds": {"RANK_SHARE": _verdict.RANK_SHARE, "REFERENCE_MARGIN": _verdict.REFERENCE_MARGIN, "EXACT_SHARE": _verdict.EXACT_SHARE,
-                       "INACTIVE_SHARE": _verdict.INACTIVE_SHARE, "INACTIVE_Z": _verdict.INACTIVE_Z},
+        "thresholds": {"RANK_SHARE": _verdict.RANK_SHARE, "REFERENCE_MARGIN": _verdict.REFERENCE_MARGIN,
+                       "EXACT_SHARE": _verdict.EXACT_SHARE, "INACTIVE_SHARE": _verdict.INACTIVE_SHARE,
+                       "INACTIVE_Z": _verdict.INACTIVE_Z},
         "mirror_families": fam_totals,
         "syre": syre is not None,
         "notes": notes,
@@ -263,12 +264,12 @@ def _anchor_rows(model: nn.Module, syre, layers: List[LayerReport], notes: List[
         raise ValueError("Invalid syre: none of the model's parameters is known to this Syre object; "
                          "was it attached to a different model?")
     by = {r["name"]: r for r in rows}
-    for l in layers:
-        own = [r for n, r in by.items() if n.rsplit(".", 1)[0] == l.name and r["distance"] is not None]
+    for layer in layers:
+        own = [r for n, r in by.items() if n.rsplit(".", 1)[0] == layer.name and r["distance"] is not None]
         if own:
-            l.anchor_distance = math.sqrt(sum(r["distance"] ** 2 for r in own))
-            l.param_norm = math.sqrt(sum(r["norm"] ** 2 for r in own))
-            l.anchor_norm = math.sqrt(sum(r["anchor_norm"] ** 2 for r in own))
+            layer.anchor_distance = math.sqrt(sum(r["distance"] ** 2 for r in own))
+            layer.param_norm = math.sqrt(sum(r["norm"] ** 2 for r in own))
+            layer.anchor_norm = math.sqrt(sum(r["anchor_norm"] ** 2 for r in own))
     uncovered = [r["name"] for r in rows if not r["covered"]]
     if uncovered:
         notes.append(f"{len(uncovered)} parameters not covered by syre (distance is to 0): "

@@ -157,7 +157,7 @@ class Monitor:
         if isinstance(reference, nn.Module):
             _twin.check_same_architecture(self.model, unwrap_model(reference))
         self.every, self.metrics, self.probe, self.syre = every, tuple(metrics), probe, syre
-        self.layers = None if layers is None else [str(l) for l in layers]
+        self.layers = None if layers is None else [str(layer) for layer in layers]
         self.max_rows, self.rtol, self.seed, self.tag = max_rows, rtol, seed, tag
         self.reference_model, self.on_alarm, self.writer, self.logger = reference, on_alarm, writer, logger
         self.records: List[Dict[str, Any]] = []
@@ -176,7 +176,7 @@ class Monitor:
         chains = _graph.chains(ops, out_keys, modules, params)
         if self.layers is not None:
             names = {c.layer for c in chains}
-            missing = [l for l in self.layers if l not in names]
+            missing = [layer for layer in self.layers if layer not in names]
             if missing:
                 raise ValueError(f"Invalid layers: {missing}; weight layers of this model: {sorted(names)}")
             chains = [c for c in chains if c.layer in set(self.layers)]

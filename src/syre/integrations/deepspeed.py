@@ -393,7 +393,8 @@ def attach(engine, **attach_kwargs):
 def attach_engine(engine, model, kwargs: Dict[str, Any]):
     """``syre.attach(engine, ...)``: a model, when given, must be the engine's own (or the engine)."""
     ds = require("deepspeed", "deepspeed", "syre.integrations.deepspeed")
-    if isinstance(engine, ds.DeepSpeedEngine) and model is not None and model is not engine and model is not getattr(engine, "module", None):
+    if isinstance(engine, ds.DeepSpeedEngine) and model is not None and model is not engine \
+            and model is not getattr(engine, "module", None):
         raise ValueError("syre.attach(engine, model): the model must be engine.module (or left out: "
                          "syre.attach(engine, ...) decays engine.module's parameters)")
     return attach(engine, **kwargs)

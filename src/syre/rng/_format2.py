@@ -246,7 +246,8 @@ def _scratch(buf: Optional[torch.Tensor], shape, dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype) if buf is None else buf
 
 
-def fill(key, start: int, stop: int, sigma0: float, d_spread: float, device, dtype) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+def fill(key, start: int, stop: int, sigma0: float, d_spread: float, device,
+         dtype) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``(theta0, xi)`` of ``[start, stop)`` as new tensors: compiled blocks where available (CPU), eager otherwise.
 
     CUDA tensors take ``syre.rng._triton`` instead (``syre.rng.anchors`` picks), the same bits.
