@@ -166,10 +166,10 @@ class Groups:
                             "to use attach(gamma=...))") from None
 
     # ------------------------------------------------------------------ takeover
-    def plan_takeover(self, indices) -> Dict[int, float]:
+    def takeover_due(self, indices) -> Dict[int, float]:
         """Which groups' ``weight_decay`` gamma=None takes over (checked, nothing applied yet)."""
         opt = self.optimizer
-        plan: Dict[int, float] = {}
+        due: Dict[int, float] = {}
         for gi in indices:
             group = opt.param_groups[gi]
             if GROUP_KEY in group:
@@ -192,13 +192,13 @@ class Groups:
                     "Pass gamma=... explicitly (syre's decay is decoupled, as AdamW's), set weight_decay=0, or use "
                     "syre.Penalty for the coupled form"
                 )
-            plan[gi] = wd
-        return plan
+            due[gi] = wd
+        return due
 
-    def check_not_idle(self, plan: Dict[int, float], indices) -> None:
+    def check_not_idle(self, due: Dict[int, float], indices) -> None:
         """Refuse gamma=None when no group has a weight decay to take over: syre would do nothing."""
         groups = self.optimizer.param_groups
-        if self.gamma_default is not None or any(plan.values()) or any(GROUP_KEY in groups[gi] for gi in indices):
+        if self.gamma_default is not None or any(due.values()) or any(GROUP_KEY in groups[gi] for gi in indices):
             return
         raise ValueError(
             f"gamma=None takes over the groups' weight_decay, but every param group of {type(self.optimizer).__name__} has "
@@ -207,8 +207,8 @@ class Groups:
             "param_groups[i]['syre_gamma']"
         )
 
-    def apply_takeover(self, plan: Dict[int, float]) -> None:
-        for gi, wd in plan.items():
+    def apply_takeover(self, due: Dict[int, float]) -> None:
+        for gi, wd in due.items():
             group = self.optimizer.param_groups[gi]
             group[GROUP_KEY] = wd
             self._zero_weight_decay(gi, group)
@@ -244,13 +244,13 @@ class Groups:
         return wd is not self._zeros.get(gi)
 
     def attach(self, check_idle: bool = True) -> None:
-        """At attach: plan, check and apply the takeover of every group; check lr * gamma."""
+        """At attach: decide, check and apply the takeover of every group; check lr * gamma."""
         indices = range(len(self.optimizer.param_groups))
-        plan = self.plan_takeover(indices)
+        due = self.takeover_due(indices)
         if check_idle:
-            self.check_not_idle(plan, indices)
+            self.check_not_idle(due, indices)
         for gi in indices:
-            gamma = plan.get(gi, None)
+            gamma = due.get(gi, None)
             gamma = self.gamma(gi) if gamma is None else gamma
             lr = as_float(self.optimizer.param_groups[gi]["lr"])
             if lr * gamma > OVERSHOOT:
@@ -259,7 +259,7 @@ class Groups:
                     "step would move the weights past their anchors (above 2 the decay diverges); syre's gamma is "
                     "decoupled, as AdamW's weight_decay (the pull per step is lr * gamma): choose gamma <= 1 / lr"
                 )
-        self.apply_takeover(plan)
+        self.apply_takeover(due)
         self._known = len(self.optimizer.param_groups)
 
     # ------------------------------------------------------------------ the step
@@ -270,7 +270,7 @@ class Groups:
         """
         groups = self.optimizer.param_groups
         new = range(self._known, len(groups))  # add_param_group since the last step
-        plan = self.plan_takeover(new) if len(new) else {}
+        due = self.takeover_due(new) if len(new) else {}
         out, rescheduled = [], {}
         for gi, group in enumerate(groups):
             wd = group.get("weight_decay")
@@ -279,8 +279,8 @@ class Groups:
                 # A weight-decay schedule wrote the group's weight_decay (0 included): it becomes syre's gamma.
                 gamma = rescheduled[gi] = check_nonneg_float(f"param_groups[{gi}]['weight_decay']", wd)
             else:
-                gamma = plan[gi] if gi in plan else self.gamma(gi)
-                if wd != 0.0 and gamma > 0.0 and gi not in plan and self.covers(gi):
+                gamma = due[gi] if gi in due else self.gamma(gi)
+                if wd != 0.0 and gamma > 0.0 and gi not in due and self.covers(gi):
                     self._warn_origin(gi, wd, stacklevel=stacklevel())
             lr = group["lr"]
             if isinstance(lr, torch.Tensor) and lr.device.type != "cpu":
@@ -308,7 +308,7 @@ class Groups:
                 )
             if not (isinstance(lr, torch.Tensor) and lr.device.type != "cpu"):
                 out.append(w)
-        self.apply_takeover(plan)
+        self.apply_takeover(due)
         self._known = len(groups)
         for gi, wd in rescheduled.items():
             self._reschedule(gi, wd)

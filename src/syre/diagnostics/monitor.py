@@ -164,7 +164,7 @@ class Monitor:
         self.alarms: List[Dict[str, Any]] = []
         self.reference: Optional[Dict[str, float]] = None  # the fresh-init values, after the first recording
         self._tracker = AlarmTracker(patience) if alarms else None
-        self._plan = None
+        self._traced = None
         self._t0 = time.perf_counter()
         self.overhead_s = 0.0
         self._log = LogWriter(self.path, fmt) if self.path is not None else None
@@ -182,22 +182,22 @@ class Monitor:
             chains = [c for c in chains if c.layer in set(self.layers)]
         return ops, chains, params
 
-    def _measure(self, model, plan, args, kwargs, row, metrics):
-        """Trace (if needed), capture and measure ``model``; fill ``row``; return the plan used."""
+    def _measure(self, model, traced, args, kwargs, row, metrics):
+        """Trace (if needed), capture and measure ``model``; fill ``row``; return the structure traced."""
         needs_rep = any(m in _REP for m in metrics)
         with _run.eval_mode(model):
-            if plan is None:
-                plan = self._structure(model, args, kwargs)
+            if traced is None:
+                traced = self._structure(model, args, kwargs)
             caps = {}
             if needs_rep:
                 try:
-                    caps = _run.capture(model, plan[0], plan[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
+                    caps = _run.capture(model, traced[0], traced[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
                 except _run.TraceMismatch:  # the forward changed (another input shape): trace again
-                    plan = self._structure(model, args, kwargs)
-                    caps = _run.capture(model, plan[0], plan[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
-        for c in plan[1]:
-            self._layer_metrics(row, c, plan[2], caps.get(c.layer), metrics)
-        return plan
+                    traced = self._structure(model, args, kwargs)
+                    caps = _run.capture(model, traced[0], traced[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
+        for c in traced[1]:
+            self._layer_metrics(row, c, traced[2], caps.get(c.layer), metrics)
+        return traced
 
     def _fresh_values(self, args, kwargs) -> Dict[str, float]:
         ref = self.reference_model
@@ -235,17 +235,17 @@ class Monitor:
         if needs_rep and inputs is None:
             raise ValueError("Invalid batch: None, and the monitor has no probe; representation metrics "
                              f"{[m for m in self.metrics if m in _REP]} need inputs: step(step, batch=x)")
-        if inputs is None and self._plan is None:
+        if inputs is None and self._traced is None:
             raise ValueError("Invalid batch: None; the first recording needs inputs to find the layers")
         if inputs is not None:
             args, kwargs, _ = _run.split_inputs(inputs)
-            self._plan = self._measure(self.model, self._plan, args, kwargs, row, self.metrics)
+            self._traced = self._measure(self.model, self._traced, args, kwargs, row, self.metrics)
             if self._tracker is not None and self.reference is None and self.reference_model is not None:
                 self.reference = self._fresh_values(args, kwargs)
                 self._tracker.reference = self.reference
         else:
-            for c in self._plan[1]:
-                self._layer_metrics(row, c, self._plan[2], None, self.metrics)
+            for c in self._traced[1]:
+                self._layer_metrics(row, c, self._traced[2], None, self.metrics)
         fired = self._tracker.update(step, row) if self._tracker is not None else []
         row["alarms"] = len(self._tracker.active) if self._tracker is not None else 0
         row["time_s"] = time.perf_counter() - self._t0

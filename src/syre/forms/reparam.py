@@ -108,17 +108,17 @@ def reparametrize(model: nn.Module, *, sigma0=DEFAULT_SIGMA0, seed: int = 0, d_s
                 "shift one alias only, and the others would compute with theta instead of theta + theta0. Exclude it "
                 f"(exclude=[{info.name!r}]), or use syre.attach / syre.Penalty, which decay a tied parameter once"
             )
-    planned = []
+    shifts = []
     for info in infos:
         s0 = resolve_sigma0_of(cfg.sigma0, info)
         t, x = anchor_like(cfg.seed, info.name, info.param.detach(), sigma0=s0, d_spread=cfg.d_spread)
         if t is None:
             t = torch.zeros_like(info.param.detach(), dtype=torch.float64 if info.param.dtype == torch.float64 else torch.float32)
-        planned.append((info, s0, t, x))
-    AnchorScaleCheck("syre.reparametrize").check(((info, s0) for info, s0, _, _ in planned), cfg.sigma0)
+        shifts.append((info, s0, t, x))
+    AnchorScaleCheck("syre.reparametrize").check(((info, s0) for info, s0, _, _ in shifts), cfg.sigma0)
     entries = []
     with torch.no_grad():
-        for info, s0, t, x in planned:
+        for info, s0, t, x in shifts:
             parametrize.register_parametrization(info.module, info.attr, AnchorShift(t))
             entries.append((info.module, info.attr, info.name, s0, x))
     return Reparametrization(entries, cfg.seed, cfg.d_spread)

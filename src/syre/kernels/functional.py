@@ -176,7 +176,7 @@ def apply_buckets(bs: list, weight) -> None:
 # diff.addcmul_(diff, xi) and p.sub_(diff, alpha=weight), each a fused multiply-add in ATen's
 # vectorised CPU loops: diff = fma(diff, xi, diff), p = fma(-weight, diff, p). The fused kernel
 # computes exactly that in one pass with explicit FMAs; it is compiled, checked bitwise against
-# the for-loop on probe data, and used for tensors of at least _FUSED_MIN elements. Everything else
+# the for-loop on sample data, and used for tensors of at least _FUSED_MIN elements. Everything else
 # (and every tensor when the kernel is not available) goes through _ar_blocked.
 
 
@@ -203,8 +203,8 @@ def _ar0_fused(p, xi, neg_weight) -> None:
         p.add_(d, alpha=float(neg_weight))
 
 
-def _probe_ar(with_theta: bool):
-    def probe(kernel, dtype) -> bool:
+def _verifier_ar(with_theta: bool):
+    def verify(kernel, dtype) -> bool:
         g = torch.Generator().manual_seed(0)
         n = (1 << 16) + 5  # vector body and ragged tail; the size hint makes the loop parallel
         p = torch.randn(n, generator=g, dtype=dtype)
@@ -217,13 +217,13 @@ def _probe_ar(with_theta: bool):
         kernel(got, t, x, w) if with_theta else kernel(got, x, w)
         return torch.equal(got, want)
 
-    return probe
+    return verify
 
 
 #: Built once the process has swept 2**30 advanced-removal elements through the blocked path
 #: (the build takes seconds; the fused pass saves well under a nanosecond per element).
-_AR_FUSED = LazyKernel("advanced-removal decay kernel", _ar_fused, _probe_ar(True), budget=1 << 30)
-_AR0_FUSED = LazyKernel("advanced-removal decay kernel", _ar0_fused, _probe_ar(False), budget=1 << 30)
+_AR_FUSED = LazyKernel("advanced-removal decay kernel", _ar_fused, _verifier_ar(True), budget=1 << 30)
+_AR0_FUSED = LazyKernel("advanced-removal decay kernel", _ar0_fused, _verifier_ar(False), budget=1 << 30)
 #: Tensors below this many elements go through the blocked path: the compiled call costs tens of
 #: microseconds, and on cache-cold medium tensors ATen's three passes measured faster here.
 _FUSED_MIN = 1 << 20

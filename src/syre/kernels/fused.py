@@ -79,8 +79,8 @@ def _sgd_kernel(p, g, b, t0, xi, s) -> None:
     b.copy_(b2)
 
 
-def _probe(kind: str):
-    def probe(kernel, key) -> bool:
+def _verifier(kind: str):
+    def verify(kernel, key) -> bool:
         dtype, ar = key
         gen = torch.Generator().manual_seed(0)
         n = FUSED_MIN + 5
@@ -100,7 +100,7 @@ def _probe(kind: str):
         # compiled and eager contract differently: agreement to a few ulps, not bitwise
         return all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
 
-    return probe
+    return verify
 
 
 class _DirectKernel(LazyKernel):
@@ -114,8 +114,8 @@ class _DirectKernel(LazyKernel):
     the variant is called through ``torch.compile`` as usual.
     """
 
-    def __init__(self, name, fn, probe, argnames):
-        super().__init__(name, fn, probe, budget=0)
+    def __init__(self, name, fn, verify, argnames):
+        super().__init__(name, fn, verify, budget=0)
         self.argnames = argnames
         self._direct = {}
 
@@ -130,7 +130,7 @@ class _DirectKernel(LazyKernel):
         direct = _direct_call(captured[-1], self.argnames) if captured else None
         if direct is not None:
             with torch.no_grad():
-                direct = direct if self.probe(direct, key) else None
+                direct = direct if self.verify(direct, key) else None
         self._direct[key] = direct or kernel
         return self._direct[key]
 
@@ -154,26 +154,26 @@ def _direct_call(captured, argnames):
     phs = [n for n in gm.graph.nodes if n.op == "placeholder"]
     names = {n.name: n.name[2:-1] for n in phs if n.name.startswith("l_") and n.name.endswith("_")}
     tensors = {names[n.name]: n.meta.get("example_value") for n in phs if n.name in names}
-    plan = []
+    picks = []
     for n in phs:
         ev = n.meta.get("example_value")
         if n.name in names and isinstance(ev, torch.Tensor) and names[n.name] in argnames:
-            plan.append((argnames.index(names[n.name]), None))
+            picks.append((argnames.index(names[n.name]), None))
             continue
         dims = [(k, d) for k, t in tensors.items() if isinstance(t, torch.Tensor) for d, sz in enumerate(t.shape)
                 if str(sz) == str(ev)]
         if not dims or dims[0][0] not in argnames:
             return None
-        plan.append((argnames.index(dims[0][0]), dims[0][1]))
+        picks.append((argnames.index(dims[0][0]), dims[0][1]))
 
     def call(*args):
-        return compiled(*[args[i] if d is None else args[i].shape[d] for i, d in plan])
+        return compiled(*[args[i] if d is None else args[i].shape[d] for i, d in picks])
 
     return call
 
 
-_ADAMW = _DirectKernel("fused AdamW + syre kernel", _adamw_kernel, _probe("adamw"), ("p", "g", "m", "v", "t0", "xi", "s"))
-_SGD = _DirectKernel("fused SGD + syre kernel", _sgd_kernel, _probe("sgd"), ("p", "g", "b", "t0", "xi", "s"))
+_ADAMW = _DirectKernel("fused AdamW + syre kernel", _adamw_kernel, _verifier("adamw"), ("p", "g", "m", "v", "t0", "xi", "s"))
+_SGD = _DirectKernel("fused SGD + syre kernel", _sgd_kernel, _verifier("sgd"), ("p", "g", "b", "t0", "xi", "s"))
 
 
 def _kernel(lazy: LazyKernel, p: torch.Tensor, ar: bool):

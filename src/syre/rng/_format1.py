@@ -80,7 +80,7 @@ def _uniforms(u1, v, xi, start, k0, k1, d_spread) -> None:
     xi.copy_((2.0 * ((x2.to(torch.float64) + 0.5) * _TWO_NEG32) - 1.0) * d_spread)
 
 
-def _probe_uniforms(kernel, key) -> bool:
+def _verify_uniforms(kernel, key) -> bool:
     n = _FAST_BLOCK + 3  # a full block and a ragged tail; the size hint makes the loop parallel
     args = (torch.tensor(2**32 - 5), torch.tensor(0x243F6A88), torch.tensor(0x85A308D3), torch.tensor(0.5, dtype=torch.float64))
     got = [torch.empty(n, dtype=torch.float64) for _ in range(3)]
@@ -93,7 +93,7 @@ def _probe_uniforms(kernel, key) -> bool:
 #: The compiled ``_uniforms``: built once the process has asked for 2**22 anchor elements (about
 #: two seconds of the eager generator; the build takes seconds too, then is cached on disk by
 #: torch), so small models never pay for it and a seeded run pays it once.
-_UNIFORMS = LazyKernel("anchor generator", _uniforms, _probe_uniforms, budget=1 << 22)
+_UNIFORMS = LazyKernel("anchor generator", _uniforms, _verify_uniforms, budget=1 << 22)
 
 
 def _blocks(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread: float, dtype, device):

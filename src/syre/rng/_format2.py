@@ -181,8 +181,8 @@ def _run(kernel, out: torch.Tensor, lanes: torch.Tensor, j0: int, *args) -> None
         torch.stack(tuple(ls), dim=1, out=out.view(nb, 4))
 
 
-def _probe(with_theta: bool):
-    def probe(kernel, dtype) -> bool:
+def _verifier(with_theta: bool):
+    def verify(kernel, dtype) -> bool:
         key = (0x243F6A88, 0x85A308D3)
         start, n = (1 << 34) - 4 * 1000, BLOCK + 128  # counters past 2**32 blocks, a full block and more
         got = torch.empty(n, dtype=dtype)
@@ -196,11 +196,11 @@ def _probe(with_theta: bool):
         want = fill_eager(key, start, start + n, 0.37 if with_theta else 0.0, 0.0 if with_theta else 0.37, "cpu", dtype)
         return torch.equal(got, want[0] if with_theta else want[1])
 
-    return probe
+    return verify
 
 
-_THETA = LazyKernel("anchor generator (format 2)", _theta_kernel, _probe(True), budget=1 << 22)
-_XI = LazyKernel("anchor generator (format 2)", _xi_kernel, _probe(False), budget=1 << 22)
+_THETA = LazyKernel("anchor generator (format 2)", _theta_kernel, _verifier(True), budget=1 << 22)
+_XI = LazyKernel("anchor generator (format 2)", _xi_kernel, _verifier(False), budget=1 << 22)
 
 
 def _kernels(n: int, sigma0: float, d_spread: float, device, dtype):

@@ -53,7 +53,7 @@ from ..sigma0 import (  # noqa: F401
 from . import _format1, _format2
 
 # The format-1 fast path, under the names it had here.
-from ._format1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _probe_uniforms, _uniforms  # noqa: F401
+from ._format1 import _CHUNK, _FAST_BLOCK, _FAST_MIN, _UNIFORMS, _fill_eager, _uniforms, _verify_uniforms  # noqa: F401
 
 # Philox and the key live in ``syre.rng._philox``; these names stay importable from here.
 from ._philox import MASK32, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, philox4x32, stream_key  # noqa: F401
