@@ -1,4 +1,9 @@
-"""What ``Syre.coverage()`` and ``Syre.summary()`` say: one row per parameter, and a table of them."""
+"""What a ``Syre`` reports: ``coverage()`` (one row per parameter), ``pull_report()`` and ``pull_ratios()``
+(does syre matter here?) and ``summary()`` (a table of them).
+
+``Reporting`` holds these methods of ``Syre`` (as ``syre.core._state.Checkpointing`` holds its checkpoint
+ones); they read the attachment's plan, groups, pull probe and store.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List
@@ -6,10 +11,10 @@ from typing import Any, Callable, Dict, List
 from torch.nn.parameter import is_lazy
 
 from .._version import __version__
-from ._checks import PROBE_STEPS
+from ._checks import PROBE_STEPS, verdict
 from ._plan import UNHELD, Plan
 
-__all__ = ["coverage_rows", "measured_when", "summary_text"]
+__all__ = ["Reporting", "coverage_rows", "measured_when", "summary_text"]
 
 
 def coverage_rows(plan: Plan, gamma_of: Callable[[int], float], ratios: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
@@ -102,3 +107,39 @@ def summary_text(s, rows: List[Dict[str, Any]], nbytes: int, report: Dict[str, A
     lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*b) for b in body]
     return "\n".join(lines)
+
+
+class Reporting:
+    """The reports of ``Syre`` (a mixin: ``self`` is the attachment)."""
+
+    def coverage(self) -> List[Dict[str, Any]]:
+        """One row per parameter: name, shape, module type, group, covered, decayed, reason, sigma0,
+        gamma, strength (``gamma * sigma0``) and the measured ``pull_ratio`` (None until measured).
+        ``decayed`` is ``covered`` with a gamma above 0."""
+        return coverage_rows(self._refresh(), self._groups.gamma, self._probe.ratios)
+
+    def pull_report(self) -> Dict[str, Any]:
+        """Does syre matter here? The ratios measured over the first PROBE_STEPS steps, and the verdict.
+
+        ``{"params": {name: {"decay", "anchor", "pull"}}, "total": {...}, "verdict": str}``:
+        ``decay`` is ``lr * gamma * RMS(p) / RMS(update)`` (is the decay strong enough to shape the
+        weights?), ``anchor`` is ``sigma0 / RMS(p)`` (does syre differ from weight decay?), ``pull``
+        their product; totals are element-weighted medians. See ``syre.core._checks`` for the thresholds.
+        """
+        self._refresh()
+        total = self._probe.totals()
+        return {"params": {n: dict(r) for n, r in self._probe.ratios.items()}, "total": total,
+                "verdict": verdict(total["decay"], total["anchor"])}
+
+    def pull_ratios(self) -> Dict[str, float]:
+        """Measured per-step pull / optimizer update of each checked parameter (empty before step PROBE_STEPS).
+
+        The pull is ``lr * gamma * sigma0``, the update the RMS of the optimizer's own change of the
+        parameter in that step (syre's decay excluded); the median over the first PROBE_STEPS steps.
+        """
+        return dict(self._probe.ratio)
+
+    def summary(self) -> str:
+        """A table of what is decayed, with sigma0, gamma, the breaking strength gamma * sigma0 and,
+        after the first PROBE_STEPS steps, the measured pull / update ratio."""
+        return summary_text(self, self.coverage(), self._store.nbytes(), self.pull_report())

@@ -51,10 +51,10 @@ from ..kernels.fused import FUSABLE, Work
 from ..rng.anchors import Anchor
 from ..select import check_rules_match, collect, unwrap_model
 from ..sigma0 import DEFAULT_SIGMA0
-from ._checks import PrecisionCheck, PullProbe, verdict
+from ._checks import PrecisionCheck, PullProbe
 from ._groups import Groups, as_float
 from ._plan import EXCLUDED, LAZY, build_plan, fingerprint
-from ._report import coverage_rows, summary_text
+from ._report import Reporting
 from ._state import Checkpointing, Runtime
 from ._store import anchor_dtype, make_store
 from ._targets import make_target
@@ -108,7 +108,7 @@ def _target_scale(target, infos):
     return scale
 
 
-class Syre(Checkpointing):
+class Syre(Checkpointing, Reporting):
     """syre attached to a torch optimizer (see the module docstring for the update rule).
 
     Args:
@@ -369,42 +369,10 @@ class Syre(Checkpointing):
         d = torch.ones(p.shape, dtype=dtype, device=device) if x is None else (1.0 + x).contiguous()
         return Anchor(theta0, d)
 
-    def coverage(self) -> List[Dict[str, Any]]:
-        """One row per parameter: name, shape, module type, group, covered, decayed, reason, sigma0,
-        gamma, strength (``gamma * sigma0``) and the measured ``pull_ratio`` (None until measured).
-        ``decayed`` is ``covered`` with a gamma above 0."""
-        return coverage_rows(self._refresh(), self._groups.gamma, self._probe.ratios)
-
-    def pull_report(self) -> Dict[str, Any]:
-        """Does syre matter here? The ratios measured over the first PROBE_STEPS steps, and the verdict.
-
-        ``{"params": {name: {"decay", "anchor", "pull"}}, "total": {...}, "verdict": str}``:
-        ``decay`` is ``lr * gamma * RMS(p) / RMS(update)`` (is the decay strong enough to shape the
-        weights?), ``anchor`` is ``sigma0 / RMS(p)`` (does syre differ from weight decay?), ``pull``
-        their product; totals are element-weighted medians. See ``syre.core._checks`` for the thresholds.
-        """
-        self._refresh()
-        total = self._probe.totals()
-        return {"params": {n: dict(r) for n, r in self._probe.ratios.items()}, "total": total,
-                "verdict": verdict(total["decay"], total["anchor"])}
-
-    def pull_ratios(self) -> Dict[str, float]:
-        """Measured per-step pull / optimizer update of each checked parameter (empty before step PROBE_STEPS).
-
-        The pull is ``lr * gamma * sigma0``, the update the RMS of the optimizer's own change of the
-        parameter in that step (syre's decay excluded); the median over the first PROBE_STEPS steps.
-        """
-        return dict(self._probe.ratio)
-
     def anchor_nbytes(self) -> int:
         """Bytes this ``Syre`` holds for anchors now (0 in seeded mode: nothing per parameter)."""
         self._refresh()
         return self._store.nbytes()
-
-    def summary(self) -> str:
-        """A table of what is decayed, with sigma0, gamma, the breaking strength gamma * sigma0 and,
-        after the first PROBE_STEPS steps, the measured pull / update ratio."""
-        return summary_text(self, self.coverage(), self._store.nbytes(), self.pull_report())
 
     def __repr__(self) -> str:
         c = self._config
