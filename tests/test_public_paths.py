@@ -125,3 +125,21 @@ def test_console_script_and_python_m():
         assert out.returncode == 0 and out.stdout.strip() == f"syre {syre.__version__}", (module, out.stderr)
     out = _run("-m", "syre.bench", "list")
     assert out.returncode == 0 and re.search(r"^e0 ", out.stdout, re.M), out.stderr
+
+
+def test_a_pickle_written_before_the_layout_loads():
+    """``syre.init_`` records an ``InitRecord`` on the model (a pickled model holds it by module path): an old
+    pickle names ``syre.init``; it loads, as the same class, and a new one names the module's home."""
+    import pickle
+
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    syre.init_(model, seed=3)
+    new = pickle.dumps(model, protocol=0)
+    assert b"csyre.forms.init\nInitRecord\n" in new
+    old = new.replace(b"csyre.forms.init\nInitRecord\n", b"csyre.init\nInitRecord\n")
+    loaded = pickle.loads(old)
+    record = syre.init.init_record(loaded)
+    assert type(record) is syre.init.InitRecord and (record.seed, record.scheme) == (3, "lecun")
+    assert torch.equal(loaded.weight, model.weight)
