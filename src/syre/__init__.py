@@ -9,6 +9,14 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 ``syre.data``, ``syre.diagnostics``, ``syre.bench`` and ``syre.integrations`` load on first use
 (``import syre`` then ``syre.diagnostics.audit(...)`` works); ``syre.optax`` needs JAX and is
 imported explicitly.
+
+The rooms, lowest layer first (``tests/test_layers.py`` holds the order): ``config`` and ``sigma0``
+(the request), ``rng`` (the generator; ``syre.anchors`` is ``syre.rng.anchors``), ``kernels`` (the
+decay kernels, ``syre.AdamW``/``syre.SGD``), ``forms`` (``Penalty``, ``reparametrize``, ``init_``),
+``core`` (the step machinery: ``Syre``, ``MultiSyre``), ``_attach`` (``syre.attach``, which picks
+one; ``syre.optim`` is this module), then ``integrations``, ``optax``, ``diagnostics``, ``app``
+(``cli``, ``demo``, ``diagnose``, ``data``) and ``bench``. The import paths of the flat layout keep
+working (``syre._paths``).
 """
 from . import _paths
 from ._attach import AnchorScaleWarning, DecaySettingWarning, PrecisionWarning, WeakPullWarning, attach, attached
@@ -55,8 +63,9 @@ __all__ = [
     "shrink_perturb_",
 ]
 
-#: Submodules imported on first attribute access (PEP 562); none of them imports an optional dependency.
-_LAZY = ("bench", "cli", "data", "demo", "diagnose", "diagnostics", "integrations")
+#: Submodules imported on first attribute access (PEP 562), with the kept paths ``syre.cli``, ``syre.data``,
+#: ``syre.demo``, ``syre.diagnose`` ...; none of them imports an optional dependency.
+_LAZY = ("bench", "diagnostics", "integrations")
 
 
 def __getattr__(name: str):

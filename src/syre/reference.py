@@ -1,4 +1,5 @@
-"""The paper's equations as slow, obvious code: the test oracle. Not used by the library.
+"""The paper's equations as slow, obvious code: the test oracle. Not used by the library (no module of
+syre imports it: ``tests/test_layers.py``); the tests compare every fast path with it.
 
 * ``philox4x32_10``: Philox4x32-10 on Python ints, written from Salmon et al. (2011).
 * ``anchor``: theta0 and D from it in format 1, one element at a time (numpy float64).

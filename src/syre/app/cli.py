@@ -14,9 +14,9 @@ from .._version import __version__
 
 #: Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES = [
-    "syre.demo",
+    "syre.app.demo",
     "syre.bench.cli",
-    "syre.diagnose",
+    "syre.app.diagnose",
 ]
 
 
