@@ -21,25 +21,9 @@ from __future__ import annotations
 import torch
 
 from ..rng import _format2
-from ..rng._triton import _launch, _seed
+from ..rng._triton import _launch, _require, _seed, available, tl, triton  # Triton (None without it), imported once
 
 __all__ = ["available", "decay", "fused_kernel", "seeded_decay"]
-
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the kernels below are defined only with Triton
-    triton = tl = None
-
-
-def available() -> bool:
-    return triton is not None
-
-
-def _require() -> None:
-    if triton is None:
-        raise ImportError("syre's GPU kernels need Triton, which is not installed: pip install 'torch-syre[triton]'")
 
 
 if triton is not None:

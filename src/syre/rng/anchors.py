@@ -106,13 +106,13 @@ def _check_seed(seed) -> int:  # kept for code that imported it; use syre.config
     return check_seed(seed)
 
 
-def _on_gpu(device: torch.device) -> bool:
-    """CUDA tensors take the Triton kernel (``syre.rng._triton``): the same bits as the CPU path."""
-    if device.type != "cuda":
-        return False
+def _gpu(device):
+    """``syre.rng._triton`` where ``device`` is CUDA and Triton is installed (the same bits as the CPU path), else None."""
+    if torch.device(device).type != "cuda":
+        return None
     from . import _triton
 
-    return _triton.available()
+    return _triton if _triton.available() else None
 
 
 def _fill(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread: float, device, dtype,
@@ -120,12 +120,10 @@ def _fill(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread: 
     """``(theta0, xi)`` of ``[start, stop)`` as flat tensors (``None`` where off), in ``version``."""
     if version == 1:
         return _format1._fill(seed, name, start, stop, sigma0, d_spread, device, dtype)
-    device = torch.device(device)
-    if _on_gpu(device):
-        from . import _triton
-
-        return _triton.anchors(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
-    return _format2.fill(stream_key(seed, name), start, stop, sigma0, d_spread, device, dtype)
+    gpu = _gpu(device)
+    if gpu is not None:
+        return gpu.anchors(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
+    return _format2.fill(stream_key(seed, name), start, stop, sigma0, d_spread, torch.device(device), dtype)
 
 
 def _blocks(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread: float, dtype, device,
@@ -136,12 +134,10 @@ def _blocks(seed: int, name: str, start: int, stop: int, sigma0: float, d_spread
     """
     if version == 1:
         return _format1._blocks(seed, name, start, stop, sigma0, d_spread, dtype, device)
-    device = torch.device(device)
-    if _on_gpu(device):
-        from . import _triton
-
-        return _triton.blocks(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
-    return _format2.blocks(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
+    gpu = _gpu(device)
+    if gpu is not None:
+        return gpu.blocks(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, device)
+    return _format2.blocks(stream_key(seed, name), start, stop, sigma0, d_spread, dtype, torch.device(device))
 
 
 def _at(seed: int, name: str, indices: torch.Tensor, sigma0: float, d_spread: float, dtype,
