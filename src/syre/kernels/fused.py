@@ -20,7 +20,7 @@ reads ``p, grad, exp_avg, exp_avg_sq, theta0 (, xi)`` once and writes ``p, exp_a
 (``syre.SGD`` with momentum: the decay, then ``b <- momentum b + (1 - dampening) g``, ``p <- p - lr b``).
 The kernel is ``torch.compile``d on CPU (one build per dtype and kind, cached on disk by torch;
 ``lr`` and every other scalar enter as one tensor, so a learning-rate schedule does not
-recompile) and the Triton kernel of ``syre.kernels._triton`` on CUDA. Everything else -- tensors below
+recompile) and the Triton kernel of ``syre._triton`` on CUDA. Everything else -- tensors below
 ``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable or differentiable groups, Nesterov,
 a coupled ``weight_decay`` on SGD, the first SGD step (no momentum buffer yet), or no compiler --
 takes the separate pass: syre's decay, then torch's own step on those tensors. In seeded mode each
@@ -35,7 +35,7 @@ whole: no decay, no update, no step counted.
 
 Agreement: the fused pass and "decay, then torch's AdamW" are not bitwise equal (torch's kernels
 contract some products into FMAs, the compiled one others); ``tests/test_fused.py`` bounds the
-difference against the equations (``syre.reference.adamw_step``) over many steps.
+difference against the equations (``syre._reference.adamw_step``) over many steps.
 """
 from __future__ import annotations
 
