@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import syre
-from syre import _triton as T
+from syre.kernels import _triton as T
 from syre import anchors as A
 from syre import functional as F
 

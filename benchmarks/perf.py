@@ -34,8 +34,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import syre  # noqa: E402
-from syre import _gen_v1 as V1  # noqa: E402
-from syre import _gen_v2 as V2  # noqa: E402
+from syre.rng import _format1 as V1  # noqa: E402
+from syre.rng import _format2 as V2  # noqa: E402
 from syre import functional as F  # noqa: E402
 from syre import fused as FU  # noqa: E402
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 import syre
-from syre._checks import ANCHOR_SMALL, DECAY_WEAK
+from syre.core._checks import ANCHOR_SMALL, DECAY_WEAK
 from syre.bench.common import dataset, mlp
 
 ROOT = Path(__file__).resolve().parent

@@ -9,19 +9,31 @@ See ``syre.attach`` (decoupled, any optimizer), ``syre.Penalty`` (coupled loss t
 ``syre.data``, ``syre.diagnostics``, ``syre.bench`` and ``syre.integrations`` load on first use
 (``import syre`` then ``syre.diagnostics.audit(...)`` works); ``syre.optax`` needs JAX and is
 imported explicitly.
+
+The rooms, lowest layer first (``tests/test_layers.py`` holds the order): ``config`` and ``sigma0``
+(the request), ``rng`` (the generator; ``syre.anchors`` is ``syre.rng.anchors``), ``kernels`` (the
+decay kernels, ``syre.AdamW``/``syre.SGD``), ``forms`` (``Penalty``, ``reparametrize``, ``init_``),
+``core`` (the step machinery: ``Syre``, ``MultiSyre``), ``_attach`` (``syre.attach``, which picks
+one; ``syre.optim`` is this module), then ``integrations``, ``optax``, ``diagnostics``, ``app``
+(``cli``, ``demo``, ``diagnose``, ``data``) and ``bench``. The import paths of the flat layout keep
+working (``syre._paths``).
 """
+from . import _paths
+from ._attach import AnchorScaleWarning, DecaySettingWarning, PrecisionWarning, WeakPullWarning, attach, attached
 from ._version import __version__
-from ._groups import equivalent_gamma
-from ._multi import MultiSyre
-from ._state import plain_state_dict
-from .anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .config import Config
-from .fused import AdamW, SGD
-from .init import init_, reset_units_, shrink_perturb_
-from .optim import AnchorScaleWarning, DecaySettingWarning, PrecisionWarning, Syre, WeakPullWarning, attach, attached
-from .penalty import Penalty
-from .reparam import Reparametrization, reparametrize
+from .core._groups import equivalent_gamma
+from .core._multi import MultiSyre
+from .core._state import plain_state_dict
+from .core._syre import Syre
+from .forms.init import init_, reset_units_, shrink_perturb_
+from .forms.penalty import Penalty
+from .forms.reparam import Reparametrization, reparametrize
+from .kernels.fused import SGD, AdamW
+from .rng.anchors import DEFAULT_D_SPREAD, DEFAULT_SIGMA0, Anchor, anchor
 from .select import NORM_TYPES
+
+_paths.install()  # syre.anchors, syre.functional, syre.optim, syre.demo ...: the paths of the flat layout
 
 __all__ = [
     "AdamW",
@@ -51,12 +63,13 @@ __all__ = [
     "shrink_perturb_",
 ]
 
-#: Submodules imported on first attribute access (PEP 562); none of them imports an optional dependency.
-_LAZY = ("bench", "cli", "data", "demo", "diagnose", "diagnostics", "integrations")
+#: Submodules imported on first attribute access (PEP 562), with the kept paths ``syre.cli``, ``syre.data``,
+#: ``syre.demo``, ``syre.diagnose`` ...; none of them imports an optional dependency.
+_LAZY = ("bench", "diagnostics", "integrations")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name in _LAZY or f"{__name__}.{name}" in _paths.KEPT:
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
@@ -64,4 +77,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {path.split(".", 1)[1] for path in _paths.KEPT})

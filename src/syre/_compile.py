@@ -3,7 +3,7 @@
 A ``LazyKernel`` wraps a function of tensors that has an eager meaning. On CPU it is compiled with
 ``torch.compile`` (inductor emits a C++ loop; no Triton) once the process has done enough of
 that work eagerly for the compile (seconds, then cached on disk by torch) to pay off. Each
-compiled variant (one per ``key``, e.g. dtype) is run once on probe data and compared bitwise
+compiled variant (one per ``key``, e.g. dtype) is run once on sample data and compared bitwise
 with the eager function; any failure -- no C++ compiler, an unsupported platform, a torch bug, a
 mismatch -- turns that kernel off for the process with one warning, and the callers keep using
 their eager path, which computes the same numbers.
@@ -45,15 +45,15 @@ class LazyKernel:
     Args:
         name: what the kernel computes, for the warning.
         fn: the function to compile (it must also be correct when run eagerly).
-        probe: ``probe(kernel, key) -> bool``, run once per key after compiling: True when the
-            compiled kernel reproduces the eager one bitwise on probe data.
+        verify: ``verify(kernel, key) -> bool``, run once per key after compiling: True when the
+            compiled kernel reproduces the eager one bitwise on sample data.
         budget: elements of eager work after which the kernel is built (``SYRE_COMPILE`` unset).
     """
 
-    def __init__(self, name: str, fn: Callable, probe: Callable[[Callable, Any], bool], budget: int):
+    def __init__(self, name: str, fn: Callable, verify: Callable[[Callable, Any], bool], budget: int):
         self.name = name
         self.fn = fn
-        self.probe = probe
+        self.verify = verify
         self.budget = budget
         self.eager_done = 0
         self._compiled: Optional[Callable] = None
@@ -78,9 +78,9 @@ class LazyKernel:
                     importlib.import_module("torch._inductor.inductor_prims")  # registers prims.fma
                     self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True, **self.compile_options())
                 with torch.no_grad():
-                    ok = bool(self.probe(self._compiled, key))
+                    ok = bool(self.verify(self._compiled, key))
             if not ok:
-                raise RuntimeError("the compiled kernel does not reproduce the eager one bitwise on probe data")
+                raise RuntimeError("the compiled kernel does not reproduce the eager one bitwise on sample data")
         except Exception as exc:  # no C++ compiler, unsupported platform, a torch.compile bug, ...
             self._failed = True
             warnings.warn(

@@ -10,7 +10,7 @@ import fnmatch
 from typing import List
 
 from .config import Config
-from .select import _items, _is_type_tuple
+from .select import _is_type_tuple, _items
 
 __all__ = ["NOT_IN_JAX", "ONLY_IN_JAX", "jax_config", "selected"]
 

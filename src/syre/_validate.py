@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import sys
 
 import torch
 
@@ -101,3 +103,13 @@ def check_shape(shape) -> torch.Size:
 def _is_int_scalar(value) -> bool:
     kind = getattr(getattr(value, "dtype", None), "kind", None)
     return tuple(getattr(value, "shape", (None,))) == () and kind in ("i", "u")
+
+
+def stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside syre and torch (the ``optimizer.step()`` line): a warning
+    names the user's line, from whichever of syre's modules it is issued."""
+    skip = tuple(os.path.dirname(m.__file__) for m in (torch, sys.modules[__package__]))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -40,9 +40,9 @@ __all__ = [
 DEFAULT_D_SPREAD = 0.1
 
 
-#: ``attach(target=...)`` names (or a mapping name -> tensor); see ``syre._targets``.
+#: ``attach(target=...)`` names (or a mapping name -> tensor); see ``syre.core._targets``.
 TARGETS = ("random", "init", "pretrained")
-#: ``attach(rounding=...)``: how decayed fp16/bf16 values are stored; see ``syre._rounding``.
+#: ``attach(rounding=...)``: how decayed fp16/bf16 values are stored; see ``syre.core._rounding``.
 ROUNDINGS = ("nearest", "stochastic")
 
 
@@ -61,8 +61,8 @@ class Config:
         strict: a trainable model parameter the optimizer does not hold is an error.
         foreach: multi-tensor kernels (None: decide per call).
         target: what the decay pulls toward: ``"random"`` (syre's anchor), ``"init"``,
-            ``"pretrained"``, or a mapping name -> tensor (see ``syre._targets``).
-        rounding: ``"nearest"`` or ``"stochastic"`` (decayed fp16/bf16 values, ``syre._rounding``).
+            ``"pretrained"``, or a mapping name -> tensor (see ``syre.core._targets``).
+        rounding: ``"nearest"`` or ``"stochastic"`` (decayed fp16/bf16 values, ``syre.core._rounding``).
     """
 
     gamma: Optional[float] = None

@@ -19,8 +19,8 @@ convention of ``syre.attach`` and of torch's AdamW, where the pull per step is `
 
 **Same anchors as torch.** ``theta0`` and ``D = 1 + xi`` come from the counter-based generator of
 ``syre.anchors`` (Philox4x32-10 keyed by ``blake2b(seed || name)``, counter = row-major element
-index, anchor format 2: an integer-only normal, see ``syre._gen_v2``), written here with
-``uint32`` ``jax.numpy`` operations so it runs inside ``jit`` on any backend (``syre._jax_gen``).
+index, anchor format 2: an integer-only normal, see ``syre.rng._format2``), written here with
+``uint32`` ``jax.numpy`` operations so it runs inside ``jit`` on any backend (``syre.rng.jax``).
 For the same seed, name, shape, sigma0 and ``d_spread``, the JAX and torch anchors are bitwise
 equal in float32, without ``jax_enable_x64``. ``format_version=1`` gives the format-1 anchors
 (Box-Muller; bitwise with ``jax_enable_x64``, within a few float32 ulps without it) to resume a
@@ -71,10 +71,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
-from .anchors import PHILOX_M0 as _M0, PHILOX_M1 as _M1, PHILOX_W0 as _W0, PHILOX_W1 as _W1, stream_key
-from .config import check_d_spread, check_nonneg_float, check_seed
-from ._validate import check_shape
 from ._optax_config import NOT_IN_JAX, ONLY_IN_JAX, jax_config, selected
+from ._validate import check_shape
+from .config import check_d_spread, check_nonneg_float, check_seed
+from .rng.anchors import FORMAT, check_format, stream_key
+from .rng.jax import check_size, generate, generate_jit, x64_enabled
 from .sigma0 import (
     DEFAULT_SHAPE_SIGMA0,
     DEFAULT_SIGMA0,
@@ -125,12 +126,6 @@ class SyreDecayState(NamedTuple):
     keys: Any
 
 
-# The generators live in syre._jax_gen; these names stay importable from here.
-from ._jax_gen import (  # noqa: E402,F401
-    _check_size, _generate, _generate_jit, _mulhilo, _normal_f32, _normal_v2, _philox, _scale, _unit_draws,
-    _unit_xi_f32, _x64_enabled,
-)
-from .anchors import FORMAT, check_format  # noqa: E402
 
 
 def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0, dtype=None,
@@ -150,10 +145,10 @@ def anchor(seed: int, name: str, shape, *, sigma0: float, d_spread: float = 0.0,
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     dtype = jnp.float32 if dtype is None else dtype
     version = check_format(format_version)
-    _check_size(name, n)
+    check_size(name, n)
     key = jnp.asarray(stream_key(seed, name), dtype=jnp.uint32)
-    wide = (jnp.dtype(dtype) == jnp.float64) if version == 2 else _x64_enabled()
-    theta0, xi = _generate_jit()(key, n, sigma0, d_spread, bool(wide and _x64_enabled()), version)
+    wide = (jnp.dtype(dtype) == jnp.float64) if version == 2 else x64_enabled()
+    theta0, xi = generate_jit()(key, n, sigma0, d_spread, bool(wide and x64_enabled()), version)
     theta0 = jnp.zeros(shape, dtype) if theta0 is None else theta0.astype(dtype).reshape(shape)
     d = jnp.ones(shape, dtype) if xi is None else (1.0 + xi.astype(dtype)).reshape(shape)
     return theta0, d
@@ -325,9 +320,10 @@ def syre_decay(
         names, leaves, treedef = _named(params)
         selected(cfg, names, leaves)
         for name, leaf in zip(names, leaves):
-            _check_size(name, int(np.prod(np.shape(leaf), dtype=np.int64)))
+            check_size(name, int(np.prod(np.shape(leaf), dtype=np.int64)))
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-                raise ValueError(f"Parameter {name!r} has dtype {jnp.result_type(leaf)}; syre_decay supports floating-point parameters only")
+                raise ValueError(f"Parameter {name!r} has dtype {jnp.result_type(leaf)}; "
+                                 "syre_decay supports floating-point parameters only")
         keys = [jnp.asarray(stream_key(seed, n), dtype=jnp.uint32) for n in names]
         return SyreDecayState(count=jnp.zeros([], jnp.int32), keys=jax.tree_util.tree_unflatten(treedef, keys))
 
@@ -351,10 +347,10 @@ def syre_decay(
             n = int(np.prod(p.shape, dtype=np.int64)) if p.shape else 1
             s0 = _resolve_sigma0(sigma0, name, p, kernel_layout, shapes)
             # Format 2 draws in the parameter's precision (float64 only for float64 parameters).
-            wide = p.dtype == jnp.float64 if version == 2 else _x64_enabled()
+            wide = p.dtype == jnp.float64 if version == 2 else x64_enabled()
             # One generator per parameter tensor, fused with that tensor's update. (Drawing several
             # tensors at once and slicing does not help: XLA fuses the generator into every slice.)
-            theta0, xi = _generate(k, n, s0, d_spread, wide, version)
+            theta0, xi = generate(k, n, s0, d_spread, wide, version)
             work = jnp.float64 if p.dtype == jnp.float64 else jnp.float32
             diff = p.astype(work) if theta0 is None else p.astype(work) - theta0.astype(work).reshape(p.shape)
             if xi is not None:

@@ -60,7 +60,7 @@ Why the RMS at attach rather than an init rule: it needs nothing from the user (
 which init ran) and follows any init, including ones no rule knows (std 0.02, the residual
 projections' ``0.02 / sqrt(2 n_layer)``, ``[in, out]`` layouts); it is what ``"lecun"`` gives a model
 initialised at the LeCun std (whose RMS is that std), so the anchor stays "a second random
-initialisation" for every model. Under ``target="init"`` or ``"pretrained"`` (``syre._targets``) the
+initialisation" for every model. Under ``target="init"`` or ``"pretrained"`` (``syre.core._targets``) the
 anchor is the target itself and no spec applies: the sigma0 reported (``summary()``, the state) is
 the target's RMS, the size of what the decay pulls toward.
 
@@ -346,7 +346,8 @@ def resolve_sigma0(spec: Sigma0Spec, name: str, param: torch.Tensor, module: Opt
         try:
             return check_nonneg_float("sigma0", value)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; expected a finite float >= 0") from exc
+            raise ValueError(f"Invalid sigma0 value {value!r} returned by the sigma0 callable for parameter {name!r}; "
+                             "expected a finite float >= 0") from exc
     return _check_sigma0_number(spec)
 
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import syre
-from syre._checks import ANCHOR_FAR, ANCHOR_FAR_SHOWN, PROBE_STEPS
+from syre.core._checks import PROBE_STEPS
+from syre.forms._scale_check import ANCHOR_FAR, ANCHOR_FAR_SHOWN
 
 
 class NanoGPTish(nn.Module):
@@ -157,7 +158,7 @@ def test_summary_says_what_it_measured_and_when():
 
 
 def test_match_within_the_band_reads_no_weights_a_second_time(monkeypatch):
-    import syre._checks as C
+    import syre.forms._scale_check as C
 
     calls = []
     real = C.rms

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 import syre
-from syre import _reference as ref
-from syre import _targets, config, fused
+from syre import reference as ref
+from syre import config, fused
+from syre.core import _targets
 
 G = 0.2  # the weight decay taken over (or the explicit gamma)
 LR = 0.1

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import syre
-from syre._checks import ANCHOR_SMALL, DECAY_WEAK, PROBE_STEPS, WeakPullWarning, verdict
+from syre.core._checks import ANCHOR_SMALL, DECAY_WEAK, PROBE_STEPS, WeakPullWarning, verdict
 from repo import ROOT, load_script
 
 SUMMARY = ROOT / "benchmarks" / "results" / "pull-numbers" / "pull_numbers.json"

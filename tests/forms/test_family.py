@@ -287,7 +287,7 @@ def test_the_family_is_exported_at_the_top_level():
 
 # ----------------------------------------------------------------------------- the compiled counter streams
 def test_compiled_stream_ranges_equal_the_eager_words_and_normals(monkeypatch):
-    from syre import _streams as S
+    from syre.rng import _streams as S
 
     monkeypatch.setenv("SYRE_COMPILE", "1")  # compile now (the probe checks them bitwise first)
     k = S.key(3, "layer.weight", "round")
@@ -307,7 +307,7 @@ def test_compiled_stream_ranges_equal_the_eager_words_and_normals(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_stochastic_rounding_rounds_up_with_the_distance_as_probability(dtype):
-    from syre._rounding import stochastic_round_
+    from syre.core._rounding import stochastic_round_
 
     n = 1 << 16
     for base in (1.0, -3.0):

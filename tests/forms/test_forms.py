@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import syre
-from syre import _reference as ref
+from syre import reference as ref
 
 from small_models import batches, make_mlp
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import syre
-from syre import _reference as ref
+from syre import reference as ref
 from syre import fused as FU
 
 #: Stated agreement of one fused fp32 step with the float64 equations applied to the same

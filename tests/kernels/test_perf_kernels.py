@@ -10,10 +10,10 @@ from torch import nn
 
 import syre
 from syre import _compile as C
-from syre import _reference as ref
+from syre import reference as ref
 from syre import anchors as A
-from syre import _gen_v1 as V1
-from syre import _gen_v2 as V2
+from syre.rng import _format1 as V1
+from syre.rng import _format2 as V2
 from syre import functional as F
 
 from small_models import batches
@@ -214,7 +214,7 @@ def test_eager_fallback_gives_the_same_anchors_and_steps(monkeypatch):
     """With the generator's kernel unavailable, syre runs on the eager paths with the same numbers."""
     m = nn.Linear(300, 40)
     before = A.anchor_slice(3, "weight", 0, 12_000, sigma0=0.1, d_spread=0.2)
-    broken = C.LazyKernel("anchor generator", A._uniforms, A._probe_uniforms, budget=0)
+    broken = C.LazyKernel("anchor generator", A._uniforms, A._verify_uniforms, budget=0)
     broken._failed = True
     monkeypatch.setattr(A, "_UNIFORMS", broken)
     monkeypatch.setattr(V1, "_UNIFORMS", broken)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from syre import _gen_v2 as V2
-from syre import _normal_table as NT
-from syre import _reference as ref
+from syre.rng import _format2 as V2
+from syre.rng import _normal_table as NT
+from syre import reference as ref
 from syre import anchors as A
 
 

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 import syre
-from syre import _reference as ref
-from syre import _gen_v1 as V1
-from syre import _gen_v2 as V2
+from syre import reference as ref
+from syre.rng import _format1 as V1
+from syre.rng import _format2 as V2
 from syre import anchors as A
 
 KAT = [

@@ -10,8 +10,9 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from syre import _gen_v2 as V2  # noqa: E402
-from syre import _triton as T  # noqa: E402
+from syre.rng import _format2 as V2  # noqa: E402
+from syre.kernels import _triton as T  # noqa: E402
+from syre.rng import _triton as RT  # noqa: E402
 from syre import anchors as A  # noqa: E402
 from syre import functional as F  # noqa: E402
 from syre import fused as FU  # noqa: E402
@@ -52,7 +53,7 @@ def anchors() -> bool:
                                          (5, "b", 13, 700, 0.0, 0.5)]:
         key = A.stream_key(seed, name)
         for dtype in (torch.float32, torch.float64):
-            got = T.anchors(key, start, start + n, s0, ds, dtype, "cpu")
+            got = RT.anchors(key, start, start + n, s0, ds, dtype, "cpu")
             want = A.anchor_slice(seed, name, start, start + n, sigma0=s0, d_spread=ds, dtype=dtype)
             ok &= all((a is None and b is None) or torch.equal(a, b) for a, b in zip(got, want))
     return ok

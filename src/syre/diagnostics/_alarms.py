@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _verdict as V
+from . import _verdict
 
 #: Share of the baseline below which a rank (counted at rtol) alarms. Lower than the audit's
 #: RANK_SHARE: during training a healthy layer's rank dips while ReLU units die and revive (E5
@@ -28,7 +28,7 @@ TREND_RANK_SHARE = 0.8
 SOFT_SHARE = 1 / 3
 #: Rise of the dead-unit share above its baseline that alarms (twice the audit's INACTIVE_SHARE:
 #: one recording sees one batch, so the share moves with the batch).
-DEAD_MARGIN = 2 * V.INACTIVE_SHARE
+DEAD_MARGIN = 2 * _verdict.INACTIVE_SHARE
 
 #: metric -> (kind, value): "drop" alarms below value x baseline, "rise" above baseline + value.
 #: ``low_rank_fraction`` has no alarm: it counts the tail of a healthy spectrum, which grows as
@@ -42,7 +42,7 @@ ALARMS: Dict[str, Tuple[str, float]] = {
     "weight_effective_rank": ("drop", SOFT_SHARE),
     "embedding_std": ("drop", SOFT_SHARE),
     "dead_fraction": ("rise", DEAD_MARGIN),
-    "duplicate_fraction": ("rise", V.EXACT_SHARE),
+    "duplicate_fraction": ("rise", _verdict.EXACT_SHARE),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from . import neurons as N
+from . import neurons
 from ._trace import Op
 
 #: torch functions of a weight layer, and the module type reported when no module is found.
@@ -212,9 +212,9 @@ def families(path: List[Op]) -> Tuple[Tuple[str, ...], str, int]:
     all_acts = [ACTIVATION_OPS[op.name] for op in path if op.name in ACTIVATION_OPS]
     has_max = any(op.name in MAX_POOL_OPS for op in after)
     fam = ["permutation"]
-    if all(a in N.ODD_ACTIVATIONS for a in acts) and not has_max:
+    if all(a in neurons.ODD_ACTIVATIONS for a in acts) and not has_max:
         fam.append("sign")
-    if all(a in N.HOMOGENEOUS_ACTIVATIONS for a in acts):
+    if all(a in neurons.HOMOGENEOUS_ACTIVATIONS for a in acts):
         fam.append("rescaling")
     if last_norm < 0 and not all_acts and not any(op.name in MAX_POOL_OPS for op in path):
         fam.append("rotation")

@@ -11,10 +11,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from . import _graph as G
-from . import _spectral as S
-from . import _verdict as V
-from . import neurons as N
+from . import _graph, _spectral, _verdict, neurons
 from ._report import LayerReport
 
 
@@ -22,16 +19,16 @@ def rep_stats(cap: Dict[str, Any], threshold: float, rtol: float) -> Dict[str, A
     """Ranks of a captured ``[rows, units]`` representation: one uncentred and one centred spectrum."""
     rows = cap["rows"]
     n, d = rows.shape
-    s, sc = S.gram_spectra(rows)
+    s, sc = _spectral.gram_spectra(rows)
     return {
         "dim": d, "samples": cap["samples"], "rows_used": n,
-        "rank": S.centred_rank(s, sc, rtol) if n > 1 else 0,
-        "rank_clear": S.centred_rank(s, sc, clear(rtol)) if n > 1 else 0,
+        "rank": _spectral.centred_rank(s, sc, rtol) if n > 1 else 0,
+        "rank_clear": _spectral.centred_rank(s, sc, clear(rtol)) if n > 1 else 0,
         "max_rank": min(d, n - 1), "max_rank_by": "width" if d <= n - 1 else "batch",
-        "numerical_rank": S.rank_from_sv(s, (n, d), rows.dtype, None),
-        "effective_rank": S.entropy_rank(s, 0.0),
+        "numerical_rank": _spectral.rank_from_sv(s, (n, d), rows.dtype, None),
+        "effective_rank": _spectral.entropy_rank(s, 0.0),
         # a batch of fewer than D + 1 rows cannot show D directions: no low-rank fraction then
-        "low_rank_fraction": S.low_rank_from_sv(sc, d, threshold) if n > d else None,
+        "low_rank_fraction": _spectral.low_rank_from_sv(sc, d, threshold) if n > d else None,
         "embedding_std": normalised_std(rows) * math.sqrt(d) if n > 1 else None,
     }
 
@@ -45,15 +42,15 @@ def normalised_std(rows: torch.Tensor) -> float:
 
 def clear(rtol: float) -> float:
     """The tolerance a reference's ranks are counted at (``_verdict.REFERENCE_MARGIN`` x ``rtol``)."""
-    return min(V.REFERENCE_MARGIN * rtol, 0.5)
+    return min(_verdict.REFERENCE_MARGIN * rtol, 0.5)
 
 
 def weight_ranks(lr: LayerReport, w: torch.Tensor, rtol: float) -> None:
     """``weight_rank``, ``weight_rank_clear``, ``weight_effective_rank`` and ``weight_max_rank`` of ``w`` as ``[out, in]``."""
-    wf = S.weight_matrix(w)
-    sw = S.fast_singular_values(wf)
-    lr.weight_rank, lr.weight_rank_clear = S.count_above(sw, rtol), S.count_above(sw, clear(rtol))
-    lr.weight_effective_rank = S.entropy_rank(sw, 0.0)
+    wf = _spectral.weight_matrix(w)
+    sw = _spectral.fast_singular_values(wf)
+    lr.weight_rank, lr.weight_rank_clear = _spectral.count_above(sw, rtol), _spectral.count_above(sw, clear(rtol))
+    lr.weight_effective_rank = _spectral.entropy_rank(sw, 0.0)
     lr.weight_max_rank = min(wf.shape)
 
 
@@ -68,7 +65,7 @@ def inactive_from_std(sd: torch.Tensor, rtol: float, atol: float) -> List[int]:
     return [int(i) for i in (sd <= tol).nonzero().flatten()]
 
 
-def fam(scan: N.MirrorScan) -> Dict[str, Any]:
+def fam(scan: neurons.MirrorScan) -> Dict[str, Any]:
     return {"near": len(scan.near), "count": scan.count, "degree": scan.degree,
             "min_distance": float(scan.distances.min()) / scan.scale if scan.count and scan.scale > 0 else 0.0}
 
@@ -82,32 +79,32 @@ def unit_states(lr: LayerReport, w_in, w_out, b_in, u_in, u_b, fams, rtol: float
     ``rotation_max``: the largest rank the unit matrix can have (directions beyond it are
     structural, not collapse).
     """
-    perm = N.permutation_mirrors(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
+    perm = neurons.permutation_mirrors(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
     lr.families["permutation"] = fam(perm)
-    lr.zero_units = N.zero_units(u_in, w_out, b_in=u_b, rtol=rtol, atol=atol)
+    lr.zero_units = neurons.zero_units(u_in, w_out, b_in=u_b, rtol=rtol, atol=atol)
     zero = set(lr.zero_units)
-    lr.duplicate_groups = N.groups_from_pairs([p for p in perm.near if p[0] not in zero and p[1] not in zero])
+    lr.duplicate_groups = neurons.groups_from_pairs([p for p in perm.near if p[0] not in zero and p[1] not in zero])
     if "sign" in fams:
-        lr.families["sign"] = fam(N.sign_flip_mirrors(u_in, w_out, b_in=u_b, activation="identity", rtol=rtol, atol=atol))
+        lr.families["sign"] = fam(neurons.sign_flip_mirrors(u_in, w_out, b_in=u_b, activation="identity", rtol=rtol, atol=atol))
     if "rescaling" in fams:
-        lr.families["rescaling"] = fam(N.rescaling_mirrors(u_in, w_out, b_in=u_b, activation="identity",
+        lr.families["rescaling"] = fam(neurons.rescaling_mirrors(u_in, w_out, b_in=u_b, activation="identity",
                                                            rtol=rtol, atol=atol))
     if "rotation" in fams:
-        rot = N.rotation_mirrors(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
+        rot = neurons.rotation_mirrors(w_in, w_out, b_in=b_in, rtol=rtol, atol=atol)
         structural = max(lr.units - rotation_max, 0) if rotation_max is not None else 0
         lr.families["rotation"] = dict(fam(rot), structural=structural)
         lost = sum(len(g) - 1 for g in lr.duplicate_groups) + len(lr.zero_units)
         lr.low_rank_directions = max(len(rot.near) - structural - lost, 0)
 
 
-def measure_chain(c: G.Chain, params: Dict[str, torch.Tensor], modules: Dict[str, nn.Module],
+def measure_chain(c: _graph.Chain, params: Dict[str, torch.Tensor], modules: Dict[str, nn.Module],
                   cap: Optional[Dict[str, Any]], inp: Optional[Dict[str, Any]], rtol: float, atol: float,
                   threshold: float) -> LayerReport:
     """The ``LayerReport`` of one chain: weight and representation ranks with their maxima, units, mirrors."""
     mod = modules.get(c.layer)
     w = params[c.op.params[0]]
     b = params.get(c.op.params[1]) if len(c.op.params) > 1 else None
-    lr = LayerReport(c.layer, type(mod).__name__ if mod is not None else G.WEIGHT_OPS[c.op.name], list(w.shape),
+    lr = LayerReport(c.layer, type(mod).__name__ if mod is not None else _graph.WEIGHT_OPS[c.op.name], list(w.shape),
                      c.layout.units, [x.params[0].rsplit(".", 1)[0] for x in c.consumers], "", c.stop)
     weight_ranks(lr, w, rtol)
     in_bound, in_used = None, None  # rank bound of the end of an affine chain; of the weight's input side
@@ -125,7 +122,7 @@ def measure_chain(c: G.Chain, params: Dict[str, torch.Tensor], modules: Dict[str
             bound_rank(lr.representation, "input", in_bound + c.layer_norms)
         lr.inactive_units = inactive_from_std(cap["std"], rtol, atol)
     if c.consumers:
-        fams, desc, last_norm = G.families(c.path)
+        fams, desc, last_norm = _graph.families(c.path)
         lr.activation = desc
         interior = [params[p] for op in c.path for p in op.params if params[p].numel() == c.layout.units]
         w_in = [w] + interior
@@ -164,8 +161,8 @@ def mha_layers(model: nn.Module, caps: Dict[str, Any], rtol: float, atol: float,
         vo = {"near": 0, "count": 0}
         for i in range(h):
             sl = slice(i * dh, (i + 1) * dh)
-            s1 = N.rotation_mirrors([wq[sl], wk[sl]], rtol=rtol, atol=atol)
-            s2 = N.rotation_mirrors(wv[sl], wo[:, sl], rtol=rtol, atol=atol)
+            s1 = neurons.rotation_mirrors([wq[sl], wk[sl]], rtol=rtol, atol=atol)
+            s2 = neurons.rotation_mirrors(wv[sl], wo[:, sl], rtol=rtol, atol=atol)
             qk["near"] += len(s1.near)
             qk["count"] += s1.count
             vo["near"] += len(s2.near)

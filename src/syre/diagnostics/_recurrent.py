@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from . import _spectral as S
+from . import _spectral
 from ._measure import inactive_from_std, rep_stats, unit_states, weight_ranks
 from ._report import LayerReport
 from ._run import RECURRENT_TYPES, subsample
@@ -134,7 +134,7 @@ def recurrent_layers(model: nn.Module, ops, captured: Dict[str, tuple], params: 
         if x_in is not None and x_in.is_floating_point():
             rows = x_in.detach().reshape(-1, x_in.shape[-1]).float()
             if rows.shape[0] > rows.shape[1]:
-                in_rank = S.matrix_ranks(subsample(rows, max_rows, seed), rtol)
+                in_rank = _spectral.matrix_ranks(subsample(rows, max_rows, seed), rtol)
         for layer in range(mod.num_layers):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh, _ = _weights(mod, layer, d == 1)
@@ -174,5 +174,5 @@ def recurrent_layers(model: nn.Module, ops, captured: Dict[str, tuple], params: 
             if seqs is not None:
                 x_all = torch.cat(seqs[layer], dim=-1).reshape(-1, dirs * (proj or hsize)).float()
                 if x_all.shape[0] > x_all.shape[1]:
-                    in_rank = S.matrix_ranks(subsample(x_all, max_rows, seed), rtol)
+                    in_rank = _spectral.matrix_ranks(subsample(x_all, max_rows, seed), rtol)
     return reports

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import _verdict as V
+from . import _verdict
 from ._plotting import figure
 
 
@@ -85,7 +85,8 @@ class LayerReport:
         ``REFERENCE_MARGIN`` x ``rtol``, the directions it clearly has."""
         r = self.representation
         return {"weight_rank": self.weight_rank_clear, "rank": r.get("rank_clear"), "effective_rank": r.get("effective_rank"),
-                "input_rank": self.input_rank, "input_effective_rank": self.input_effective_rank, "duplicated": self.duplicated, "dead": len(self.dead_units),
+                "input_rank": self.input_rank, "input_effective_rank": self.input_effective_rank, "duplicated": self.duplicated,
+                "dead": len(self.dead_units),
                 "zero": len(self.zero_units), "inactive": len(set(self.inactive_units) - set(self.zero_units)),
                 "unused_directions": self.low_rank_directions}
 
@@ -105,44 +106,44 @@ def json_safe(v):
     return v
 
 
-def _ref(l: LayerReport, key: str):
-    return None if l.reference is None else l.reference.get(key)
+def _ref(rep: LayerReport, key: str):
+    return None if rep.reference is None else rep.reference.get(key)
 
 
-def _upstream(l: LayerReport) -> Optional[str]:
+def _upstream(rep: LayerReport) -> Optional[str]:
     """Why a representation may be low rank before this layer: its input already is, against the reference."""
-    ri, re_ = _ref(l, "input_rank"), _ref(l, "input_effective_rank")
-    if l.input_rank is not None and ri and l.input_rank < V.RANK_SHARE * ri:
-        return f"its input already has rank {l.input_rank} (fresh init {ri}): collapsed upstream"
-    if l.input_effective_rank is not None and re_ and l.input_effective_rank < V.RANK_SHARE * re_:
-        return (f"its input's effective rank is already {l.input_effective_rank:.1f} (fresh init {re_:.1f}): "
+    ri, re_ = _ref(rep, "input_rank"), _ref(rep, "input_effective_rank")
+    if rep.input_rank is not None and ri and rep.input_rank < _verdict.RANK_SHARE * ri:
+        return f"its input already has rank {rep.input_rank} (fresh init {ri}): collapsed upstream"
+    if rep.input_effective_rank is not None and re_ and rep.input_effective_rank < _verdict.RANK_SHARE * re_:
+        return (f"its input's effective rank is already {rep.input_effective_rank:.1f} (fresh init {re_:.1f}): "
                 "collapsed upstream")
     return None
 
 
-def _sentences(l: LayerReport) -> tuple:
+def _sentences(rep: LayerReport) -> tuple:
     """(findings, observations) of one layer: flagged states, and states within the reference."""
     found, seen = [], []
-    ev = l.evidence
-    init = (lambda key: "" if l.reference is None else f"; fresh init: {_ref(l, key)}")
-    if l.duplicate_groups:
-        g = len(l.duplicate_groups)
-        text = (f"{l.name}: {l.duplicated} of {l.units} units duplicated in {g} group{'s' if g > 1 else ''} "
+    ev = rep.evidence
+    init = (lambda key: "" if rep.reference is None else f"; fresh init: {_ref(rep, key)}")
+    if rep.duplicate_groups:
+        g = len(rep.duplicate_groups)
+        text = (f"{rep.name}: {rep.duplicated} of {rep.units} units duplicated in {g} group{'s' if g > 1 else ''} "
                 f"(permutation mirrors{init('duplicated')})")
         (found if ev.get("duplicated", {}).get("flagged") else seen).append(text)
-    if l.dead_units:
+    if rep.dead_units:
         why = []
-        if l.zero_units:
-            why.append(f"{len(l.zero_units)} with zero weights")
-        n_inactive = len(set(l.inactive_units) - set(l.zero_units))
+        if rep.zero_units:
+            why.append(f"{len(rep.zero_units)} with zero weights")
+        n_inactive = len(set(rep.inactive_units) - set(rep.zero_units))
         if n_inactive:
             why.append(f"{n_inactive} never active on the batch")
-        text = f"{l.name}: {len(l.dead_units)} of {l.units} units dead ({', '.join(why)}{init('dead')})"
+        text = f"{rep.name}: {len(rep.dead_units)} of {rep.units} units dead ({', '.join(why)}{init('dead')})"
         flagged = ev.get("zero", {}).get("flagged") or ev.get("inactive", {}).get("flagged")
-        within = ": within what a fresh layer has" if l.reference is not None else ": below the flagging threshold"
+        within = ": within what a fresh layer has" if rep.reference is not None else ": below the flagging threshold"
         (found if flagged else seen).append(text if flagged else text + within)
-    if l.low_rank_directions:
-        text = (f"{l.name}: {l.low_rank_directions} of {l.units} hidden directions unused (rotation mirrors"
+    if rep.low_rank_directions:
+        text = (f"{rep.name}: {rep.low_rank_directions} of {rep.units} hidden directions unused (rotation mirrors"
                 f"{init('unused_directions')})")
         (found if ev.get("rotation", {}).get("flagged") else seen).append(text)
     for key, what in (("weight rank", "weight"), ("representation rank", "representation")):
@@ -150,12 +151,12 @@ def _sentences(l: LayerReport) -> tuple:
         if not e or e["value"] >= e["could_have"]:
             continue
         ref = "" if e["reference"] is None else f", fresh init {e['reference']}"
-        text = f"{l.name}: {what} rank {e['value']} of a possible {e['could_have']} (max {e['max']}{ref})"
+        text = f"{rep.name}: {what} rank {e['value']} of a possible {e['could_have']} (max {e['max']}{ref})"
         if e["explained_by_units"]:
             text += f", {e['explained_by_units']} of the lost directions taken by duplicated/dead units"
         if e["flagged"]:
-            text += f": below {V.RANK_SHARE:.0%}"
-            up = _upstream(l) if what == "representation" else None
+            text += f": below {_verdict.RANK_SHARE:.0%}"
+            up = _upstream(rep) if what == "representation" else None
             found.append(text + (f"; {up}" if up else ""))
         elif e["value"] + e["explained_by_units"] < e["could_have"] - 1:
             seen.append(text)
@@ -179,8 +180,8 @@ class Report:
         self.meta = meta
         self.findings: List[str] = []
         self.observations: List[str] = []
-        for l in layers:
-            f, o = _sentences(l)
+        for rep in layers:
+            f, o = _sentences(rep)
             self.findings += f
             self.observations += o
 
@@ -188,16 +189,16 @@ class Report:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise KeyError(f"No layer {name!r} in this report; layers: {[l.name for l in self.layers]}")
+        raise KeyError(f"No layer {name!r} in this report; layers: {[rep.name for rep in self.layers]}")
 
     @property
     def collapsed(self) -> bool:
         """True when any layer is flagged duplicated, dead or low rank (see ``syre.diagnostics.audit``)."""
-        return any(l.collapse for l in self.layers)
+        return any(rep.collapse for rep in self.layers)
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-safe dict: ``meta``, ``layers`` (one dict per layer), ``anchors``, ``findings``, ``observations``."""
-        return {"meta": json_safe(self.meta), "layers": [l.to_dict() for l in self.layers],
+        return {"meta": json_safe(self.meta), "layers": [rep.to_dict() for rep in self.layers],
                 "anchors": json_safe(self.anchors), "findings": list(self.findings),
                 "observations": list(self.observations), "collapsed": self.collapsed}
 
@@ -211,8 +212,8 @@ class Report:
 
     def table(self) -> str:
         """The per-layer table of ``str(report)``; parentheses hold (structural maximum, fresh init)."""
-        has_ref = any(l.reference is not None for l in self.layers)
-        has_anchor = any(l.anchor_distance is not None for l in self.layers)
+        has_ref = any(rep.reference is not None for rep in self.layers)
+        has_anchor = any(rep.anchor_distance is not None for rep in self.layers)
         init = " (init)" if has_ref else ""
         head = ["layer", "type", "units", "next", "act", "near mirrors (of family)", "dup" + init, "dead" + init,
                 "rank W (max" + (", init)" if has_ref else ")"), "rep rank (max" + (", init)" if has_ref else ")"),
@@ -227,20 +228,20 @@ class Report:
             return show(value) + (f" ({', '.join(show(v) for v in extra)})" if extra else "")
 
         rows = []
-        for l in self.layers:
+        for rep in self.layers:
             fams = []
-            for f, d in l.families.items():
+            for f, d in rep.families.items():
                 short = {"permutation": "perm", "sign": "sign", "rescaling": "resc", "rotation": "rot"}.get(f, f)
                 fams.append(f"{short} {_fmt_count(d['near'])}/{_fmt_count(d['count'])}")
-            r = l.representation
-            ref = (lambda key: (_ref(l, key),)) if has_ref else (lambda key: ())  # noqa: E731
-            row = [l.name, l.type, str(l.units), ",".join(l.next) or f"({l.stop})", l.activation if l.next else "-",
-                   " ".join(fams) or "-", cell(l.duplicated, *ref("duplicated")), cell(len(l.dead_units), *ref("dead")),
-                   cell(l.weight_rank, l.weight_max_rank, *ref("weight_rank")),
+            r = rep.representation
+            ref = (lambda key: (_ref(rep, key),)) if has_ref else (lambda key: ())  # noqa: E731
+            row = [rep.name, rep.type, str(rep.units), ",".join(rep.next) or f"({rep.stop})", rep.activation if rep.next else "-",
+                   " ".join(fams) or "-", cell(rep.duplicated, *ref("duplicated")), cell(len(rep.dead_units), *ref("dead")),
+                   cell(rep.weight_rank, rep.weight_max_rank, *ref("weight_rank")),
                    cell(r.get("rank"), r.get("max_rank"), *ref("rank")),
-                   cell(r.get("effective_rank"), *ref("effective_rank"), fmt="{:.1f}"), ",".join(l.collapse) or "-"]
+                   cell(r.get("effective_rank"), *ref("effective_rank"), fmt="{:.1f}"), ",".join(rep.collapse) or "-"]
             if has_anchor:
-                row.append(cell(l.anchor_distance, fmt="{:.4g}"))
+                row.append(cell(rep.anchor_distance, fmt="{:.4g}"))
             rows.append(row)
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -274,7 +275,7 @@ class Report:
         """Save a PNG: per layer, the degree of symmetry of each family, the share of duplicated and
         dead units (and the fresh init's), and the representation rank over what the layer could
         have. Returns ``path``."""
-        names = [l.name for l in self.layers]
+        names = [rep.name for rep in self.layers]
         x = list(range(len(names)))
         fig = figure("Report.plot", figsize=(max(10.0, min(30.0, 1.6 * len(names))), 3.8))
         axes = fig.subplots(1, 3)
@@ -282,27 +283,27 @@ class Report:
         wbar = 0.8 / len(fams)
         for k, f in enumerate(fams):
             vals = []
-            for l in self.layers:  # attention's "rotation QK"/"rotation VO" count as rotation
-                ds = [d for key, d in l.families.items() if key == f or key.startswith(f + " ")]
+            for rep in self.layers:  # attention's "rotation QK"/"rotation VO" count as rotation
+                ds = [d for key, d in rep.families.items() if key == f or key.startswith(f + " ")]
                 near, count = sum(d["near"] for d in ds), sum(d["count"] for d in ds)
                 vals.append(100 * near / count if count else 0.0)
             axes[0].bar([i + (k - 1.5) * wbar for i in x], vals, wbar, label=f)
         axes[0].set_title("degree of symmetry\n(% of mirrors within tolerance)", fontsize=9)
         axes[0].legend(fontsize=7)
-        share = lambda n, l: 100 * n / max(l.units, 1)  # noqa: E731
-        axes[1].bar([i - 0.2 for i in x], [share(l.duplicated, l) for l in self.layers], 0.4, label="duplicated")
-        axes[1].bar([i + 0.2 for i in x], [share(len(l.dead_units), l) for l in self.layers], 0.4, label="dead")
-        if any(l.reference is not None for l in self.layers):
-            axes[1].scatter([i + 0.2 for i in x], [share(_ref(l, "dead") or 0, l) for l in self.layers], marker="_",
+        share = lambda n, rep: 100 * n / max(rep.units, 1)  # noqa: E731
+        axes[1].bar([i - 0.2 for i in x], [share(rep.duplicated, rep) for rep in self.layers], 0.4, label="duplicated")
+        axes[1].bar([i + 0.2 for i in x], [share(len(rep.dead_units), rep) for rep in self.layers], 0.4, label="dead")
+        if any(rep.reference is not None for rep in self.layers):
+            axes[1].scatter([i + 0.2 for i in x], [share(_ref(rep, "dead") or 0, rep) for rep in self.layers], marker="_",
                             s=200, color="k", label="dead at init", zorder=3)
         axes[1].set_title("units in a collapsed state\n(% of the layer)", fontsize=9)
         axes[1].legend(fontsize=7)
         rank = []
-        for l in self.layers:
-            e = l.evidence.get("representation rank")
+        for rep in self.layers:
+            e = rep.evidence.get("representation rank")
             rank.append(100 * e["value"] / e["could_have"] if e and e["could_have"] else float("nan"))
         axes[2].bar(x, rank)
-        axes[2].axhline(100 * V.RANK_SHARE, color="r", lw=0.8, ls="--", label=f"flag below {V.RANK_SHARE:.0%}")
+        axes[2].axhline(100 * _verdict.RANK_SHARE, color="r", lw=0.8, ls="--", label=f"flag below {_verdict.RANK_SHARE:.0%}")
         axes[2].set_title("representation rank\n(% of what the layer could have)", fontsize=9)
         axes[2].legend(fontsize=7)
         for ax in axes:

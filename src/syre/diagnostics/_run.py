@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from . import _spectral as S
+from . import _spectral
 from ._graph import Chain, Layout, input_layout
 from ._trace import Op, Tracer
 
@@ -126,9 +126,9 @@ def input_capture(op: Op, max_rows: int, seed: int, rtol: float):
         n, d = rows.shape
         if n <= d or not bool(torch.isfinite(rows).all()):
             return {"rank": None, "rank_uncentred": None, "rows": n, "features": d}
-        s, sc = S.gram_spectra(subsample(rows, max_rows, seed))
-        return {"rank": S.centred_rank(s, sc, rtol), "rank_uncentred": S.count_above(s, rtol),
-                "effective_rank": S.entropy_rank(sc, 0.0), "rows": n, "features": d}
+        s, sc = _spectral.gram_spectra(subsample(rows, max_rows, seed))
+        return {"rank": _spectral.centred_rank(s, sc, rtol), "rank_uncentred": _spectral.count_above(s, rtol),
+                "effective_rank": _spectral.entropy_rank(sc, 0.0), "rows": n, "features": d}
     return fn
 
 

@@ -50,12 +50,7 @@ import torch
 from torch import nn
 
 from ..select import canonical_name, unwrap_model
-from . import _graph as G
-from . import _run as R
-from . import _twin as T
-from . import _verdict as V
-from . import metrics as M
-from . import neurons as N
+from . import _graph, _run, _twin, _verdict, metrics, neurons
 from ._measure import measure_chain, mha_layers
 from ._recurrent import recurrent_layers
 from ._report import LayerReport, Report
@@ -63,11 +58,11 @@ from ._report import LayerReport, Report
 __all__ = ["EXACT_SHARE", "INACTIVE_SHARE", "INACTIVE_Z", "LayerReport", "RANK_SHARE", "REFERENCE_MARGIN", "Report",
            "audit"]
 
-RANK_SHARE = V.RANK_SHARE
-REFERENCE_MARGIN = V.REFERENCE_MARGIN
-EXACT_SHARE = V.EXACT_SHARE
-INACTIVE_SHARE = V.INACTIVE_SHARE
-INACTIVE_Z = V.INACTIVE_Z
+RANK_SHARE = _verdict.RANK_SHARE
+REFERENCE_MARGIN = _verdict.REFERENCE_MARGIN
+EXACT_SHARE = _verdict.EXACT_SHARE
+INACTIVE_SHARE = _verdict.INACTIVE_SHARE
+INACTIVE_Z = _verdict.INACTIVE_Z
 
 
 def _check_num(value, arg, lo, hi, lo_open=False):
@@ -82,11 +77,11 @@ def analyse(model: nn.Module, args: tuple, kwargs: dict, *, rtol: float, atol: f
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     t0 = time.perf_counter()
-    with R.eval_mode(model):
-        ops, output_keys = R.trace(model, args, kwargs)
-        chains = G.chains(ops, output_keys, modules, params)
+    with _run.eval_mode(model):
+        ops, output_keys = _run.trace(model, args, kwargs)
+        chains = _graph.chains(ops, output_keys, modules, params)
         t1 = time.perf_counter()
-        caps, ins, mha_caps, rec_ins = R.capture(model, ops, chains, args, kwargs, max_rows, seed, rtol)
+        caps, ins, mha_caps, rec_ins = _run.capture(model, ops, chains, args, kwargs, max_rows, seed, rtol)
         t2 = time.perf_counter()
         layers = []
         for c in chains:
@@ -100,7 +95,7 @@ def analyse(model: nn.Module, args: tuple, kwargs: dict, *, rtol: float, atol: f
     for op in ops:  # forward order: a weight layer's own op; the first op of an attention or recurrent module
         first.setdefault(op.module, op.index)
     first.update({c.layer: c.op.index for c in chains})
-    order = lambda l: first.get(l.name, first.get(l.name.rsplit(".", 1)[0], len(ops)))  # noqa: E731
+    order = lambda layer: first.get(layer.name, first.get(layer.name.rsplit(".", 1)[0], len(ops)))  # noqa: E731
     layers.sort(key=order)
     totals: Dict[str, int] = {}
     for lr in layers:
@@ -118,21 +113,21 @@ def judge(lr: LayerReport, ref: Optional[LayerReport]) -> None:
     lost_dup = sum(len(g) - 1 for g in lr.duplicate_groups)
     ref_lost_dup = sum(len(g) - 1 for g in ref.duplicate_groups) if ref is not None else 0
     ev: Dict[str, Any] = {
-        "duplicated": V.exact_check(lr.duplicated, lr.units, get("duplicated")),
-        "zero": V.exact_check(len(lr.zero_units), lr.units, get("zero")),
-        "inactive": V.inactive_check(n_inactive, lr.units, get("inactive")),
+        "duplicated": _verdict.exact_check(lr.duplicated, lr.units, get("duplicated")),
+        "zero": _verdict.exact_check(len(lr.zero_units), lr.units, get("zero")),
+        "inactive": _verdict.inactive_check(n_inactive, lr.units, get("inactive")),
     }
     if lr.low_rank_directions is not None:
-        ev["rotation"] = V.exact_check(lr.low_rank_directions, lr.units, get("unused_directions"))
+        ev["rotation"] = _verdict.exact_check(lr.low_rank_directions, lr.units, get("unused_directions"))
     excess = lambda a, b: max(a - (b or 0), 0)  # noqa: E731
     explained_w = excess(lost_dup, ref_lost_dup) + excess(len(lr.zero_units), get("zero"))
     explained_rep = explained_w + excess(n_inactive, get("inactive"))
-    rank_w = V.rank_check(lr.weight_rank, lr.weight_max_rank, get("weight_rank"), explained_w)
+    rank_w = _verdict.rank_check(lr.weight_rank, lr.weight_max_rank, get("weight_rank"), explained_w)
     if rank_w is not None:
         ev["weight rank"] = rank_w
     rep = lr.representation
     if rep.get("rank") is not None:
-        ev["representation rank"] = V.rank_check(rep["rank"], rep.get("max_rank"), get("rank"), explained_rep)
+        ev["representation rank"] = _verdict.rank_check(rep["rank"], rep.get("max_rank"), get("rank"), explained_rep)
     lr.evidence = ev
     flags = []
     if ev["duplicated"]["flagged"]:
@@ -149,24 +144,24 @@ def _reference_model(model: nn.Module, reference, seed: int, args: tuple, kwargs
         if reference != "init":
             raise ValueError(f"Invalid reference: {reference!r}; expected 'init' (a re-initialised copy of the model), "
                              "an nn.Module of the same architecture freshly built, or None")
-        twin, notes = T.fresh_twin(model, seed)
+        twin, notes = _twin.fresh_twin(model, seed)
         what = f"fresh init (each layer's reset_parameters, seed {seed})"
     elif isinstance(reference, nn.Module):
         reference = unwrap_model(reference)
         if reference is model:
             raise ValueError("Invalid reference: the model itself; pass a freshly built model of the same "
                              "architecture, 'init' or None")
-        T.check_same_architecture(model, reference)
-        twin, notes = T.copy_model(reference), []
+        _twin.check_same_architecture(model, reference)
+        twin, notes = _twin.copy_model(reference), []
         what = f"the given {type(reference).__name__}"
     else:
         raise TypeError(f"Invalid reference: {type(reference).__name__}; expected 'init', an nn.Module or None")
-    notes += T.calibrate(twin, args, kwargs)
+    notes += _twin.calibrate(twin, args, kwargs)
     return twin, notes, what
 
 
-def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float = N.DEFAULT_RTOL,
-          atol: float = 0.0, low_rank_threshold: float = M.DEFAULT_LOW_RANK_THRESHOLD, max_rows: int = 4096,
+def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float = neurons.DEFAULT_RTOL,
+          atol: float = 0.0, low_rank_threshold: float = metrics.DEFAULT_LOW_RANK_THRESHOLD, max_rows: int = 4096,
           seed: int = 0) -> Report:
     """Audit ``model`` on the batch ``inputs`` for symmetry-induced collapse; returns a ``Report``.
 
@@ -201,7 +196,7 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
         raise ValueError(f"Invalid seed: {seed!r}; expected an int >= 0")
     if syre is not None and not callable(getattr(syre, "anchor", None)):
         raise TypeError(f"Invalid syre: {type(syre).__name__}; expected the Syre object returned by syre.attach")
-    args, kwargs, batch = R.split_inputs(inputs)
+    args, kwargs, batch = _run.split_inputs(inputs)
     model = unwrap_model(model)
     opts = dict(rtol=rtol, atol=atol, threshold=low_rank_threshold, max_rows=max_rows, seed=seed)
     t0 = time.perf_counter()
@@ -214,7 +209,7 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
         notes += ref_notes
         ref_layers, _, _ = analyse(twin, args, kwargs, **opts)
         del twin
-        by_name = {l.name: l for l in ref_layers}
+        by_name = {layer.name: layer for layer in ref_layers}
     else:
         by_name = {}
     timings["reference"] = time.perf_counter() - t_ref
@@ -224,9 +219,9 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
     anchors: List[Dict[str, Any]] = []
     if syre is not None:
         anchors = _anchor_rows(model, syre, layers, notes)
-    unpaired = [l for l in layers if not l.next and l.stop not in ("model output",)]
+    unpaired = [layer for layer in layers if not layer.next and layer.stop not in ("model output",)]
     if unpaired:
-        notes.append("mirrors not enumerated for " + ", ".join(f"{l.name} ({l.stop})" for l in unpaired))
+        notes.append("mirrors not enumerated for " + ", ".join(f"{layer.name} ({layer.stop})" for layer in unpaired))
     timings["total"] = time.perf_counter() - t0
     meta = {
         "model": type(model).__name__,
@@ -237,8 +232,9 @@ def audit(model: nn.Module, inputs, syre=None, *, reference="init", rtol: float 
         "atol": atol,
         "low_rank_threshold": low_rank_threshold,
         "max_rows": max_rows,
-        "thresholds": {"RANK_SHARE": V.RANK_SHARE, "REFERENCE_MARGIN": V.REFERENCE_MARGIN, "EXACT_SHARE": V.EXACT_SHARE,
-                       "INACTIVE_SHARE": V.INACTIVE_SHARE, "INACTIVE_Z": V.INACTIVE_Z},
+        "thresholds": {"RANK_SHARE": _verdict.RANK_SHARE, "REFERENCE_MARGIN": _verdict.REFERENCE_MARGIN,
+                       "EXACT_SHARE": _verdict.EXACT_SHARE, "INACTIVE_SHARE": _verdict.INACTIVE_SHARE,
+                       "INACTIVE_Z": _verdict.INACTIVE_Z},
         "mirror_families": fam_totals,
         "syre": syre is not None,
         "notes": notes,
@@ -268,12 +264,12 @@ def _anchor_rows(model: nn.Module, syre, layers: List[LayerReport], notes: List[
         raise ValueError("Invalid syre: none of the model's parameters is known to this Syre object; "
                          "was it attached to a different model?")
     by = {r["name"]: r for r in rows}
-    for l in layers:
-        own = [r for n, r in by.items() if n.rsplit(".", 1)[0] == l.name and r["distance"] is not None]
+    for layer in layers:
+        own = [r for n, r in by.items() if n.rsplit(".", 1)[0] == layer.name and r["distance"] is not None]
         if own:
-            l.anchor_distance = math.sqrt(sum(r["distance"] ** 2 for r in own))
-            l.param_norm = math.sqrt(sum(r["norm"] ** 2 for r in own))
-            l.anchor_norm = math.sqrt(sum(r["anchor_norm"] ** 2 for r in own))
+            layer.anchor_distance = math.sqrt(sum(r["distance"] ** 2 for r in own))
+            layer.param_norm = math.sqrt(sum(r["norm"] ** 2 for r in own))
+            layer.anchor_norm = math.sqrt(sum(r["anchor_norm"] ** 2 for r in own))
     uncovered = [r["name"] for r in rows if not r["covered"]]
     if uncovered:
         notes.append(f"{len(uncovered)} parameters not covered by syre (distance is to 0): "

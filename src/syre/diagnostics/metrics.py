@@ -29,10 +29,12 @@ from typing import Optional
 
 import torch
 
-from ._spectral import check_matrix as _check_matrix
-from ._spectral import entropy_rank as _entropy_rank
-from ._spectral import low_rank_from_sv as _low_rank_from_sv
-from ._spectral import rank_from_sv as _rank_from_sv
+from ._spectral import (
+    check_matrix as _check_matrix,
+    entropy_rank as _entropy_rank,
+    low_rank_from_sv as _low_rank_from_sv,
+    rank_from_sv as _rank_from_sv,
+)
 
 __all__ = [
     "DEFAULT_LOW_RANK_THRESHOLD",

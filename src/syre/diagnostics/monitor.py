@@ -37,11 +37,7 @@ import torch
 from torch import nn
 
 from ..select import canonical_name, unwrap_model
-from . import _graph as G
-from . import _run as R
-from . import _spectral as S
-from . import _twin as T
-from . import neurons as N
+from . import _graph, _run, _spectral, _twin, neurons
 from ._alarms import ALARMS, AlarmTracker, describe
 from ._logs import LogWriter, plot_log, plot_records, read_log
 from ._measure import inactive_from_std, normalised_std
@@ -115,7 +111,7 @@ class Monitor:
     def __init__(self, model: nn.Module, *, every: int = 100, path: Union[str, os.PathLike, None] = None,
                  format: Optional[str] = None, metrics: Sequence[str] = DEFAULT_METRICS,
                  layers: Optional[Iterable[str]] = None, probe=None, syre=None, max_rows: int = 2048,
-                 rtol: float = N.DEFAULT_RTOL, seed: int = 0, alarms: bool = True, patience: int = 2,
+                 rtol: float = neurons.DEFAULT_RTOL, seed: int = 0, alarms: bool = True, patience: int = 2,
                  reference="init", on_alarm: Optional[Callable[[Dict[str, Any]], None]] = None,
                  writer=None, logger: Optional[Callable[[Dict[str, float], int], None]] = None,
                  tag: str = "collapse"):
@@ -159,16 +155,16 @@ class Monitor:
         self.format = fmt
         self.model = unwrap_model(model)
         if isinstance(reference, nn.Module):
-            T.check_same_architecture(self.model, unwrap_model(reference))
+            _twin.check_same_architecture(self.model, unwrap_model(reference))
         self.every, self.metrics, self.probe, self.syre = every, tuple(metrics), probe, syre
-        self.layers = None if layers is None else [str(l) for l in layers]
+        self.layers = None if layers is None else [str(layer) for layer in layers]
         self.max_rows, self.rtol, self.seed, self.tag = max_rows, rtol, seed, tag
         self.reference_model, self.on_alarm, self.writer, self.logger = reference, on_alarm, writer, logger
         self.records: List[Dict[str, Any]] = []
         self.alarms: List[Dict[str, Any]] = []
         self.reference: Optional[Dict[str, float]] = None  # the fresh-init values, after the first recording
         self._tracker = AlarmTracker(patience) if alarms else None
-        self._plan = None
+        self._traced = None
         self._t0 = time.perf_counter()
         self.overhead_s = 0.0
         self._log = LogWriter(self.path, fmt) if self.path is not None else None
@@ -176,40 +172,40 @@ class Monitor:
     # ------------------------------------------------------------------ structure
     def _structure(self, model, args, kwargs):
         modules, params = dict(model.named_modules()), dict(model.named_parameters())
-        ops, out_keys = R.trace(model, args, kwargs)
-        chains = G.chains(ops, out_keys, modules, params)
+        ops, out_keys = _run.trace(model, args, kwargs)
+        chains = _graph.chains(ops, out_keys, modules, params)
         if self.layers is not None:
             names = {c.layer for c in chains}
-            missing = [l for l in self.layers if l not in names]
+            missing = [layer for layer in self.layers if layer not in names]
             if missing:
                 raise ValueError(f"Invalid layers: {missing}; weight layers of this model: {sorted(names)}")
             chains = [c for c in chains if c.layer in set(self.layers)]
         return ops, chains, params
 
-    def _measure(self, model, plan, args, kwargs, row, metrics):
-        """Trace (if needed), capture and measure ``model``; fill ``row``; return the plan used."""
+    def _measure(self, model, traced, args, kwargs, row, metrics):
+        """Trace (if needed), capture and measure ``model``; fill ``row``; return the structure traced."""
         needs_rep = any(m in _REP for m in metrics)
-        with R.eval_mode(model):
-            if plan is None:
-                plan = self._structure(model, args, kwargs)
+        with _run.eval_mode(model):
+            if traced is None:
+                traced = self._structure(model, args, kwargs)
             caps = {}
             if needs_rep:
                 try:
-                    caps = R.capture(model, plan[0], plan[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
-                except R.TraceMismatch:  # the forward changed (another input shape): trace again
-                    plan = self._structure(model, args, kwargs)
-                    caps = R.capture(model, plan[0], plan[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
-        for c in plan[1]:
-            self._layer_metrics(row, c, plan[2], caps.get(c.layer), metrics)
-        return plan
+                    caps = _run.capture(model, traced[0], traced[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
+                except _run.TraceMismatch:  # the forward changed (another input shape): trace again
+                    traced = self._structure(model, args, kwargs)
+                    caps = _run.capture(model, traced[0], traced[1], args, kwargs, self.max_rows, self.seed, inputs=False)[0]
+        for c in traced[1]:
+            self._layer_metrics(row, c, traced[2], caps.get(c.layer), metrics)
+        return traced
 
     def _fresh_values(self, args, kwargs) -> Dict[str, float]:
         ref = self.reference_model
         if ref == "init":
-            twin, _ = T.fresh_twin(self.model, self.seed)
+            twin, _ = _twin.fresh_twin(self.model, self.seed)
         else:
-            twin = T.copy_model(unwrap_model(ref))
-        T.calibrate(twin, args, kwargs)
+            twin = _twin.copy_model(unwrap_model(ref))
+        _twin.calibrate(twin, args, kwargs)
         row: Dict[str, Any] = {}
         self._measure(twin, None, args, kwargs, row, [m for m in self.metrics if m in ALARMS])
         return {k: v for k, v in row.items() if v is not None}
@@ -239,17 +235,17 @@ class Monitor:
         if needs_rep and inputs is None:
             raise ValueError("Invalid batch: None, and the monitor has no probe; representation metrics "
                              f"{[m for m in self.metrics if m in _REP]} need inputs: step(step, batch=x)")
-        if inputs is None and self._plan is None:
+        if inputs is None and self._traced is None:
             raise ValueError("Invalid batch: None; the first recording needs inputs to find the layers")
         if inputs is not None:
-            args, kwargs, _ = R.split_inputs(inputs)
-            self._plan = self._measure(self.model, self._plan, args, kwargs, row, self.metrics)
+            args, kwargs, _ = _run.split_inputs(inputs)
+            self._traced = self._measure(self.model, self._traced, args, kwargs, row, self.metrics)
             if self._tracker is not None and self.reference is None and self.reference_model is not None:
                 self.reference = self._fresh_values(args, kwargs)
                 self._tracker.reference = self.reference
         else:
-            for c in self._plan[1]:
-                self._layer_metrics(row, c, self._plan[2], None, self.metrics)
+            for c in self._traced[1]:
+                self._layer_metrics(row, c, self._traced[2], None, self.metrics)
         fired = self._tracker.update(step, row) if self._tracker is not None else []
         row["alarms"] = len(self._tracker.active) if self._tracker is not None else 0
         row["time_s"] = time.perf_counter() - self._t0
@@ -291,7 +287,7 @@ class Monitor:
 
         def spectrum(center):  # one Gram matrix per layer, shared by the metrics
             if not spectra:
-                spectra[False], spectra[True] = S.gram_spectra(rows)
+                spectra[False], spectra[True] = _spectral.gram_spectra(rows)
             return spectra[center]
 
         for m in metrics:
@@ -300,23 +296,23 @@ class Monitor:
                 if rows is None:
                     row[key] = None
                 elif m == "rank":
-                    row[key] = S.centred_rank(spectrum(False), spectrum(True), self.rtol)
+                    row[key] = _spectral.centred_rank(spectrum(False), spectrum(True), self.rtol)
                 elif m == "effective_rank":
-                    row[key] = S.entropy_rank(spectrum(False), 0.0)
+                    row[key] = _spectral.entropy_rank(spectrum(False), 0.0)
                 elif m == "numerical_rank":
-                    row[key] = S.rank_from_sv(spectrum(False), tuple(rows.shape), rows.dtype, None)
+                    row[key] = _spectral.rank_from_sv(spectrum(False), tuple(rows.shape), rows.dtype, None)
                 elif m == "rankme":
-                    row[key] = S.entropy_rank(spectrum(False), RANKME_EPS)
+                    row[key] = _spectral.entropy_rank(spectrum(False), RANKME_EPS)
                 elif m == "low_rank_fraction":
-                    row[key] = (S.low_rank_from_sv(spectrum(True), rows.shape[1], DEFAULT_LOW_RANK_THRESHOLD)
+                    row[key] = (_spectral.low_rank_from_sv(spectrum(True), rows.shape[1], DEFAULT_LOW_RANK_THRESHOLD)
                                 if rows.shape[0] > rows.shape[1] else None)
                 elif m == "embedding_std":
                     row[key] = normalised_std(rows) * math.sqrt(rows.shape[1])
                 elif m == "dead_fraction":
                     row[key] = len(inactive_from_std(cap["std"], self.rtol, 0.0)) / rows.shape[1]
             elif m in ("weight_rank", "weight_effective_rank"):
-                sw = S.fast_singular_values(S.weight_matrix(params[chain.op.params[0]]))
-                row[key] = S.count_above(sw, self.rtol) if m == "weight_rank" else S.entropy_rank(sw, 0.0)
+                sw = _spectral.fast_singular_values(_spectral.weight_matrix(params[chain.op.params[0]]))
+                row[key] = _spectral.count_above(sw, self.rtol) if m == "weight_rank" else _spectral.entropy_rank(sw, 0.0)
             elif m == "duplicate_fraction":
                 if not chain.consumers:
                     row[key] = None
@@ -326,9 +322,9 @@ class Monitor:
                 b = params.get(chain.op.params[1]) if len(chain.op.params) > 1 else None
                 w_in, w_out = [params[chain.op.params[0]]] + interior, [params[x.params[0]] for x in chain.consumers]
                 b_in = [b] if b is not None else None
-                zero = set(N.zero_units(w_in, w_out, b_in=b_in, rtol=self.rtol))  # dead, not duplicates
-                near = N.permutation_mirrors(w_in, w_out, b_in=b_in, rtol=self.rtol).near
-                groups = N.groups_from_pairs([p for p in near if p[0] not in zero and p[1] not in zero])
+                zero = set(neurons.zero_units(w_in, w_out, b_in=b_in, rtol=self.rtol))  # dead, not duplicates
+                near = neurons.permutation_mirrors(w_in, w_out, b_in=b_in, rtol=self.rtol).near
+                groups = neurons.groups_from_pairs([p for p in near if p[0] not in zero and p[1] not in zero])
                 row[key] = sum(len(g) for g in groups) / chain.layout.units
             elif m == "anchor_distance":
                 total = 0.0

@@ -1,23 +1,12 @@
 """Helpers shared by the framework integrations (no framework imported here; public syre names only)."""
 from __future__ import annotations
 
-import importlib
 from typing import Any, Dict, List, Optional
 
 import torch
 
 from ..config import ATTACH_KWARGS, Config
-
-
-def require(module: str, extra: str, what: str):
-    """Import ``module`` or raise an ``ImportError`` that says which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{what} needs the '{module.split('.')[0]}' package, which is not installed: "
-            f"pip install 'torch-syre[{extra}]'"
-        ) from exc
+from ._optional import require  # noqa: F401  (the frameworks import it from here)
 
 
 def unwrap_optimizer(optimizer: Any) -> Any:
@@ -52,7 +41,7 @@ def attach_all(optimizers: List[torch.optim.Optimizer], model: torch.nn.Module, 
     model exactly once; the anchors are a function of (seed, parameter name) only, so a parameter
     gets the same anchor whichever optimizer holds it.
     """
-    from .. import attach
+    from .._attach import attach
     from ._deepspeed_checks import engine_of
 
     engines = [engine_of(o) for o in optimizers]  # DeepSpeed ZeRO (the Trainer with deepspeed=...): attach to the engine

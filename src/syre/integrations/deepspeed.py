@@ -46,15 +46,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from .. import anchors as A
-from .. import functional as F
-from .._groups import Groups
-from .._state import OptimizerStateHooks, Runtime, build_state, validate_state
+from .._live import attached
 from ..config import Config
+from ..core._groups import Groups
+from ..core._state import OptimizerStateHooks, Runtime, build_state, validate_state
+from ..core._syre import attach_syre
+from ..kernels import functional
+from ..rng import anchors
 from ..select import check_rules_match, collect, is_selected
 from ..sigma0 import resolve_sigma0_of
-from ._common import require
 from ._deepspeed_checks import TESTED, check_engine, engine_of, inconsistent, refuse
+from ._optional import require
 
 __all__ = ["TESTED", "ZeroSyre", "attach", "attach_engine", "engine_of"]
 
@@ -216,7 +218,7 @@ class ZeroSyre(OptimizerStateHooks):
         key = (name, start, stop)
         got = self._anchors.get(key)
         if got is None:
-            got = A.anchor_slice(self._config.seed, name, start, stop, sigma0=self._sigma0s[name],
+            got = anchors.anchor_slice(self._config.seed, name, start, stop, sigma0=self._sigma0s[name],
                                  d_spread=self._config.d_spread, device=view.device, dtype=view.dtype, version=self._version)
             if self._config.mode == "stored":
                 self._anchors[key] = got
@@ -258,7 +260,7 @@ class ZeroSyre(OptimizerStateHooks):
             if not frags or flat.grad is None or (not isinstance(w, torch.Tensor) and w == 0.0):
                 continue
             pairs = [self._pair(n, a, b, v) for n, a, b, v in frags]
-            F.decay_([v for *_, v in frags], [p[0] for p in pairs], [p[1] for p in pairs], weight=w,
+            functional.decay_([v for *_, v in frags], [p[0] for p in pairs], [p[1] for p in pairs], weight=w,
                      foreach=self._config.foreach)
         return None
 
@@ -283,16 +285,16 @@ class ZeroSyre(OptimizerStateHooks):
         """``(name, start, stop)`` of the flattened parameters' elements this rank decays."""
         return [(n, a, b) for frags in self._frags.values() for n, a, b, _ in frags]
 
-    def anchor(self, name: str) -> A.Anchor:
+    def anchor(self, name: str) -> anchors.Anchor:
         """``Anchor(theta0, d)`` of covered parameter ``name``: full shape, fp32, generated for this call."""
         if name not in self._sigma0s:
             raise KeyError(f"Unknown parameter name {name!r}; syre covers {self.names()[:10]}")
         shape = self._shapes[name]
         n = int(torch.Size(shape).numel())
-        t, x = A.anchor_slice(self._config.seed, name, 0, n, sigma0=self._sigma0s[name],
+        t, x = anchors.anchor_slice(self._config.seed, name, 0, n, sigma0=self._sigma0s[name],
                               d_spread=self._config.d_spread, version=self._version)
         theta0 = torch.zeros(shape) if t is None else t.view(shape)
-        return A.Anchor(theta0, torch.ones(shape) if x is None else (1.0 + x).view(shape))
+        return anchors.Anchor(theta0, torch.ones(shape) if x is None else (1.0 + x).view(shape))
 
     def summary(self) -> str:
         """What is decayed: one line per parameter (shape, param group, sigma0, gamma), and this rank's share."""
@@ -363,14 +365,10 @@ def attach(engine, **attach_kwargs):
     config = Config.from_kwargs(attach_kwargs, where="syre.integrations.deepspeed.attach")
     stage = check_engine(engine, ds, config)
     if stage == 0:
-        from .. import attach as plain_attach
-
         if not isinstance(engine.optimizer, torch.optim.Optimizer):
             raise refuse(f"at stage 0 the engine's optimizer is {type(engine.optimizer).__name__}, not a torch optimizer",
                           "Pass a torch.optim optimizer to deepspeed.initialize")
-        return plain_attach(engine.optimizer, engine.module, **attach_kwargs)
-    from ..optim import attached
-
+        return attach_syre(engine.optimizer, engine.module, attach_kwargs)
     client = engine.optimizer.optimizer
     existing = _ATTACHED.get(client)
     if existing is not None and not existing._removed:
@@ -395,7 +393,8 @@ def attach(engine, **attach_kwargs):
 def attach_engine(engine, model, kwargs: Dict[str, Any]):
     """``syre.attach(engine, ...)``: a model, when given, must be the engine's own (or the engine)."""
     ds = require("deepspeed", "deepspeed", "syre.integrations.deepspeed")
-    if isinstance(engine, ds.DeepSpeedEngine) and model is not None and model is not engine and model is not getattr(engine, "module", None):
+    if isinstance(engine, ds.DeepSpeedEngine) and model is not None and model is not engine \
+            and model is not getattr(engine, "module", None):
         raise ValueError("syre.attach(engine, model): the model must be engine.module (or left out: "
                          "syre.attach(engine, ...) decays engine.module's parameters)")
     return attach(engine, **kwargs)

@@ -101,7 +101,8 @@ def attach(model, *, gamma: Optional[float], restore: Union[str, os.PathLike, No
         _, params, _ = load_from_zip_file(restore, load_data=False, device="cpu")
         missing = [name for name, _ in named if not isinstance((params or {}).get(name), dict) or "syre" not in params[name]]
         if missing:
-            raise ValueError(f"Invalid restore file {str(restore)!r}: it holds no syre state for {missing}; was syre attached when it was saved?")
+            raise ValueError(f"Invalid restore file {str(restore)!r}: it holds no syre state for {missing}; "
+                             "was syre attached when it was saved?")
         saved = [params[name]["syre"] for name, _ in named]
     _, syres = attach_all([o for _, o in named], model.policy, config)
     if saved is not None:

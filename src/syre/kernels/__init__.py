@@ -1,0 +1,6 @@
+"""The decay kernels: ``functional`` (the pure functions: for-loop reference first, then the
+multi-tensor and compiled paths), ``fused`` (``syre.AdamW`` and ``syre.SGD``, the decay inside the
+optimizer's own pass) and ``_triton`` (the decay and fused steps as Triton kernels).
+
+Imports the generator (``syre.rng``) and nothing of the step machinery above it.
+"""

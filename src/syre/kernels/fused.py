@@ -1,0 +1,341 @@
+"""``syre.AdamW`` and ``syre.SGD``: torch's optimizers, with syre's decay read inside their own pass.
+
+::
+
+    opt = syre.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)   # in place of torch.optim.AdamW
+    s = syre.attach(opt, model)                                        # as with any optimizer
+
+Each is a subclass of the torch class (``isinstance(opt, torch.optim.AdamW)`` holds), with the same
+arguments, ``param_groups``, per-parameter ``state`` and ``state_dict``, so Lightning, transformers,
+DDP/FSDP2, schedulers and checkpoints handle it exactly as torch's. Without syre attached its
+``step`` is torch's. With syre attached (stored anchors), syre's step pre-hook validates and hands
+each group's ``lr * gamma`` and anchors to ``step``, which applies, per parameter, in one pass that
+reads ``p, grad, exp_avg, exp_avg_sq, theta0 (, xi)`` once and writes ``p, exp_avg, exp_avg_sq`` once::
+
+    p <- p - w * D * (p - theta0)          (w = lr * gamma; syre's decay, first, as in the hook path)
+    p <- p * (1 - lr * weight_decay)       (AdamW's own decay; 0 when syre took it over)
+    m <- lerp(m, g, 1 - beta1);  v <- beta2 v + (1 - beta2) g^2
+    p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+(``syre.SGD`` with momentum: the decay, then ``b <- momentum b + (1 - dampening) g``, ``p <- p - lr b``).
+The kernel is ``torch.compile``d on CPU (one build per dtype and kind, cached on disk by torch;
+``lr`` and every other scalar enter as one tensor, so a learning-rate schedule does not
+recompile) and the Triton kernel of ``syre._triton`` on CUDA. Everything else -- tensors below
+``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable or differentiable groups, Nesterov,
+a coupled ``weight_decay`` on SGD, the first SGD step (no momentum buffer yet), or no compiler --
+takes the separate pass: syre's decay, then torch's own step on those tensors. In seeded mode each
+fused tensor's anchor is generated right before its kernel (scratch the size of that one
+parameter), so stored and seeded give identical parameters.
+
+The step asks the attached ``Syre`` for its work (``Syre._take_work``, made by syre's step
+pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``GradScaler`` calls
+``step`` with ``grad_scale`` and ``found_inf``) the fused tensors' gradients are unscaled in place
+before the kernel, as torch's fused kernels do, and a step with inf/NaN gradients is skipped
+whole: no decay, no update, no step counted.
+
+Agreement: the fused pass and "decay, then torch's AdamW" are not bitwise equal (torch's kernels
+contract some products into FMAs, the compiled one others); ``tests/kernels/test_fused.py`` bounds the
+difference against the equations (``syre._reference.adamw_step``) over many steps.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
+
+from .._compile import LazyKernel
+
+__all__ = ["AdamW", "FUSABLE", "FUSED_MIN", "SGD", "Work"]
+
+#: Tensors below this many elements take the separate pass (a compiled call costs ~10-30 us).
+FUSED_MIN = 1 << 16
+
+
+# ----------------------------------------------------------------------------- kernels
+def _decayed(p, t0, xi, w):
+    if xi is None:
+        return p + w * (t0 - p)
+    diff = p - t0
+    return p - w * (diff + diff * xi)
+
+
+def _adamw_kernel(p, g, m, v, t0, xi, s) -> None:
+    """One AdamW step with syre's decay; ``s = [w, 1 - lr wd, 1 - beta1, beta2, 1 - beta2, step size, sqrt bc2, eps]``."""
+    q = _decayed(p, t0, xi, s[0]) * s[1]
+    m2 = m + (g - m) * s[2]
+    v2 = v * s[3] + (g * g) * s[4]
+    p.copy_(q - s[5] * (m2 / (torch.sqrt(v2) / s[6] + s[7])))
+    m.copy_(m2)
+    v.copy_(v2)
+
+
+def _sgd_kernel(p, g, b, t0, xi, s) -> None:
+    """One SGD-momentum step with syre's decay; ``s = [w, momentum, 1 - dampening, lr]``."""
+    q = _decayed(p, t0, xi, s[0])
+    b2 = b * s[1] + g * s[2]
+    p.copy_(q - s[3] * b2)
+    b.copy_(b2)
+
+
+def _verifier(kind: str):
+    def verify(kernel, key) -> bool:
+        dtype, ar = key
+        gen = torch.Generator().manual_seed(0)
+        n = FUSED_MIN + 5
+        ts = [torch.randn(n, generator=gen, dtype=dtype) for _ in range(5)]
+        ts[3] = ts[3].abs()
+        xi = (torch.rand(n, generator=gen, dtype=dtype) - 0.5) * 0.2 if ar else None
+        if kind == "adamw":
+            s = torch.tensor([0.1, 1.0, 0.1, 0.999, 0.001, 0.01, 0.03, 1e-8], dtype=dtype)
+            got, want = [t.clone() for t in ts], [t.clone() for t in ts]
+            kernel(got[0], got[1], got[2], got[3], got[4], xi, s)
+            _adamw_kernel(want[0], want[1], want[2], want[3], want[4], xi, s)
+        else:
+            s = torch.tensor([0.1, 0.9, 1.0, 0.01], dtype=dtype)
+            got, want = [t.clone() for t in ts], [t.clone() for t in ts]
+            kernel(got[0], got[1], got[2], got[4], xi, s)
+            _sgd_kernel(want[0], want[1], want[2], want[4], xi, s)
+        # compiled and eager contract differently: agreement to a few ulps, not bitwise
+        return all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
+
+    return verify
+
+
+class _DirectKernel(LazyKernel):
+    """A ``LazyKernel`` whose compiled variants are called without dynamo's per-call frame evaluation.
+
+    A compiled function costs ~80 us per call through ``torch.compile``'s wrapper here, against a
+    few for the kernel itself; the fused step makes one call per tensor. So the graph inductor
+    compiled for each variant is kept (a capturing backend) and called directly with the tensors
+    and sizes its placeholders name; the callers hand it only flat contiguous tensors of the
+    variant's dtype (what dynamo's guards would check). If the graph's inputs cannot be mapped,
+    the variant is called through ``torch.compile`` as usual.
+    """
+
+    def __init__(self, name, fn, verify, argnames):
+        super().__init__(name, fn, verify, budget=0)
+        self.argnames = argnames
+        self._direct = {}
+
+    def get(self, n, key=None):
+        if key in self._direct:
+            return self._direct[key]
+        captured = []
+        self._capture = captured
+        kernel = super().get(n, key)
+        if kernel is None:
+            return None
+        direct = _direct_call(captured[-1], self.argnames) if captured else None
+        if direct is not None:
+            with torch.no_grad():
+                direct = direct if self.verify(direct, key) else None
+        self._direct[key] = direct or kernel
+        return self._direct[key]
+
+    def _backend(self, gm, example_inputs):
+        from torch._inductor.compile_fx import compile_fx
+
+        compiled = compile_fx(gm, example_inputs)
+        self._capture.append((gm, compiled))
+        return compiled
+
+    def compile_options(self):
+        return {"backend": self._backend}
+
+    def reset(self) -> None:
+        super().reset()
+        self._direct = {}
+
+
+def _direct_call(captured, argnames):
+    gm, compiled = captured
+    phs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    names = {n.name: n.name[2:-1] for n in phs if n.name.startswith("l_") and n.name.endswith("_")}
+    tensors = {names[n.name]: n.meta.get("example_value") for n in phs if n.name in names}
+    picks = []
+    for n in phs:
+        ev = n.meta.get("example_value")
+        if n.name in names and isinstance(ev, torch.Tensor) and names[n.name] in argnames:
+            picks.append((argnames.index(names[n.name]), None))
+            continue
+        dims = [(k, d) for k, t in tensors.items() if isinstance(t, torch.Tensor) for d, sz in enumerate(t.shape)
+                if str(sz) == str(ev)]
+        if not dims or dims[0][0] not in argnames:
+            return None
+        picks.append((argnames.index(dims[0][0]), dims[0][1]))
+
+    def call(*args):
+        return compiled(*[args[i] if d is None else args[i].shape[d] for i, d in picks])
+
+    return call
+
+
+_ADAMW = _DirectKernel("fused AdamW + syre kernel", _adamw_kernel, _verifier("adamw"), ("p", "g", "m", "v", "t0", "xi", "s"))
+_SGD = _DirectKernel("fused SGD + syre kernel", _sgd_kernel, _verifier("sgd"), ("p", "g", "b", "t0", "xi", "s"))
+
+
+def _kernel(lazy: LazyKernel, p: torch.Tensor, ar: bool):
+    if p.device.type == "cuda":
+        from . import _triton
+
+        return _triton.fused_kernel(lazy is _ADAMW, ar)
+    if p.device.type != "cpu":
+        return None
+    return lazy.get(p.numel(), (p.dtype, ar))
+
+
+def _fusable(p, others) -> bool:
+    return (p.dtype in (torch.float32, torch.float64) and p.numel() >= FUSED_MIN and type(p.data) is torch.Tensor
+            and all(t is None or (t.is_contiguous() and t.dtype == p.dtype) for t in (p,) + tuple(others)))
+
+
+class Work:
+    """The decay one step hands the optimizer's pass: per group ``(w, {id(param): entry})``, and the store.
+
+    Made by syre's step pre-hook (``Syre._decay``) and taken by the step (``Syre._take_work``); never
+    kept on the optimizer. The anchors of a fused tensor are read (stored mode) or generated (seeded
+    mode) right before its kernel, one tensor at a time, so both modes run the same kernel on the
+    same numbers and give identical parameters.
+    """
+
+    def __init__(self, groups: Dict[int, tuple], store, foreach):
+        self.groups = groups
+        self.store = store
+        self.foreach = foreach
+
+    def take(self, gi: int, params: List[torch.Tensor], fused_ok) -> List[Optional[tuple]]:
+        """For each param: ``(w, entry)`` if it is fused, else None (its decay applied now, separately)."""
+        got = self.groups.get(gi)
+        if got is None:
+            return [None] * len(params)
+        w, by_id = got
+        out, rest = [], []
+        for p in params:
+            e = by_id.get(id(p))
+            if e is not None and self.store.has_theta0(e) and fused_ok(p):
+                out.append((w, e))
+            else:
+                out.append(None)
+                if e is not None:
+                    rest.append(e)
+        if rest:
+            self.store.decay(rest, w, self.foreach)
+        return out
+
+    def pair(self, e, p: torch.Tensor):
+        """``(theta0, xi)`` of ``e`` flat, in ``p``'s dtype (generated now in seeded mode)."""
+        t, x = self.store.pair(e)
+        return t.to(p.dtype).reshape(-1), (None if x is None else x.to(p.dtype).reshape(-1))
+
+
+def _take_work(opt) -> Optional[Work]:
+    from .._live import attached
+
+    s = attached(opt)
+    return None if s is None else s._take_work()
+
+
+def _amp(opt, grads: List[torch.Tensor]) -> None:
+    """Under ``GradScaler`` (``fused=True``: it passes ``grad_scale``): unscale the fused tensors' gradients in
+    place, as torch's fused kernels do (a step with ``found_inf`` set never gets here: syre made no work)."""
+    grad_scale = getattr(opt, "grad_scale", None)
+    if grad_scale is not None and grads:
+        torch._foreach_div_(grads, grad_scale.to(grads[0].device))
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` that applies an attached syre's decay inside its own pass (module doc)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()  # under syre, the decay's plan is made here (after the gradients)
+        work = _take_work(self)
+        for gi, group in enumerate(self.param_groups):
+            params, grads, m, v, vmax, steps = [], [], [], [], [], []
+            has_complex = self._init_group(group, params, grads, m, v, vmax, steps)
+            simple = not (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
+                          or has_complex or torch.is_tensor(group["betas"][0]))
+            state_of = {id(p): i for i, p in enumerate(params)}
+
+            def ok(p, _i=state_of):
+                i = _i[id(p)]
+                return simple and _fusable(p, (grads[i], m[i], v[i])) and _kernel(_ADAMW, p, work.store.d_spread != 0.0) is not None
+
+            todo = work.take(gi, params, ok) if work is not None else [None] * len(params)
+            rest = [i for i, t in enumerate(todo) if t is None]
+            if rest:
+                pick = lambda xs: [xs[i] for i in rest]  # noqa: E731
+                adam(pick(params), pick(grads), pick(m), pick(v), pick(vmax) if group["amsgrad"] else [], pick(steps),
+                     amsgrad=group["amsgrad"], has_complex=has_complex, beta1=group["betas"][0], beta2=group["betas"][1],
+                     lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                     foreach=group["foreach"], capturable=group["capturable"], differentiable=group["differentiable"],
+                     fused=group["fused"], grad_scale=getattr(self, "grad_scale", None),
+                     found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=True)
+            fused = [i for i, t in enumerate(todo) if t is not None]
+            _amp(self, [grads[i] for i in fused])
+            beta1, beta2 = (float(b) for b in group["betas"])
+            lr = float(group["lr"])
+            for i in fused:
+                w, e = todo[i]
+                theta0, xi = work.pair(e, params[i])
+                steps[i] += 1
+                step = float(steps[i])
+                bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
+                s = torch.tensor([float(w), 1.0 - lr * float(group["weight_decay"]), 1.0 - beta1, beta2, 1.0 - beta2,
+                                  lr / bc1, bc2**0.5, float(group["eps"])], dtype=params[i].dtype, device=params[i].device)
+                kernel = _kernel(_ADAMW, params[i], xi is not None)
+                kernel(params[i].view(-1), grads[i].view(-1), m[i].view(-1), v[i].view(-1), theta0, xi, s)
+        return loss
+
+
+class SGD(torch.optim.SGD):
+    """``torch.optim.SGD`` that applies an attached syre's decay inside its own pass (module doc)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = _take_work(self)
+        for gi, group in enumerate(self.param_groups):
+            params, grads, bufs = [], [], []
+            sparse = self._init_group(group, params, grads, bufs)
+            simple = (group["momentum"] != 0 and not (group["nesterov"] or group["maximize"] or sparse)
+                      and group["weight_decay"] == 0 and not torch.is_tensor(group["lr"]))
+            index = {id(p): i for i, p in enumerate(params)}
+
+            def ok(p, _i=index):
+                i = _i[id(p)]
+                return simple and bufs[i] is not None and _fusable(p, (grads[i], bufs[i])) \
+                    and _kernel(_SGD, p, work.store.d_spread != 0.0) is not None
+
+            todo = work.take(gi, params, ok) if work is not None else [None] * len(params)
+            rest = [i for i, t in enumerate(todo) if t is None]
+            if rest:
+                rb = [bufs[i] for i in rest] if group["momentum"] != 0 else []
+                sgd([params[i] for i in rest], [grads[i] for i in rest], rb, weight_decay=group["weight_decay"],
+                    momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
+                    maximize=group["maximize"], has_sparse_grad=sparse, foreach=group["foreach"], fused=group["fused"],
+                    grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None))
+                if group["momentum"] != 0:
+                    for i, b in zip(rest, rb):
+                        self.state[params[i]]["momentum_buffer"] = b
+            fused = [i for i, t in enumerate(todo) if t is not None]
+            _amp(self, [grads[i] for i in fused])
+            for i in fused:
+                w, e = todo[i]
+                theta0, xi = work.pair(e, params[i])
+                s = torch.tensor([float(w), float(group["momentum"]), 1.0 - float(group["dampening"]), float(group["lr"])],
+                                 dtype=params[i].dtype, device=params[i].device)
+                _kernel(_SGD, params[i], xi is not None)(params[i].view(-1), grads[i].view(-1), bufs[i].view(-1), theta0, xi, s)
+        return loss
+
+
+#: The optimizer classes whose step takes syre's decay into its own pass.
+FUSABLE = (AdamW, SGD)
