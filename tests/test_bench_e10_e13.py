@@ -261,3 +261,14 @@ def test_quick_metrics_are_in_range(quick_run):
         elif exp_id == "e13":
             assert r["perm_error"] < cfg["perm_tol"] and r["match_gain"] >= 0.0 and r["barrier"] >= 0.0 and r["barrier_aligned"] >= 0.0
             assert len(r["path_loss"]) == cfg["n_t"] and r["path_loss"][0] == pytest.approx(r["path_loss_aligned"][0])
+
+
+@pytest.mark.parametrize("tune_arms", [["syre"], ["wd"]])
+def test_e12_reports_when_tune_arms_leave_out_the_heldout_tests(tmp_path, tune_arms):
+    """Without both syre and wd among the tuned arms the held-out tests are not declared; the report must not read them."""
+    from syre.bench import run_experiment
+
+    s = run_experiment("e12", quick=True, out=tmp_path, verbose=False, overrides={"tune_arms": tune_arms})
+    names = [t["name"] for t in s["tests"]]
+    assert not any("held-out" in n for n in names)
+    assert s["findings"]["sigma0"] == "" and "collapse" in s["findings"]

@@ -192,6 +192,10 @@ class Context:
         c = c if isinstance(c, Cell) else Cell(c, tuple(point.items()))
         return [float(r[metric]) for r in self.rows(c) if r.get(metric) is not None]
 
+    def declared(self, name: str) -> bool:
+        """Whether the run's design declared a test named ``name`` (a configuration can leave tests out)."""
+        return any(t["name"] == name for t in self.tests)
+
     def result(self, name: str) -> Dict[str, Any]:
         for t in self.tests:
             if t["name"] == name:
