@@ -11,6 +11,8 @@ from syre.bench import build_protocol, get_experiment
 from syre.bench.docs import DOCS, blocks_in, check, load
 from syre.bench.protocol import digest, read_ledger
 from syre.bench.arms import DECLARED_SIGMA0
+from syre.bench.doc_blocks import anchor_format
+from syre.bench.ledger import last_completed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,6 +48,40 @@ def test_every_committed_summary_carries_its_registered_protocol(summary):
     exp = get_experiment(summary["experiment"])
     assert exp.version == pr["version"]
     assert build_protocol(exp, exp.config()).hash() == pr["hash"], "the code's rules differ from the committed run's"
+
+
+def _ledger_disagreements(summary, ledger):
+    """What a summary and the latest completed run of its version in the ledger disagree on."""
+    run = last_completed(ledger, summary["experiment"], summary["protocol"]["version"])
+    if run is None:
+        return ["the ledger lists no completed run of this version"]
+    out = []
+    trials = summary.get("rejudged", {})
+    if run.get("trials_revision", run["revision"]) != trials.get("trials_revision", summary["environment"]["git_revision"]):
+        out.append("revision")
+    if trials and not (run["kind"] == "rejudged" and run["revision"] == trials["revision"] and run["from"] == trials["from"]):
+        out.append("re-judgement")
+    if summary.get("anchor_format") is not None and run["anchor_format"] != summary["anchor_format"]:
+        out.append("anchor format")
+    if anchor_format(summary) != run["anchor_format"]:
+        out.append("the texts' anchor format label")
+    return out
+
+
+def test_the_ledger_lists_the_run_each_committed_summary_comes_from(summary):
+    """The latest completed run of the summary's version is this summary's: same revision, same anchor format."""
+    assert _ledger_disagreements(summary, read_ledger(ROOT / "benchmarks" / "protocols.json")) == []
+
+
+def test_the_ledger_check_notices_another_revision_or_anchor_format():
+    ledger = read_ledger(ROOT / "benchmarks" / "protocols.json")
+    s = json.loads(SUMMARIES[0].read_text())
+    run = last_completed(ledger, s["experiment"], s["protocol"]["version"])
+    for key, value, what in (("revision", "0" * 40, "revision"), ("anchor_format", 7, "the texts' anchor format label")):
+        changed = copy.deepcopy(ledger)
+        done = [r for r in changed[s["experiment"]][str(s["protocol"]["version"])]["runs"] if r == run]
+        done[-1][key if key != "revision" or "trials_revision" not in run else "trials_revision"] = value
+        assert what in _ledger_disagreements(s, changed)
 
 
 def test_the_default_arm_used_the_library_default_sigma0(summary):

@@ -60,6 +60,18 @@ def anchor_format(s) -> int:
     return int(s.get("anchor_format") or ANCHOR_FORMAT_BEFORE_RECORDED.get(s["experiment"], 1))
 
 
+def format_note(s) -> str:
+    """Which anchor format a run's numbers come from, and, for an older format, why they were not rerun."""
+    from .runner import _anchor_format
+
+    n, now = anchor_format(s), _anchor_format()
+    rev = str(s["environment"].get("git_revision"))[:7]
+    if n == now:
+        return f"run at `{rev}`, anchor format {n} (today's)"
+    return (f"run at `{rev}`, anchor format {n}: its syre arms drew format-{n} anchors, today's attachments draw format {now}; "
+            f"not rerun (too expensive for now), so these are format-{n} numbers (arms without an anchor reproduce at today's code)")
+
+
 def ran_at(s) -> str:
     """The default a run ran at: ``sigma0="lecun"``, i.e. 1 x lecun init std, anchor format 1."""
     s0 = s["sigma0"]
@@ -139,7 +151,7 @@ def b_cells(S, args: str) -> str:
     filt = [m[1:] for m in parts[1:] if m.startswith("~")]
     rows = [[k] + [fmt.ms(v.get(m, {})) for m in metrics] for k, v in s["arms"].items() if not filt or any(f in k for f in filt)]
     n = len(s["seeds"]["evaluation"])
-    return fmt.md_table(["cell"] + metrics, rows) + f"\nmean ± std over the {n} evaluation seeds.\n"
+    return fmt.md_table(["cell"] + metrics, rows) + f"\nmean ± std over the {n} evaluation seeds; {format_note(s)}.\n"
 
 
 def b_tuned(S, args: str) -> str:
@@ -391,6 +403,7 @@ def b_account(S, args: str) -> str:
     if san:
         bad = [t for t in san if t["passed"] is False]
         out.append(f"Sanity checks (hold by construction): {'all ' + str(len(san)) + ' hold' if not bad else 'failed: ' + '; '.join(_brief(t) for t in bad)}.")
+    out.append(f"Numbers: {format_note(s)}.")
     return "\n\n".join(out) + "\n"
 
 
@@ -486,8 +499,8 @@ def b_paper(S, args: str) -> str:
         s = S[i]
         fails = _failed(s, "shared") + _failed(s, "tuned")
         tuned = _word(s.get("supported_tuned")) if s["protocol"]["declaration"].get("tuning") else "-"
-        rows.append([i, s["claim"], f"**{_word(s['supported'])}**", tuned, "; ".join(_brief(t) for t in fails) or "-"])
-    return fmt.md_table(["id", "the paper's claim", "shared gamma", "tuned gamma", "failed primary tests"], rows)
+        rows.append([i, s["claim"], f"**{_word(s['supported'])}**", tuned, "; ".join(_brief(t) for t in fails) or "-", anchor_format(s)])
+    return fmt.md_table(["id", "the paper's claim", "shared gamma", "tuned gamma", "failed primary tests", "anchor format"], rows)
 
 
 def b_finding(S, args: str) -> str:
@@ -496,6 +509,8 @@ def b_finding(S, args: str) -> str:
     text = S[i]["findings"][key]
     if "the default" in text:
         text += f" (The default of this run: {ran_at(S[i])}.)"
+    else:
+        text += f" (Anchor format {anchor_format(S[i])}.)"
     return f"{text}\n"
 
 

@@ -28,13 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import subprocess
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .arms import Arm
+from .ledger import read_ledger, register  # noqa: F401  (the ledger's names, kept importable from here)
 
 __all__ = ["Cell", "Test", "Tuning", "Design", "Protocol", "SEED_BASE", "cell", "point_key", "seeds_for",
            "register", "read_ledger", "canonical"]
@@ -257,50 +256,6 @@ class Protocol:
 def digest(declaration: Dict[str, Any]) -> str:
     text = json.dumps(canonical(declaration), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- the ledger
-def read_ledger(path: Union[str, Path]) -> Dict[str, Any]:
-    p = Path(path)
-    return json.loads(p.read_text()) if p.is_file() else {}
-
-
-def register(protocol: Protocol, path: Union[str, Path]) -> Dict[str, Any]:
-    """Record ``protocol`` in the ledger at ``path`` before its run; refuse a changed registered version.
-
-    Returns the ledger entry. A version registered with the same hash is left as it is (a rerun).
-    """
-    path = Path(path)
-    ledger = read_ledger(path)
-    versions = ledger.setdefault(protocol.experiment, {})
-    key = str(protocol.version)
-    h = protocol.hash()
-    if key in versions:
-        if versions[key]["hash"] != h:
-            raise ValueError(
-                f"Protocol of {protocol.experiment} version {protocol.version} is registered with hash {versions[key]['hash']}, "
-                f"but the code now declares {h}: a rule changed after a run. Declare a new version (VERSION = "
-                f"{protocol.version + 1} and CHANGES in the experiment's module) or restore the registered rules")
-        return versions[key]
-    later = [int(v) for v in versions if int(v) > protocol.version]
-    if later:
-        raise ValueError(f"Protocol of {protocol.experiment}: version {max(later)} is registered; version {protocol.version} "
-                         "cannot be added after it")
-    entry = {"hash": h, "registered": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_revision": _git_revision(),
-             "changes": protocol.changes, "declaration": protocol.declaration()}
-    versions[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
-    return entry
-
-
-def _git_revision() -> Optional[str]:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
-                           timeout=10)
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def check_disjoint(selection: Sequence[int], evaluation: Sequence[int]) -> None:

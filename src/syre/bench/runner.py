@@ -31,6 +31,7 @@ import syre
 from . import fmt, stats, tuning
 from .arms import GAMMA_CONVENTION, resolve_arm_sigma0, sigma0_label
 from .power import plan
+from . import ledger as ledger_
 from .protocol import Cell, Protocol, canonical, register, seeds_for
 from .registry import Experiment, get_experiment
 
@@ -320,15 +321,28 @@ def run_experiment(exp_id: Union[str, Experiment], *, seeds: Optional[int] = Non
     old = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
+    env = environment()
+    index = None
+    if registered:  # every attempt is in the ledger, from before its first trial
+        index = ledger_.start_run(ledger, exp.id, protocol.version, revision=env["git_revision"], git_dirty=env["git_dirty"],
+                                  anchor_format=_anchor_format(), out=str(out))
     try:
-        return _run(exp, protocol, quick, out, verbose, command, registered, jobs)
+        summary = _run(exp, protocol, quick, out, verbose, command, registered, jobs, env)
+    except BaseException as exc:
+        if index is not None:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {type(exc).__name__}: {exc}"[:300]
+            ledger_.finish_run(ledger, exp.id, protocol.version, index, what)
+        raise
     finally:
         torch.set_num_threads(old)
+    if index is not None:
+        ledger_.finish_run(ledger, exp.id, protocol.version, index, "completed", wall_time_s=summary["wall_time_s"])
+    return summary
 
 
 def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: bool, command, registered: bool,
-         jobs: int = 1) -> Dict[str, Any]:
-    env = environment()
+         jobs: int = 1, env: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    env = environment() if env is None else env
     cmd = list(command) if command is not None else list(sys.argv)
     (out / "command.txt").write_text(" ".join(shlex.quote(c) for c in cmd) + "\n")
     (out / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
