@@ -33,12 +33,34 @@ from . import fmt
 from .arms import Arm
 from .protocol import Design, Test, cell
 from .registry import Experiment
+from .rejudge import Rejudge
 
-CLAIM = (
+CLAIM_V1 = (
     "At a mirror vanilla gradients vanish in the mirror's directions while syre's equal -2 gamma P theta0; "
     "the asymmetry identity holds; the weakest of N orthonormal mirrors is broken with strength ~1.25 sigma0/N; "
     "syre's ridge solution has the closed form; basic syre stays on a rotation mirror of a deep linear net while AR escapes."
 )
+
+CLAIM = ("The weakest of N orthonormal mirrors is broken with strength ~1.25 sigma0/N, and AR escapes a rotation mirror of a deep "
+         "linear net on which basic syre stays. The implementation identities (syre's and AR's escape force at a mirror, the "
+         "asymmetry identity, the ridge closed form and shift) are sanity checks of the code, not tests of the method.")
+
+#: Version 2 re-judges version 1's trials (no retraining): the implementation identities become sanity checks.
+VERSION = 2
+CHANGES = ("v2, re-judged from v1's trials, no retraining: the implementation identities (escape force of syre and AR, asymmetry, "
+           "ridge closed form and shift) are sanity checks, not primary tests (they hold whenever the code computes what it "
+           "says); the verdict reads the sigma0/N scaling and AR's escape")
+_IDENTITY = ("an algebraic identity of the implementation, checked to round-off: it holds whenever the code computes what it says, so "
+             "it checks the code and cannot test the method")
+
+
+def _v2_role(t, cfg):
+    m = t.metric
+    if m in ("escape_syre.error", "escape_ar.error", "asymmetry.error", "ridge_coupled.error", "ridge_attach.error") or (
+            m.startswith("ridge_shift_") and m.endswith(".error")):
+        return ("sanity", _IDENTITY)
+    return None
+
 
 DEFAULTS: Dict[str, Any] = {
     "gamma": 0.1,
@@ -415,5 +437,6 @@ def _plot(ctx, cfg, vals) -> None:
 
 
 EXPERIMENT = Experiment(id="e0", title="theorem checks (escape force, asymmetry, sigma0/N, ridge, rotation trap)", claim=CLAIM,
+                        version=VERSION, changes=CHANGES, rejudge=Rejudge(VERSION, 1, CLAIM_V1, "first pre-registered version", _v2_role),
                         trial=trial, design=design, report=report, defaults={**DEFAULTS, "d_spread": 0.1}, quick=QUICK, n_min=5,
                         n_max=5)

@@ -68,6 +68,8 @@ class Experiment:
         plan: ``plan(pilot, design, exp, quick) -> power statement`` (with ``"n"``): the experiment's own
             power rule (instead of ``power.plan`` over the primary shared tests).
         pilot: ``pilot(exp, n, verbose, jobs) -> record``: the experiment's own pilot (``syre bench pilot``).
+        rejudge: a ``syre.bench.rejudge.Rejudge``: ``version`` decides the trials of an earlier version again (new
+            roles or claim, no retraining); the earlier version's declaration stays buildable (``build_protocol``).
     """
 
     id: str
@@ -92,6 +94,7 @@ class Experiment:
     select: Optional[Callable[[Any], Any]] = None
     plan: Optional[Callable[..., Dict[str, Any]]] = None
     pilot: Optional[Callable[..., Dict[str, Any]]] = None
+    rejudge: Optional[Any] = None
 
     def config(self, *, quick: bool = False, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then ``overrides``."""

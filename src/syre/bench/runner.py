@@ -81,19 +81,41 @@ def environment() -> Dict[str, Any]:
 
 
 def build_protocol(exp: Experiment, cfg: Dict[str, Any], *, quick: bool = False, seeds: Optional[int] = None,
-                   pilot: Optional[Dict[str, Any]] = None) -> Protocol:
-    """The protocol of a run of ``exp`` under ``cfg``: design, seeds (from the power rule), declaration."""
+                   pilot: Optional[Dict[str, Any]] = None, version: Optional[int] = None) -> Protocol:
+    """The protocol of a run of ``exp`` under ``cfg``: design, seeds (from the power rule), declaration.
+
+    ``version``: an earlier version the code still declares (the source of a re-judged version,
+    ``Experiment.rejudge``); default the current one. A re-judged version has its source's seeds.
+    """
+    r = exp.rejudge
+    version = exp.version if version is None else version
+    if version != exp.version and (r is None or version != r.source):
+        raise ValueError(f"Invalid version for {exp.id}: {version!r}; the code declares {exp.version}"
+                         + (f" and {r.source}" if r is not None else ""))
     design = exp.design(cfg)
+    claim, changes = exp.claim, exp.changes
+    if r is not None:
+        if version == exp.version:
+            from .rejudge import apply
+
+            design = apply(design, r, cfg)
+        else:
+            claim, changes = r.source_claim, r.source_changes
     primary = [t for t in design.tests if t.role == "primary" and t.family == "shared"]
     if pilot is None and not quick:
         from .pilots import PILOTS
 
         pilot = PILOTS.get(exp.id)
+    fixed_n = None
+    if r is not None and version == exp.version and seeds is None and not quick:  # the trials it decides: the source's seeds
+        fixed_n = len(build_protocol(exp, cfg, pilot=pilot, version=r.source).evaluation_seeds)
     if exp.plan is not None:
         power = exp.plan(None if quick else pilot, design, exp, quick)
     else:
-        power = plan(None if quick else pilot, primary, n_min=exp.n_min, n_max=exp.n_max)
+        power = plan(None if quick else pilot, primary, n_min=fixed_n or exp.n_min, n_max=fixed_n or exp.n_max)
     n = exp.quick_seeds if quick else power["n"]
+    if fixed_n is not None and n != fixed_n:
+        raise ValueError(f"Invalid re-judged version of {exp.id}: its power rule gives n = {n}, its source ran n = {fixed_n}")
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ValueError(f"Invalid seeds: {seeds!r}; expected a positive int (the number of evaluation seeds)")
@@ -103,7 +125,7 @@ def build_protocol(exp: Experiment, cfg: Dict[str, Any], *, quick: bool = False,
     if quick:
         power["statement"] = f"quick run: n = {n}, power not estimated"
     n_sel = (1 if quick else exp.selection) if design.tuning else (exp.selection if exp.select is not None else 0)
-    return Protocol(experiment=exp.id, version=exp.version, changes=exp.changes, claim=exp.claim, design=design,
+    return Protocol(experiment=exp.id, version=version, changes=changes, claim=claim, design=design,
                     evaluation_seeds=seeds_for(exp.seed_range, n), selection_seeds=seeds_for("selection", n_sel),
                     power=canonical(power), config=canonical(json_safe(cfg)))
 
