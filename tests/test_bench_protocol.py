@@ -44,11 +44,11 @@ def test_a_changed_rule_changes_the_hash():
 def test_the_ledger_registers_once_and_refuses_changed_rules(tmp_path):
     exp = get_experiment("e3")
     ledger = tmp_path / "protocols.json"
-    p = build_protocol(exp, exp.config())
+    p = build_protocol(exp, exp.config(), version=1)
     entry = register(p, ledger)
     assert entry["hash"] == p.hash() and json.loads(ledger.read_text())["e3"]["1"]["declaration"] == p.declaration()
     assert register(p, ledger)["registered"] == entry["registered"]  # a rerun of the same rules
-    changed = build_protocol(exp, exp.config(overrides={"dead_tol": 1e-4}))
+    changed = build_protocol(exp, exp.config(overrides={"dead_tol": 1e-4}), version=1)
     with pytest.raises(ValueError, match="a rule changed after a run.*VERSION = 2"):
         register(changed, ledger)
     changed.version = 2

@@ -153,15 +153,15 @@ def _committed(root: Path, rel: str) -> Optional[str]:
 
 
 def backfill(path: PathLike, root: PathLike, results: str = "benchmarks/results") -> List[str]:
-    """Add, for every committed summary under ``root/results`` whose run the ledger does not list, a ``backfilled`` run
+    """Add, for every committed summary under ``root/results`` (and the kept ``<id>/v<N>/`` ones) whose run the ledger does not list, a ``backfilled`` run
     read from the summary (``environment.git_revision``, ``anchor_format`` or the format at that revision). Returns the
     experiments it added a run to."""
     root = Path(root)
     ledger = read_ledger(path)
     added = []
-    for f in sorted((root / results).glob("*/summary.json")):
+    for f in sorted([*(root / results).glob("*/summary.json"), *(root / results).glob("*/v*/summary.json")]):
         s = json.loads(f.read_text())
-        if "protocol" not in s or s.get("quick"):
+        if "protocol" not in s or s.get("quick") or s.get("rejudged"):
             continue
         entry = _entry(ledger, s["experiment"], s["protocol"]["version"])
         env = s.get("environment", {})

@@ -78,7 +78,6 @@ def rejudge(exp_id: str, root: Union[str, Path] = ".", verbose: bool = True) -> 
     new = build_protocol(exp, cfg)
     if new.evaluation_seeds != src["seeds"]["evaluation"] or new.selection_seeds != src["seeds"]["selection"]:
         raise ValueError(f"Invalid re-judgement: version {new.version} of {exp_id} declares other seeds than the trials it decides")
-    ledger.register(new, path)
     started = ledger.now()
     by_name = {t["name"]: t for t in src["tests"]}
     declared = {t["name"]: t for t in src["protocol"]["declaration"]["tests"]}
@@ -90,6 +89,7 @@ def rejudge(exp_id: str, root: Union[str, Path] = ".", verbose: bool = True) -> 
         if t.why:
             res["why"] = t.why
         tests.append(res)
+    ledger.register(new, path)  # only once every test it decides is one of the source's
     sane = stats.sanity_ok(tests)
     verdicts = {fam: (stats.verdict(tests, fam) if sane else None) for fam in ("shared", "tuned", "heldout")}
     env = environment()
@@ -118,9 +118,9 @@ def rejudge(exp_id: str, root: Union[str, Path] = ".", verbose: bool = True) -> 
     (here / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (here / "results.md").write_text(fmt.results_markdown(summary, [f"The tables of the trials: [v{r.source}/results.md](v{r.source}/results.md)."]))
     led = ledger.read_ledger(path)
-    for run in led[exp_id][str(r.source)].get("runs", []):
-        if run.get("summary") == f"benchmarks/results/{exp_id}/summary.json":
-            run["summary"] = f"benchmarks/results/{exp_id}/v{r.source}/summary.json"
+    done = [run for run in led[exp_id][str(r.source)].get("runs", []) if run.get("outcome") == "completed"]
+    if done:  # the run the source summary comes from: its summary is now kept under v<source>/
+        done[-1]["summary"] = f"benchmarks/results/{exp_id}/v{r.source}/summary.json"
     ledger._write(path, led)
     ledger.add_run(path, exp_id, new.version, {
         "kind": "rejudged", "from": r.source, "revision": env["git_revision"], "git_dirty": env["git_dirty"],
