@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
     pi = sub.add_parser("pilot", help="run the pilot that sets an experiment's number of seeds")
     pi.add_argument("id", help="experiment id or a comma-separated list")
-    pi.add_argument("--write", action="store_true", help="record the pilot in syre/bench/pilots.py")
+    pi.add_argument("--write", action="store_true", help="record the pilot in benchmarks/results/pilots.json")
     pi.add_argument("--quiet", action="store_true")
     pi.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (experiments with their own pilot)")
     pi.set_defaults(func=_cmd_pilot)

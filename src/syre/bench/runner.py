@@ -103,9 +103,9 @@ def build_protocol(exp: Experiment, cfg: Dict[str, Any], *, quick: bool = False,
             claim, changes = r.source_claim, r.source_changes
     primary = [t for t in design.tests if t.role == "primary" and t.family == "shared"]
     if pilot is None and not quick:
-        from .pilots import PILOTS
+        from . import pilots
 
-        pilot = PILOTS.get(exp.id)
+        pilot = pilots.load().get(exp.id)
     fixed_n = None
     if r is not None and version == exp.version and seeds is None and not quick:  # the trials it decides: the source's seeds
         fixed_n = len(build_protocol(exp, cfg, pilot=pilot, version=r.source).evaluation_seeds)
