@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import syre
 from syre.bench import build_protocol, get_experiment
 from syre.bench.docs import DOCS, blocks_in, check, load
 from syre.bench.protocol import digest, read_ledger

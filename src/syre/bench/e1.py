@@ -22,7 +22,6 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-import syre
 from syre.data import teacher_student
 from syre.diagnostics.metrics import numerical_rank
 

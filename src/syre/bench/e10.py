@@ -22,12 +22,10 @@ RMS(p) / RMS(update), ``pull_anchor`` = sigma0 / RMS(p), ``pull_pull`` their pro
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
-import torch
 
-import syre
 
 from . import charlm, fmt, heldout
 from .arms import ARM_DEFAULTS, arms as get_arms

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-import numpy as np
 import torch
 
-import syre
 
 from . import fmt, graphs, heldout
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms

@@ -41,7 +41,6 @@ from torch.nn import functional as F
 
 from syre.diagnostics.metrics import effective_rank, low_rank_fraction, singular_values
 
-import syre
 
 from . import fmt, heldout
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms

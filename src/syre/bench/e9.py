@@ -50,7 +50,6 @@ from torch import nn
 
 from syre.diagnostics.metrics import effective_rank
 
-import syre
 
 from . import fmt
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-__all__ = ["load", "write", "path", "PILOTS"]
+__all__ = ["load", "write", "path"]
 
 REL = Path("benchmarks") / "results" / "pilots.json"
 _CACHE: Dict[Path, Dict[str, Any]] = {}

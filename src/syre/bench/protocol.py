@@ -29,8 +29,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .arms import Arm
 from .ledger import read_ledger, register  # noqa: F401  (the ledger's names, kept importable from here)
