@@ -36,6 +36,8 @@ def _brief(t: Dict[str, Any]) -> str:
         bits.append(fmt.pval(t["p"]))
     if t.get("holds_in") is not None:
         bits.append(f"holds in {t['holds_in']}/{t['n']} seeds")
+    if fmt.power_words(t):
+        bits.append(fmt.power_words(t)[2:])
     if t["kind"] == "t" and t.get("passed") is False and t.get("mean_x") is not None:
         d = t["mean_x"] - t["threshold"]
         if (d > 0) == (t["direction"] == "greater") and d != 0:
@@ -167,15 +169,17 @@ def b_tuned(S, args: str) -> str:
 
 
 def b_power(S, args: str) -> str:
+    """Every primary t-test: its power at the seed count it ran with, and the seed count the target needs; underpowered first."""
     rows = []
     for i in _ids(args, S):
-        p = S[i]["protocol"]["power"]
-        pw = [v["power"] for v in p.get("tests", {}).values() if v.get("power") is not None]
-        against = [k for k, v in p.get("tests", {}).items() if v.get("note", "").startswith("the pilot effect lies against")]
-        rows.append([i, len(S[i]["seeds"]["evaluation"]), p.get("statement", ""),
-                     f"{fmt.num(min(pw), 2)} to {fmt.num(max(pw), 2)}" if pw else "-", len(against)])
-    return fmt.md_table(["id", "evaluation seeds", "seed count", "power of the primary t-tests (pilot effect)",
-                         "primary tests whose pilot effect lay against H1"], rows)
+        for t in S[i]["tests"]:
+            if t["role"] != "primary" or t["kind"] != "t" or "power" not in t:
+                continue
+            low = t["power"] is not None and t["power"] < 0.8
+            rows.append((not low, i, [i, t["family"], t["name"], t["n"], fmt.num(t["power"], 2) + (" **underpowered**" if low else ""),
+                                      t.get("n_needed") or "-", t.get("power_source", "")]))
+    rows.sort(key=lambda r: r[0])
+    return fmt.md_table(["id", "family", "test", "seeds", "power", "seeds needed for 0.8", "effect size from"], [r[2] for r in rows])
 
 
 def _on_claimed_side(t: Dict[str, Any]) -> bool:

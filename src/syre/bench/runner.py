@@ -427,6 +427,12 @@ def _run(exp: Experiment, protocol: Protocol, quick: bool, out: Path, verbose: b
     if exp.heldout:
         summary["default_survives"] = verdicts["heldout"]
     summary.update(extra.get("summary", {}))
+    if not quick:  # the power of every primary test at the seed count it ran with (tuned and held-out included)
+        from . import pilots
+        from .power import POWER_NOTE, annotate
+
+        annotate(summary, pilots.load().get(exp.id), protocol.alpha)
+        summary["power_check"] = {"note": POWER_NOTE, "when": "at the run"}
     summary = json_safe(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "results.md").write_text(fmt.results_markdown(summary, extra.get("tables", [])))
