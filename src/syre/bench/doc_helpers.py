@@ -58,7 +58,7 @@ def anchor_format(s) -> int:
 
 def format_note(s) -> str:
     """Which anchor format a run's numbers come from, and, for an older format, why they were not rerun."""
-    from .runner import _anchor_format
+    from .runenv import _anchor_format
 
     n, now = anchor_format(s), _anchor_format()
     rev = str(s["environment"].get("git_revision"))[:7]
