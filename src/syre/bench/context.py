@@ -102,14 +102,18 @@ class Context:
         return [float(r[metric]) for r in self.rows(c) if r.get(metric) is not None]
 
     def declared(self, name: str) -> bool:
-        """Whether the run's design declared a test named ``name`` (a configuration can leave tests out)."""
-        return any(t["name"] == name for t in self.tests)
+        """Whether the run's design declared a test with this key or name (a configuration can leave tests out)."""
+        return any(name in (t.get("key"), t["name"]) for t in self.tests)
 
     def result(self, name: str) -> Dict[str, Any]:
+        """The evaluated test whose key (``Test.key``, declared by ``design()``) or name is ``name``."""
+        for t in self.tests:
+            if t.get("key") == name:
+                return t
         for t in self.tests:
             if t["name"] == name:
                 return t
-        raise KeyError(name)
+        raise KeyError(f"{self.exp.id}: no test {name!r} declared")
 
     def subplots(self, *args, **kwargs):
         return pyplot().subplots(*args, **kwargs)

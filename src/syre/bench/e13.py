@@ -58,7 +58,8 @@ def _v2_role(t, cfg):
     g = dict(t.a.point).get("gamma")
     if g is None or t.family != "shared":
         return None
-    if t.metric == "barrier" and t.role == "primary" and g >= float(cfg["gamma"]):
+    strong = g >= float(cfg["gamma"]) and g > min(float(x) for x in cfg["gammas"])  # (a grid of one gamma keeps its tests)
+    if t.metric == "barrier" and t.role == "primary" and strong:
         return ("sanity", "at a gamma this strong both runs sit near the shared anchor (their end points 3-8 points below no decay's "
                           "accuracy in v1), so a low barrier between them holds (almost) by construction")
     if t.metric == "mid_loss" and t.b is not None and t.b.arm == "none" and g < float(cfg["gamma"]):
