@@ -35,6 +35,7 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e10": "syre.bench.e10",
     "e11": "syre.bench.e11",
     "e12": "syre.bench.e12",
+    "e12-power": "syre.bench.e12_power",
     "e13": "syre.bench.e13",
     "sigma-sweep": "syre.bench.sigma_sweep",
     "default-scale": "syre.bench.default_scale",
