@@ -185,6 +185,11 @@ def pilot_of(t: Dict[str, Any], tests: List[Dict[str, Any]], pilot: Optional[Dic
 def annotate(summary: Dict[str, Any], pilot: Optional[Dict[str, Any]], alpha: float = 0.05) -> List[Dict[str, Any]]:
     """Add ``power`` (at the seed count the test ran with), ``n_needed`` and where the effect came from to every primary
     t-test of ``summary``; return one row per primary test."""
+    if not pilot:  # the pilot statistics the protocol's power statement recorded (an experiment with its own power rule)
+        declared = summary.get("protocol", {}).get("power", {})
+        recs = {k: {"mean": v["pilot_mean"], "sd": v.get("pilot_sd"), "n": v.get("pilot_n")}
+                for k, v in (declared.get("tests") or {}).items() if v.get("pilot_mean") is not None}
+        pilot = {"seeds": (declared.get("pilot") or {}).get("seeds"), "tests": recs} if recs else None
     rows = []
     for t in summary["tests"]:
         if t["role"] != "primary":
