@@ -44,7 +44,8 @@ def b_results_table(S, args: str) -> str:
         held = {True: "survives", False: "does not survive", None: "undecided"}[s["default_survives"]] if "default_survives" in s else "-"
         if "heldout_verdict" in s:  # the default study: its chosen candidate on held-out settings and seeds
             held = f"{s['chosen']['candidate']}: " + {True: "holds", False: "does not hold", None: "undecided"}[s["heldout_verdict"]]
-        rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`",
+        rej = f" (re-judged from v{s['rejudged']['from']}'s trials)" if s.get("rejudged") else ""
+        rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`{rej}",
                      f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**" if _has(s, "shared") else "-", tuned,
                      held, ran_at(s),
                      f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if _cpu_known(s) else "")])
@@ -127,6 +128,10 @@ def b_account(S, args: str) -> str:
     if san:
         bad = [t for t in san if t["passed"] is False]
         out.append(f"Sanity checks (hold by construction): {'all ' + str(len(san)) + ' hold' if not bad else 'failed: ' + '; '.join(_brief(t) for t in bad)}.")
+    if s.get("rejudged"):
+        r = s["rejudged"]
+        out.append(f"Protocol v{s['protocol']['version']}: re-judged from v{r['from']}'s trials, no retraining "
+                   f"({s['protocol']['changes'].split(': ', 1)[-1]}); v{r['from']}'s summary is kept in `results/{s['experiment']}/v{r['from']}/`.")
     out.append(f"Numbers: {format_note(s)}.")
     return "\n\n".join(out) + "\n"
 

@@ -18,7 +18,8 @@ Families (one verdict each): ``shared`` (every arm at the experiment's shared ga
 comparison), ``tuned`` (each arm at its own gamma and sigma0, chosen on the selection seeds),
 ``heldout`` (the library's default sigma0 judged on seeds that played no part in choosing it).
 
-The ledger (``benchmarks/protocols.json``) keeps each registered version's hash and declaration.
+The ledger (``benchmarks/protocols.json``, ``syre.bench.ledger``) keeps each registered version's hash, declaration
+and runs (every attempt: revision, anchor format, start, end, outcome).
 A full run registers its protocol before training; a version already registered with different
 rules is refused: changing a rule after a run means a new version (``VERSION`` and ``CHANGES``
 of the experiment's module), reported as such.
