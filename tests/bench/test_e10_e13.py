@@ -199,3 +199,30 @@ def test_gammas_must_include_the_declared_settings():
         exp = get_experiment(exp_id)
         with pytest.raises(ValueError, match="gamma"):
             exp.design(exp.config(quick=True, overrides={"gammas": [0.5]}))
+
+
+@pytest.mark.parametrize("tune_arms", [["syre"], ["wd"]])
+def test_e12_reports_when_tune_arms_leave_out_the_heldout_tests(tmp_path, tune_arms):
+    """Without both syre and wd among the tuned arms the held-out tests are not declared; the report must not read them."""
+    from syre.bench import run_experiment
+
+    s = run_experiment("e12", quick=True, out=tmp_path, verbose=False, overrides={"tune_arms": tune_arms})
+    names = [t["name"] for t in s["tests"]]
+    assert not any("held-out" in n for n in names)
+    assert s["findings"]["sigma0"] == "" and "collapse" in s["findings"]
+
+
+def test_e12_power_takes_the_seed_count_of_e12s_pilot_on_seeds_e12_never_used(tmp_path):
+    from syre.bench import build_protocol, get_experiment, run_experiment
+    from syre.bench import pilots
+    from syre.bench.power import TARGET_POWER, power_t
+
+    exp, e12 = get_experiment("e12-power"), get_experiment("e12")
+    p = build_protocol(exp, exp.config())
+    rec = pilots.load()["e12"]["tests"]["gamma 10: syre's accuracy above weight decay's"]
+    n = len(p.evaluation_seeds)
+    assert power_t(rec["mean"], rec["sd"], n) >= TARGET_POWER > power_t(rec["mean"], rec["sd"], n - 1)
+    used = set(build_protocol(e12, e12.config()).evaluation_seeds) | set(build_protocol(e12, e12.config()).selection_seeds)
+    assert not used & set(p.evaluation_seeds) and p.design.tests[0].a.key == "syre[gamma=10]"
+    s = run_experiment("e12-power", quick=True, out=tmp_path, verbose=False)
+    assert [t["role"] for t in s["tests"]] == ["primary", "secondary"] and s["arms"]["syre[gamma=10]"]["test_acc"]["n"] == 2

@@ -1,5 +1,4 @@
 """The building blocks of E6 to E9 (their quick runs are in test_quick_runs.py)."""
-import json
 import math
 
 import numpy as np

@@ -7,7 +7,7 @@ import pytest
 
 from syre.bench import build_protocol, cell, get_experiment
 from syre.bench import heldout, power, stats
-from syre.bench.protocol import SEED_BASE, Test, Tuning, digest, register, seeds_for
+from syre.bench.protocol import SEED_BASE, Design, Test, Tuning, digest, register, seeds_for
 from syre.bench.registry import experiment_ids
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -44,11 +44,11 @@ def test_a_changed_rule_changes_the_hash():
 def test_the_ledger_registers_once_and_refuses_changed_rules(tmp_path):
     exp = get_experiment("e3")
     ledger = tmp_path / "protocols.json"
-    p = build_protocol(exp, exp.config())
+    p = build_protocol(exp, exp.config(), version=1)
     entry = register(p, ledger)
     assert entry["hash"] == p.hash() and json.loads(ledger.read_text())["e3"]["1"]["declaration"] == p.declaration()
     assert register(p, ledger)["registered"] == entry["registered"]  # a rerun of the same rules
-    changed = build_protocol(exp, exp.config(overrides={"dead_tol": 1e-4}))
+    changed = build_protocol(exp, exp.config(overrides={"dead_tol": 1e-4}), version=1)
     with pytest.raises(ValueError, match="a rule changed after a run.*VERSION = 2"):
         register(changed, ledger)
     changed.version = 2
@@ -162,3 +162,33 @@ def test_heldout_tests_are_declared_for_both_directions_of_the_metric():
     assert (ni_down.direction, ni_down.threshold, ni_down.ratio) == ("less", 0.0, 1.02)
     assert heldout.tests("x", at, here, perf="acc", rank="r", better="max", margin=0.01, tuned_arms=("wd",)) == []
     assert copy.deepcopy(up) == up
+
+
+def test_a_test_key_is_what_reports_read_and_no_part_of_the_rules():
+    from syre.bench.protocol import Protocol
+
+    a = Test("syre beats wd", "acc", cell("syre"), cell("wd"))
+    b = Test("syre beats wd", "acc", cell("syre"), cell("wd"), key="collapse.syre_perf")
+    assert a.declaration() == b.declaration() and "key" not in b.declaration()
+    design = Design(arms=[], cells=[cell("syre"), cell("wd")],
+                    tests=[b, Test("syre beats none", "acc", cell("syre"), cell("none"), key="collapse.syre_perf")])
+    with pytest.raises(ValueError, match="test keys must be unique, repeated: \\['collapse.syre_perf'\\]"):
+        Protocol(experiment="x", version=1, changes="", claim="", design=design, evaluation_seeds=[100], selection_seeds=[], power={},
+                 config={})
+
+
+@pytest.mark.parametrize("exp_id", ["e10", "e11", "e12"])
+def test_the_gamma_sweeps_key_the_tests_their_reports_read(exp_id):
+    """E10-E12 declare their tests with keys through one design helper (syre.bench.gsweep) and report by those keys."""
+    import inspect
+
+    from syre.bench import gsweep
+
+    exp = get_experiment(exp_id)
+    design = build_protocol(exp, exp.config()).design
+    keys = {t.key for t in design.tests if t.key}
+    assert {"cost", "collapse.syre_perf", "tuned.wd", "tuned.none"} <= keys | {k.split("@")[0] + "." + k.split(".")[-1]
+                                                                               for k in keys if k.startswith("collapse@")}
+    src = inspect.getsource(exp.report)
+    assert "weight decay's" not in src, "the report re-spells a test name instead of reading its key"
+    assert inspect.getsource(exp.design).count("Sweep(") == 1 and gsweep.Sweep.tuned_tests

@@ -35,7 +35,7 @@ def default_ledger() -> Optional[Path]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="paper-reproduction benchmarks", description=__doc__)
-    sub = p.add_subparsers(dest="bench_command", metavar="{list,protocol,pilot,run,table,docs}")
+    sub = p.add_subparsers(dest="bench_command", metavar="{list,protocol,pilot,run,table,docs,rejudge}")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     sub.add_parser("list", help="list the experiments and their claims").set_defaults(func=_cmd_list)
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
     pi = sub.add_parser("pilot", help="run the pilot that sets an experiment's number of seeds")
     pi.add_argument("id", help="experiment id or a comma-separated list")
-    pi.add_argument("--write", action="store_true", help="record the pilot in syre/bench/pilots.py")
+    pi.add_argument("--write", action="store_true", help="record the pilot in benchmarks/results/pilots.json")
     pi.add_argument("--quiet", action="store_true")
     pi.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (experiments with their own pilot)")
     pi.set_defaults(func=_cmd_pilot)
@@ -77,6 +77,11 @@ def register(subparsers) -> None:
     pd.add_argument("--check", action="store_true", help="only report the blocks that differ from the committed results")
     pd.add_argument("--root", default=".", help="the checkout (default: the working directory)")
     pd.set_defaults(func=_cmd_docs)
+
+    pj = sub.add_parser("rejudge", help="write a re-judged version's summary from its source version's committed trials (no training)")
+    pj.add_argument("id")
+    pj.add_argument("--root", default=".", help="the checkout (default: the working directory)")
+    pj.set_defaults(func=_cmd_rejudge)
 
 
 def main(argv=None) -> int:
@@ -184,6 +189,16 @@ def _cmd_table(args) -> int:
     except ValueError as exc:
         return _err("table", exc)
     print(table(summaries), end="")
+    return 0
+
+
+def _cmd_rejudge(args) -> int:
+    from .rejudge import rejudge
+
+    try:
+        rejudge(args.id, args.root)
+    except ValueError as exc:
+        return _err("rejudge", exc)
     return 0
 
 

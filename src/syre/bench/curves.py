@@ -83,7 +83,7 @@ def _brief(ctx, names) -> str:
         t = ctx.result(n)
         p = "" if t.get("p") is None else f", {fmt.pval(t['p'])}"
         word = "passed" if t["passed"] else "undecided" if t["passed"] is None else "failed"
-        out.append(f"{n}: {fmt.num(t.get('mean_a'))} vs {fmt.num(t.get('mean_b'))} ({word}{p})")
+        out.append(f"{t['name']}: {fmt.num(t.get('mean_a'))} vs {fmt.num(t.get('mean_b'))} ({word}{p})")
     return "; ".join(out)
 
 

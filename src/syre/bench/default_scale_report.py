@@ -3,7 +3,7 @@ selection outcome, the held-out verdict and the power of each primary test (``su
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 

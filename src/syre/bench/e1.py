@@ -22,7 +22,6 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-import syre
 from syre.data import teacher_student
 from syre.diagnostics.metrics import numerical_rank
 
@@ -31,9 +30,27 @@ from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms, init_stds, perturb_
 from .common import mlp, tuned_cells
 from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
+from .rejudge import Rejudge
+
+CLAIM_V1 = ("A 2-layer ReLU net started with duplicated hidden neurons stays duplicated under vanilla training (and weight decay); "
+         "with syre the neurons separate and the loss drops.")
 
 CLAIM = ("A 2-layer ReLU net started with duplicated hidden neurons stays duplicated under vanilla training (and weight decay); "
-         "with syre the neurons separate and the loss drops.")
+         "with syre the test loss drops below weight decay's and the perturbed start's (that syre separates the pairs holds by "
+         "construction: a sanity check).")
+
+#: Version 2 re-judges version 1's trials (no retraining).
+VERSION = 2
+CHANGES = ("v2, re-judged from v1's trials, no retraining: 'syre: every pair separates' is a sanity check (it holds by construction); "
+           "the verdict reads the test loss")
+
+
+def _v2_role(t, cfg):
+    if t.metric == "distinct_units" and t.a.arm == "syre" and t.role == "primary":
+        return ("sanity", "syre gives the two copies of a duplicated unit different anchors with probability 1, so its pull separates "
+                          "every pair whatever it does to the loss; the test loss decides")
+    return None
+
 
 DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,
@@ -158,5 +175,7 @@ def _plot(ctx, names) -> None:
 
 
 EXPERIMENT = Experiment(id="e1", title="duplicated neurons, 2-layer ReLU teacher-student", claim=CLAIM, trial=trial, design=design,
+                        version=VERSION, changes=CHANGES,
+                        rejudge=Rejudge(VERSION, 1, CLAIM_V1, "first pre-registered version", _v2_role),
                         report=report, defaults=DEFAULTS, quick=QUICK, perf="test_loss", better="min", rank="distinct_units",
                         n_min=5, n_max=12, selection=3)

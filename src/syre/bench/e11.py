@@ -23,21 +23,41 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-import numpy as np
 import torch
 
 import syre
 
-from . import fmt, heldout, resnet
-from .arms import ARM_DEFAULTS, Arm, apply_arm, arm_gamma, arms as get_arms, resolve_arm_sigma0, sigma0_spec
-from .common import accuracy, dataset, trial_rng, tuned_cells
+from . import fmt, resnet
+from .arms import (
+    ARM_DEFAULTS,
+    Arm,
+    apply_arm,
+    arm_gamma,
+    resolve_arm_sigma0,
+    sigma0_spec,
+)
+from .arms import arms as get_arms
+from .common import accuracy, dataset, trial_rng
 from .e10 import pull_numbers
-from .protocol import Design, Test, Tuning, cell
+from .gsweep import Sweep
+from .protocol import Design, Test, cell
 from .registry import Experiment
+from .rejudge import Rejudge
 
-CLAIM = ("In a ResNet with BatchNorm trained by SGD with momentum, a weight decay strong enough to collapse it (lower "
+CLAIM_V1 = ("In a ResNet with BatchNorm trained by SGD with momentum, a weight decay strong enough to collapse it (lower "
          "effective rank of the last stage's features) loses accuracy; syre at the same gamma keeps rank and accuracy, and at "
          "the usual weight decay (5e-4 coupled) it costs nothing.")
+
+CLAIM = ("In a ResNet with BatchNorm trained by SGD with momentum, a weight decay strong enough to collapse it (lower "
+         "effective rank of the last stage's features) loses accuracy; syre at the same gamma loses less of both (a higher rank "
+         "and accuracy than weight decay's, both still far below no decay's: it does not keep them), and at the usual weight "
+         "decay (5e-4 coupled) it costs nothing.")
+
+#: Version 2 re-judges version 1's trials (no retraining).
+VERSION = 2
+CHANGES = ("v2, re-judged from v1's trials, no retraining: the claim says what the tests test, syre loses less rank and accuracy than "
+           "weight decay at the collapsing gamma (v1 said it keeps them; against no decay it keeps neither)")
+
 
 #: The BatchNorm variants: arm name -> (decay, BatchNorm rule).
 BN_ARMS = {"syre_bnx": Arm("syre_bnx", "syre, BatchNorm excluded", decay="syre", d_spread=0.0, tag="bn_exclude"),
@@ -160,49 +180,35 @@ def _trial(cfg, arm, seed):
 
 def design(cfg: Dict[str, Any]) -> Design:
     _check(cfg)
-    gammas = [float(g) for g in cfg["gammas"]]
-    g, gt = float(cfg["gamma"]), float(cfg["gamma_typical"])
-    if not gammas or any(x <= 0 for x in gammas) or g not in gammas or gt not in gammas:
-        raise ValueError(f"Invalid gammas: {gammas!r}; expected values > 0 that include gamma = {g:g} and gamma_typical = {gt:g}")
-    arm_list = _arm_list(cfg)
-    names = [a.name for a in arm_list]
-    tun = Tuning(metric="test_acc", better="max", arms=tuple(a for a in cfg["tune_arms"] if a in names), gammas=tuple(cfg["tune_gammas"]),
-                 sigma0s=tuple(cfg["tune_sigma0s"]), also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
-    none = cell("none")
-    at = lambda a: cell(a, gamma=g)  # noqa: E731
-    ty = lambda a: cell(a, gamma=gt)  # noqa: E731
-    cells = [none] + [cell(a, gamma=x) for x in gammas for a in cfg["arms"]]
-    cells += [at(a) for a in cfg["arms_gmax"] if at(a) not in cells] + [ty(a) for a in cfg["arms_typical"] if ty(a) not in cells]
+    sw = Sweep(cfg, metric="test_acc", better="max", arm_list=_arm_list(cfg))
+    g, gt, at, ty, none = sw.g, sw.gt, sw.at, sw.ty, sw.none
     m = cfg["noninferior_margin"]
     s = f"gamma {g:g}"
     tests = [
-        Test(f"{s}: weight decay lowers the last stage's effective rank", "rank_last", at("wd"), none, direction="less"),
-        Test(f"{s}: weight decay loses accuracy", "test_acc", at("wd"), none, direction="less"),
-        Test(f"{s}: syre's last-stage effective rank above weight decay's", "rank_last", at("syre"), at("wd")),
-        Test(f"{s}: syre's accuracy above weight decay's", "test_acc", at("syre"), at("wd")),
+        Test(f"{s}: weight decay lowers the last stage's effective rank", "rank_last", at("wd"), none, direction="less", key="collapse.wd_rank"),
+        Test(f"{s}: weight decay loses accuracy", "test_acc", at("wd"), none, direction="less", key="collapse.wd_perf"),
+        Test(f"{s}: syre's last-stage effective rank above weight decay's", "rank_last", at("syre"), at("wd"), key="collapse.syre_rank"),
+        Test(f"{s}: syre's accuracy above weight decay's", "test_acc", at("syre"), at("wd"), key="collapse.syre_perf"),
         Test(f"gamma {gt:g} (the usual recipe): syre's accuracy not below weight decay's by more than {m:g}", "test_acc", ty("syre"),
-             ty("wd"), threshold=-m),
+             ty("wd"), threshold=-m, key="cost"),
         Test(f"gamma {gt:g} (the usual recipe, harm test, passes when harmed): syre's accuracy below weight decay's", "test_acc",
-             ty("syre"), ty("wd"), direction="less", role="secondary"),
-        Test(f"{s}: syre has fewer dead channels than weight decay", "dead_channels", at("syre"), at("wd"), direction="less", role="secondary"),
+             ty("syre"), ty("wd"), direction="less", role="secondary", key="harm"),
+        Test(f"{s}: syre has fewer dead channels than weight decay", "dead_channels", at("syre"), at("wd"), direction="less", role="secondary",
+             key="collapse.dead"),
     ]
     for a in cfg["arms_gmax"]:
-        ref = "wd_bnx" if a == "syre_bnx" and "wd_bnx" in cfg["arms_gmax"] else "wd"
-        tests += [Test(f"{s}: {a}'s accuracy above {ref}'s", "test_acc", at(a), at(ref), role="secondary"),
-                  Test(f"{s}: {a}'s last-stage effective rank above {ref}'s", "rank_last", at(a), at(ref), role="secondary")]
-    for a, c in [(a, at) for a in cfg["arms_gmax"] if a.startswith("syre_bn") or a.startswith("syre_match")] + [(a, ty) for a in cfg["arms_typical"]]:
-        gg = c("syre").where["gamma"]
-        tests += [Test(f"gamma {gg:g}: {a}'s accuracy above the default's", "test_acc", c(a), c("syre"), role="secondary"),
-                  Test(f"gamma {gg:g}: {a}'s accuracy below the default's", "test_acc", c(a), c("syre"), direction="less", role="secondary")]
-    tc = lambda a: cell(f"{a}@tuned")  # noqa: E731
-    if "syre" in tun.arms:
-        for ref in [r for r in tun.arms if r != "syre"]:
-            tests.append(Test(f"tuned: syre's accuracy above {ref}'s", "test_acc", tc("syre"), tc(ref), family="tuned",
-                              role="primary" if ref == "wd" else "secondary"))
-        tests.append(Test("tuned: syre's accuracy above no decay's", "test_acc", tc("syre"), none, family="tuned"))
-    tests += heldout.tests("ResNet-BN", at, lambda n: cell(n), perf="test_acc", rank="rank_last", better="max", margin=m, tuned_arms=tun.arms,
-                           scale_arms=[a for a in cfg["arms_gmax"] if a.startswith("syre_match")])
-    return Design(arms=arm_list, cells=cells + tuned_cells(tun), tests=tests, tuning=tun, notes=[
+        ref = _ref(cfg, a)
+        tests += [Test(f"{s}: {a}'s accuracy above {ref}'s", "test_acc", at(a), at(ref), role="secondary", key=f"{a}.perf"),
+                  Test(f"{s}: {a}'s last-stage effective rank above {ref}'s", "rank_last", at(a), at(ref), role="secondary", key=f"{a}.rank")]
+    for a, gg in _variants(cfg):
+        c, d = cell(a, gamma=gg), cell("syre", gamma=gg)
+        tests += [Test(f"gamma {gg:g}: {a}'s accuracy above the default's", "test_acc", c, d, role="secondary", key=f"{a}@{gg:g}.better"),
+                  Test(f"gamma {gg:g}: {a}'s accuracy below the default's", "test_acc", c, d, direction="less", role="secondary",
+                       key=f"{a}@{gg:g}.worse")]
+    tests += sw.tuned_tests("accuracy", "test_acc")
+    tests += sw.heldout_tests("ResNet-BN", perf="test_acc", rank="rank_last", better="max",
+                              scale_arms=[a for a in cfg["arms_gmax"] if a.startswith("syre_match")])
+    return sw.design(tests, [
         f"ResNet: stem + {cfg['stages']} basic blocks of {cfg['width']} x (1, 2, 4...) channels with BatchNorm and 1x1 projection "
         f"shortcuts; SGD momentum {cfg['momentum']:g} (Nesterov), one-cycle lr up to {cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} "
         f"epochs on {cfg['n_train']} Fashion-MNIST images at {cfg['size']}x{cfg['size']} ({cfg['n_test']} evaluation images); decay on "
@@ -210,11 +216,29 @@ def design(cfg: Dict[str, Any]) -> Design:
         f"of {cfg['n_rank']} evaluation images."])
 
 
+def _ref(cfg, a: str) -> str:
+    return "wd_bnx" if a == "syre_bnx" and "wd_bnx" in cfg["arms_gmax"] else "wd"
+
+
+def _variants(cfg):
+    """The sigma0 and BatchNorm variants judged against the default, each at its gamma."""
+    g, gt = float(cfg["gamma"]), float(cfg["gamma_typical"])
+    return ([(a, g) for a in cfg["arms_gmax"] if a.startswith("syre_bn") or a.startswith("syre_match")]
+            + [(a, gt) for a in cfg["arms_typical"]])
+
+
 METRICS = ("test_acc", "rank_last", "dead_channels", "bn_small")
 
 
 def report(ctx) -> Dict[str, Any]:
-    from .curves import cell_table, collapse_finding, cost_finding, plot_curves, pull_table, sigma0_finding
+    from .curves import (
+        cell_table,
+        collapse_finding,
+        cost_finding,
+        plot_curves,
+        pull_table,
+        sigma0_finding,
+    )
 
     cfg = ctx.config
     g, gt = float(cfg["gamma"]), float(cfg["gamma_typical"])
@@ -223,19 +247,10 @@ def report(ctx) -> Dict[str, Any]:
     plot_curves(ctx, "e11_rank_vs_gamma", [("test_acc", "test accuracy"), ("rank_last", "eff. rank, last stage"),
                                            ("dead_channels", "dead channels (share)"), ("bn_small", "BatchNorm scales < 0.01 (share)")],
                 gammas, list(cfg["arms"]), {g: list(cfg["arms_gmax"]), gt: list(cfg["arms_typical"])}, title="E11 ResNet-BN")
-    s = f"gamma {g:g}"
-    others = []
-    for a in cfg["arms_gmax"]:
-        ref = "wd_bnx" if a == "syre_bnx" and "wd_bnx" in cfg["arms_gmax"] else "wd"
-        others += [f"{s}: {a}'s accuracy above {ref}'s", f"{s}: {a}'s last-stage effective rank above {ref}'s"]
-    cost = cost_finding(ctx, [f"gamma {gt:g} (the usual recipe): syre's accuracy not below weight decay's by more than "
-                              f"{cfg['noninferior_margin']:g}"])
-    finding = collapse_finding(ctx, premise=[f"{s}: weight decay lowers the last stage's effective rank", f"{s}: weight decay loses accuracy"],
-                               syre_tests=[f"{s}: syre's last-stage effective rank above weight decay's", f"{s}: syre's accuracy above weight decay's"],
-                               others=others, gamma=g, what="the ResNet")
-    variants = [(a, g) for a in cfg["arms_gmax"] if a.startswith("syre_bn") or a.startswith("syre_match")] + [(a, gt) for a in cfg["arms_typical"]]
-    pairs = [(f"{a} at gamma {x:g}", f"gamma {x:g}: {a}'s accuracy above the default's", f"gamma {x:g}: {a}'s accuracy below the default's")
-             for a, x in variants]
+    cost = cost_finding(ctx, ["cost"])
+    finding = collapse_finding(ctx, premise=["collapse.wd_rank", "collapse.wd_perf"], syre_tests=["collapse.syre_rank", "collapse.syre_perf"],
+                               others=[f"{a}.{k}" for a in cfg["arms_gmax"] for k in ("perf", "rank")], gamma=g, what="the ResNet")
+    pairs = [(f"{a} at gamma {x:g}", f"{a}@{x:g}.better", f"{a}@{x:g}.worse") for a, x in _variants(cfg)]
     s0 = sigma0_finding(ctx, [q for q in pairs if "match" in q[0]]) if pairs else ""
     bn = sigma0_finding(ctx, [q for q in pairs if "_bn" in q[0]]) if pairs else ""
     head = "; ".join(f"{fmt.md_cell(k)} acc {fmt.num(ctx.arms[k]['test_acc']['mean'])}, rank {fmt.num(ctx.arms[k]['rank_last']['mean'])}"
@@ -245,5 +260,7 @@ def report(ctx) -> Dict[str, Any]:
 
 
 EXPERIMENT = Experiment(id="e11", title="ResNet with BatchNorm on Fashion-MNIST (SGD momentum, one-cycle): rank, dead channels, accuracy vs gamma",
+                        version=VERSION, changes=CHANGES,
+                        rejudge=Rejudge(VERSION, 1, CLAIM_V1, "first pre-registered version", None),
                         claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="test_acc", better="max",
                         rank="rank_last", n_min=5, n_max=6, selection=2, heldout=True)

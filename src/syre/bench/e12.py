@@ -20,16 +20,14 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-import numpy as np
 import torch
 
-import syre
-
-from . import fmt, graphs, heldout
-from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms
-from .common import trial_rng, tuned_cells
+from . import fmt, graphs
+from .arms import ARM_DEFAULTS, apply_arm
+from .common import trial_rng
 from .e10 import pull_numbers
-from .protocol import Design, Test, Tuning, cell
+from .gsweep import Sweep
+from .protocol import Design, Test
 from .registry import Experiment
 
 CLAIM = ("A message-passing network keeps its node-permutation equivariance under syre exactly (a sanity check: it is the "
@@ -122,47 +120,36 @@ def _trial(cfg, arm, seed):
 
 def design(cfg: Dict[str, Any]) -> Design:
     _check(cfg)
-    gammas = [float(g) for g in cfg["gammas"]]
-    g, gt = float(cfg["gamma"]), float(cfg["gamma_typical"])
-    if not gammas or any(v <= 0 for v in gammas) or g not in gammas or gt not in gammas:
-        raise ValueError(f"Invalid gammas: {gammas!r}; expected values > 0 that include gamma = {g:g} and gamma_typical = {gt:g}")
-    arm_list = get_arms(["none"] + list(cfg["arms"]) + [a for a in cfg["arms_gmax"] if a not in cfg["arms"]])
-    names = [a.name for a in arm_list]
-    tun = Tuning(metric="test_acc", better="max", arms=tuple(a for a in cfg["tune_arms"] if a in names), gammas=tuple(cfg["tune_gammas"]),
-                 sigma0s=tuple(cfg["tune_sigma0s"]), also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
-    none = cell("none")
-    at = lambda a: cell(a, gamma=g)  # noqa: E731
-    ty = lambda a: cell(a, gamma=gt)  # noqa: E731
-    cells = [none] + [cell(a, gamma=v) for v in gammas for a in cfg["arms"]] + [at(a) for a in cfg["arms_gmax"] if a not in cfg["arms"]]
+    sw = Sweep(cfg, metric="test_acc", better="max")
+    g, gt, at, ty, none = sw.g, sw.gt, sw.at, sw.ty, sw.none
     m, tol = cfg["noninferior_margin"], cfg["equiv_tol"]
     s = f"gamma {g:g}"
     why = ("every parameter is shared over the nodes, so f(P A P^T, P X) = P f(A, X) for any parameters: the architecture's "
            "symmetry is not a parameter symmetry and no decay can break it (float64 round-off only)")
     tests = [Test(f"equivariance: {c.key} permutes its outputs with the nodes (relative error <= {tol:g})", "equiv_error", c,
-                  direction="less", kind="bound", threshold=tol, role="sanity", why=why) for c in (none, at("wd"), at("syre"))]
+                  direction="less", kind="bound", threshold=tol, role="sanity", why=why, key=f"equivariance.{c.arm}")
+             for c in (none, at("wd"), at("syre"))]
     tests += [
-        Test(f"{s}: weight decay lowers the node embeddings' effective rank", "emb_rank", at("wd"), none, direction="less"),
-        Test(f"{s}: syre's embedding rank above weight decay's", "emb_rank", at("syre"), at("wd")),
-        Test(f"{s}: syre's accuracy above weight decay's", "test_acc", at("syre"), at("wd")),
-        Test(f"gamma {gt:g}: syre's accuracy not below weight decay's by more than {m:g}", "test_acc", ty("syre"), ty("wd"), threshold=-m),
-        Test(f"{s}: weight decay loses accuracy", "test_acc", at("wd"), none, direction="less", role="secondary"),
-        Test(f"{s}: syre has fewer dead units than weight decay", "dead_units", at("syre"), at("wd"), direction="less", role="secondary"),
+        Test(f"{s}: weight decay lowers the node embeddings' effective rank", "emb_rank", at("wd"), none, direction="less",
+             key="collapse.wd_rank"),
+        Test(f"{s}: syre's embedding rank above weight decay's", "emb_rank", at("syre"), at("wd"), key="collapse.syre_rank"),
+        Test(f"{s}: syre's accuracy above weight decay's", "test_acc", at("syre"), at("wd"), key="collapse.syre_perf"),
+        Test(f"gamma {gt:g}: syre's accuracy not below weight decay's by more than {m:g}", "test_acc", ty("syre"), ty("wd"), threshold=-m,
+             key="cost"),
+        Test(f"{s}: weight decay loses accuracy", "test_acc", at("wd"), none, direction="less", role="secondary", key="collapse.wd_perf"),
+        Test(f"{s}: syre has fewer dead units than weight decay", "dead_units", at("syre"), at("wd"), direction="less", role="secondary",
+             key="collapse.dead"),
     ]
     for a in cfg["arms_gmax"]:
-        tests += [Test(f"{s}: {a}'s embedding rank above weight decay's", "emb_rank", at(a), at("wd"), role="secondary"),
-                  Test(f"{s}: {a}'s accuracy above weight decay's", "test_acc", at(a), at("wd"), role="secondary")]
-    scales = [a for a in cfg["arms_gmax"] if a in ("syre_0.3x", "syre_3x", "syre_match")]
+        tests += [Test(f"{s}: {a}'s embedding rank above weight decay's", "emb_rank", at(a), at("wd"), role="secondary", key=f"{a}.rank"),
+                  Test(f"{s}: {a}'s accuracy above weight decay's", "test_acc", at(a), at("wd"), role="secondary", key=f"{a}.perf")]
+    scales = _scales(cfg)
     for a in scales:
-        tests.append(Test(f"{s}: {a}'s accuracy below the default's", "test_acc", at(a), at("syre"), direction="less", role="secondary"))
-    tc = lambda a: cell(f"{a}@tuned")  # noqa: E731
-    if "syre" in tun.arms:
-        for ref in [r for r in tun.arms if r != "syre"]:
-            tests.append(Test(f"tuned: syre's accuracy above {ref}'s", "test_acc", tc("syre"), tc(ref), family="tuned",
-                              role="primary" if ref == "wd" else "secondary"))
-        tests.append(Test("tuned: syre's accuracy above no decay's", "test_acc", tc("syre"), none, family="tuned"))
-    tests += heldout.tests("SBM graphs", at, lambda n: cell(n), perf="test_acc", rank="emb_rank", better="max", margin=m, tuned_arms=tun.arms,
-                           scale_arms=scales)
-    return Design(arms=arm_list, cells=cells + tuned_cells(tun), tests=tests, tuning=tun, notes=[
+        tests.append(Test(f"{s}: {a}'s accuracy below the default's", "test_acc", at(a), at("syre"), direction="less", role="secondary",
+                          key=f"{a}.below_default"))
+    tests += sw.tuned_tests("accuracy", "test_acc")
+    tests += sw.heldout_tests(HELDOUT, perf="test_acc", rank="emb_rank", better="max", scale_arms=scales)
+    return sw.design(tests, [
         f"SBM graphs: {cfg['n_nodes']} nodes in {cfg['blocks']} communities, p_in {cfg['p_in']:g}, p_out {cfg['p_out']:g}, {cfg['n_feat']} "
         f"features (community one-hot x {cfg['signal']:g} + N(0, 1) noise); {cfg['n_train']} training graphs per seed, {cfg['n_eval_graphs']} "
         f"fixed evaluation graphs. Dense GCN: {cfg['layers']} layers of {cfg['width']} (ReLU), linear read-out; Adam lr {cfg['lr']:g}, "
@@ -170,27 +157,38 @@ def design(cfg: Dict[str, Any]) -> Design:
         "each trained network, a random node permutation per graph on 4 evaluation graphs."])
 
 
+HELDOUT = "SBM graphs"
+
+
+def _scales(cfg):
+    return [a for a in cfg["arms_gmax"] if a in ("syre_0.3x", "syre_3x", "syre_match")]
+
+
 METRICS = ("test_acc", "emb_rank", "dead_units", "equiv_error")
 
 
 def report(ctx) -> Dict[str, Any]:
-    from .curves import cell_table, collapse_finding, cost_finding, plot_curves, pull_table, sigma0_finding
+    from .curves import (
+        cell_table,
+        collapse_finding,
+        cost_finding,
+        plot_curves,
+        pull_table,
+        sigma0_finding,
+    )
 
     cfg = ctx.config
-    g, gt = float(cfg["gamma"]), float(cfg["gamma_typical"])
+    g = float(cfg["gamma"])
     plot_curves(ctx, "e12_rank_vs_gamma", [("test_acc", "test accuracy (nodes)"), ("emb_rank", "eff. rank of node embeddings"),
                                            ("dead_units", "dead units, last layer (share)")],
                 [float(v) for v in cfg["gammas"]], list(cfg["arms"]), {g: list(cfg["arms_gmax"])}, title="E12 GCN on SBM graphs")
-    s = f"gamma {g:g}"
-    finding = collapse_finding(ctx, premise=[f"{s}: weight decay lowers the node embeddings' effective rank"],
-                               syre_tests=[f"{s}: syre's embedding rank above weight decay's", f"{s}: syre's accuracy above weight decay's"],
-                               others=[n for a in cfg["arms_gmax"] for n in (f"{s}: {a}'s embedding rank above weight decay's",
-                                                                             f"{s}: {a}'s accuracy above weight decay's")],
-                               gamma=g, what="the node embeddings")
-    cost = cost_finding(ctx, [f"gamma {gt:g}: syre's accuracy not below weight decay's by more than {cfg['noninferior_margin']:g}"])
-    scales = [a for a in cfg["arms_gmax"] if a in ("syre_0.3x", "syre_3x", "syre_match")]
-    s0 = sigma0_finding(ctx, [(f"{a} at gamma {g:g}", f"SBM graphs, held-out: {a} better than the default at the collapsing gamma",
-                               f"{s}: {a}'s accuracy below the default's") for a in scales]) if scales else ""
+    finding = collapse_finding(ctx, premise=["collapse.wd_rank"], syre_tests=["collapse.syre_rank", "collapse.syre_perf"],
+                               others=[f"{a}.{k}" for a in cfg["arms_gmax"] for k in ("rank", "perf")], gamma=g, what="the node embeddings")
+    cost = cost_finding(ctx, ["cost"])
+    # the held-out tests exist only when the tuned arms hold both syre and wd (``heldout.tests``): a --set tune_arms=... may drop them
+    pairs = [(f"{a} at gamma {g:g}", f"{HELDOUT}/heldout.{a}.better", f"{a}.below_default") for a in _scales(cfg)]
+    pairs = [q for q in pairs if ctx.declared(q[1])]
+    s0 = sigma0_finding(ctx, pairs) if pairs else ""
     worst = max(max(r["equiv_error"] for r in ctx.records), 0.0)
     eq = f"Largest relative equivariance error over every trained network (float64): {worst:.1e} (tolerance {cfg['equiv_tol']:g})."
     head = "; ".join(f"{fmt.md_cell(k)} acc {fmt.num(ctx.arms[k]['test_acc']['mean'])}, emb rank {fmt.num(ctx.arms[k]['emb_rank']['mean'])}"

@@ -18,7 +18,7 @@ reported beside it; earlier versions of this suite decided on the weaker one aft
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 import torch

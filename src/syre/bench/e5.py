@@ -13,7 +13,7 @@ layer (``rank_l1..3``, ``rank_last``), secondary; and the test accuracy.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 import torch

@@ -17,7 +17,7 @@ of the centred means, Roy and Vetterli: the primary rank metric), ``rank_mu`` (n
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 import torch

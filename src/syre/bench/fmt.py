@@ -75,7 +75,19 @@ def test_result(t: Dict[str, Any]) -> str:
         bits.append(pval(t["p"]))
     if t.get("holds_in") is not None:
         bits.append(f"holds in {t['holds_in']}/{t['n']} seeds, range [{num(t.get('min_x'))}, {num(t.get('max_x'))}]")
-    return res + (": " + ", ".join(bits) if bits else "")
+    return res + (": " + ", ".join(bits) if bits else "") + power_words(t)
+
+
+def power_words(t: Dict[str, Any]) -> str:
+    """``"; power 0.27 at n = 10: underpowered, n = 51 needed"`` for a primary t-test whose power was estimated."""
+    if t.get("role") != "primary" or t.get("kind") != "t" or "power" not in t:
+        return ""
+    if t["power"] is None:
+        return "; power not estimated" if "against H1" not in t.get("power_source", "") else "; pilot effect against H1"
+    if t["power"] >= 0.8:
+        return f"; power {num(t['power'], 2)}"
+    need = f"n = {t['n_needed']} needed" if t.get("n_needed") else "no n up to 5000 suffices"
+    return f"; power {num(t['power'], 2)} at n = {t['n']}: underpowered, {need}"
 
 
 def tests_table(tests: List[Dict[str, Any]], families: Sequence[str] = ("shared", "tuned", "heldout")) -> str:
@@ -126,6 +138,8 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
         "sigma0: " + "; ".join(f"`{k}` {v['meaning']}" for k, v in summary["sigma0"]["arms"].items()) + ".", "",
         "## Tests", "", tests_table(summary["tests"]), "",
     ]
+    if summary.get("power_check"):
+        lines += [f"Power: {summary['power_check']['note']}.", ""]
     if summary.get("selection") and pr["declaration"].get("tuning"):
         lines += ["## Tuning (selection seeds, validation split)", "", selection_table(summary["selection"]), ""]
     if summary.get("findings"):

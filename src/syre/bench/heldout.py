@@ -30,25 +30,27 @@ def tests(label: str, at: Callable[[str], Cell], here: Callable[[str], Cell], *,
           margin: float, tuned_arms: Sequence[str], scale_arms: Sequence[str] = ()) -> List[Test]:
     """The held-out tests of one setting: ``at(arm)`` is the arm's cell at the collapsing gamma,
     ``here(name)`` a cell of the setting without a gamma (``"wd@tuned"``, ``"syre@wd-gamma"``).
-    ``margin``: absolute for a higher-is-better ``perf``, relative for a lower-is-better one."""
+    ``margin``: absolute for a higher-is-better ``perf``, relative for a lower-is-better one. Keys (``Test.key``):
+    ``<label>/heldout.rank``, ``.perf``, ``.noharm``, ``.harm``, ``.<scale arm>.better``."""
     if not {"syre", "wd"} <= set(tuned_arms):
         return []
     side = "greater" if better == "max" else "less"
     ni = dict(threshold=-margin) if better == "max" else dict(ratio=1.0 + margin, direction="less")
     out = [
         Test(f"{label}, held-out: syre's {rank} above weight decay's at the collapsing gamma", rank, at("syre"), at("wd"),
-             family="heldout"),
+             family="heldout", key=f"{label}/heldout.rank"),
         Test(f"{label}, held-out: syre's {perf} better than weight decay's at the collapsing gamma", perf, at("syre"), at("wd"),
-             direction=side, family="heldout"),
+             direction=side, family="heldout", key=f"{label}/heldout.perf"),
         Test(f"{label}, held-out: syre at weight decay's tuned gamma not worse than tuned weight decay by more than {margin:g}"
-             f"{'' if better == 'max' else ' (relative)'}", perf, here("syre@wd-gamma"), here("wd@tuned"), family="heldout", **ni),
+             f"{'' if better == 'max' else ' (relative)'}", perf, here("syre@wd-gamma"), here("wd@tuned"), family="heldout",
+             key=f"{label}/heldout.noharm", **ni),
         Test(f"{label}, held-out (harm test, passes when harmed): syre at weight decay's tuned gamma significantly worse than "
              "tuned weight decay", perf, here("syre@wd-gamma"), here("wd@tuned"), direction="less" if better == "max" else "greater",
-             family="heldout", role="secondary"),
+             family="heldout", role="secondary", key=f"{label}/heldout.harm"),
     ]
     for a in scale_arms:
         out.append(Test(f"{label}, held-out: {a} better than the default at the collapsing gamma", perf, at(a), at("syre"),
-                        direction=side, family="heldout", role="secondary"))
+                        direction=side, family="heldout", role="secondary", key=f"{label}/heldout.{a}.better"))
     return out
 
 

@@ -2,13 +2,12 @@
 
 It trains only the cells of the primary shared-gamma tests, on the pilot seeds (their own range),
 evaluates those tests, and with ``write=True`` records the per-test mean and standard deviation in
-``syre/bench/pilots.py`` (see ``syre.bench.power``). The pilot changes the protocol (its power
+``benchmarks/results/pilots.json`` (``syre.bench.pilots``) (see ``syre.bench.power``). The pilot changes the protocol (its power
 statement and seed count), so it is run before the protocol is registered, never after.
 """
 from __future__ import annotations
 
 import json
-import pprint
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +19,6 @@ from .registry import get_experiment
 from .runner import Context, Progress, environment, json_safe
 
 __all__ = ["run_pilot", "write_pilots"]
-
-PILOTS_FILE = Path(__file__).resolve().parent / "pilots.py"
-
 
 def run_pilot(exp_id: str, *, n: int = power.PILOT_SEEDS, verbose: bool = True, out: Optional[Path] = None,
               write: bool = False, jobs: int = 1) -> Dict[str, Any]:
@@ -73,13 +69,8 @@ def run_pilot(exp_id: str, *, n: int = power.PILOT_SEEDS, verbose: bool = True, 
     return record
 
 
-def write_pilots(records: Dict[str, Any], path: Path = PILOTS_FILE) -> None:
-    """Merge ``records`` into the ``PILOTS`` dict of ``pilots.py``."""
+def write_pilots(records: Dict[str, Any], path: Optional[Path] = None) -> Path:
+    """Merge ``records`` into the pilots file (``syre.bench.pilots.write``)."""
     from . import pilots
 
-    data = dict(pilots.PILOTS)
-    data.update(records)
-    pilots.PILOTS = data
-    text = path.read_text()
-    head = text[: text.index("PILOTS = ")]
-    path.write_text(head + "PILOTS = " + pprint.pformat(data, width=110, sort_dicts=True) + "\n")
+    return pilots.write(records, path)

@@ -18,7 +18,8 @@ Families (one verdict each): ``shared`` (every arm at the experiment's shared ga
 comparison), ``tuned`` (each arm at its own gamma and sigma0, chosen on the selection seeds),
 ``heldout`` (the library's default sigma0 judged on seeds that played no part in choosing it).
 
-The ledger (``benchmarks/protocols.json``) keeps each registered version's hash and declaration.
+The ledger (``benchmarks/protocols.json``, ``syre.bench.ledger``) keeps each registered version's hash, declaration
+and runs (every attempt: revision, anchor format, start, end, outcome).
 A full run registers its protocol before training; a version already registered with different
 rules is refused: changing a rule after a run means a new version (``VERSION`` and ``CHANGES``
 of the experiment's module), reported as such.
@@ -28,13 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import subprocess
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .arms import Arm
+from .ledger import read_ledger, register  # noqa: F401  (the ledger's names, kept importable from here)
 
 __all__ = ["Cell", "Test", "Tuning", "Design", "Protocol", "SEED_BASE", "cell", "point_key", "seeds_for",
            "register", "read_ledger", "canonical"]
@@ -102,6 +101,9 @@ class Test:
     role: str = "primary"
     family: str = "shared"
     why: str = ""
+    #: What ``report()`` looks the test up by (``ctx.result(key)``), declared with it so that a renamed test cannot be
+    #: missed; not part of the rules (left out of the declaration and the hash).
+    key: str = field(default="", compare=False)
 
     def __post_init__(self):
         if self.kind not in ("t", "bound"):
@@ -125,6 +127,7 @@ class Test:
 
     def declaration(self) -> Dict[str, Any]:
         d = asdict(self)
+        d.pop("key")
         d["a"], d["b"] = self.a.key, (self.b.key if self.b else None)
         return d
 
@@ -225,10 +228,11 @@ class Protocol:
         overlap = set(self.evaluation_seeds) & set(self.selection_seeds)
         if overlap:
             raise ValueError(f"Invalid seeds: selection and evaluation seeds overlap in {sorted(overlap)}")
-        names = [t.name for t in self.design.tests]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"Experiment {self.experiment}: test names must be unique, repeated: {dup}")
+        for what in ("name", "key"):
+            vals = [getattr(t, what) for t in self.design.tests if getattr(t, what)]
+            dup = sorted({n for n in vals if vals.count(n) > 1})
+            if dup:
+                raise ValueError(f"Experiment {self.experiment}: test {what}s must be unique, repeated: {dup}")
 
     def declaration(self) -> Dict[str, Any]:
         d = self.design
@@ -257,50 +261,6 @@ class Protocol:
 def digest(declaration: Dict[str, Any]) -> str:
     text = json.dumps(canonical(declaration), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- the ledger
-def read_ledger(path: Union[str, Path]) -> Dict[str, Any]:
-    p = Path(path)
-    return json.loads(p.read_text()) if p.is_file() else {}
-
-
-def register(protocol: Protocol, path: Union[str, Path]) -> Dict[str, Any]:
-    """Record ``protocol`` in the ledger at ``path`` before its run; refuse a changed registered version.
-
-    Returns the ledger entry. A version registered with the same hash is left as it is (a rerun).
-    """
-    path = Path(path)
-    ledger = read_ledger(path)
-    versions = ledger.setdefault(protocol.experiment, {})
-    key = str(protocol.version)
-    h = protocol.hash()
-    if key in versions:
-        if versions[key]["hash"] != h:
-            raise ValueError(
-                f"Protocol of {protocol.experiment} version {protocol.version} is registered with hash {versions[key]['hash']}, "
-                f"but the code now declares {h}: a rule changed after a run. Declare a new version (VERSION = "
-                f"{protocol.version + 1} and CHANGES in the experiment's module) or restore the registered rules")
-        return versions[key]
-    later = [int(v) for v in versions if int(v) > protocol.version]
-    if later:
-        raise ValueError(f"Protocol of {protocol.experiment}: version {max(later)} is registered; version {protocol.version} "
-                         "cannot be added after it")
-    entry = {"hash": h, "registered": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_revision": _git_revision(),
-             "changes": protocol.changes, "declaration": protocol.declaration()}
-    versions[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
-    return entry
-
-
-def _git_revision() -> Optional[str]:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
-                           timeout=10)
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def check_disjoint(selection: Sequence[int], evaluation: Sequence[int]) -> None:

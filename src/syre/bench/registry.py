@@ -35,6 +35,7 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e10": "syre.bench.e10",
     "e11": "syre.bench.e11",
     "e12": "syre.bench.e12",
+    "e12-power": "syre.bench.e12_power",
     "e13": "syre.bench.e13",
     "sigma-sweep": "syre.bench.sigma_sweep",
     "default-scale": "syre.bench.default_scale",
@@ -68,6 +69,8 @@ class Experiment:
         plan: ``plan(pilot, design, exp, quick) -> power statement`` (with ``"n"``): the experiment's own
             power rule (instead of ``power.plan`` over the primary shared tests).
         pilot: ``pilot(exp, n, verbose, jobs) -> record``: the experiment's own pilot (``syre bench pilot``).
+        rejudge: a ``syre.bench.rejudge.Rejudge``: ``version`` decides the trials of an earlier version again (new
+            roles or claim, no retraining); the earlier version's declaration stays buildable (``build_protocol``).
     """
 
     id: str
@@ -92,6 +95,7 @@ class Experiment:
     select: Optional[Callable[[Any], Any]] = None
     plan: Optional[Callable[..., Dict[str, Any]]] = None
     pilot: Optional[Callable[..., Dict[str, Any]]] = None
+    rejudge: Optional[Any] = None
 
     def config(self, *, quick: bool = False, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The configuration of a run: defaults, then the quick overrides, then ``overrides``."""

@@ -28,7 +28,7 @@ collapses) and states which scale this run picks.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 

@@ -67,6 +67,8 @@ def evaluate(test, a: Sequence[float], b: Optional[Sequence[float]] = None, *, a
     }
     if test.why:
         out["why"] = test.why
+    if test.key:
+        out["key"] = test.key
     if test.b is not None:
         b = np.asarray(b if b is not None else [], dtype=np.float64)
         out["mean_b"] = float(b.mean()) if b.size else None
