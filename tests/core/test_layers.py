@@ -50,10 +50,7 @@ LAYERS: List[List[str]] = [
 ROOT_CLIENTS = ("syre.bench",)
 
 #: Circles known and left to their owner (each must still exist: remove it here once it is gone).
-KNOWN_CIRCLES = {
-    # report() of the default study is defined beside its data and imports the study's arms back.
-    frozenset({"syre.bench.default_scale", "syre.bench.default_scale_report"}),
-}
+KNOWN_CIRCLES: set = set()
 
 #: Subpackages whose ``__init__`` imports nothing, so importing one of their modules loads no other layer.
 BARE_PACKAGES = ("syre.rng", "syre.kernels", "syre.forms", "syre.core", "syre.app")

@@ -10,11 +10,11 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("scipy")
 
 from syre.bench import default_scale as ds  # noqa: E402
-from syre.bench import gpt2lm  # noqa: E402
+from syre.bench import get_experiment, gpt2lm  # noqa: E402
 
 
 def _cfg():
-    cfg = ds.EXPERIMENT.config(quick=True)
+    cfg = get_experiment("default-scale").config(quick=True)
     return {**cfg, "setting": "gpt2"}
 
 

@@ -351,14 +351,3 @@ def pilot(exp: Experiment, *, n: int = pw.PILOT_SEEDS, verbose: bool = True, job
     times = [r["time_s"] for r in recs]
     return {"seeds": proto.evaluation_seeds, "git_revision": environment().get("git_revision"), "date": time.strftime("%Y-%m-%d"),
             "wall_time_s": round(time.perf_counter() - t0, 1), "trial_time_s": round(float(np.mean(times)), 2), "cells": per}
-
-
-def _report(ctx):
-    from .default_scale_report import report
-
-    return report(ctx)
-
-
-EXPERIMENT = Experiment(id="default-scale", title="The default sigma0: chosen on an MLP and a char LM, judged on held-out models and seeds",
-                        claim=CLAIM, trial=trial, design=design, report=_report, defaults=DEFAULTS, quick=QUICK, version=VERSION,
-                        perf=None, better="max", n_min=6, n_max=8, selection=3, quick_seeds=3, select=select, plan=plan, pilot=pilot)

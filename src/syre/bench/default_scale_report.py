@@ -1,4 +1,5 @@
-"""The default study's report: the table candidate x setting x gamma (task metric, 95% interval), its plot, the
+"""The default study's report and its registration (``EXPERIMENT``, beside the report so that the study's module
+is imported by its report and never the other way round): the table candidate x setting x gamma (task metric, 95% interval), its plot, the
 selection outcome, the held-out verdict and the power of each primary test (``summary.json``)."""
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import syre
 
 from . import fmt, stats
 from .arms import sigma0_label
-from .default_scale import ARMS_DS, COMPARED, _c
+from .default_scale import (ARMS_DS, CLAIM, COMPARED, DEFAULTS, QUICK, VERSION, _c, choose, design, pilot, plan, select,
+                            trial)
+from .registry import Experiment
 
 ROWS = ["none"] + COMPARED + ["chosen"]
 
@@ -82,8 +85,6 @@ def plot(ctx, rows) -> None:
 
 
 def report(ctx) -> Dict[str, Any]:
-    from .default_scale import choose
-
     cfg = ctx.config
     selection = choose(cfg, lambda a, s, g: [float(r[cfg["settings"][s]["metric"]]) for r in sorted(
         (r for r in ctx.selection_records if r["arm"] == a and r["point"]["setting"] == s and r["point"]["gamma"] == g),
@@ -108,3 +109,8 @@ def report(ctx) -> Dict[str, Any]:
             "findings": {"headline": head},
             "summary": {"chosen": {"candidate": chosen, "sigma0": selection["sigma0"], "why": selection["why"]},
                         "heldout_verdict": verdict, "power": power, "table": rows, "sigma0": sig}}
+
+
+EXPERIMENT = Experiment(id="default-scale", title="The default sigma0: chosen on an MLP and a char LM, judged on held-out models and seeds",
+                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, version=VERSION,
+                        perf=None, better="max", n_min=6, n_max=8, selection=3, quick_seeds=3, select=select, plan=plan, pilot=pilot)

@@ -31,7 +31,7 @@ from .arms import Arm
 from .e0_checks import CHECKS, _absolute, expected_min_abs  # noqa: F401  (the checks, one per theorem)
 from .protocol import Design, Test, cell
 from .registry import Experiment
-from .rejudge import Rejudge
+from .protocol import Rejudge
 
 CLAIM_V1 = (
     "At a mirror vanilla gradients vanish in the mirror's directions while syre's equal -2 gamma P theta0; "

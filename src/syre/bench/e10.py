@@ -32,7 +32,7 @@ from .common import trial_rng
 from .gsweep import Sweep
 from .protocol import Design, Test, cell
 from .registry import Experiment
-from .rejudge import Rejudge
+from .protocol import Rejudge
 
 CLAIM_V1 = ("In a small causal transformer LM trained with AdamW and nanoGPT's decay groups, a weight decay strong enough to "
          "collapse the attention maps (lower effective rank of W_Q W_K^T per head) also raises the validation loss; syre at "

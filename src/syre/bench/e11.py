@@ -42,7 +42,7 @@ from .e10 import pull_numbers
 from .gsweep import Sweep
 from .protocol import Design, Test, cell
 from .registry import Experiment
-from .rejudge import Rejudge
+from .protocol import Rejudge
 
 CLAIM_V1 = ("In a ResNet with BatchNorm trained by SGD with momentum, a weight decay strong enough to collapse it (lower "
          "effective rank of the last stage's features) loses accuracy; syre at the same gamma keeps rank and accuracy, and at "

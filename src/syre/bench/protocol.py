@@ -29,14 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .arms import Arm
 from .ledger import read_ledger, register  # noqa: F401  (the ledger's names, kept importable from here)
 
 __all__ = ["Cell", "Test", "Tuning", "Design", "Protocol", "SEED_BASE", "cell", "point_key", "seeds_for",
-           "register", "read_ledger", "canonical"]
+           "register", "read_ledger", "canonical", "Rejudge", "apply"]
 
 ROLES = ("primary", "secondary", "sanity")
 FAMILIES = ("shared", "tuned", "heldout")
@@ -266,3 +266,27 @@ def digest(declaration: Dict[str, Any]) -> str:
 def check_disjoint(selection: Sequence[int], evaluation: Sequence[int]) -> None:
     if set(selection) & set(evaluation):
         raise ValueError(f"Invalid seeds: selection {list(selection)} and evaluation {list(evaluation)} overlap")
+
+
+# ----------------------------------------------------------------------------- re-judged versions
+@dataclass(frozen=True)
+class Rejudge:
+    """``version`` re-decides the trials of ``source`` (whose claim and changes were ``source_claim`` and
+    ``source_changes``); ``role(test, cfg)`` gives ``(role, why)`` for a test whose role changes, else None."""
+
+    version: int
+    source: int
+    source_claim: str
+    source_changes: str
+    role: Optional[Callable[[Any, Dict[str, Any]], Optional[Tuple[str, str]]]] = None
+
+
+def apply(design, r: Rejudge, cfg: Dict[str, Any]):
+    """``design`` with the roles ``r`` gives its tests."""
+    if r.role is None:
+        return design
+    tests = []
+    for t in design.tests:
+        new = r.role(t, cfg)
+        tests.append(t if new is None else replace(t, role=new[0], why=new[1] or t.why))
+    return replace(design, tests=tests)

@@ -38,7 +38,7 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e12-power": "syre.bench.e12_power",
     "e13": "syre.bench.e13",
     "sigma-sweep": "syre.bench.sigma_sweep",
-    "default-scale": "syre.bench.default_scale",
+    "default-scale": "syre.bench.default_scale_report",
 }
 
 _LOADED: Dict[str, "Experiment"] = {}

@@ -22,31 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from . import fmt, ledger, stats
+from .protocol import Rejudge, apply
+from .registry import get_experiment
+from .runner import build_protocol, environment, json_safe
 
-__all__ = ["Rejudge", "apply", "rejudge"]
-
-
-@dataclass(frozen=True)
-class Rejudge:
-    """``version`` re-decides the trials of ``source`` (whose claim and changes were ``source_claim`` and
-    ``source_changes``); ``role(test, cfg)`` gives ``(role, why)`` for a test whose role changes, else None."""
-
-    version: int
-    source: int
-    source_claim: str
-    source_changes: str
-    role: Optional[Callable[[Any, Dict[str, Any]], Optional[Tuple[str, str]]]] = None
-
-
-def apply(design, r: Rejudge, cfg: Dict[str, Any]):
-    """``design`` with the roles ``r`` gives its tests."""
-    if r.role is None:
-        return design
-    tests = []
-    for t in design.tests:
-        new = r.role(t, cfg)
-        tests.append(t if new is None else dataclasses.replace(t, role=new[0], why=new[1] or t.why))
-    return dataclasses.replace(design, tests=tests)
+__all__ = ["Rejudge", "apply", "rejudge"]  # Rejudge and apply are declared in protocol.py
 
 
 def _same_rules(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
@@ -56,9 +36,6 @@ def _same_rules(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
 
 def rejudge(exp_id: str, root: Union[str, Path] = ".", verbose: bool = True) -> Dict[str, Any]:
     """Write the re-judged summary of ``exp_id``'s newest version from its source version's committed run (see above)."""
-    from .registry import get_experiment
-    from .runner import build_protocol, environment, json_safe
-
     exp = get_experiment(exp_id)
     r: Optional[Rejudge] = exp.rejudge
     if r is None or r.version != exp.version:

@@ -30,7 +30,7 @@ from .arms import GAMMA_CONVENTION, resolve_arm_sigma0, sigma0_label
 from .power import plan
 from . import ledger as ledger_
 from .context import Context, Progress, pyplot  # noqa: F401  (kept importable from here)
-from .protocol import Cell, Protocol, canonical, register, seeds_for
+from .protocol import Cell, Protocol, apply, canonical, register, seeds_for
 from .registry import Experiment, get_experiment
 from .runenv import _anchor_format, environment, json_safe  # noqa: F401  (kept importable from here)
 
@@ -53,8 +53,6 @@ def build_protocol(exp: Experiment, cfg: Dict[str, Any], *, quick: bool = False,
     claim, changes = exp.claim, exp.changes
     if r is not None:
         if version == exp.version:
-            from .rejudge import apply
-
             design = apply(design, r, cfg)
         else:
             claim, changes = r.source_claim, r.source_changes
