@@ -227,6 +227,14 @@ class Work:
             self.store.decay(rest, w, self.foreach)
         return out
 
+    def theta0s(self, entries, params: List[torch.Tensor]) -> List[torch.Tensor]:
+        """The theta0 of each entry, shaped and typed like its parameter (generated now in seeded mode)."""
+        out = []
+        for e, p in zip(entries, params):
+            t = self.store.pair(e)[0]
+            out.append(t if t.dtype == p.dtype else t.to(p.dtype))
+        return out
+
     def pair(self, e, p: torch.Tensor):
         """``(theta0, xi)`` of ``e`` flat, in ``p``'s dtype (generated now in seeded mode)."""
         t, x = self.store.pair(e)
@@ -337,7 +345,7 @@ def _folded(opt, work, group, todo, params, grads, m, v, steps) -> None:
          weight_decay=(1.0 - (1.0 - w) * keep) / lr, eps=group["eps"], maximize=False, foreach=None, capturable=False,
          differentiable=False, fused=True, grad_scale=getattr(opt, "grad_scale", None),
          found_inf=getattr(opt, "found_inf", None), decoupled_weight_decay=True)
-    torch._foreach_add_(ps, [work.pair(e, p)[0].view(p.shape) for (_, _, e), p in zip(todo, ps)], alpha=w * keep)
+    torch._foreach_add_(ps, work.theta0s([e for _, _, e in todo], ps), alpha=w * keep)
 
 
 def _kernels(opt, work, group, todo, params, grads, m, v, steps) -> None:
