@@ -1,8 +1,9 @@
 """Tables from ``benchmarks/results/perf.json`` (written by ``benchmarks/perf.py``).
 
-``python benchmarks/perf_table.py`` rewrites the README's cost table (between the
-``<!-- perf-table -->`` markers) from the committed JSON; ``--check`` exits 1 when the README
-differs (``tests/test_perf_table.py`` runs that check).
+``python benchmarks/perf_table.py`` regenerates ``benchmarks/perf.md`` (the cost tables the README
+links to) from the committed JSON, with the GPU table of ``benchmarks/results/gpu_check.json`` when
+a GPU run exists; ``--check`` exits 1 when perf.md differs (``tests/test_perf_table.py`` runs that
+check); ``--readme`` also rewrites a cost table between ``<!-- perf-table -->`` markers in README.md.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = ROOT / "benchmarks" / "results" / "perf.json"
+GPU_JSON = ROOT / "benchmarks" / "results" / "gpu_check.json"
+MD = ROOT / "benchmarks" / "perf.md"
 README = ROOT / "README.md"
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
 
@@ -60,8 +63,43 @@ def readme_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def report(res: dict) -> str:
-    """The markdown report of a run (``benchmarks/perf.md``)."""
+def gpu_results():
+    """The committed GPU run of ``benchmarks/gpu_check.py`` (None: none, or only a dry run)."""
+    if not GPU_JSON.exists():
+        return None
+    res = json.loads(GPU_JSON.read_text())
+    return None if res.get("dry_run") else res
+
+
+def targets(res: dict) -> list:
+    """``(target, measured, met)`` of the performance targets, from a run."""
+    sizes, out = res["sizes"], []
+    for s in ("1M", "10M"):
+        if s not in sizes:
+            continue
+        r = sizes[s]["ratio"]
+        for kind, bound in (("basic", 1.25), ("ar", 1.4)):
+            fused = r[f"fused path: syre.AdamW {kind}"]
+            out.append((f"syre.AdamW {kind} <= {bound}x fused AdamW at {s}", f"{fused:.2f}x", fused <= bound))
+            hook = r[f"hook: AdamW {kind}"]
+            out.append((f"syre.AdamW {kind} no slower than the hook at {s}", f"{fused:.2f}x vs {hook:.2f}x", fused <= hook))
+    if "10M" in sizes:
+        seeded = sizes["10M"]["ratio"]["seeded v2: AdamW basic"]
+        out.append(("seeded mode (basic) <= 8x fused AdamW at 10M", f"{seeded:.2f}x", seeded <= 8.0))
+    for kind, h in res.get("hook_vs_adamw", {}).items():
+        out.append((f"the hook ({kind}) adds <= 30 us to fused AdamW at {h['tensors']} small tensors",
+                    f"{h['overhead_us']:.0f} us", h["overhead_us"] <= 30.0))
+    return out
+
+
+def gpu_table(gpu: dict) -> str:
+    from gpu_check import table  # noqa: PLC0415  (benchmarks/ is on the path: perf.py and main put it there)
+
+    return table(gpu)
+
+
+def report(res: dict, gpu=None) -> str:
+    """The markdown report of a run (``benchmarks/perf.md``); ``gpu`` a GPU run of ``gpu_check.py``."""
     m, c = res["machine"], res["config"]
     sizes = res["sizes"]
     lines = [
@@ -89,6 +127,25 @@ def report(res: dict) -> str:
     lines += ["", "| persistent anchor bytes per parameter | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
     for k in next(iter(sizes.values()))["persistent_bytes_per_param"]:
         lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['persistent_bytes_per_param'][k]:g}" for s in sizes) + " |")
+    if "hook_vs_adamw" in res:
+        lines += ["", "| what syre's hook adds to torch's fused AdamW (interleaved, median of paired differences) "
+                  "| params | tensors | AdamW us | AdamW + syre us | added us |", "|---|---|---|---|---|---|"]
+        for k, v in res["hook_vs_adamw"].items():
+            lines.append(f"| {k} | {v['params']:,} | {v['tensors']} | {v['adamw_us']:.0f} | {v['with_syre_us']:.0f} | "
+                         f"{v['overhead_us']:.0f} |")
+    if "fused_routes" in next(iter(sizes.values())):
+        lines += ["", "Routes of `syre.AdamW` (parameters per route): basic syre on tensors below `FOLD_MAX` folds the decay "
+                  "into torch's fused AdamW (`weight_decay` chosen so p is scaled by (1 - lr gamma)(1 - lr wd), then one "
+                  "`_foreach_add_` of lr gamma (1 - lr wd) theta0); larger tensors, and AR, take the compiled kernel.", "",
+                  "| route | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
+        for k in next(iter(sizes.values()))["fused_routes"]:
+            lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['fused_routes'][k]:,}" for s in sizes) + " |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {got} | {'yes' if ok else 'no'} |" for name, got, ok in targets(res)]
+    lines += ["", "## GPU (benchmarks/gpu_check.py)", ""]
+    lines += [gpu_table(gpu)] if gpu is not None else [
+        "No GPU run committed yet: `python benchmarks/gpu_check.py` on a CUDA machine writes "
+        "`benchmarks/results/gpu_check.json` (one call, < 10 min); `python benchmarks/perf_table.py` then renders it here."]
     lines += ["", TARGETS_NOTE]
     return "\n".join(lines) + "\n"
 
@@ -103,18 +160,21 @@ def render_readme(text: str, res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the JSON gives")
+    ap.add_argument("--check", action="store_true", help="exit 1 if benchmarks/perf.md is not what the JSON gives")
+    ap.add_argument("--readme", action="store_true", help="also rewrite the README's <!-- perf-table --> block")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     res = json.loads(JSON.read_text())
-    text = README.read_text()
-    new = render_readme(text, res)
+    md = report(res, gpu_results())
     if args.check:
-        if new != text:
-            print("README.md's cost table differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
+        if MD.read_text() != md:
+            print("benchmarks/perf.md differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
                   file=sys.stderr)
             return 1
         return 0
-    README.write_text(new)
+    MD.write_text(md)
+    if args.readme:
+        README.write_text(render_readme(README.read_text(), res))
     return 0
 
 
