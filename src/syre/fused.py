@@ -18,14 +18,20 @@ reads ``p, grad, exp_avg, exp_avg_sq, theta0 (, xi)`` once and writes ``p, exp_a
     p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
 (``syre.SGD`` with momentum: the decay, then ``b <- momentum b + (1 - dampening) g``, ``p <- p - lr b``).
-The kernel is ``torch.compile``d on CPU (one build per dtype and kind, cached on disk by torch;
-``lr`` and every other scalar enter as one tensor, so a learning-rate schedule does not
-recompile) and the Triton kernel of ``syre._triton`` on CUDA. Everything else -- tensors below
-``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable or differentiable groups, Nesterov,
-a coupled ``weight_decay`` on SGD, the first SGD step (no momentum buffer yet), or no compiler --
-takes the separate pass: syre's decay, then torch's own step on those tensors. In seeded mode each
-fused tensor's anchor is generated right before its kernel (scratch the size of that one
-parameter), so stored and seeded give identical parameters.
+
+``syre.AdamW`` takes one of two routes per tensor. Basic syre (``d_spread = 0``, a float lr) on tensors
+below ``FOLD_MAX`` elements is **folded** into torch's fused AdamW: Adam's update does not depend on
+``p``, so the decay, then AdamW, is torch's fused AdamW with the weight decay that scales ``p`` by
+``(1 - w)(1 - lr wd)``, then ``p += w (1 - lr wd) theta0`` in one ``_foreach_add_`` -- two calls for all
+those tensors of a group, where a compiled call per tensor costs more than it saves below ~1M
+elements. Larger tensors, and AR, take the **fused kernel**: ``torch.compile``d on CPU (one build per
+dtype and kind, cached on disk by torch; ``lr`` and every other scalar enter as one tensor, so a
+learning-rate schedule does not recompile) and the Triton kernel of ``syre._triton`` on CUDA.
+Everything else -- AR tensors below ``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable
+or differentiable groups, Nesterov, a coupled ``weight_decay`` on SGD, the first SGD step (no momentum
+buffer yet), or no compiler -- takes the separate pass: syre's decay, then torch's own step on those
+tensors. In seeded mode each fused tensor's anchor is generated right before its kernel (scratch the
+size of that one parameter), so stored and seeded give identical parameters.
 
 The step asks the attached ``Syre`` for its work (``Syre._take_work``, made by syre's step
 pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``GradScaler`` calls
@@ -33,9 +39,10 @@ pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``G
 before the kernel, as torch's fused kernels do, and a step with inf/NaN gradients is skipped
 whole: no decay, no update, no step counted.
 
-Agreement: the fused pass and "decay, then torch's AdamW" are not bitwise equal (torch's kernels
-contract some products into FMAs, the compiled one others); ``tests/test_fused.py`` bounds the
-difference against the equations (``syre._reference.adamw_step``) over many steps.
+Agreement: neither route is bitwise "decay, then torch's AdamW" (torch's kernels contract some
+products into FMAs, the compiled one others; the folded route rounds ``(1 - w) p`` and ``w theta0``
+separately); ``tests/test_fused.py`` bounds the difference of each route against the equations
+(``syre._reference.adamw_step``) over many steps, with the same tolerance.
 """
 from __future__ import annotations
 
