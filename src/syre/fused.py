@@ -30,7 +30,8 @@ learning-rate schedule does not recompile) and the Triton kernel of ``syre._trit
 Everything else -- AR tensors below ``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable
 or differentiable groups, Nesterov, a coupled ``weight_decay`` on SGD, the first SGD step (no momentum
 buffer yet), or no compiler -- takes the separate pass: syre's decay, then torch's own step on those
-tensors. In seeded mode each fused tensor's anchor is generated right before its kernel (scratch the
+tensors (with syre attached, torch's fused implementation where the group leaves ``fused`` and
+``foreach`` unset). In seeded mode each fused tensor's anchor is generated right before its kernel (scratch the
 size of that one parameter), so stored and seeded give identical parameters.
 
 The step asks the attached ``Syre`` for its work (``Syre._take_work``, made by syre's step
@@ -278,28 +279,38 @@ class AdamW(torch.optim.AdamW):
             has_complex = self._init_group(group, params, grads, m, v, vmax, steps)
             simple = not (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
                           or has_complex or torch.is_tensor(group["betas"][0]))
-            kernel, folded, rest = _routes(work, gi, params, grads, m, v, simple, float(group["lr"])
+            # torch's fused AdamW for syre's tensors, unless the group asks for another implementation
+            may_fuse = simple and group["fused"] is not False and not group["foreach"]
+            kernel, folded, rest = _routes(work, gi, params, grads, m, v, simple, may_fuse, float(group["lr"])
                                            if not torch.is_tensor(group["lr"]) else None)
             if rest:
-                self._torch_adamw(group, rest, params, grads, m, v, vmax, steps, has_complex)
+                fuse = work is not None and may_fuse and _torch_fusable([params[i] for i in rest])
+                self._torch_adamw(group, rest, params, grads, m, v, vmax, steps, has_complex, fuse)
             if folded:
                 _folded(self, work, group, folded, params, grads, m, v, steps)
             if kernel:
                 _kernels(self, work, group, kernel, params, grads, m, v, steps)
         return loss
 
-    def _torch_adamw(self, group, idx, params, grads, m, v, vmax, steps, has_complex) -> None:
-        """torch's own AdamW step on the tensors ``idx`` (syre's decay, if any, already applied)."""
+    def _torch_adamw(self, group, idx, params, grads, m, v, vmax, steps, has_complex, fuse=False) -> None:
+        """torch's own AdamW step on the tensors ``idx`` (syre's decay, if any, already applied); ``fuse``:
+        torch's fused implementation (one multi-tensor call) where the group leaves the choice to torch."""
         pick = (lambda xs: xs) if len(idx) == len(params) else (lambda xs: [xs[i] for i in idx])  # noqa: E731
         adam(pick(params), pick(grads), pick(m), pick(v), pick(vmax) if group["amsgrad"] else [], pick(steps),
              amsgrad=group["amsgrad"], has_complex=has_complex, beta1=group["betas"][0], beta2=group["betas"][1],
              lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
              foreach=group["foreach"], capturable=group["capturable"], differentiable=group["differentiable"],
-             fused=group["fused"], grad_scale=getattr(self, "grad_scale", None),
+             fused=group["fused"] or fuse, grad_scale=getattr(self, "grad_scale", None),
              found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=True)
 
 
-def _routes(work, gi, params, grads, m, v, simple, lr):
+def _torch_fusable(params) -> bool:
+    """Whether torch's fused AdamW takes these tensors (real floating point, CPU or CUDA, plain tensors)."""
+    return all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and p.device.type in ("cpu", "cuda")
+               and type(p.data) is torch.Tensor for p in params)
+
+
+def _routes(work, gi, params, grads, m, v, simple, may_fuse, lr):
     """``(kernel, folded, rest)``: ``(i, w, entry)`` of the tensors the fused kernel takes, ``(i, w, entry)`` of
     those whose decay is folded into torch's fused AdamW, and the indices torch's AdamW takes as they are
     (their syre decay, if any, applied now, separately)."""
@@ -310,7 +321,7 @@ def _routes(work, gi, params, grads, m, v, simple, lr):
     store = work.store
     ar = store.d_spread != 0.0
     # Folding needs a float lr * gamma and lr (a tensor lr keeps everything on the device, unread).
-    fold = simple and not ar and lr and not isinstance(w, torch.Tensor)
+    fold = may_fuse and not ar and lr and not isinstance(w, torch.Tensor)
     kernel, folded, rest, separate = [], [], [], []
     kernels = {}
     for i, p in enumerate(params):
