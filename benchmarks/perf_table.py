@@ -129,10 +129,10 @@ def report(res: dict, gpu=None) -> str:
         lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['persistent_bytes_per_param'][k]:g}" for s in sizes) + " |")
     if "hook_vs_adamw" in res:
         lines += ["", "| what syre's hook adds to torch's fused AdamW (interleaved, median of paired differences) "
-                  "| params | tensors | AdamW us | AdamW + syre us | added us |", "|---|---|---|---|---|---|"]
+                  "| params | tensors | AdamW us | AdamW + syre us | added us | added, minima us |", "|---|---|---|---|---|---|---|"]
         for k, v in res["hook_vs_adamw"].items():
             lines.append(f"| {k} | {v['params']:,} | {v['tensors']} | {v['adamw_us']:.0f} | {v['with_syre_us']:.0f} | "
-                         f"{v['overhead_us']:.0f} |")
+                         f"{v['overhead_us']:.0f} | {v.get('overhead_min_us', float('nan')):.0f} |")
     if "fused_routes" in next(iter(sizes.values())):
         lines += ["", "Routes of `syre.AdamW` (parameters per route): basic syre on tensors below `FOLD_MAX` folds the decay "
                   "into torch's fused AdamW (`weight_decay` chosen so p is scaled by (1 - lr gamma)(1 - lr wd), then one "
