@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
-    md = perf_table.report(res, perf_table.gpu_results())
+    md = perf_table.report(json.loads(out.read_text()), perf_table.gpu_results())  # as the JSON reads back
     Path(args.md).write_text(md)
     print(md)
     log(f"wrote {out} and {args.md}")
