@@ -162,6 +162,17 @@ def test_adamw_basic_folded_into_torch_fused_adamw_matches_the_equations(folds):
         torch.testing.assert_close(p, q, rtol=TRAJ_RTOL, atol=TRAJ_ATOL)
 
 
+def test_adamw_folded_keeps_the_groups_own_weight_decay(folds):
+    """gamma given and the groups' weight_decay kept (decay toward the origin on top, warned): the folded route
+    scales p by (1 - lr gamma)(1 - lr wd) and adds lr gamma (1 - lr wd) theta0; the same bound."""
+    model, data = _net(), _batches(10)
+    opt = syre.AdamW(_groups(model, 0.01), lr=0.01)
+    with pytest.warns(syre.DecaySettingWarning):
+        s = syre.attach(opt, model, gamma=0.3, d_spread=0.0, seed=4)
+        _train_checked(model, opt, s, data)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.02] and len(folds) == 2 * len(data)
+
+
 def test_adamw_checkpoints_are_torch_adamw_checkpoints_and_resume_bitwise(spy):
     model, data = _net(), _batches(12)
     opt = syre.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
