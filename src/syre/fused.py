@@ -284,7 +284,8 @@ class AdamW(torch.optim.AdamW):
             kernel, folded, rest = _routes(work, gi, params, grads, m, v, simple, may_fuse, float(group["lr"])
                                            if not torch.is_tensor(group["lr"]) else None)
             if rest:
-                fuse = work is not None and gi in work.groups and may_fuse and _torch_fusable([params[i] for i in rest])
+                fuse = (work is not None and gi in work.groups and may_fuse
+                        and _torch_fusable([params[i] for i in rest]))
                 self._torch_adamw(group, rest, params, grads, m, v, vmax, steps, has_complex, fuse)
             if folded:
                 _folded(self, work, group, folded, params, grads, m, v, steps)
