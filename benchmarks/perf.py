@@ -7,11 +7,15 @@ repetition, to fused ``torch.optim.AdamW(weight_decay=gamma)``):
 * the fused path: ``syre.AdamW`` (and ``syre.SGD``) + ``syre.attach``, basic and AR;
 * the hook path: torch's AdamW (fused), SGD with momentum and Adam (fused), + ``syre.attach``,
   basic and AR; seeded mode (anchor format 2) with AdamW, basic and AR;
-* the hook's own Python at 8 and 24 small tensors (the hook with its multi-tensor calls made no-ops);
+* the hook's own Python at 8 and 24 small tensors (the hook with its multi-tensor calls made no-ops), and
+  what the hook adds to torch's fused AdamW at 24 small tensors (~50k parameters), kernels included,
+  timed interleaved with AdamW alone;
 * attach time: stored anchors of the largest model, and of a model of 20,000 small tensors.
 
-Writes JSON (machine, torch version, configuration, raw times) and a markdown report; the report's
-cost table is rendered from the JSON by ``benchmarks/perf_table.py``::
+One command (about 5-8 minutes on 2 cores; progress on stderr). Writes JSON (machine, torch version,
+configuration, raw times) and regenerates the markdown report ``benchmarks/perf.md`` from it (also
+``python benchmarks/perf_table.py``, which adds the GPU table of ``benchmarks/gpu_check.py`` when
+its results exist)::
 
     nice python benchmarks/perf.py [--sizes 1M,10M,50M] [--reps 21] [--threads 1]
         [--out benchmarks/results/perf.json] [--md benchmarks/perf.md]
@@ -37,7 +41,7 @@ import syre  # noqa: E402
 from syre.rng import _format1 as V1  # noqa: E402
 from syre.rng import _format2 as V2  # noqa: E402
 from syre import functional as F  # noqa: E402
-from syre import fused as FU  # noqa: E402
+from syre.kernels import fused as FU  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -78,9 +82,10 @@ def flush_caches() -> None:
     _FLUSH.fill_(1.0)
 
 
-def bench(variants: dict, reps: int, flush: bool = True, inner: int = 1) -> dict:
+def bench(variants: dict, reps: int, flush: bool = True, inner: int = 1, label: str = "") -> dict:
     """Milliseconds of each callable, interleaved in rotating order; raw times kept for paired ratios."""
     names = list(variants)
+    t_start = time.perf_counter()
     for f in variants.values():
         f()
     times = {k: [] for k in names}
@@ -95,6 +100,8 @@ def bench(variants: dict, reps: int, flush: bool = True, inner: int = 1) -> dict
                 for _ in range(inner):
                     variants[k]()
                 times[k].append(1e3 * (time.perf_counter() - t0) / inner)
+            if label and (r + 1) % max(1, reps // 5) == 0:
+                log(f"  {label}: {r + 1}/{reps} repetitions ({time.perf_counter() - t_start:.0f} s)")
     finally:
         gc.enable()
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "times_ms": v} for k, v in times.items()}
@@ -130,8 +137,14 @@ def run_size(label: str, width: int, depth: int, reps: int) -> dict:
     for o in opts.values():  # state exists before timing (the first SGD step has no momentum buffer)
         o.step()
     with torch.no_grad():
-        step = bench({k: o.step for k, o in opts.items()}, reps)
+        step = bench({k: o.step for k, o in opts.items()}, reps, label=label)
+    sizes = [p.numel() for p in params]
     res = {"params": n, "width": width, "depth": depth, "step": step,
+           # syre.AdamW basic: tensors below FOLD_MAX fold the decay into torch's fused AdamW, the rest
+           # take the compiled kernel (as does AR, on tensors of at least FUSED_MIN elements)
+           "fused_routes": {"basic folded": sum(s for s in sizes if s < FU.FOLD_MAX),
+                            "basic kernel": sum(s for s in sizes if s >= FU.FOLD_MAX),
+                            "ar kernel": sum(s for s in sizes if s >= FU.FUSED_MIN)},
            "ratio": {k: paired(step, k, BASE) for k in step},
            "persistent_bytes_per_param": {k: s.anchor_nbytes() / n for k, s in syres.items()}}
     del opts, syres
@@ -160,6 +173,31 @@ def hook_overhead(n_tensors: int, d_spread: float, reps: int) -> dict:
     finally:
         F.apply_buckets = real
     return {"hook_us": 1e6 * total, "kernel_us": 1e6 * (total - own), "own_us": 1e6 * own}
+
+
+def hook_vs_adamw(n_tensors: int, d_spread: float, reps: int, inner: int = 20) -> dict:
+    """Microseconds syre's hook adds to a step of torch's fused AdamW on a model of small tensors, kernels
+    included: AdamW alone and AdamW + syre timed interleaved (``inner`` steps per sample, no cache
+    flush: the small model stays in cache, as in training), median of the paired differences."""
+    def model():
+        torch.manual_seed(0)
+        m = nn.Sequential(*[nn.Linear(64, 64) for _ in range(n_tensors // 2)])  # 24 tensors: 49,920 params
+        for p in m.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+        return m
+
+    alone, hooked = model(), model()
+    a = torch.optim.AdamW(alone.parameters(), lr=LR, weight_decay=GAMMA, fused=True)
+    b = torch.optim.AdamW(hooked.parameters(), lr=LR, weight_decay=GAMMA, fused=True)
+    syre.attach(b, hooked, d_spread=d_spread)
+    with torch.no_grad():
+        t = bench({"alone": a.step, "hooked": b.step}, reps, flush=False, inner=inner)
+    diff = [y - x for x, y in zip(t["alone"]["times_ms"], t["hooked"]["times_ms"])]
+    return {"params": sum(p.numel() for p in alone.parameters()), "tensors": n_tensors,
+            "adamw_us": 1e3 * t["alone"]["median_ms"], "with_syre_us": 1e3 * t["hooked"]["median_ms"],
+            "overhead_us": 1e3 * statistics.median(diff),
+            # the floor: a shared machine only adds to either side
+            "overhead_min_us": 1e3 * (t["hooked"]["min_ms"] - t["alone"]["min_ms"])}
 
 
 def attach_time(model: nn.Module, reps: int = 3) -> dict:
@@ -220,18 +258,24 @@ def main(argv=None) -> int:
                                             "gamma": GAMMA, "lr": LR, "d_spread": D_SPREAD, "base": BASE}}
     log(f"torch {torch.__version__}, {args.threads} thread(s); building the compiled kernels")
     res["build"] = build_kernels()
-    res["sizes"] = {s: run_size(s, *SIZES[s], args.reps * REPS_SCALE.get(s, 1)) for s in sizes}
+    t0 = time.perf_counter()
+    res["sizes"] = {}
+    for s in sizes:
+        res["sizes"][s] = run_size(s, *SIZES[s], args.reps * REPS_SCALE.get(s, 1))
+        log(f"[{s}] done ({time.perf_counter() - t0:.0f} s so far)")
     log("hook overhead")
     res["hook"] = {f"{kind} {n}": hook_overhead(n, ds, args.reps) for kind, ds in (("basic", 0.0), ("ar", D_SPREAD))
                    for n in (8, 24)}
+    res["hook_vs_adamw"] = {kind: hook_vs_adamw(24, ds, 4 * args.reps) for kind, ds in (("basic", 0.0), ("ar", D_SPREAD))}
     log("attach time")
     res["attach"] = {"largest": attach_time(make_model(*SIZES[sizes[-1]])),
                      "20000 small tensors": attach_time(nn.ModuleList([nn.Linear(8, 8) for _ in range(10_000)]))}
     res["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    res["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
-    md = perf_table.report(res)
+    md = perf_table.report(json.loads(out.read_text()), perf_table.gpu_results())  # as the JSON reads back
     Path(args.md).write_text(md)
     print(md)
     log(f"wrote {out} and {args.md}")

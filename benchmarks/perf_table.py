@@ -1,8 +1,9 @@
 """Tables from ``benchmarks/results/perf.json`` (written by ``benchmarks/perf.py``).
 
-``python benchmarks/perf_table.py`` rewrites the report ``benchmarks/perf.md`` (the cost table first,
-which docs/cost.md points to) from the committed JSON; ``--check`` exits 1 when the report's cost
-table differs from the one the JSON gives (``tests/artifacts/test_perf_table.py`` runs that check).
+``python benchmarks/perf_table.py`` regenerates ``benchmarks/perf.md`` (the cost tables docs/cost.md
+links to) from the committed JSON, with the GPU table of ``benchmarks/results/gpu_check.json`` when
+a GPU run exists; ``--check`` exits 1 when perf.md differs (``tests/artifacts/test_perf_table.py`` runs that
+check).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = ROOT / "benchmarks" / "results" / "perf.json"
-REPORT = ROOT / "benchmarks" / "perf.md"
+GPU_JSON = ROOT / "benchmarks" / "results" / "gpu_check.json"
+MD = ROOT / "benchmarks" / "perf.md"
 
 #: The last line of the report: where the cost of the other anchor targets is measured.
 TARGETS_NOTE = (
@@ -21,7 +23,7 @@ TARGETS_NOTE = (
     "a mapping; basic and AR) and bf16 parameters with `rounding=\"nearest\"` vs `\"stochastic\"`: bytes per parameter "
     "and step ratio in `benchmarks/results/targets-cost/results.md` (`benchmarks/targets_cost.py`).")
 
-#: The cost table's rows: (label, variant in the JSON).
+#: Rows of the cost table: (label, variant in the JSON).
 ROWS = [
     ("fused AdamW(weight_decay), torch", "fused_adamw"),
     ("**syre.AdamW** + syre basic (fused path)", "fused path: syre.AdamW basic"),
@@ -59,8 +61,43 @@ def readme_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def report(res: dict) -> str:
-    """The markdown report of a run (``benchmarks/perf.md``)."""
+def gpu_results():
+    """The committed GPU run of ``benchmarks/gpu_check.py`` (None: none, or only a dry run)."""
+    if not GPU_JSON.exists():
+        return None
+    res = json.loads(GPU_JSON.read_text())
+    return None if res.get("dry_run") else res
+
+
+def targets(res: dict) -> list:
+    """``(target, measured, met)`` of the performance targets, from a run."""
+    sizes, out = res["sizes"], []
+    for s in ("1M", "10M"):
+        if s not in sizes:
+            continue
+        r = sizes[s]["ratio"]
+        for kind, bound in (("basic", 1.25), ("ar", 1.4)):
+            fused = r[f"fused path: syre.AdamW {kind}"]
+            out.append((f"syre.AdamW {kind} <= {bound}x fused AdamW at {s}", f"{fused:.2f}x", fused <= bound))
+            hook = r[f"hook: AdamW {kind}"]
+            out.append((f"syre.AdamW {kind} no slower than the hook at {s}", f"{fused:.2f}x vs {hook:.2f}x", fused <= hook))
+    if "10M" in sizes:
+        seeded = sizes["10M"]["ratio"]["seeded v2: AdamW basic"]
+        out.append(("seeded mode (basic) <= 8x fused AdamW at 10M", f"{seeded:.2f}x", seeded <= 8.0))
+    for kind, h in res.get("hook_vs_adamw", {}).items():
+        out.append((f"the hook ({kind}) adds <= 30 us to fused AdamW at {h['tensors']} small tensors",
+                    f"{h['overhead_us']:.0f} us", h["overhead_us"] <= 30.0))
+    return out
+
+
+def gpu_table(gpu: dict) -> str:
+    from gpu_check import table  # noqa: PLC0415  (benchmarks/ is on the path: perf.py and main put it there)
+
+    return table(gpu)
+
+
+def report(res: dict, gpu=None) -> str:
+    """The markdown report of a run (``benchmarks/perf.md``); ``gpu`` a GPU run of ``gpu_check.py``."""
     m, c = res["machine"], res["config"]
     sizes = res["sizes"]
     lines = [
@@ -88,22 +125,43 @@ def report(res: dict) -> str:
     lines += ["", "| persistent anchor bytes per parameter | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
     for k in next(iter(sizes.values()))["persistent_bytes_per_param"]:
         lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['persistent_bytes_per_param'][k]:g}" for s in sizes) + " |")
+    if "hook_vs_adamw" in res:
+        lines += ["", "| what syre's hook adds to torch's fused AdamW (interleaved, median of paired differences) "
+                  "| params | tensors | AdamW us | AdamW + syre us | added us | added, minima us |", "|---|---|---|---|---|---|---|"]
+        for k, v in res["hook_vs_adamw"].items():
+            lines.append(f"| {k} | {v['params']:,} | {v['tensors']} | {v['adamw_us']:.0f} | {v['with_syre_us']:.0f} | "
+                         f"{v['overhead_us']:.0f} | {v.get('overhead_min_us', float('nan')):.0f} |")
+    if "fused_routes" in next(iter(sizes.values())):
+        lines += ["", "Routes of `syre.AdamW` (parameters per route): basic syre on tensors below `FOLD_MAX` folds the decay "
+                  "into torch's fused AdamW (`weight_decay` chosen so p is scaled by (1 - lr gamma)(1 - lr wd), then one "
+                  "`_foreach_add_` of lr gamma (1 - lr wd) theta0); larger tensors, and AR, take the compiled kernel.", "",
+                  "| route | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
+        for k in next(iter(sizes.values()))["fused_routes"]:
+            lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['fused_routes'][k]:,}" for s in sizes) + " |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {got} | {'yes' if ok else 'no'} |" for name, got, ok in targets(res)]
+    lines += ["", "## GPU (benchmarks/gpu_check.py)", ""]
+    lines += [gpu_table(gpu)] if gpu is not None else [
+        "No GPU run committed yet: `python benchmarks/gpu_check.py` on a CUDA machine writes "
+        "`benchmarks/results/gpu_check.json` (one call, < 10 min); `python benchmarks/perf_table.py` then renders it here."]
     lines += ["", TARGETS_NOTE]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if benchmarks/perf.md's cost table is not what the JSON gives")
+    ap.add_argument("--check", action="store_true", help="exit 1 if benchmarks/perf.md is not what the JSON gives")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     res = json.loads(JSON.read_text())
+    md = report(res, gpu_results())
     if args.check:
-        if readme_table(res) not in REPORT.read_text():
-            print("benchmarks/perf.md's cost table differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
+        if MD.read_text() != md:
+            print("benchmarks/perf.md differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
                   file=sys.stderr)
             return 1
         return 0
-    REPORT.write_text(report(res))
+    MD.write_text(md)
     return 0
 
 

@@ -68,6 +68,21 @@ def spy(monkeypatch):
         return lambda *args: (calls.append(args[0].numel()), k(*args))
 
     monkeypatch.setattr(FU, "_kernel", counting)
+    monkeypatch.setattr(FU, "FOLD_MAX", 0)  # every fused tensor takes the kernel (basic too)
+    return calls
+
+
+@pytest.fixture
+def folds(monkeypatch):
+    """The sizes of the tensors whose basic decay is folded into torch's fused AdamW, per call."""
+    calls = []
+    orig = FU._folded
+
+    def counting(opt, work, group, todo, params, *rest):
+        calls.append(sorted(params[i].numel() for i, _, _ in todo))
+        return orig(opt, work, group, todo, params, *rest)
+
+    monkeypatch.setattr(FU, "_folded", counting)
     return calls
 
 
@@ -123,6 +138,39 @@ def test_adamw_fused_matches_the_equations_with_a_schedule_and_groups(spy, d_spr
     _train(hook_model, hook_opt, data, torch.optim.lr_scheduler.LambdaLR(hook_opt, lambda k: 1.0 / (1 + 0.05 * k)))
     for p, q in zip(model.parameters(), hook_model.parameters()):
         torch.testing.assert_close(p, q, rtol=TRAJ_RTOL, atol=TRAJ_ATOL)
+
+
+def test_adamw_basic_folded_into_torch_fused_adamw_matches_the_equations(folds):
+    """Basic syre on tensors below FOLD_MAX: torch's fused AdamW with the weight decay that scales p by
+    (1 - w)(1 - lr wd), then p += w (1 - lr wd) theta0; the same bound against the float64 equations,
+    with two groups of different weight decay and lr under a schedule, and against the hook's run."""
+    model, data = _net(), _batches(20)
+    model0 = copy.deepcopy(model)
+    opt = syre.AdamW(_groups(model, 0.01), lr=0.01)
+    s = syre.attach(opt, model, d_spread=0.0, seed=3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 / (1 + 0.05 * k))
+    worst = []
+    _train_checked(model, opt, s, data, sched, worst)
+    # every covered tensor of both groups, small ones included, at every step: two calls per step
+    assert folds[:2] == [[2048, 76800], [8, 256, 256, 256]] and len(folds) == 2 * len(data)
+    assert max(worst) < 2e-7
+    hook_model = copy.deepcopy(model0)
+    hook_opt = torch.optim.AdamW(_groups(hook_model, 0.01), lr=0.01)
+    syre.attach(hook_opt, hook_model, d_spread=0.0, seed=3)
+    _train(hook_model, hook_opt, data, torch.optim.lr_scheduler.LambdaLR(hook_opt, lambda k: 1.0 / (1 + 0.05 * k)))
+    for p, q in zip(model.parameters(), hook_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=TRAJ_RTOL, atol=TRAJ_ATOL)
+
+
+def test_adamw_folded_keeps_the_groups_own_weight_decay(folds):
+    """gamma given and the groups' weight_decay kept (decay toward the origin on top, warned): the folded route
+    scales p by (1 - lr gamma)(1 - lr wd) and adds lr gamma (1 - lr wd) theta0; the same bound."""
+    model, data = _net(), _batches(10)
+    opt = syre.AdamW(_groups(model, 0.01), lr=0.01)
+    with pytest.warns(syre.DecaySettingWarning):
+        s = syre.attach(opt, model, gamma=0.3, d_spread=0.0, seed=4)
+        _train_checked(model, opt, s, data)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.02] and len(folds) == 2 * len(data)
 
 
 def test_adamw_checkpoints_are_torch_adamw_checkpoints_and_resume_bitwise(spy):

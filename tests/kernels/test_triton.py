@@ -1,4 +1,4 @@
-"""The Triton kernels (``syre._triton``) under Triton's interpreter on CPU, against the CPU path:
+"""The Triton kernels (``syre.kernels._triton`` and ``syre.rng._triton``) under Triton's interpreter on CPU, against the CPU path:
 ``tl.philox`` word for word, format-2 anchors, stored and seeded decay bitwise, the fused
 optimizer kernels to float32 rounding. (No GPU here: these are the gate; benchmarks/gpu_check.py
 is the check for a CUDA machine.)"""

@@ -18,14 +18,21 @@ reads ``p, grad, exp_avg, exp_avg_sq, theta0 (, xi)`` once and writes ``p, exp_a
     p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
 (``syre.SGD`` with momentum: the decay, then ``b <- momentum b + (1 - dampening) g``, ``p <- p - lr b``).
-The kernel is ``torch.compile``d on CPU (one build per dtype and kind, cached on disk by torch;
-``lr`` and every other scalar enter as one tensor, so a learning-rate schedule does not
-recompile) and the Triton kernel of ``syre._triton`` on CUDA. Everything else -- tensors below
-``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable or differentiable groups, Nesterov,
-a coupled ``weight_decay`` on SGD, the first SGD step (no momentum buffer yet), or no compiler --
-takes the separate pass: syre's decay, then torch's own step on those tensors. In seeded mode each
-fused tensor's anchor is generated right before its kernel (scratch the size of that one
-parameter), so stored and seeded give identical parameters.
+
+``syre.AdamW`` takes one of two routes per tensor. Basic syre (``d_spread = 0``, a float lr) on tensors
+below ``FOLD_MAX`` elements is **folded** into torch's fused AdamW: Adam's update does not depend on
+``p``, so the decay, then AdamW, is torch's fused AdamW with the weight decay that scales ``p`` by
+``(1 - w)(1 - lr wd)``, then ``p += w (1 - lr wd) theta0`` in one ``_foreach_add_`` -- two calls for all
+those tensors of a group, where a compiled call per tensor costs more than it saves below ~1M
+elements. Larger tensors, and AR, take the **fused kernel**: ``torch.compile``d on CPU (one build per
+dtype and kind, cached on disk by torch; ``lr`` and every other scalar enter as one tensor, so a
+learning-rate schedule does not recompile) and the Triton kernel of ``syre._triton`` on CUDA.
+Everything else -- AR tensors below ``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable
+or differentiable groups, Nesterov, a coupled ``weight_decay`` on SGD, the first SGD step (no momentum
+buffer yet), or no compiler -- takes the separate pass: syre's decay, then torch's own step on those
+tensors (with syre attached, torch's fused implementation where the group leaves ``fused`` and
+``foreach`` unset). In seeded mode each fused tensor's anchor is generated right before its kernel (scratch the
+size of that one parameter), so stored and seeded give identical parameters.
 
 The step asks the attached ``Syre`` for its work (``Syre._take_work``, made by syre's step
 pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``GradScaler`` calls
@@ -33,9 +40,10 @@ pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``G
 before the kernel, as torch's fused kernels do, and a step with inf/NaN gradients is skipped
 whole: no decay, no update, no step counted.
 
-Agreement: the fused pass and "decay, then torch's AdamW" are not bitwise equal (torch's kernels
-contract some products into FMAs, the compiled one others); ``tests/kernels/test_fused.py`` bounds the
-difference against the equations (``syre._reference.adamw_step``) over many steps.
+Agreement: neither route is bitwise "decay, then torch's AdamW" (torch's kernels contract some
+products into FMAs, the compiled one others; the folded route rounds ``(1 - w) p`` and ``w theta0``
+separately); ``tests/kernels/test_fused.py`` bounds the difference of each route against the equations
+(``syre.reference.adamw_step``) over many steps, with the same tolerance.
 """
 from __future__ import annotations
 
@@ -47,10 +55,13 @@ from torch.optim.sgd import sgd
 
 from .._compile import LazyKernel
 
-__all__ = ["AdamW", "FUSABLE", "FUSED_MIN", "SGD", "Work"]
+__all__ = ["AdamW", "FOLD_MAX", "FUSABLE", "FUSED_MIN", "SGD", "Work"]
 
-#: Tensors below this many elements take the separate pass (a compiled call costs ~10-30 us).
+#: Tensors below this many elements never take the fused kernel (a compiled call costs ~10-30 us).
 FUSED_MIN = 1 << 16
+#: Basic syre on tensors below this many elements is folded into torch's fused AdamW (``_folded``): one
+#: multi-tensor call for all of them and one ``_foreach_add_``, against a compiled call per tensor.
+FOLD_MAX = 1 << 20
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -186,8 +197,8 @@ def _kernel(lazy: LazyKernel, p: torch.Tensor, ar: bool):
     return lazy.get(p.numel(), (p.dtype, ar))
 
 
-def _fusable(p, others) -> bool:
-    return (p.dtype in (torch.float32, torch.float64) and p.numel() >= FUSED_MIN and type(p.data) is torch.Tensor
+def _fusable(p, others, least: int = FUSED_MIN) -> bool:
+    return (p.dtype in (torch.float32, torch.float64) and p.numel() >= least and type(p.data) is torch.Tensor
             and all(t is None or (t.is_contiguous() and t.dtype == p.dtype) for t in (p,) + tuple(others)))
 
 
@@ -222,6 +233,14 @@ class Work:
                     rest.append(e)
         if rest:
             self.store.decay(rest, w, self.foreach)
+        return out
+
+    def theta0s(self, entries, params: List[torch.Tensor]) -> List[torch.Tensor]:
+        """The theta0 of each entry, shaped and typed like its parameter (generated now in seeded mode)."""
+        out = []
+        for e, p in zip(entries, params):
+            t = self.store.pair(e)[0]
+            out.append(t if t.dtype == p.dtype else t.to(p.dtype))
         return out
 
     def pair(self, e, p: torch.Tensor):
@@ -260,37 +279,113 @@ class AdamW(torch.optim.AdamW):
             has_complex = self._init_group(group, params, grads, m, v, vmax, steps)
             simple = not (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
                           or has_complex or torch.is_tensor(group["betas"][0]))
-            state_of = {id(p): i for i, p in enumerate(params)}
-
-            def ok(p, _i=state_of):
-                i = _i[id(p)]
-                return simple and _fusable(p, (grads[i], m[i], v[i])) and _kernel(_ADAMW, p, work.store.d_spread != 0.0) is not None
-
-            todo = work.take(gi, params, ok) if work is not None else [None] * len(params)
-            rest = [i for i, t in enumerate(todo) if t is None]
+            # torch's fused AdamW for syre's tensors, unless the group asks for another implementation
+            may_fuse = simple and group["fused"] is not False and not group["foreach"]
+            kernel, folded, rest = _routes(work, gi, params, grads, m, v, simple, may_fuse, float(group["lr"])
+                                           if not torch.is_tensor(group["lr"]) else None)
             if rest:
-                pick = lambda xs: [xs[i] for i in rest]  # noqa: E731
-                adam(pick(params), pick(grads), pick(m), pick(v), pick(vmax) if group["amsgrad"] else [], pick(steps),
-                     amsgrad=group["amsgrad"], has_complex=has_complex, beta1=group["betas"][0], beta2=group["betas"][1],
-                     lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                     foreach=group["foreach"], capturable=group["capturable"], differentiable=group["differentiable"],
-                     fused=group["fused"], grad_scale=getattr(self, "grad_scale", None),
-                     found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=True)
-            fused = [i for i, t in enumerate(todo) if t is not None]
-            _amp(self, [grads[i] for i in fused])
-            beta1, beta2 = (float(b) for b in group["betas"])
-            lr = float(group["lr"])
-            for i in fused:
-                w, e = todo[i]
-                theta0, xi = work.pair(e, params[i])
-                steps[i] += 1
-                step = float(steps[i])
-                bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
-                s = torch.tensor([float(w), 1.0 - lr * float(group["weight_decay"]), 1.0 - beta1, beta2, 1.0 - beta2,
-                                  lr / bc1, bc2**0.5, float(group["eps"])], dtype=params[i].dtype, device=params[i].device)
-                kernel = _kernel(_ADAMW, params[i], xi is not None)
-                kernel(params[i].view(-1), grads[i].view(-1), m[i].view(-1), v[i].view(-1), theta0, xi, s)
+                fuse = (work is not None and gi in work.groups and may_fuse
+                        and _torch_fusable([params[i] for i in rest]))
+                self._torch_adamw(group, rest, params, grads, m, v, vmax, steps, has_complex, fuse)
+            if folded:
+                _folded(self, work, group, folded, params, grads, m, v, steps)
+            if kernel:
+                _kernels(self, work, group, kernel, params, grads, m, v, steps)
         return loss
+
+    def _torch_adamw(self, group, idx, params, grads, m, v, vmax, steps, has_complex, fuse=False) -> None:
+        """torch's own AdamW step on the tensors ``idx`` (syre's decay, if any, already applied); ``fuse``:
+        torch's fused implementation (one multi-tensor call) where the group leaves the choice to torch."""
+        pick = (lambda xs: xs) if len(idx) == len(params) else (lambda xs: [xs[i] for i in idx])  # noqa: E731
+        adam(pick(params), pick(grads), pick(m), pick(v), pick(vmax) if group["amsgrad"] else [], pick(steps),
+             amsgrad=group["amsgrad"], has_complex=has_complex, beta1=group["betas"][0], beta2=group["betas"][1],
+             lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+             foreach=group["foreach"], capturable=group["capturable"], differentiable=group["differentiable"],
+             fused=group["fused"] or fuse, grad_scale=getattr(self, "grad_scale", None),
+             found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=True)
+
+
+def _torch_fusable(params) -> bool:
+    """Whether torch's fused AdamW takes these tensors (real floating point, CPU or CUDA, plain tensors)."""
+    return all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and p.device.type in ("cpu", "cuda")
+               and type(p.data) is torch.Tensor for p in params)
+
+
+def _routes(work, gi, params, grads, m, v, simple, may_fuse, lr):
+    """``(kernel, folded, rest)``: ``(i, w, entry)`` of the tensors the fused kernel takes, ``(i, w, entry)`` of
+    those whose decay is folded into torch's fused AdamW, and the indices torch's AdamW takes as they are
+    (their syre decay, if any, applied now, separately)."""
+    got = work.groups.get(gi) if work is not None else None
+    if got is None:
+        return [], [], list(range(len(params)))
+    w, by_id = got
+    store = work.store
+    ar = store.d_spread != 0.0
+    # Folding needs a float lr * gamma and lr (a tensor lr keeps everything on the device, unread).
+    fold = may_fuse and not ar and lr and not isinstance(w, torch.Tensor)
+    kernel, folded, rest, separate = [], [], [], []
+    kernels = {}
+    for i, p in enumerate(params):
+        e = by_id.get(id(p))
+        if e is None:
+            rest.append(i)
+            continue
+        if simple and store.has_theta0(e) and _fusable(p, (grads[i], m[i], v[i]), 1):
+            if fold and p.numel() < FOLD_MAX:
+                folded.append((i, w, e))
+                continue
+            key = (p.device.type, p.dtype)
+            if key not in kernels:
+                kernels[key] = _kernel(_ADAMW, p, ar)
+            if kernels[key] is not None and p.numel() >= FUSED_MIN:
+                kernel.append((i, w, e))
+                continue
+            if fold:
+                folded.append((i, w, e))
+                continue
+        rest.append(i)
+        separate.append(e)
+    if separate:
+        store.decay(separate, w, work.foreach)
+    return kernel, folded, rest
+
+
+def _folded(opt, work, group, todo, params, grads, m, v, steps) -> None:
+    """Basic syre folded into torch's fused AdamW: Adam's update does not depend on ``p``, so
+    ``p <- lerp(p, theta0, w)`` then AdamW equals torch's fused AdamW with the weight decay that scales
+    ``p`` by ``(1 - w)(1 - lr wd)``, then ``p += w (1 - lr wd) theta0`` (one multi-tensor call)."""
+    lr, wd = float(group["lr"]), float(group["weight_decay"])
+    w = float(todo[0][1])
+    keep = 1.0 - lr * wd
+    idx = [i for i, _, _ in todo]
+    ps = [params[i] for i in idx]
+    adam(ps, [grads[i] for i in idx], [m[i] for i in idx], [v[i] for i in idx], [], [steps[i] for i in idx],
+         amsgrad=False, has_complex=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=lr,
+         weight_decay=(1.0 - (1.0 - w) * keep) / lr, eps=group["eps"], maximize=False, foreach=None, capturable=False,
+         differentiable=False, fused=True, grad_scale=getattr(opt, "grad_scale", None),
+         found_inf=getattr(opt, "found_inf", None), decoupled_weight_decay=True)
+    torch._foreach_add_(ps, work.theta0s([e for _, _, e in todo], ps), alpha=w * keep)
+
+
+def _kernels(opt, work, group, todo, params, grads, m, v, steps) -> None:
+    """The fused AdamW + syre kernel, one call per tensor (``s`` shared by the tensors at one step count)."""
+    work_steps = [steps[i] for i, _, _ in todo]
+    _amp(opt, [grads[i] for i, _, _ in todo])
+    torch._foreach_add_(work_steps, 1)
+    beta1, beta2 = (float(b) for b in group["betas"])
+    lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+    scalars = {}
+    for i, w, e in todo:
+        p = params[i]
+        theta0, xi = work.pair(e, p)
+        step = float(steps[i])
+        key = (step, p.dtype, p.device)
+        s = scalars.get(key)
+        if s is None:
+            bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
+            s = scalars[key] = torch.tensor([float(w), 1.0 - lr * wd, 1.0 - beta1, beta2, 1.0 - beta2, lr / bc1,
+                                             bc2**0.5, eps], dtype=p.dtype, device=p.device)
+        _kernel(_ADAMW, p, xi is not None)(p.view(-1), grads[i].view(-1), m[i].view(-1), v[i].view(-1), theta0, xi, s)
 
 
 class SGD(torch.optim.SGD):
