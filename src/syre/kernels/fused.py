@@ -26,7 +26,7 @@ below ``FOLD_MAX`` elements is **folded** into torch's fused AdamW: Adam's updat
 those tensors of a group, where a compiled call per tensor costs more than it saves below ~1M
 elements. Larger tensors, and AR, take the **fused kernel**: ``torch.compile``d on CPU (one build per
 dtype and kind, cached on disk by torch; ``lr`` and every other scalar enter as one tensor, so a
-learning-rate schedule does not recompile) and the Triton kernel of ``syre._triton`` on CUDA.
+learning-rate schedule does not recompile) and the Triton kernel of ``syre.kernels._triton`` on CUDA.
 Everything else -- AR tensors below ``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable
 or differentiable groups, Nesterov, a coupled ``weight_decay`` on SGD, the first SGD step (no momentum
 buffer yet), or no compiler -- takes the separate pass: syre's decay, then torch's own step on those
