@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 import syre
-from syre.core._checks import ANCHOR_SMALL, DECAY_WEAK
 from syre.bench.common import dataset, mlp
+from syre.core._checks import ANCHOR_SMALL, DECAY_WEAK
 
 ROOT = Path(__file__).resolve().parent
 #: The outcomes the thresholds are calibrated on: the E5 gamma sweep and the sigma0 sweep as committed before

@@ -10,7 +10,6 @@ import torch
 import syre
 from syre import cli, diagnose
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 MODELS = '''

@@ -6,14 +6,13 @@ import re
 import pytest
 
 import syre
-
+from repo import ROOT
 from syre.bench import build_protocol, get_experiment
-from syre.bench.docs import blocks_in, check, documents, load
-from syre.bench.protocol import digest, read_ledger
 from syre.bench.arms import DECLARED_SIGMA0
 from syre.bench.doc_blocks import anchor_format
+from syre.bench.docs import blocks_in, check, documents, load
 from syre.bench.ledger import last_completed
-from repo import ROOT
+from syre.bench.protocol import digest, read_ledger
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: Summaries of registered `syre bench` runs (benchmarks/results/pull-numbers is a script's summary, tested in

@@ -7,11 +7,8 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("sklearn")
 
-from syre.bench import build_protocol, get_experiment, run_experiment  # noqa: E402
-from syre.bench import default_scale as ds  # noqa: E402
-
-from quick_runs import default_scale_settings as _quick_settings  # noqa: E402
-from quick_runs import quick_run  # noqa: E402
+from quick_runs import default_scale_settings as _quick_settings, quick_run  # noqa: E402
+from syre.bench import build_protocol, default_scale as ds, get_experiment, run_experiment  # noqa: E402
 
 EXP = get_experiment("default-scale")
 

@@ -213,8 +213,7 @@ def test_e12_reports_when_tune_arms_leave_out_the_heldout_tests(tmp_path, tune_a
 
 
 def test_e12_power_takes_the_seed_count_of_e12s_pilot_on_seeds_e12_never_used(tmp_path):
-    from syre.bench import build_protocol, get_experiment, run_experiment
-    from syre.bench import pilots
+    from syre.bench import build_protocol, get_experiment, pilots, run_experiment
     from syre.bench.power import TARGET_POWER, power_t
 
     exp, e12 = get_experiment("e12-power"), get_experiment("e12")

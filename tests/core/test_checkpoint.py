@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 import syre
-from syre.optim import FORMAT_VERSION
-
 from repo import SUPPORT
 from small_models import make_mlp
+from syre.optim import FORMAT_VERSION
 
 
 def _run(*args):

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 import syre
-
 from small_models import make_mlp
 
 NAN, INF = float("nan"), float("inf")

@@ -1,9 +1,7 @@
 """Property-based tests of syre's invariants (hypothesis)."""
 import numpy as np
-import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 import syre

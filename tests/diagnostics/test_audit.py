@@ -11,7 +11,6 @@ from torch import nn
 import syre
 from syre.diagnostics import audit
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 

@@ -8,9 +8,18 @@ import torch
 from torch import nn
 
 import model_zoo as Z
-from syre.diagnostics import EXACT_SHARE, INACTIVE_SHARE, INACTIVE_Z, RANK_SHARE, REFERENCE_MARGIN, audit
-from syre.diagnostics import _measure, _recurrent, _twin, _verdict as V
-
+from syre.diagnostics import (
+    EXACT_SHARE,
+    INACTIVE_SHARE,
+    INACTIVE_Z,
+    RANK_SHARE,
+    REFERENCE_MARGIN,
+    _measure,
+    _recurrent,
+    _twin,
+    _verdict as V,
+    audit,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 

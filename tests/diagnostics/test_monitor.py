@@ -12,7 +12,6 @@ import syre
 from syre.diagnostics import metrics as M
 from syre.diagnostics.monitor import METRICS, Monitor, plot_log, read_log
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 

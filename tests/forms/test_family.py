@@ -9,10 +9,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 import syre
+from small_models import batches
 from syre import init as I
 from syre.select import collect
-
-from small_models import batches
 
 
 def _mlp():

@@ -9,8 +9,18 @@ from typing import Any, Callable, Dict
 
 from . import fmt
 from .doc_heldout import b_default_study, b_heldout, b_readme_evidence, b_scale_arms
-from .doc_helpers import (ANCHOR_FORMAT_BEFORE_RECORDED, _brief, _cpu_known, _failed, _has, _ids, _word, anchor_format,  # noqa: F401
-                          format_note, ran_at)
+from .doc_helpers import (  # noqa: F401
+    ANCHOR_FORMAT_BEFORE_RECORDED,
+    _brief,
+    _cpu_known,
+    _failed,
+    _has,
+    _ids,
+    _word,
+    anchor_format,
+    format_note,
+    ran_at,
+)
 from .doc_studies import b_averaging, b_backbone, b_e7_paper, b_norm_eps, b_pull, b_sweep, b_sweep_study
 
 __all__ = ["BLOCKS"]

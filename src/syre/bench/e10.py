@@ -30,9 +30,8 @@ from . import charlm, fmt
 from .arms import ARM_DEFAULTS
 from .common import trial_rng
 from .gsweep import Sweep
-from .protocol import Design, Test, cell
+from .protocol import Design, Rejudge, Test, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("In a small causal transformer LM trained with AdamW and nanoGPT's decay groups, a weight decay strong enough to "
          "collapse the attention maps (lower effective rank of W_Q W_K^T per head) also raises the validation loss; syre at "

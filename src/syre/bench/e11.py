@@ -33,16 +33,15 @@ from .arms import (
     Arm,
     apply_arm,
     arm_gamma,
+    arms as get_arms,
     resolve_arm_sigma0,
     sigma0_spec,
 )
-from .arms import arms as get_arms
 from .common import accuracy, dataset, trial_rng
 from .e10 import pull_numbers
 from .gsweep import Sweep
-from .protocol import Design, Test, cell
+from .protocol import Design, Rejudge, Test, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("In a ResNet with BatchNorm trained by SGD with momentum, a weight decay strong enough to collapse it (lower "
          "effective rank of the last stage's features) loses accuracy; syre at the same gamma keeps rank and accuracy, and at "

@@ -31,9 +31,8 @@ import torch
 from . import fmt, merging
 from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms
 from .common import dataset, mlp, train_epochs, trial_rng
-from .protocol import Design, Test, cell
+from .protocol import Design, Rejudge, Test, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("Two runs trained from different initialisations and data orders with syre and the same anchor seed have a lower "
          "loss barrier on the straight line between them, without any alignment, than standard runs and than syre runs with "

@@ -33,9 +33,8 @@ from torch import nn
 from . import fmt
 from .arms import ARM_DEFAULTS, ArmHandle, apply_arm, arms as get_arms, perturb_
 from .common import tuned_cells
-from .protocol import Design, Test, Tuning, cell
+from .protocol import Design, Rejudge, Test, Tuning, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("In f = sum_i u_i w_i x_i trained with weight decay, informative coefficients started dead stay dead under vanilla "
          "training and under W-fix (frozen random weights), while syre revives them.")

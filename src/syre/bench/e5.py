@@ -20,7 +20,6 @@ import torch
 
 from syre.diagnostics.metrics import effective_rank, numerical_rank
 
-
 from . import fmt, heldout
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms, dropout_rate
 from .common import accuracy, dataset, hidden_features, mlp, train_epochs, tuned_cells

@@ -15,11 +15,9 @@ refused: that needs a run.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 from . import fmt, ledger, stats
 from .protocol import Rejudge, apply
