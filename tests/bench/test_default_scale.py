@@ -92,7 +92,8 @@ def test_the_power_rule_reads_the_pilot_and_states_the_power_of_every_primary_te
         assert p["power"] is not None and 0 <= p["power"] <= 1
         assert p["basis"] == ("the margin (equal arms)" if "(typical)" in name else "the pilot effect")
     # a larger n never lowers the power
-    big = ds.plan({"cells": cells, "seeds": [900, 901, 902]}, EXP.design(cfg), type(EXP)(**{**EXP.__dict__, "n_min": 20, "n_max": 20}), False)
+    big = ds.plan({"cells": cells, "seeds": [900, 901, 902]}, EXP.design(cfg),
+                  type(EXP)(**{**EXP.__dict__, "n_min": 20, "n_max": 20}), False)
     for name, p in plan["candidates"]["match"].items():
         assert big["candidates"]["match"][name]["power"] >= p["power"] - 1e-12
 

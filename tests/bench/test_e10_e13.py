@@ -165,7 +165,8 @@ def test_weight_matching_recovers_a_hidden_permutation():
     ts = [0.0, 0.5, 1.0]
     path = merging.interpolate(a, aligned, x, torch.zeros(30, dtype=torch.long), ts)
     assert merging.barrier(path["loss"], ts) == pytest.approx(0.0, abs=1e-6)
-    assert merging.barrier([1.0, 3.0, 2.0], ts) == pytest.approx(1.5) and merging.barrier([0.9, 0.5, 0.7], ts, higher_is_worse=False) == pytest.approx(0.3)
+    assert (merging.barrier([1.0, 3.0, 2.0], ts) == pytest.approx(1.5)
+            and merging.barrier([0.9, 0.5, 0.7], ts, higher_is_worse=False) == pytest.approx(0.3))
 
 
 def test_pca_projection_lies_in_a_low_dimensional_subspace():

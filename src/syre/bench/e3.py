@@ -192,7 +192,8 @@ def report(ctx) -> Dict[str, Any]:
     _plot(ctx, keys)
     k = ctx.config["n_dead"]
     return {"tables": ["## Arms\n\n" + fmt.md_table(["cell"] + metrics, rows)],
-            "findings": {"headline": f"dead of {k} started dead: " + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['dead_started_dead'])}" for a in keys)
+            "findings": {"headline": f"dead of {k} started dead: "
+                         + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['dead_started_dead'])}" for a in keys)
                          + "; excess risk: " + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['excess_risk'])}" for a in keys)}}
 
 

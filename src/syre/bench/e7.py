@@ -223,7 +223,8 @@ def design(cfg: Dict[str, Any]) -> Design:
         tests.append(Test("weight decay raises the projector's low-rank share", "lowrank_proj", c("wd"), c("none"), role="secondary"))
     for arm in [n for n in names if n not in ("none", "wd")]:
         role = "primary" if arm == "syre" else "secondary"
-        tests += [Test(f"{arm}: projector low-rank share below weight decay's", "lowrank_proj", c(arm), c("wd"), direction="less", role=role),
+        tests += [Test(f"{arm}: projector low-rank share below weight decay's", "lowrank_proj", c(arm), c("wd"), direction="less",
+                       role=role),
                   Test(f"{arm}: projector effective rank above weight decay's", "eff_rank_proj", c(arm), c("wd"), role=role),
                   Test(f"{arm}: projector probe accuracy above weight decay's", "probe_proj", c(arm), c("wd"), role=role),
                   Test(f"{arm}: backbone probe accuracy above weight decay's", "probe_backbone", c(arm), c("wd"), role="secondary"),
