@@ -113,7 +113,7 @@ def bench(name, repeats, batch, every):
         t_fwd, _ = median_time(lambda: model(x), repeats)
     t_audit, report = median_time(lambda: audit(model, x), repeats)
     timings = report.meta["timings_s"]
-    slow = sorted(report.layers, key=lambda l: -l.analysis_s)[:3]
+    slow = sorted(report.layers, key=lambda layer: -layer.analysis_s)[:3]
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
@@ -140,7 +140,7 @@ def bench(name, repeats, batch, every):
         "audit_s": t_audit,
         "audit_over_forward": t_audit / t_fwd,
         "audit_breakdown_s": timings,
-        "slowest_layers": [{"name": l.name, "units": l.units, "seconds": l.analysis_s} for l in slow],
+        "slowest_layers": [{"name": layer.name, "units": layer.units, "seconds": layer.analysis_s} for layer in slow],
         "findings": report.findings,
         "train_step_s": t_step,
         "monitor_record_s": t_rec,
@@ -212,7 +212,7 @@ def main(argv=None):
         rows.append(bench(name, a.repeats, a.batch, a.every))
     print(table(rows))
     for r in rows:
-        slow = ", ".join(f"{l['name']} ({l['units']} units) {l['seconds']:.2f} s" for l in r["slowest_layers"])
+        slow = ", ".join(f"{layer['name']} ({layer['units']} units) {layer['seconds']:.2f} s" for layer in r["slowest_layers"])
         print(f"{r['model']}: slowest layers to analyse: {slow}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

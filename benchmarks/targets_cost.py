@@ -32,7 +32,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import perf  # noqa: E402  (its timing helpers; it also sets SYRE_COMPILE=1 unless set)
-
 import torch  # noqa: E402
 
 import syre  # noqa: E402

@@ -10,7 +10,6 @@ import torch
 import syre
 from syre import cli, diagnose
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 MODELS = '''
@@ -208,7 +207,7 @@ def test_token_ids_from_npz_stay_integer(models, tmp_path, capsys):
                            "--json", str(tmp_path / "r.json")], capsys)
     assert code == 0, err
     d = json.loads((tmp_path / "r.json").read_text())
-    assert d["config"]["dtype"] == "int64" and [l["name"] for l in d["layers"]] == ["emb", "head"]
+    assert d["config"]["dtype"] == "int64" and [layer["name"] for layer in d["layers"]] == ["emb", "head"]
     # the embedding's representation can only span the distinct ids looked up: its maximum says so
     distinct = len(np.unique(ids))
     assert d["layers"][0]["input_rank"] == distinct - 1

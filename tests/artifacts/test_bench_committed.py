@@ -6,14 +6,13 @@ import re
 import pytest
 
 import syre
-
+from repo import ROOT
 from syre.bench import build_protocol, get_experiment
-from syre.bench.docs import blocks_in, check, documents, load
-from syre.bench.protocol import digest, read_ledger
 from syre.bench.arms import DECLARED_SIGMA0
 from syre.bench.doc_blocks import anchor_format
+from syre.bench.docs import blocks_in, check, documents, load
 from syre.bench.ledger import last_completed
-from repo import ROOT
+from syre.bench.protocol import digest, read_ledger
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: Summaries of registered `syre bench` runs (benchmarks/results/pull-numbers is a script's summary, tested in
@@ -31,7 +30,8 @@ BY_CONSTRUCTION += [("e12", a, "equiv_error") for a in ("none", "wd", "syre")] +
 # Syre's own pull makes these hold: its weights near the random anchor have a random matrix's rank (E10), its anchors part the
 # copies of a duplicated unit (E1) and move a started-dead coefficient (E3); E0's implementation identities check the code.
 BY_CONSTRUCTION += [("e10", "syre", "qk_rank"), ("e1", "syre", "distinct_units"), ("e3", "syre", "dead_started_dead")]
-BY_CONSTRUCTION += [("e0", c, m) for c, m in (("escape", "escape_syre.error"), ("escape", "escape_ar.error"), ("asymmetry", "asymmetry.error"),
+BY_CONSTRUCTION += [("e0", c, m) for c, m in (("escape", "escape_syre.error"), ("escape", "escape_ar.error"),
+                                              ("asymmetry", "asymmetry.error"),
                                               ("ridge", "ridge_coupled.error"), ("ridge", "ridge_attach.error"))]
 BY_CONSTRUCTION += [("e0", "ridge", f"ridge_shift_s{s:g}.error") for s in (0.01, 0.1, 1.0)]
 

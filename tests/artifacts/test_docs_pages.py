@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from syre.core._checks import DECAY_WEAK
 from syre.bench.doc_tree import layout, module_summary, pages
 from syre.bench.docs import _STARTS_BLOCK, WIDTH, blocks_in, documents, load, render, wrap
 from syre.bench.heldout import verdict as heldout_verdict
+from syre.core._checks import DECAY_WEAK
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

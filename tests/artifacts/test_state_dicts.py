@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import syre
-
 import state_setups
+import syre
 
 
 @pytest.mark.parametrize("name", sorted(state_setups.SETUPS))

@@ -7,11 +7,8 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("sklearn")
 
-from syre.bench import build_protocol, get_experiment, run_experiment  # noqa: E402
-from syre.bench import default_scale as ds  # noqa: E402
-
-from quick_runs import default_scale_settings as _quick_settings  # noqa: E402
-from quick_runs import quick_run  # noqa: E402
+from quick_runs import default_scale_settings as _quick_settings, quick_run  # noqa: E402
+from syre.bench import build_protocol, default_scale as ds, get_experiment, run_experiment  # noqa: E402
 
 EXP = get_experiment("default-scale")
 
@@ -95,7 +92,8 @@ def test_the_power_rule_reads_the_pilot_and_states_the_power_of_every_primary_te
         assert p["power"] is not None and 0 <= p["power"] <= 1
         assert p["basis"] == ("the margin (equal arms)" if "(typical)" in name else "the pilot effect")
     # a larger n never lowers the power
-    big = ds.plan({"cells": cells, "seeds": [900, 901, 902]}, EXP.design(cfg), type(EXP)(**{**EXP.__dict__, "n_min": 20, "n_max": 20}), False)
+    big = ds.plan({"cells": cells, "seeds": [900, 901, 902]}, EXP.design(cfg),
+                  type(EXP)(**{**EXP.__dict__, "n_min": 20, "n_max": 20}), False)
     for name, p in plan["candidates"]["match"].items():
         assert big["candidates"]["match"][name]["power"] >= p["power"] - 1e-12
 

@@ -165,7 +165,8 @@ def test_weight_matching_recovers_a_hidden_permutation():
     ts = [0.0, 0.5, 1.0]
     path = merging.interpolate(a, aligned, x, torch.zeros(30, dtype=torch.long), ts)
     assert merging.barrier(path["loss"], ts) == pytest.approx(0.0, abs=1e-6)
-    assert merging.barrier([1.0, 3.0, 2.0], ts) == pytest.approx(1.5) and merging.barrier([0.9, 0.5, 0.7], ts, higher_is_worse=False) == pytest.approx(0.3)
+    assert (merging.barrier([1.0, 3.0, 2.0], ts) == pytest.approx(1.5)
+            and merging.barrier([0.9, 0.5, 0.7], ts, higher_is_worse=False) == pytest.approx(0.3))
 
 
 def test_pca_projection_lies_in_a_low_dimensional_subspace():
@@ -213,8 +214,7 @@ def test_e12_reports_when_tune_arms_leave_out_the_heldout_tests(tmp_path, tune_a
 
 
 def test_e12_power_takes_the_seed_count_of_e12s_pilot_on_seeds_e12_never_used(tmp_path):
-    from syre.bench import build_protocol, get_experiment, run_experiment
-    from syre.bench import pilots
+    from syre.bench import build_protocol, get_experiment, pilots, run_experiment
     from syre.bench.power import TARGET_POWER, power_t
 
     exp, e12 = get_experiment("e12-power"), get_experiment("e12")

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
 
@@ -63,8 +62,8 @@ def test_e8_shrink_and_perturb_noise_has_the_stated_scale():
 
 
 def test_e8_rejects_bad_configuration():
-    from syre.bench.e8 import EXPERIMENT, trial
     from syre.bench.arms import ARMS
+    from syre.bench.e8 import EXPERIMENT, trial
 
     with pytest.raises(ValueError, match="n_per_task"):
         trial(EXPERIMENT.config(overrides={"n_per_task": 10**9}), ARMS["wd"], 0)

@@ -9,9 +9,20 @@ import torch
 from torch import nn
 
 import syre
-from syre.bench import Design, Experiment, Test, Tuning, cell, run_experiment
-from syre.bench import cli as bench_cli
-from syre.bench.arms import ARMS, DECLARED_SIGMA0, apply_arm, arms, default_scale, dropout_rate, init_stds, library_scale, perturb_, sigma0_label, syre_arm
+from syre.bench import Design, Experiment, Test, Tuning, cell, cli as bench_cli, run_experiment
+from syre.bench.arms import (
+    ARMS,
+    DECLARED_SIGMA0,
+    apply_arm,
+    arms,
+    default_scale,
+    dropout_rate,
+    init_stds,
+    library_scale,
+    perturb_,
+    sigma0_label,
+    syre_arm,
+)
 from syre.bench.registry import experiment_ids, get_experiment
 
 pytest.importorskip("scipy")

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from syre.bench import Design, Experiment, Test, cell, run_experiment
-from syre.bench import ledger as L
+from syre.bench import Design, Experiment, Test, cell, ledger as L, run_experiment
 from syre.bench.arms import arms
 
 pytest.importorskip("scipy")

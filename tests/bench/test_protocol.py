@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from syre.bench import build_protocol, cell, get_experiment
-from syre.bench import heldout, power, stats
+from syre.bench import build_protocol, cell, get_experiment, heldout, power, stats
 from syre.bench.protocol import SEED_BASE, Design, Test, Tuning, digest, register, seeds_for
 from syre.bench.registry import experiment_ids
 

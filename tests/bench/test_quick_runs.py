@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 import syre
+from quick_runs import overrides, quick_run, records
 from syre.bench import get_experiment, run_experiment
 from syre.bench.arms import DECLARED_SIGMA0
 from syre.bench.protocol import digest
 from syre.bench.registry import experiment_ids
-
-from quick_runs import overrides, quick_run, records
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")

@@ -74,7 +74,8 @@ def test_a_rejudgement_decides_the_source_trials_again_and_refuses_a_test_they_d
                         ledger=root / "benchmarks" / "protocols.json")
     assert v1["supported"] is False  # syre (0.5) does not beat wd (1.0)
     demote = Rejudge(2, 1, "c1", "first pre-registered version",
-                     lambda t, cfg: ("secondary", "") if t.name == "syre beats wd" else ("primary", "") if t.name == "syre beats none" else None)
+                     lambda t, cfg: ("secondary", "") if t.name == "syre beats wd"
+                     else ("primary", "") if t.name == "syre beats none" else None)
     monkeypatch.setitem(registry._LOADED, "toy-rj", _toy(2, claim="c2", rj=demote))
     path = root / "benchmarks" / "results" / "toy-rj" / "summary.json"
     path.write_text(json.dumps({**v1, "tests": v1["tests"][:1]}))  # trials that lack a test the new version judges

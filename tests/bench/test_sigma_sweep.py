@@ -4,11 +4,10 @@ import math
 import pytest
 import torch
 
+from quick_runs import overrides, quick_run, records
 from syre.bench import get_experiment, run_experiment
 from syre.bench.arms import ARMS, apply_arm, capture
 from syre.bench.studies import NormMLP, norm_sigma0
-
-from quick_runs import overrides, quick_run, records
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")

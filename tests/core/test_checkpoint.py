@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 import syre
-from syre.optim import FORMAT_VERSION
-
 from repo import SUPPORT
 from small_models import make_mlp
+from syre.optim import FORMAT_VERSION
 
 
 def _run(*args):
@@ -63,7 +62,8 @@ def test_mismatched_model_is_refused_and_nothing_changes():
     o2 = torch.optim.SGD(other.parameters(), lr=0.1)
     s2 = syre.attach(o2, other, gamma=0.1, seed=1)
     before = s2.anchor("2.weight").theta0.clone()
-    with pytest.raises(ValueError, match=r"shape mismatch: \['2.bias: saved \(3,\), model \(4,\)', '2.weight: saved \(3, 16\), model \(4, 16\)'"):
+    with pytest.raises(ValueError, match=r"shape mismatch: \['2.bias: saved \(3,\), model \(4,\)', "
+                                         r"'2.weight: saved \(3, 16\), model \(4, 16\)'"):
         s2.load_state_dict(saved)
     assert s2.seed == 1 and torch.equal(s2.anchor("2.weight").theta0, before)
     renamed = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Identity(), nn.Linear(16, 3))

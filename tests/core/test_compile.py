@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 import syre
-from torch._dynamo.utils import counters
 
 pytestmark = pytest.mark.slow  # inductor compiles C++: 15-30 s per test on 2 CPU cores
 

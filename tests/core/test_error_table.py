@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 import syre
-
 from small_models import make_mlp
 
 NAN, INF = float("nan"), float("inf")
@@ -143,7 +142,8 @@ ROWS = _attach_rows("attach") + [
     Row("attach", dict(sigma0=-0.5), ValueError, r"Invalid sigma0 value: -0\.5"),
     Row("attach", dict(sigma0=NAN), ValueError, r"Invalid sigma0 value: nan"),
     Row("attach", dict(sigma0="glorot"), ValueError, r"Invalid sigma0 value: 'glorot'; expected one of \['kaiming', 'lecun', 'xavier'\]"),
-    Row("attach", dict(sigma0=lambda n, p: -1.0), ValueError, r"Invalid sigma0 value -1\.0 returned by the sigma0 callable for parameter '0\.weight'"),
+    Row("attach", dict(sigma0=lambda n, p: -1.0), ValueError,
+        r"Invalid sigma0 value -1\.0 returned by the sigma0 callable for parameter '0\.weight'"),
     Row("attach", dict(d_spread=-0.1), ValueError, r"Invalid d_spread value: -0\.1"),
     Row("attach", dict(d_spread=INF), ValueError, r"Invalid d_spread value: inf"),
     Row("attach", dict(seed="0"), ValueError, r"Invalid seed: '0'"),

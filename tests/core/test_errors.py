@@ -5,9 +5,8 @@ import torch
 from torch import nn
 
 import syre
-from syre import anchors, data, demo, functional
-
 from small_models import make_mlp
+from syre import anchors, data, demo, functional
 
 
 def _opt(m):

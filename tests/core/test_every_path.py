@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 import syre
-from syre import reference as ref
-from syre import config, fused
+from syre import config, fused, reference as ref
 from syre.core import _targets
 
 G = 0.2  # the weight decay taken over (or the explicit gamma)

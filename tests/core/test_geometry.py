@@ -20,8 +20,7 @@ pytest.importorskip("torch.distributed.tensor")
 from torch.distributed.tensor import Partial, Replicate, Shard  # noqa: E402
 from torch.distributed.tensor.placement_types import _StridedShard  # noqa: E402
 
-from syre import _dist  # noqa: E402
-from syre import anchors as A  # noqa: E402
+from syre import _dist, anchors as A  # noqa: E402
 
 
 def torch_split(shape, mesh_shape, coord, placements) -> torch.Tensor:

@@ -4,7 +4,6 @@ import torch
 from torch import nn
 
 import syre
-
 from small_models import make_mlp
 
 
@@ -13,7 +12,7 @@ def test_nan_in_one_parameter_stays_there():
     syre's anchors and every other element and parameter decay exactly as without it."""
     clean, dirty = make_mlp(), make_mlp()
     oc, od = torch.optim.SGD(clean.parameters(), lr=0.1), torch.optim.SGD(dirty.parameters(), lr=0.1)
-    sc = syre.attach(oc, clean, gamma=0.5, sigma0=0.1, d_spread=0.2)
+    syre.attach(oc, clean, gamma=0.5, sigma0=0.1, d_spread=0.2)
     sd = syre.attach(od, dirty, gamma=0.5, sigma0=0.1, d_spread=0.2)
     anchors_before = {n: sd.anchor(n) for n in sd.names()}
     with torch.no_grad():

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 import syre
-
 from small_models import batches
 
 HAS_MUON = hasattr(torch.optim, "Muon")

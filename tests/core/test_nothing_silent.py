@@ -4,7 +4,6 @@ Each test here failed on the core before it was rebuilt: there, these flows sile
 something else (decay turned off, decay toward the origin on top of syre, a second hook, ...).
 """
 import copy
-import math
 import re
 import warnings
 
@@ -13,10 +12,9 @@ import torch
 from torch import nn
 
 import syre
+from small_models import batches, make_mlp
 from syre import reference as ref
 from syre.optim import GROUP_KEY
-
-from small_models import batches, make_mlp
 
 
 def _zero_grad_step(model, opt):

@@ -1,5 +1,4 @@
 import copy
-import warnings
 
 import numpy as np
 import pytest
@@ -7,10 +6,9 @@ import torch
 from torch import nn
 
 import syre
+from small_models import batches, make_mlp
 from syre import reference as ref
 from syre.optim import GROUP_KEY
-
-from small_models import batches, make_mlp
 
 OPTIMIZERS = {
     "sgd": lambda ps: torch.optim.SGD(ps, lr=0.05),

@@ -4,17 +4,15 @@ import math
 import random
 
 import pytest
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 import syre
+from small_models import TiedLM, make_mlp
 from syre import anchors as A
 from syre.sigma0 import UNIT_SIGMA0
-
-from small_models import TiedLM, make_mlp
 
 
 def _zero_grad_step(model, opt):

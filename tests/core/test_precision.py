@@ -6,13 +6,11 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 
 import syre
+from small_models import batches, make_mlp
 from syre.functional import decay_, stalled_pull
 from syre.optim import PRECISION_CHECK_EVERY, PrecisionWarning
-
-from small_models import batches, make_mlp
 
 LOW = [torch.bfloat16, torch.float16]
 

@@ -1,9 +1,7 @@
 """Property-based tests of syre's invariants (hypothesis)."""
 import numpy as np
-import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 import syre
@@ -90,7 +88,8 @@ def test_stored_and_seeded_modes_agree(seed, eps, sigma0, opt):
     results = []
     for mode in ("stored", "seeded"):
         m = _model(4, 3, seed)
-        o = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.5) if opt == "sgd" else torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.0)
+        o = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.5) if opt == "sgd"
+             else torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.0))
         syre.attach(o, m, gamma=0.3, sigma0=sigma0, d_spread=eps, seed=seed, mode=mode)
         g = torch.Generator().manual_seed(seed)
         for _ in range(4):

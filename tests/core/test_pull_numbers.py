@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import syre
-from syre.core._checks import ANCHOR_SMALL, DECAY_WEAK, PROBE_STEPS, WeakPullWarning, verdict
 from repo import ROOT, load_script
+from syre.core._checks import ANCHOR_SMALL, DECAY_WEAK, PROBE_STEPS, WeakPullWarning, verdict
 
 SUMMARY = ROOT / "benchmarks" / "results" / "pull-numbers" / "pull_numbers.json"
 

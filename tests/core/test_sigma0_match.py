@@ -1,13 +1,12 @@
 """sigma0="match": anchors at the scale the weights were actually initialised at."""
-import math
 
 import pytest
 import torch
 from torch import nn
 
 import syre
-from syre.sigma0 import UNIT_SIGMA0, describe_sigma0, resolve_sigma0_of
 from syre.select import collect
+from syre.sigma0 import UNIT_SIGMA0, describe_sigma0, resolve_sigma0_of
 
 
 class TinyGPT(nn.Module):

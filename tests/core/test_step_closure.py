@@ -2,7 +2,6 @@
 import torch
 
 import syre
-
 from small_models import batches, make_mlp
 
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import syre
-from syre import init as I
-
 from small_models import batches, make_mlp
+from syre import init as I
 
 
 def _train(model, opt, n, start=0):

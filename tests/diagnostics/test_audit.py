@@ -11,7 +11,6 @@ from torch import nn
 import syre
 from syre.diagnostics import audit
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 
@@ -95,8 +94,8 @@ def plant(m):
 
 def test_structure_of_an_unseen_model():
     r = audit(make_model(), batch())
-    assert [l.name for l in r.layers] == ["stem", "block.conv1", "block.conv2", "head", "fc1", "fc2", "fc3"]
-    nxt = {l.name: l.next for l in r.layers}
+    assert [layer.name for layer in r.layers] == ["stem", "block.conv1", "block.conv2", "head", "fc1", "fc2", "fc3"]
+    nxt = {layer.name: layer.next for layer in r.layers}
     assert nxt == {"stem": [], "block.conv1": ["block.conv2"], "block.conv2": [], "head": ["fc1"],
                    "fc1": ["fc2"], "fc2": ["fc3"], "fc3": []}
     # the stem and conv2 write to the residual sum: their mirrors involve other layers
@@ -112,9 +111,9 @@ def test_structure_of_an_unseen_model():
 def test_random_init_shows_no_collapse():
     r = audit(make_model(seed=3), batch())
     assert r.findings == [] and not r.collapsed, str(r)
-    for l in r.layers:
-        assert l.duplicate_groups == [] and l.dead_units == [] and not l.low_rank_directions
-        for d in l.families.values():
+    for layer in r.layers:
+        assert layer.duplicate_groups == [] and layer.dead_units == [] and not layer.low_rank_directions
+        for d in layer.families.values():
             assert d["near"] == 0 and d["min_distance"] > 0.01
 
 
@@ -148,8 +147,8 @@ def test_planted_states_are_found():
     assert r["fc1"].collapse == [] and r["fc1"].evidence["inactive"]["flagged"] is False
     n = len(truth)
     assert any(o.startswith(f"fc1: {n} of 32 units dead ({n} never active") for o in r.observations), r.observations
-    for l in ("stem", "block.conv2", "fc3"):
-        assert r[l].collapse == [], l
+    for name in ("stem", "block.conv2", "fc3"):
+        assert r[name].collapse == [], name
     text = str(r)
     assert "block.conv1: 3 of 8 units duplicated in 1 group (permutation mirrors; fresh init: 0)" in text
     assert "fc2: 4 of 16 hidden directions unused (rotation mirrors; fresh init: 0)" in text
@@ -174,7 +173,7 @@ def test_report_dict_json_and_plot(tmp_path):
     r = audit(plant(make_model()), batch())
     d = json.loads(json.dumps(r.to_dict()))
     assert d["meta"]["model"] == "SmallCNN" and d["meta"]["batch"] == 128
-    assert {l["name"]: l["duplicate_groups"] for l in d["layers"]}["block.conv1"] == [[1, 4, 6]]
+    assert {layer["name"]: layer["duplicate_groups"] for layer in d["layers"]}["block.conv1"] == [[1, 4, 6]]
     assert d["findings"] == r.findings and len(d["findings"]) >= 4
     out = r.plot(tmp_path / "audit.png")
     assert (tmp_path / "audit.png").stat().st_size > 1000 and out.endswith("audit.png")

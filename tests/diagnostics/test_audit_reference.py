@@ -8,9 +8,18 @@ import torch
 from torch import nn
 
 import model_zoo as Z
-from syre.diagnostics import EXACT_SHARE, INACTIVE_SHARE, INACTIVE_Z, RANK_SHARE, REFERENCE_MARGIN, audit
-from syre.diagnostics import _measure, _recurrent, _twin, _verdict as V
-
+from syre.diagnostics import (
+    EXACT_SHARE,
+    INACTIVE_SHARE,
+    INACTIVE_Z,
+    RANK_SHARE,
+    REFERENCE_MARGIN,
+    _measure,
+    _recurrent,
+    _twin,
+    _verdict as V,
+    audit,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
@@ -56,7 +65,7 @@ def test_planted_collapse_of_each_kind_is_found(kind):
     m, x = Z.make(kind, 0)
     expected = Z.plant(kind, m)
     r = audit(m, x)
-    got = {l.name: set(l.collapse) for l in r.layers if l.collapse}
+    got = {layer.name: set(layer.collapse) for layer in r.layers if layer.collapse}
     for layer, flags in expected.items():
         assert flags <= got.get(layer, set()), (layer, flags, got, str(r))
     # a layer flagged beyond the planted ones must be downstream of them, and say so
@@ -83,16 +92,16 @@ def test_weight_decay_collapse_in_the_e5_setup_is_found(e5_nets, reference):
     for arm, (net, _, x, fresh) in e5_nets.items():
         r = audit(net, x, reference="init" if reference == "init" else fresh)
         verdicts[arm] = r
-        hidden = [l for l in r.layers if l.name.startswith("hidden.")]
+        hidden = [layer for layer in r.layers if layer.name.startswith("hidden.")]
         if arm == "wd":
             assert r.collapsed and "low rank" in r["hidden.1"].collapse, str(r)
             e = r["hidden.1"].evidence["representation rank"]
             assert e["value"] < 0.7 * e["could_have"]  # far below the 0.9 limit, not at its edge
         else:
             assert not r.collapsed, (arm, str(r))
-            for l in hidden:  # and not at the edge either
-                e = l.evidence["representation rank"]
-                assert e["value"] >= 0.97 * e["could_have"], (arm, l.name, e)
+            for layer in hidden:  # and not at the edge either
+                e = layer.evidence["representation rank"]
+                assert e["value"] >= 0.97 * e["could_have"], (arm, layer.name, e)
     wd, none = verdicts["wd"], verdicts["none"]
     assert wd["hidden.1"].representation["rank"] < 0.75 * none["hidden.1"].representation["rank"]
 
@@ -207,7 +216,7 @@ def test_given_reference_must_match_and_none_means_structure_only():
         audit(m, x, reference="fresh")
     Z.plant("mlp", m)
     r = audit(m, x, reference=None)
-    assert r.meta["reference"] is None and all(l.reference is None for l in r.layers)
+    assert r.meta["reference"] is None and all(layer.reference is None for layer in r.layers)
     assert "duplicated" in r["0"].collapse and "dead" in r["2"].collapse  # exact states need no reference
 
 
@@ -240,7 +249,7 @@ def test_recurrent_replay_matches_torch(cls, kw):
 def test_lstm_layers_in_the_report():
     m, x = Z.make("lstm", 0)
     r = audit(m, x)
-    names = [l.name for l in r.layers]
+    names = [layer.name for layer in r.layers]
     assert names == ["emb", "lstm.l0", "lstm.l1", "head"]  # forward order
     l0, l1 = r["lstm.l0"], r["lstm.l1"]
     assert l0.next == ["lstm.l1"] and l1.next == ["head"] and l0.units == 64

@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from syre.diagnostics import _spectral as S
-from syre.diagnostics import metrics as M
+from syre.diagnostics import _spectral as S, metrics as M
 
 
 def gen(seed=0):

@@ -12,7 +12,6 @@ import syre
 from syre.diagnostics import metrics as M
 from syre.diagnostics.monitor import METRICS, Monitor, plot_log, read_log
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: more threads only add overhead
 
 
@@ -82,7 +81,7 @@ def test_csv_rows_and_values(tmp_path):
     assert [int(r["step"]) for r in rows] == recorded
     assert [float(r["loss"]) for r in rows] == [0.0, 3.0, 6.0, 9.0]
     assert set(rows[0]) == {"step", "loss", "time_s", "overhead_s", "alarms"} | {
-        f"{l}/{k}" for l in ("fc1", "fc2") for k in ("effective_rank", "low_rank_fraction", "dead_fraction")}
+        f"{layer}/{k}" for layer in ("fc1", "fc2") for k in ("effective_rank", "low_rank_fraction", "dead_fraction")}
     # the value is the metric of the post-activation representation, measured in eval mode
     m.eval()
     with torch.no_grad():
@@ -106,7 +105,7 @@ def test_jsonl_with_syre_and_weight_metrics(tmp_path):
             loss.backward()
             opt.step()
             mon.step(step, lr=opt.param_groups[0]["lr"])  # the probe batch is used
-    lines = [json.loads(l) for l in path.read_text().splitlines()]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 3 and lines[-1]["lr"] == 1e-2
     d = math.sqrt(sum(float((getattr(m.fc1, a).detach() - s.anchor(f"fc1.{a}").theta0).double().norm()) ** 2
                       for a in ("weight", "bias")))

@@ -9,10 +9,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 import syre
+from small_models import batches
 from syre import init as I
 from syre.select import collect
-
-from small_models import batches
 
 
 def _mlp():
@@ -312,7 +311,8 @@ def test_stochastic_rounding_rounds_up_with_the_distance_as_probability(dtype):
     n = 1 << 16
     for base in (1.0, -3.0):
         lo = torch.tensor(base, dtype=dtype)
-        hi = torch.nextafter(lo, torch.tensor(float("inf"), dtype=dtype)) if base > 0 else torch.nextafter(lo, torch.tensor(-float("inf"), dtype=dtype))
+        hi = (torch.nextafter(lo, torch.tensor(float("inf"), dtype=dtype)) if base > 0
+              else torch.nextafter(lo, torch.tensor(-float("inf"), dtype=dtype)))
         for share in (0.1, 0.75):
             v = torch.full((n,), lo.float().item() + share * (hi.float().item() - lo.float().item()))
             p = torch.empty(n, dtype=dtype)

@@ -6,9 +6,8 @@ import torch
 from torch import nn
 
 import syre
-from syre import reference as ref
-
 from small_models import batches, make_mlp
+from syre import reference as ref
 
 
 def _loss(model, x, y):

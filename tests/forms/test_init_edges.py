@@ -10,9 +10,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 import syre
-from syre import init as I
-
 from small_models import TiedLM
+from syre import init as I
 
 
 def _bump(model):

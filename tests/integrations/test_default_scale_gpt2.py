@@ -9,8 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("scipy")
 
-from syre.bench import default_scale as ds  # noqa: E402
-from syre.bench import get_experiment, gpt2lm  # noqa: E402
+from syre.bench import default_scale as ds, get_experiment, gpt2lm  # noqa: E402
 
 
 def _cfg():

@@ -7,10 +7,9 @@ from torch.nn import functional as F
 pl = pytest.importorskip("lightning.pytorch")
 
 import syre  # noqa: E402
+from attach_keywords import ONE_OF_EACH, check_attached  # noqa: E402
 from syre.anchors import DEFAULT_SIGMA0_SCALE  # noqa: E402
 from syre.integrations.lightning import SyreCallback  # noqa: E402
-
-from attach_keywords import ONE_OF_EACH, check_attached  # noqa: E402
 from syre_probe import DecayProbe  # noqa: E402
 
 

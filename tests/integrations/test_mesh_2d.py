@@ -12,7 +12,6 @@ alone on a 1-D mesh of 4 and in one process, with the same anchors.
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -12,8 +12,7 @@ optax = pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
 
 import syre  # noqa: E402
-from syre import anchors as A  # noqa: E402
-from syre import optax as so  # noqa: E402
+from syre import anchors as A, optax as so  # noqa: E402
 from syre.rng import jax as jax_gen  # noqa: E402
 
 CASES = [

@@ -8,9 +8,8 @@ gymnasium = pytest.importorskip("gymnasium")
 from stable_baselines3 import PPO, SAC  # noqa: E402
 
 import syre  # noqa: E402
-from syre.integrations import sb3  # noqa: E402
-
 from attach_keywords import ONE_OF_EACH, check_attached  # noqa: E402
+from syre.integrations import sb3  # noqa: E402
 from syre_probe import DecayProbe  # noqa: E402
 
 

@@ -7,9 +7,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from syre.integrations.transformers import SyreCallback  # noqa: E402
-
 from attach_keywords import ONE_OF_EACH, check_attached  # noqa: E402
+from syre.integrations.transformers import SyreCallback  # noqa: E402
 from syre_probe import DecayProbe  # noqa: E402
 
 

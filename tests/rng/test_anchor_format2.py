@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from syre.rng import _format2 as V2
-from syre.rng import _normal_table as NT
-from syre import reference as ref
-from syre import anchors as A
+from syre import anchors as A, reference as ref
+from syre.rng import _format2 as V2, _normal_table as NT
 
 
 def _q_used(v: int) -> float:

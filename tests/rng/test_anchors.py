@@ -6,10 +6,8 @@ import torch
 from torch import nn
 
 import syre
-from syre import reference as ref
-from syre.rng import _format1 as V1
-from syre.rng import _format2 as V2
-from syre import anchors as A
+from syre import anchors as A, reference as ref
+from syre.rng import _format1 as V1, _format2 as V2
 
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import syre
-from syre.data import fashion_mnist_dirs
 from repo import load_script
+from syre.data import fashion_mnist_dirs
 
 
 def _landed(init_seed: int, anchor_seed: int) -> torch.Tensor:

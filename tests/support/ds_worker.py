@@ -330,7 +330,8 @@ def trainer_run(out: str, deepspeed_config=None) -> dict:
     cb = SyreCallback(**KW)
     trainer = Trainer(model=model, args=args, train_dataset=_Data(), callbacks=[cb])
     trainer.train()
-    res = {"processes": trainer.accelerator.num_processes, "syre": type(cb.syre).__name__, "names": cb.syre.names(), "gammas": [cb.syre.group_gamma(i) for i in range(2)]}
+    res = {"processes": trainer.accelerator.num_processes, "syre": type(cb.syre).__name__, "names": cb.syre.names(),
+           "gammas": [cb.syre.group_gamma(i) for i in range(2)]}
     eng = trainer.model_wrapped
     res["params"] = full_params(eng) if deepspeed_config else {n: p.detach().clone() for n, p in model.named_parameters()}
     return res

@@ -23,9 +23,9 @@ import torch.distributed as dist
 from torch import nn
 
 import dist_worker as W
-from spawn import spawn as spawn_world
 import syre
 import syre.anchors
+from spawn import spawn as spawn_world
 
 TIMEOUT = datetime.timedelta(seconds=90)
 

@@ -10,12 +10,9 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from syre.rng import _format2 as V2  # noqa: E402
+from syre import anchors as A, functional as F, fused as FU  # noqa: E402
 from syre.kernels import _triton as T  # noqa: E402
 from syre.rng import _triton as RT  # noqa: E402
-from syre import anchors as A  # noqa: E402
-from syre import functional as F  # noqa: E402
-from syre import fused as FU  # noqa: E402
 
 
 @triton.jit

@@ -77,13 +77,14 @@ SELECTION_RULE = (
     "standard deviation of that (setting, gamma) over weight decay and the candidates; a candidate's score is the mean of its "
     "standardised mean gains over the (setting, gamma) pairs. A candidate significantly worse than weight decay at a typical gamma "
     "by more than harm_tolerance times the setting's non-inferiority margin (one-sided paired t-test, p < alpha; the margin is "
-    "relative to weight decay's mean for a lower-is-better metric) is excluded. The highest-scoring remaining candidate is chosen unless its score exceeds "
+    "relative to weight decay's mean for a lower-is-better metric) is excluded. The highest-scoring remaining candidate is "
+    "chosen unless its score exceeds "
     "lecun's by no more than tie_margin (a tie), or every candidate is excluded: then lecun, the existing default, is chosen.")
 
 #: ``sigma0`` and ``d_spread`` pinned at the library defaults of the registered run (every arm sets its own sigma0; the pin keeps
 #: the registered declaration when the library's default moves).
-DEFAULTS: Dict[str, Any] = {**ARM_DEFAULTS, "sigma0": "lecun", "d_spread": 0.1, "settings": SETTINGS, "candidates": CANDIDATES, "selection_rule": SELECTION_RULE,
-                            "tie_margin": 0.1, "harm_tolerance": 0.1, "gamma": 0.0, "setting": ""}
+DEFAULTS: Dict[str, Any] = {**ARM_DEFAULTS, "sigma0": "lecun", "d_spread": 0.1, "settings": SETTINGS, "candidates": CANDIDATES,
+                            "selection_rule": SELECTION_RULE, "tie_margin": 0.1, "harm_tolerance": 0.1, "gamma": 0.0, "setting": ""}
 QUICK = {"settings": {
     "mlp": {**SETTINGS["mlp"], "config": {**SETTINGS["mlp"]["config"], "width": 16, "epochs": {"digits": 1}, "n_rank": 64}},
     "charlm": {**SETTINGS["charlm"], "config": {**_LM, "n_layer": 1, "n_embd": 16, "block": 8, "batch": 4, "steps": 6, "warmup": 2,
@@ -158,7 +159,8 @@ def design(cfg: Dict[str, Any]) -> Design:
         met, side = st["metric"], "greater" if st["better"] == "max" else "less"
         cells.append(cell("none", setting=s))
         cells += [_c(a, s, g) for g in (gt, gc) for a in COMPARED + ["chosen"]]
-        tests += [Test(f"{s}, gamma {gt:g} (harm test, passes when harmed): chosen's {met} worse than weight decay's", met, _c("chosen", s, gt),
+        tests += [Test(f"{s}, gamma {gt:g} (harm test, passes when harmed): chosen's {met} worse than weight decay's",
+                       met, _c("chosen", s, gt),
                        _c("wd", s, gt), direction="less" if side == "greater" else "greater", role="secondary", family="heldout"),
                   Test(f"{s}, gamma {gc:g}: chosen's {st['rank']} above weight decay's", st["rank"], _c("chosen", s, gc), _c("wd", s, gc),
                        role="secondary", family="heldout"),
@@ -186,7 +188,8 @@ def notes(cfg: Dict[str, Any]) -> List[str]:
         "charlm": lambda c: f"E10's char LM at {c['n_layer']} layers, width {c['n_embd']}, context {c['block']}, {c['steps']} steps of "
                             f"{c['batch']} windows",
         "gpt2": lambda c: f"the GPT-2 model at {c['n_layer']} layers, width {c['n_embd']}, context {c['block']}, {c['steps']} steps",
-        "resnet": lambda c: f"E11's ResNet at width {c['width']}, {c['stages']} stages, {c['epochs']} epochs on {c.get('dataset', 'fashion')}",
+        "resnet": lambda c: f"E11's ResNet at width {c['width']}, {c['stages']} stages, {c['epochs']} epochs on "
+                            f"{c.get('dataset', 'fashion')}",
         "gcn": lambda c: f"E12's GCN at width {c['width']}, {c['layers']} layers, {c['steps']} steps on {c['n_train']} graphs",
     }
     parts = [what[k](v["config"]) for k, v in s.items() if k in what]
@@ -251,7 +254,8 @@ def select(ctx) -> Tuple[Dict[str, Any], Dict[str, Arm]]:
 
     def values(a, s, g):
         metric = cfg["settings"][s]["metric"]
-        rows = sorted((r for r in recs if r["arm"] == a and r["point"]["setting"] == s and r["point"]["gamma"] == g), key=lambda r: r["seed"])
+        rows = sorted((r for r in recs if r["arm"] == a and r["point"]["setting"] == s and r["point"]["gamma"] == g),
+                      key=lambda r: r["seed"])
         return [float(r[metric]) for r in rows]
 
     out = choose(cfg, values, ctx.protocol.alpha)

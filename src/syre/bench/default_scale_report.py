@@ -12,8 +12,7 @@ import syre
 
 from . import fmt, stats
 from .arms import sigma0_label
-from .default_scale import (ARMS_DS, CLAIM, COMPARED, DEFAULTS, QUICK, VERSION, _c, choose, design, pilot, plan, select,
-                            trial)
+from .default_scale import ARMS_DS, CLAIM, COMPARED, DEFAULTS, QUICK, VERSION, _c, choose, design, pilot, plan, select, trial
 from .registry import Experiment
 
 ROWS = ["none"] + COMPARED + ["chosen"]

@@ -9,8 +9,18 @@ from typing import Any, Callable, Dict
 
 from . import fmt
 from .doc_heldout import b_default_study, b_heldout, b_readme_evidence, b_scale_arms
-from .doc_helpers import (ANCHOR_FORMAT_BEFORE_RECORDED, _brief, _cpu_known, _failed, _has, _ids, _word, anchor_format,  # noqa: F401
-                          format_note, ran_at)
+from .doc_helpers import (  # noqa: F401
+    ANCHOR_FORMAT_BEFORE_RECORDED,
+    _brief,
+    _cpu_known,
+    _failed,
+    _has,
+    _ids,
+    _word,
+    anchor_format,
+    format_note,
+    ran_at,
+)
 from .doc_studies import b_averaging, b_backbone, b_e7_paper, b_norm_eps, b_pull, b_sweep, b_sweep_study
 
 __all__ = ["BLOCKS"]
@@ -20,7 +30,8 @@ def b_verdicts(S, args: str) -> str:
     """The verdicts, not-supported first."""
     ids = _ids(args, S)
     lines = []
-    for fam, key, label in (("shared", "supported", "at the shared gamma"), ("tuned", "supported_tuned", "with every arm at its tuned gamma")):
+    for fam, key, label in (("shared", "supported", "at the shared gamma"),
+                            ("tuned", "supported_tuned", "with every arm at its tuned gamma")):
         rel = [i for i in ids if (S[i]["protocol"]["declaration"].get("tuning") or fam == "shared") and _has(S[i], fam)]
         no = [i for i in rel if S[i].get(key) is False]
         und = [i for i in rel if S[i].get(key) is None]
@@ -46,8 +57,8 @@ def b_results_table(S, args: str) -> str:
             held = f"{s['chosen']['candidate']}: " + {True: "holds", False: "does not hold", None: "undecided"}[s["heldout_verdict"]]
         rej = f" (re-judged from v{s['rejudged']['from']}'s trials)" if s.get("rejudged") else ""
         rows.append([f"[{i}](results/{i}/results.md)", s["title"], f"v{s['protocol']['version']} `{s['protocol']['hash']}`{rej}",
-                     f"{len(seeds['selection'])} + {len(seeds['evaluation'])}", f"**{_word(s['supported'])}**" if _has(s, "shared") else "-", tuned,
-                     held, ran_at(s),
+                     f"{len(seeds['selection'])} + {len(seeds['evaluation'])}",
+                     f"**{_word(s['supported'])}**" if _has(s, "shared") else "-", tuned, held, ran_at(s),
                      f"{s['wall_time_s']:.0f} s" + (f" / {s['cpu_time_s']:.0f} s" if _cpu_known(s) else "")])
     return fmt.md_table(["id", "experiment", "protocol", "seeds (selection + evaluation)", "shared gamma", "tuned gamma",
                          "default sigma0, held out", "ran at (the default then)", "wall / CPU time"], rows)
@@ -101,7 +112,8 @@ def b_account(S, args: str) -> str:
     s = S[args.strip()]
     out = []
     tuned = bool(s["protocol"]["declaration"].get("tuning"))
-    fams = [("shared", "supported", "At the shared gamma" if tuned else "Verdict")] if _has(s, "shared") or "heldout_verdict" not in s else []
+    fams = ([("shared", "supported", "At the shared gamma" if tuned else "Verdict")]
+            if _has(s, "shared") or "heldout_verdict" not in s else [])
     if "heldout_verdict" in s:  # the default study
         fams.append(("heldout", "heldout_verdict", f"The candidate chosen on the selection settings ({s['chosen']['candidate']}, "
                                                     "chosen by the declared rule) on the held-out settings and fresh seeds"))
@@ -127,11 +139,13 @@ def b_account(S, args: str) -> str:
     san = [t for t in s["tests"] if t["role"] == "sanity"]
     if san:
         bad = [t for t in san if t["passed"] is False]
-        out.append(f"Sanity checks (hold by construction): {'all ' + str(len(san)) + ' hold' if not bad else 'failed: ' + '; '.join(_brief(t) for t in bad)}.")
+        out.append("Sanity checks (hold by construction): "
+                   f"{'all ' + str(len(san)) + ' hold' if not bad else 'failed: ' + '; '.join(_brief(t) for t in bad)}.")
     if s.get("rejudged"):
         r = s["rejudged"]
         out.append(f"Protocol v{s['protocol']['version']}: re-judged from v{r['from']}'s trials, no retraining "
-                   f"({s['protocol']['changes'].split(': ', 1)[-1]}); v{r['from']}'s summary is kept in `results/{s['experiment']}/v{r['from']}/`.")
+                   f"({s['protocol']['changes'].split(': ', 1)[-1]}); v{r['from']}'s summary is kept in "
+                   f"`results/{s['experiment']}/v{r['from']}/`.")
     out.append(f"Numbers: {format_note(s)}.")
     return "\n\n".join(out) + "\n"
 
@@ -151,7 +165,8 @@ def b_environment(S, args: str) -> str:
             f"Python {one('python')}, torch {one('torch')}, numpy {one('numpy')}, scipy {one('scipy')}; syre {one('syre')} at git "
             f"revision {', '.join(f'`{r}`' for r in revs)} ({'dirty' if dirty else 'clean'} tree). The runs ran one after another on a "
             f"machine shared with other work, so wall times are upper bounds and CPU times (where recorded) the better guide; all runs "
-            f"together: {total / 3600:.1f} h of wall time" + (f", {sum(cpu) / 3600:.1f} h of CPU time in the runs that record it" if cpu else "")
+            f"together: {total / 3600:.1f} h of wall time"
+            + (f", {sum(cpu) / 3600:.1f} h of CPU time in the runs that record it" if cpu else "")
             + ".\n")
 
 

@@ -35,7 +35,8 @@ def _what_should_change(S, v) -> str:
                    + ": there the default does not fit and a better choice is needed")
     if harmed:
         out.append("syre at the default is significantly worse than tuned weight decay at weight decay's own gamma in "
-                   + "; ".join(f"{i} ({st}: {fmt.num(tt['mean_a'])} vs {fmt.num(tt['mean_b'])}, {fmt.pval(tt['p'])})" for (i, st), tt in harmed.items())
+                   + "; ".join(f"{i} ({st}: {fmt.num(tt['mean_a'])} vs {fmt.num(tt['mean_b'])}, {fmt.pval(tt['p'])})"
+                               for (i, st), tt in harmed.items())
                    + ", so its failed no-harm test is harm, not a lack of seeds")
     if under:
         out.append("the mean lies on the claimed side but is not significant in " + "; ".join(under)
@@ -63,7 +64,8 @@ def b_heldout(S, args: str) -> str:
     out = [f"The library default sigma0 they ran at ({_ran_at_all(S, v['experiments'])}) {word} the held-out check on the evaluation "
            f"seeds of {', '.join(v['experiments'])}."]
     if v["failed"]:
-        out.append("Failed: " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items()) + ".")
+        out.append("Failed: " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names)
+                                          for i, names in v["failed"].items()) + ".")
     if v["better_scales"]:
         out.append("A neighbouring scale did better than the default in: " + "; ".join(
             f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["better_scales"].items()) + ".")
@@ -89,7 +91,8 @@ def b_readme_evidence(S, args: str) -> str:
         lines.append("With every arm at its own tuned gamma (and sigma0), syre is **not significantly better than every tuned "
                      f"baseline** in {', '.join(tuned_no)}" + (f"; it is in {', '.join(tuned_yes)}" if tuned_yes else "") + ".")
     elif tuned_yes:
-        lines.append(f"With every arm at its own tuned gamma (and sigma0), syre is better than every tuned baseline in {', '.join(tuned_yes)}.")
+        lines.append("With every arm at its own tuned gamma (and sigma0), syre is better than every tuned baseline in "
+                     f"{', '.join(tuned_yes)}.")
     sw = S.get("sigma-sweep")
     if sw:
         hurt = [t for t in sw["tests"] if "(harm)" in t["name"] and t["passed"]]
@@ -98,24 +101,28 @@ def b_readme_evidence(S, args: str) -> str:
             lines.append("**Where syre hurts** (sigma0 sweep, validation split, seeds 0-4): "
                          + ("at the default scale " + "; ".join(_brief(t) for t in default) + "; " if default else "")
                          + "significantly worse than weight decay at: "
-                         + ", ".join(t["name"].split(": syre at ")[0] + " " + t["name"].split(": syre at ")[1].split(" ")[0] for t in hurt) + ".")
+                         + ", ".join(t["name"].split(": syre at ")[0] + " " + t["name"].split(": syre at ")[1].split(" ")[0]
+                                     for t in hurt) + ".")
         lines.append(f"The sweep's selection rule, re-applied: {sw['findings'].get('rule re-applied', '-')}.")
     state = {True: "survives", False: "does not survive", None: "is undecided in"}[v["survives"]]
     where = ", ".join(v["experiments"]) or "no experiment yet"
     lines.append(f"Judged on seeds that played no part in choosing it (the evaluation seeds of {where}), the default they ran at "
                  f"({_ran_at_all(S, v['experiments'])}) **{state}** the held-out check"
-                 + (": it failed " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names) for i, names in v["failed"].items())
+                 + (": it failed " + "; ".join(f"{i}: " + "; ".join(_brief(_test(S[i], n)) for n in names)
+                                               for i, names in v["failed"].items())
                     if v["failed"] else "") + "." + _what_should_change(S, v))
     parts, l2 = [], []
     for i in v["experiments"]:
         s = S[i]
         for c in _collapse_cells(s):
             perf = next(t for t in s["tests"] if t["family"] == "heldout" and t["a"] == c["syre"] and t["metric"] != c["rank"])
-            parts.append(f"{i} ({c['label']}): {c['rank']} {fmt.num(_mean(s, c['wd'], c['rank']))} -> {fmt.num(_mean(s, c['syre'], c['rank']))}, "
+            parts.append(f"{i} ({c['label']}): {c['rank']} {fmt.num(_mean(s, c['wd'], c['rank']))} -> "
+                         f"{fmt.num(_mean(s, c['syre'], c['rank']))}, "
                          f"{perf['metric']} {fmt.num(perf['mean_b'])} -> {fmt.num(perf['mean_a'])}")
             l2key = c["syre"].replace("syre", "l2init", 1)
             if l2key in s["arms"]:
-                l2.append(f"{i} ({c['label']}) {perf['metric']} {fmt.num(_mean(s, l2key, perf['metric']))} vs syre's {fmt.num(perf['mean_a'])}")
+                l2.append(f"{i} ({c['label']}) {perf['metric']} {fmt.num(_mean(s, l2key, perf['metric']))} "
+                          f"vs syre's {fmt.num(perf['mean_a'])}")
     if parts:
         lines.append("Where weight decay collapses a model, from weight decay to syre at the default: " + "; ".join(parts) + ".")
     if l2:

@@ -51,7 +51,8 @@ def b_e7_paper(S, args: str) -> str:
     s = S["e7"]
     rows = [["paper, SimCLR (CIFAR-100, ResNet-18)", f"{PAPER['lowrank_proj'][0]:.0%}", f"{PAPER['probe'][0]:.1%}",
              f"{PAPER['lowrank_backbone'][0]:.1%}", "-"],
-            ["paper, SimCLR + syre", f"{PAPER['lowrank_proj'][1]:.0%}", f"{PAPER['probe'][1]:.1%}", f"{PAPER['lowrank_backbone'][1]:.1%}", "-"]]
+            ["paper, SimCLR + syre", f"{PAPER['lowrank_proj'][1]:.0%}", f"{PAPER['probe'][1]:.1%}",
+             f"{PAPER['lowrank_backbone'][1]:.1%}", "-"]]
     for k, m in s["arms"].items():
         rows.append([f"ours, {k}"] + [fmt.ms(m[x], pct=True) for x in ("lowrank_proj", "probe_proj", "lowrank_backbone", "probe_backbone")])
     pct = lambda k: f"{100 * _mean(s, k, 'lowrank_proj'):.0f}%"  # noqa: E731
@@ -73,7 +74,8 @@ def b_averaging(S, args: str) -> str:
         for g in s["config"]["gammas"]:
             k = f"syre[dataset={d},gamma={fmt.num(float(g))}]"
             bits.append(f"gamma {fmt.num(float(g))}: average {fmt.num(_mean(s, k, 'mid_acc'))}, each run {fmt.num(_mean(s, k, 'end_acc'))}")
-        parts.append(f"{d} (standard training: average {fmt.num(_mean(s, none, 'mid_acc'))}, each run {fmt.num(_mean(s, none, 'end_acc'))}): "
+        parts.append(f"{d} (standard training: average {fmt.num(_mean(s, none, 'mid_acc'))}, "
+                     f"each run {fmt.num(_mean(s, none, 'end_acc'))}): "
                      + "; ".join(bits))
     d = s["config"]["datasets"][0]
     lo, hi = (fmt.num(float(g)) for g in (min(s["config"]["gammas"]), max(s["config"]["gammas"])))
@@ -82,7 +84,8 @@ def b_averaging(S, args: str) -> str:
     return ("Accuracy of the average of two shared-anchor syre runs (no alignment) beside the accuracy of each run: "
             + ". ".join(parts) + f". On {d}, the average keeps {m(lo, 'mid_acc') / m(lo, 'end_acc'):.0%} of its runs' accuracy at gamma "
             f"{lo}, where each run is {100 * (end0 - m(lo, 'end_acc')):.1f} points below standard training, and "
-            f"{m(hi, 'mid_acc') / m(hi, 'end_acc'):.0%} at gamma {hi}, where each run is {100 * (end0 - m(hi, 'end_acc')):.1f} points below "
+            f"{m(hi, 'mid_acc') / m(hi, 'end_acc'):.0%} at gamma {hi}, where each run is "
+            f"{100 * (end0 - m(hi, 'end_acc')):.1f} points below "
             f"it. Anchor format {anchor_format(s)}.\n")
 
 
@@ -93,7 +96,8 @@ def b_backbone(S, args: str) -> str:
     for k in s["arms"]:
         if k in ("wd", "none") or "@" in k:
             continue
-        up, down = _test(s, f"{k}: backbone probe accuracy above weight decay's"), _test(s, f"{k}: backbone probe accuracy below weight decay's")
+        up, down = (_test(s, f"{k}: backbone probe accuracy above weight decay's"),
+                    _test(s, f"{k}: backbone probe accuracy below weight decay's"))
         word = "above" if up["passed"] else "below" if down["passed"] else "not significantly different from"
         p = up["p"] if up["passed"] else down["p"] if down["passed"] else min(up.get("p") or 1, down.get("p") or 1)
         parts.append(f"{k} {fmt.num(up['mean_a'])} ({word} weight decay's {fmt.num(up['mean_b'])}, {fmt.pval(p)})")

@@ -25,13 +25,11 @@ from typing import Any, Dict
 
 import numpy as np
 
-
 from . import fmt
 from .arms import Arm
 from .e0_checks import CHECKS, _absolute, expected_min_abs  # noqa: F401  (the checks, one per theorem)
-from .protocol import Design, Test, cell
+from .protocol import Design, Rejudge, Test, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = (
     "At a mirror vanilla gradients vanish in the mirror's directions while syre's equal -2 gamma P theta0; "

@@ -242,7 +242,8 @@ def check_trap(seed: int, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
             loss = float(((net(x) - y) ** 2).mean())
         out.append(dict(arm=arm, measured=max(off1, off2), predicted=0.0 if d_spread == 0 else None, start=start,
                         loss=loss, error=None,
-                        what=f"max(|n^T W1|, |W2 n|) after {cfg['trap_steps']} steps ({'basic' if d_spread == 0 else f'AR, D in [{1 - d_spread:g}, {1 + d_spread:g}]'})"))
+                        what=f"max(|n^T W1|, |W2 n|) after {cfg['trap_steps']} steps "
+                             f"({'basic' if d_spread == 0 else f'AR, D in [{1 - d_spread:g}, {1 + d_spread:g}]'})"))
     return out
 
 

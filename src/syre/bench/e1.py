@@ -28,9 +28,8 @@ from syre.diagnostics.metrics import numerical_rank
 from . import fmt
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms, init_stds, perturb_
 from .common import mlp, tuned_cells
-from .protocol import Design, Test, Tuning, cell
+from .protocol import Design, Rejudge, Test, Tuning, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("A 2-layer ReLU net started with duplicated hidden neurons stays duplicated under vanilla training (and weight decay); "
          "with syre the neurons separate and the loss drops.")

@@ -30,9 +30,8 @@ from . import charlm, fmt
 from .arms import ARM_DEFAULTS
 from .common import trial_rng
 from .gsweep import Sweep
-from .protocol import Design, Test, cell
+from .protocol import Design, Rejudge, Test, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("In a small causal transformer LM trained with AdamW and nanoGPT's decay groups, a weight decay strong enough to "
          "collapse the attention maps (lower effective rank of W_Q W_K^T per head) also raises the validation loss; syre at "
@@ -171,8 +170,8 @@ def design(cfg: Dict[str, Any]) -> Design:
              ty("syre"), ty("wd"), role="secondary", key="harm"),
         Test(f"{s}: syre's value-output rank (W_O W_V per head) above weight decay's", "vo_rank", at("syre"), at("wd"), role="secondary",
              key="vo_rank"),
-        Test(f"{s}: syre's residual-stream rank (last block) above weight decay's", "resid_rank_last", at("syre"), at("wd"), role="secondary",
-             key="resid_rank"),
+        Test(f"{s}: syre's residual-stream rank (last block) above weight decay's", "resid_rank_last", at("syre"), at("wd"),
+             role="secondary", key="resid_rank"),
         Test(f"{s}: weight decay lowers the residual-stream rank (last block)", "resid_rank_last", at("wd"), none, direction="less",
              role="secondary", key="resid_rank.wd"),
     ]
@@ -236,10 +235,13 @@ def report(ctx) -> Dict[str, Any]:
     finding = " ".join(parts)
     pairs = [(f"{a} at gamma {x:g}", f"{a}@{x:g}.better", f"{a}@{x:g}.worse") for a, x in _variants(cfg)]
     s0 = sigma0_finding(ctx, pairs) if pairs else ""
-    head = "; ".join(f"{fmt.md_cell(k)} val loss {fmt.num(ctx.arms[k]['val_loss']['mean'])}, qk rank {fmt.num(ctx.arms[k]['qk_rank']['mean'])}"
-                     for k in ("none", f"wd[gamma={g:g}]", f"syre[gamma={g:g}]", f"wd[gamma={gt:g}]", f"syre[gamma={gt:g}]") if k in ctx.arms)
+    head = "; ".join(f"{fmt.md_cell(k)} val loss {fmt.num(ctx.arms[k]['val_loss']['mean'])}, "
+                     f"qk rank {fmt.num(ctx.arms[k]['qk_rank']['mean'])}"
+                     for k in ("none", f"wd[gamma={g:g}]", f"syre[gamma={g:g}]", f"wd[gamma={gt:g}]", f"syre[gamma={gt:g}]")
+                     if k in ctx.arms)
     return {"tables": ["## Cells\n\n" + cell_table(ctx, METRICS),
-                       "## Residual-stream effective rank per block\n\n" + fmt.md_table(["cell"] + [f"block {i + 1}" for i in range(int(cfg["n_layer"]))], layers),
+                       "## Residual-stream effective rank per block\n\n"
+                       + fmt.md_table(["cell"] + [f"block {i + 1}" for i in range(int(cfg["n_layer"]))], layers),
                        pull_table(ctx)],
             "findings": {"headline": head, "collapse": finding, "cost": cost, "sigma0": s0}}
 
@@ -247,5 +249,5 @@ def report(ctx) -> Dict[str, Any]:
 EXPERIMENT = Experiment(id="e10", title="nanoGPT-style character LM (AdamW, nanoGPT's decay groups): attention rank and loss vs gamma",
                         version=VERSION, changes=CHANGES,
                         rejudge=Rejudge(VERSION, 1, CLAIM_V1, "first pre-registered version", _v2_role),
-                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="val_loss", better="min",
-                        rank="qk_rank", n_min=5, n_max=6, selection=1, heldout=True)
+                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="val_loss",
+                        better="min", rank="qk_rank", n_min=5, n_max=6, selection=1, heldout=True)

@@ -33,16 +33,15 @@ from .arms import (
     Arm,
     apply_arm,
     arm_gamma,
+    arms as get_arms,
     resolve_arm_sigma0,
     sigma0_spec,
 )
-from .arms import arms as get_arms
 from .common import accuracy, dataset, trial_rng
 from .e10 import pull_numbers
 from .gsweep import Sweep
-from .protocol import Design, Test, cell
+from .protocol import Design, Rejudge, Test, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("In a ResNet with BatchNorm trained by SGD with momentum, a weight decay strong enough to collapse it (lower "
          "effective rank of the last stage's features) loses accuracy; syre at the same gamma keeps rank and accuracy, and at "
@@ -185,7 +184,8 @@ def design(cfg: Dict[str, Any]) -> Design:
     m = cfg["noninferior_margin"]
     s = f"gamma {g:g}"
     tests = [
-        Test(f"{s}: weight decay lowers the last stage's effective rank", "rank_last", at("wd"), none, direction="less", key="collapse.wd_rank"),
+        Test(f"{s}: weight decay lowers the last stage's effective rank", "rank_last", at("wd"), none, direction="less",
+             key="collapse.wd_rank"),
         Test(f"{s}: weight decay loses accuracy", "test_acc", at("wd"), none, direction="less", key="collapse.wd_perf"),
         Test(f"{s}: syre's last-stage effective rank above weight decay's", "rank_last", at("syre"), at("wd"), key="collapse.syre_rank"),
         Test(f"{s}: syre's accuracy above weight decay's", "test_acc", at("syre"), at("wd"), key="collapse.syre_perf"),
@@ -193,13 +193,14 @@ def design(cfg: Dict[str, Any]) -> Design:
              ty("wd"), threshold=-m, key="cost"),
         Test(f"gamma {gt:g} (the usual recipe, harm test, passes when harmed): syre's accuracy below weight decay's", "test_acc",
              ty("syre"), ty("wd"), direction="less", role="secondary", key="harm"),
-        Test(f"{s}: syre has fewer dead channels than weight decay", "dead_channels", at("syre"), at("wd"), direction="less", role="secondary",
-             key="collapse.dead"),
+        Test(f"{s}: syre has fewer dead channels than weight decay", "dead_channels", at("syre"), at("wd"), direction="less",
+             role="secondary", key="collapse.dead"),
     ]
     for a in cfg["arms_gmax"]:
         ref = _ref(cfg, a)
         tests += [Test(f"{s}: {a}'s accuracy above {ref}'s", "test_acc", at(a), at(ref), role="secondary", key=f"{a}.perf"),
-                  Test(f"{s}: {a}'s last-stage effective rank above {ref}'s", "rank_last", at(a), at(ref), role="secondary", key=f"{a}.rank")]
+                  Test(f"{s}: {a}'s last-stage effective rank above {ref}'s", "rank_last", at(a), at(ref), role="secondary",
+                       key=f"{a}.rank")]
     for a, gg in _variants(cfg):
         c, d = cell(a, gamma=gg), cell("syre", gamma=gg)
         tests += [Test(f"gamma {gg:g}: {a}'s accuracy above the default's", "test_acc", c, d, role="secondary", key=f"{a}@{gg:g}.better"),
@@ -248,19 +249,22 @@ def report(ctx) -> Dict[str, Any]:
                                            ("dead_channels", "dead channels (share)"), ("bn_small", "BatchNorm scales < 0.01 (share)")],
                 gammas, list(cfg["arms"]), {g: list(cfg["arms_gmax"]), gt: list(cfg["arms_typical"])}, title="E11 ResNet-BN")
     cost = cost_finding(ctx, ["cost"])
-    finding = collapse_finding(ctx, premise=["collapse.wd_rank", "collapse.wd_perf"], syre_tests=["collapse.syre_rank", "collapse.syre_perf"],
+    finding = collapse_finding(ctx, premise=["collapse.wd_rank", "collapse.wd_perf"],
+                               syre_tests=["collapse.syre_rank", "collapse.syre_perf"],
                                others=[f"{a}.{k}" for a in cfg["arms_gmax"] for k in ("perf", "rank")], gamma=g, what="the ResNet")
     pairs = [(f"{a} at gamma {x:g}", f"{a}@{x:g}.better", f"{a}@{x:g}.worse") for a, x in _variants(cfg)]
     s0 = sigma0_finding(ctx, [q for q in pairs if "match" in q[0]]) if pairs else ""
     bn = sigma0_finding(ctx, [q for q in pairs if "_bn" in q[0]]) if pairs else ""
     head = "; ".join(f"{fmt.md_cell(k)} acc {fmt.num(ctx.arms[k]['test_acc']['mean'])}, rank {fmt.num(ctx.arms[k]['rank_last']['mean'])}"
-                     for k in ("none", f"wd[gamma={g:g}]", f"syre[gamma={g:g}]", f"wd[gamma={gt:g}]", f"syre[gamma={gt:g}]") if k in ctx.arms)
+                     for k in ("none", f"wd[gamma={g:g}]", f"syre[gamma={g:g}]", f"wd[gamma={gt:g}]", f"syre[gamma={gt:g}]")
+                     if k in ctx.arms)
     return {"tables": ["## Cells\n\n" + cell_table(ctx, METRICS + tuple(stages)), pull_table(ctx)],
             "findings": {"headline": head, "collapse": finding, "cost": cost, "sigma0": s0, "batchnorm": bn}}
 
 
-EXPERIMENT = Experiment(id="e11", title="ResNet with BatchNorm on Fashion-MNIST (SGD momentum, one-cycle): rank, dead channels, accuracy vs gamma",
+EXPERIMENT = Experiment(id="e11",
+                        title="ResNet with BatchNorm on Fashion-MNIST (SGD momentum, one-cycle): rank, dead channels, accuracy vs gamma",
                         version=VERSION, changes=CHANGES,
                         rejudge=Rejudge(VERSION, 1, CLAIM_V1, "first pre-registered version", None),
-                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="test_acc", better="max",
-                        rank="rank_last", n_min=5, n_max=6, selection=2, heldout=True)
+                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="test_acc",
+                        better="max", rank="rank_last", n_min=5, n_max=6, selection=2, heldout=True)

@@ -151,7 +151,8 @@ def design(cfg: Dict[str, Any]) -> Design:
     tests += sw.heldout_tests(HELDOUT, perf="test_acc", rank="emb_rank", better="max", scale_arms=scales)
     return sw.design(tests, [
         f"SBM graphs: {cfg['n_nodes']} nodes in {cfg['blocks']} communities, p_in {cfg['p_in']:g}, p_out {cfg['p_out']:g}, {cfg['n_feat']} "
-        f"features (community one-hot x {cfg['signal']:g} + N(0, 1) noise); {cfg['n_train']} training graphs per seed, {cfg['n_eval_graphs']} "
+        f"features (community one-hot x {cfg['signal']:g} + N(0, 1) noise); "
+        f"{cfg['n_train']} training graphs per seed, {cfg['n_eval_graphs']} "
         f"fixed evaluation graphs. Dense GCN: {cfg['layers']} layers of {cfg['width']} (ReLU), linear read-out; Adam lr {cfg['lr']:g}, "
         f"{cfg['steps']} steps of {cfg['batch']} graphs. No graph library: dense adjacency in plain torch. Equivariance: float64 copy of "
         "each trained network, a random node permutation per graph on 4 evaluation graphs."])
@@ -198,6 +199,7 @@ def report(ctx) -> Dict[str, Any]:
             "findings": {"headline": head, "collapse": finding, "cost": cost, "sigma0": s0, "equivariance": eq}}
 
 
-EXPERIMENT = Experiment(id="e12", title="GCN on stochastic-block-model graphs: exact equivariance (sanity) and node-embedding collapse vs gamma",
-                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="test_acc", better="max",
-                        rank="emb_rank", n_min=5, n_max=10, selection=2, heldout=True)
+EXPERIMENT = Experiment(id="e12",
+                        title="GCN on stochastic-block-model graphs: exact equivariance (sanity) and node-embedding collapse vs gamma",
+                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="test_acc",
+                        better="max", rank="emb_rank", n_min=5, n_max=10, selection=2, heldout=True)

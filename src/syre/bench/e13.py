@@ -31,9 +31,8 @@ import torch
 from . import fmt, merging
 from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms
 from .common import dataset, mlp, train_epochs, trial_rng
-from .protocol import Design, Test, cell
+from .protocol import Design, Rejudge, Test, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("Two runs trained from different initialisations and data orders with syre and the same anchor seed have a lower "
          "loss barrier on the straight line between them, without any alignment, than standard runs and than syre runs with "
@@ -41,7 +40,8 @@ CLAIM_V1 = ("Two runs trained from different initialisations and data orders wit
          "the second to fail.")
 
 CLAIM = ("Two runs trained from different initialisations and data orders with syre and the same anchor seed, at a gamma below "
-         "the experiment's strong ones (gamma 1, where each run stays within about 1.5 points of standard training's accuracy), have a lower loss barrier on the straight line between them, without any alignment, than "
+         "the experiment's strong ones (gamma 1, where each run stays within about 1.5 points of standard training's accuracy), "
+         "have a lower loss barrier on the straight line between them, without any alignment, than "
          "standard runs and than syre runs with different anchors, and their average has a lower loss than the average of two "
          "standard runs, on Fashion-MNIST and on a low-dimensional (PCA) projection of it (Bürgin et al. (2026) predict the "
          "second to fail). At the strong gammas (3 and 10) both runs sit near the shared anchor, 3-8 points below standard "
@@ -219,7 +219,8 @@ def design(cfg: Dict[str, Any]) -> Design:
         "best; E13 does not take part in the held-out check of the default (it measures no collapse)."])
 
 
-METRICS = ("end_acc", "barrier", "barrier_aligned", "barrier_acc", "barrier_acc_aligned", "mid_acc", "mid_acc_aligned", "dist", "dist_aligned")
+METRICS = ("end_acc", "barrier", "barrier_aligned", "barrier_acc", "barrier_acc_aligned", "mid_acc", "mid_acc_aligned", "dist",
+           "dist_aligned")
 
 
 def report(ctx) -> Dict[str, Any]:
@@ -272,5 +273,5 @@ def _plot(ctx, cfg) -> None:
 EXPERIMENT = Experiment(id="e13", title="runs that share an anchor: loss barriers between pairs of runs, without and with alignment",
                         version=VERSION, changes=CHANGES,
                         rejudge=Rejudge(VERSION, 1, CLAIM_V1, "first pre-registered version", _v2_role),
-                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="end_acc", better="max",
-                        n_min=5, n_max=10)
+                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS, quick=QUICK, perf="end_acc",
+                        better="max", n_min=5, n_max=10)

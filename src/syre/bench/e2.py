@@ -32,7 +32,8 @@ from .common import accuracy, dataset, lecun_init_, train_epochs
 from .protocol import Design, Test, cell
 from .registry import Experiment
 
-CLAIM = "Where there is no symmetry to break syre is harmless: the ridge solution moves by O(sigma0), and a CNN's test accuracy is unchanged for sigma0 up to 0.2."
+CLAIM = ("Where there is no symmetry to break syre is harmless: the ridge solution moves by O(sigma0), and a CNN's test accuracy "
+         "is unchanged for sigma0 up to 0.2.")
 
 DEFAULTS: Dict[str, Any] = {
     **ARM_DEFAULTS,

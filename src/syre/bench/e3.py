@@ -33,9 +33,8 @@ from torch import nn
 from . import fmt
 from .arms import ARM_DEFAULTS, ArmHandle, apply_arm, arms as get_arms, perturb_
 from .common import tuned_cells
-from .protocol import Design, Test, Tuning, cell
+from .protocol import Design, Rejudge, Test, Tuning, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("In f = sum_i u_i w_i x_i trained with weight decay, informative coefficients started dead stay dead under vanilla "
          "training and under W-fix (frozen random weights), while syre revives them.")
@@ -193,7 +192,8 @@ def report(ctx) -> Dict[str, Any]:
     _plot(ctx, keys)
     k = ctx.config["n_dead"]
     return {"tables": ["## Arms\n\n" + fmt.md_table(["cell"] + metrics, rows)],
-            "findings": {"headline": f"dead of {k} started dead: " + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['dead_started_dead'])}" for a in keys)
+            "findings": {"headline": f"dead of {k} started dead: "
+                         + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['dead_started_dead'])}" for a in keys)
                          + "; excess risk: " + ", ".join(f"{a} {fmt.ms(ctx.arms[a]['excess_risk'])}" for a in keys)}}
 
 

@@ -20,7 +20,6 @@ import torch
 
 from syre.diagnostics.metrics import effective_rank, numerical_rank
 
-
 from . import fmt, heldout
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms, dropout_rate
 from .common import accuracy, dataset, hidden_features, mlp, train_epochs, tuned_cells
@@ -99,7 +98,8 @@ def design(cfg: Dict[str, Any]) -> Design:
     names = [a.name for a in arm_list]
     contexts = tuple(((("dataset", d),) for d in cfg["datasets"]))
     tun = Tuning(metric="test_acc", better="max", arms=tuple(a for a in cfg["tune_arms"] if a in names), gammas=tuple(cfg["tune_gammas"]),
-                 sigma0s=tuple(cfg["tune_sigma0s"]), contexts=contexts, also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
+                 sigma0s=tuple(cfg["tune_sigma0s"]), contexts=contexts,
+                 also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
     cells, tests = [], []
     share, margin = cfg["keep_share"], cfg["noninferior_margin"]
     for d in cfg["datasets"]:
@@ -127,7 +127,8 @@ def design(cfg: Dict[str, Any]) -> Design:
                                   role="primary" if ref == "wd" else "secondary"))
             tests.append(Test(f"{d}, tuned: syre's accuracy above no decay's", "test_acc", tc("syre"), none, family="tuned"))
         tests += heldout.tests(d, at, lambda n, d=d: cell(n, dataset=d), perf="test_acc", rank="eff_rank_last", better="max",
-                               margin=margin, tuned_arms=tun.arms, scale_arms=[a for a in ("syre_0.3x", "syre_3x") if a in cfg["arms_gmax"]])
+                               margin=margin, tuned_arms=tun.arms,
+                               scale_arms=[a for a in ("syre_0.3x", "syre_3x") if a in cfg["arms_gmax"]])
         cells += [c for c in tuned_cells(tun) if c.where.get("dataset") == d]
     return Design(arms=arm_list, cells=cells, tests=tests, tuning=tun, notes=[
         f"MLP {cfg['depth']} x {cfg['width']} ReLU + linear head, Adam lr {cfg['lr']:g} with decoupled decay, batch {cfg['batch']}, "
@@ -141,11 +142,12 @@ def report(ctx) -> Dict[str, Any]:
     gmax = max(gammas)
     tables, heads = [], []
     for d in cfg["datasets"]:
-        rows = [["0 (no decay)", "none", fmt.ms(ctx.values("none", "test_acc", dataset=d)), fmt.ms(ctx.values("none", "eff_rank_last", dataset=d)),
-                 fmt.ms(ctx.values("none", "rank_last", dataset=d))]]
+        rows = [["0 (no decay)", "none", fmt.ms(ctx.values("none", "test_acc", dataset=d)),
+                 fmt.ms(ctx.values("none", "eff_rank_last", dataset=d)), fmt.ms(ctx.values("none", "rank_last", dataset=d))]]
         for g in gammas:
             for a in list(cfg["arms"]) + (list(cfg["arms_gmax"]) if g == gmax else []):
-                rows.append([f"{g:g}", a] + [fmt.ms(ctx.values(a, m, dataset=d, gamma=g)) for m in ("test_acc", "eff_rank_last", "rank_last")])
+                rows.append([f"{g:g}", a]
+                            + [fmt.ms(ctx.values(a, m, dataset=d, gamma=g)) for m in ("test_acc", "eff_rank_last", "rank_last")])
         for c in ctx.protocol.design.cells:
             if "@" in c.arm and c.where.get("dataset") == d:
                 rows.append(["tuned", c.arm] + [fmt.ms(ctx.values(c, m)) for m in ("test_acc", "eff_rank_last", "rank_last")])
@@ -170,7 +172,8 @@ def _plot(ctx, cfg, gammas) -> None:
                 ax.errorbar(gammas, m, yerr=s, marker="o", color=f"C{i}", label=arm, capsize=2)
             for i, arm in enumerate(cfg["arms_gmax"], len(cfg["arms"])):
                 v = ctx.values(arm, metric, dataset=d, gamma=max(gammas))
-                ax.errorbar([max(gammas) * (1.08 + 0.06 * i)], [np.mean(v)], yerr=[np.std(v)], marker="s", color=f"C{i}", label=arm, capsize=2)
+                ax.errorbar([max(gammas) * (1.08 + 0.06 * i)], [np.mean(v)], yerr=[np.std(v)], marker="s", color=f"C{i}",
+                            label=arm, capsize=2)
             ax.set_xscale("log")
             ax.set_xlabel("gamma (decoupled)")
             ax.set_ylabel(label)

@@ -199,10 +199,12 @@ def _plot(ctx, cfg) -> None:
             ax.axhline(np.mean(ctx.values("none", metric, epochs=e)), color="k", ls="--", lw=0.8, label="no decay")
             for i, a in enumerate(cfg["arms"]):
                 vals = [ctx.values(a, metric, epochs=e, gamma=g) for g in gammas]
-                ax.errorbar(gammas, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o", color=f"C{i}", label=a, capsize=2)
+                ax.errorbar(gammas, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o", color=f"C{i}",
+                            label=a, capsize=2)
             for i, a in enumerate(cfg["arms_gmax"], len(cfg["arms"])):
                 v = ctx.values(a, metric, epochs=e, gamma=max(gammas))
-                ax.errorbar([max(gammas) * (1.08 + 0.06 * i)], [np.mean(v)], yerr=[np.std(v)], marker="s", color=f"C{i}", label=a, capsize=2)
+                ax.errorbar([max(gammas) * (1.08 + 0.06 * i)], [np.mean(v)], yerr=[np.std(v)], marker="s", color=f"C{i}",
+                            label=a, capsize=2)
             ax.set_xscale("log")
             ax.set_xlabel("gamma on the encoder (decoupled)")
             ax.set_ylabel(label)

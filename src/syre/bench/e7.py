@@ -41,13 +41,11 @@ from torch.nn import functional as F
 
 from syre.diagnostics.metrics import effective_rank, low_rank_fraction, singular_values
 
-
 from . import fmt, heldout
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms
 from .common import dataset, lecun_init_, trial_rng, tuned_cells
-from .protocol import Design, Test, Tuning, cell
+from .protocol import Design, Rejudge, Test, Tuning, cell
 from .registry import Experiment
-from .protocol import Rejudge
 
 CLAIM_V1 = ("In SimCLR, syre removes the collapse of the projector output (near-zero eigenvalues 70% -> 0%) and raises linear-probe "
          "accuracy (22.2% -> 32.5%), while the backbone output's low-rank share (46.8%) is unchanged.")
@@ -225,7 +223,8 @@ def design(cfg: Dict[str, Any]) -> Design:
         tests.append(Test("weight decay raises the projector's low-rank share", "lowrank_proj", c("wd"), c("none"), role="secondary"))
     for arm in [n for n in names if n not in ("none", "wd")]:
         role = "primary" if arm == "syre" else "secondary"
-        tests += [Test(f"{arm}: projector low-rank share below weight decay's", "lowrank_proj", c(arm), c("wd"), direction="less", role=role),
+        tests += [Test(f"{arm}: projector low-rank share below weight decay's", "lowrank_proj", c(arm), c("wd"), direction="less",
+                       role=role),
                   Test(f"{arm}: projector effective rank above weight decay's", "eff_rank_proj", c(arm), c("wd"), role=role),
                   Test(f"{arm}: projector probe accuracy above weight decay's", "probe_proj", c(arm), c("wd"), role=role),
                   Test(f"{arm}: backbone probe accuracy above weight decay's", "probe_backbone", c(arm), c("wd"), role="secondary"),

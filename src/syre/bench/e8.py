@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from syre.diagnostics.metrics import effective_rank
-
 import syre
+from syre.diagnostics.metrics import effective_rank
 
 from . import fmt, heldout
 from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms

@@ -50,11 +50,10 @@ from torch import nn
 
 from syre.diagnostics.metrics import effective_rank
 
-
 from . import fmt
 from .arms import ARM_DEFAULTS, apply_arm, arms as get_arms
-from .e9_env import _ACTIVATIONS, Agent, CartPoles, physics_schedule  # noqa: F401  (the world, kept importable from here)
 from .common import lecun_init_, trial_rng, tuned_cells
+from .e9_env import _ACTIVATIONS, Agent, CartPoles, physics_schedule  # noqa: F401  (the world, kept importable from here)
 from .protocol import Design, Test, Tuning, cell
 from .registry import Experiment
 

@@ -125,14 +125,17 @@ def results_markdown(summary: Dict[str, Any], tables: Sequence[str] = ()) -> str
          f"**Verdicts.** At the shared gamma: {verdict_word(summary['supported'])}. ")
         + (f"At each arm's tuned gamma: {verdict_word(summary.get('supported_tuned'))}." if pr["declaration"].get("tuning")
            else "No tuned comparison (nothing is tuned in this experiment).")
-        + (f" The library default sigma0 on held-out seeds: {'survives' if summary['default_survives'] else 'does not survive' if summary['default_survives'] is False else 'undecided'}."
+        + (" The library default sigma0 on held-out seeds: "
+           f"{'survives' if summary['default_survives'] else 'does not survive' if summary['default_survives'] is False else 'undecided'}."
            if "default_survives" in summary else ""), "",
         f"Protocol version {pr['version']} (hash `{pr['hash']}`{', registered' if pr.get('registered') else ', not registered'}); "
-        f"{pr['power'].get('statement', '')}. Evaluation seeds {seeds['evaluation']}; selection seeds {seeds['selection'] or 'none (no tuning)'}.",
+        f"{pr['power'].get('statement', '')}. Evaluation seeds {seeds['evaluation']}; "
+        f"selection seeds {seeds['selection'] or 'none (no tuning)'}.",
         "",
         f"{'Quick' if summary['quick'] else 'Full'} run, wall time {summary['wall_time_s']:.1f} s"
         + (f" (CPU time {summary['cpu_time_s']:.1f} s)" if cpu_known(summary) else
-           " (CPU time of the worker processes not recorded)" if summary.get("cpu_time_s") is not None else "") + f", syre {env.get('syre')}, torch "
+           " (CPU time of the worker processes not recorded)" if summary.get("cpu_time_s") is not None else "")
+        + f", syre {env.get('syre')}, torch "
         f"{env.get('torch')}, git {str(env.get('git_revision'))[:10]}{' (dirty tree)' if env.get('git_dirty') else ''}.", "",
         f"Gamma convention: {summary['gamma_convention']}.", "",
         "sigma0: " + "; ".join(f"`{k}` {v['meaning']}" for k, v in summary["sigma0"]["arms"].items()) + ".", "",

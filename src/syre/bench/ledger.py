@@ -153,9 +153,9 @@ def _committed(root: Path, rel: str) -> Optional[str]:
 
 
 def backfill(path: PathLike, root: PathLike, results: str = "benchmarks/results") -> List[str]:
-    """Add, for every committed summary under ``root/results`` (and the kept ``<id>/v<N>/`` ones) whose run the ledger does not list, a ``backfilled`` run
-    read from the summary (``environment.git_revision``, ``anchor_format`` or the format at that revision). Returns the
-    experiments it added a run to."""
+    """Add, for every committed summary under ``root/results`` (and the kept ``<id>/v<N>/`` ones) whose run the ledger does
+    not list, a ``backfilled`` run read from the summary (``environment.git_revision``, ``anchor_format`` or the format at
+    that revision). Returns the experiments it added a run to."""
     root = Path(root)
     ledger = read_ledger(path)
     added = []

@@ -69,21 +69,21 @@ def weight_matching(a: MLP, b: MLP, gen: torch.Generator, max_iter: int = 100) -
     it = 0
     for it in range(1, max_iter + 1):
         changed = False
-        for l in torch.randperm(n, generator=gen).tolist():
-            wa, wb = la[l].weight.double(), lb[l].weight.double()
-            if l > 0:
-                wb = wb[:, perms[l - 1]]
-            cost = wa @ wb.T + la[l].bias.double()[:, None] * lb[l].bias.double()[None, :]
-            na, nb = la[l + 1].weight.double(), lb[l + 1].weight.double()
-            if l + 1 < n:
-                nb = nb[perms[l + 1]]
+        for i in torch.randperm(n, generator=gen).tolist():
+            wa, wb = la[i].weight.double(), lb[i].weight.double()
+            if i > 0:
+                wb = wb[:, perms[i - 1]]
+            cost = wa @ wb.T + la[i].bias.double()[:, None] * lb[i].bias.double()[None, :]
+            na, nb = la[i + 1].weight.double(), lb[i + 1].weight.double()
+            if i + 1 < n:
+                nb = nb[perms[i + 1]]
             cost += na.T @ nb
             _, cols = linear_sum_assignment(cost.numpy(), maximize=True)
             new = torch.as_tensor(cols, dtype=torch.long)
-            old_score = float(cost[torch.arange(len(new)), perms[l]].sum())
+            old_score = float(cost[torch.arange(len(new)), perms[i]].sum())
             new_score = float(cost[torch.arange(len(new)), new].sum())
-            if new_score > old_score + 1e-12 * max(1.0, abs(old_score)) and not torch.equal(new, perms[l]):
-                perms[l] = new
+            if new_score > old_score + 1e-12 * max(1.0, abs(old_score)) and not torch.equal(new, perms[i]):
+                perms[i] = new
                 changed = True
         if not changed:
             break

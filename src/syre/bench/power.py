@@ -235,7 +235,8 @@ def annotate_committed(root, ids=None, revision: Optional[str] = None, date: Opt
     done = []
     for f in sorted((Path(root) / "benchmarks" / "results").glob("*/summary.json")):
         s = json.loads(f.read_text())
-        if "protocol" not in s or (ids is not None and s["experiment"] not in ids) or (s.get("power_check") or {}).get("when") == "at the run":
+        if ("protocol" not in s or (ids is not None and s["experiment"] not in ids)
+                or (s.get("power_check") or {}).get("when") == "at the run"):
             continue
         rows = annotate(s, pilots.load().get(s["experiment"]), s["protocol"].get("alpha", 0.05))
         s["power_check"] = {"note": POWER_NOTE, "when": f"added after the run ({date}, at {str(revision)[:7]}): the run predates the check"}

@@ -15,11 +15,9 @@ refused: that needs a run.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 from . import fmt, ledger, stats
 from .protocol import Rejudge, apply
@@ -92,7 +90,8 @@ def rejudge(exp_id: str, root: Union[str, Path] = ".", verbose: bool = True) -> 
         md = md.replace(f"]({p})", f"](../{p})")
     (keep / "results.md").write_text(md)
     (here / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (here / "results.md").write_text(fmt.results_markdown(summary, [f"The tables of the trials: [v{r.source}/results.md](v{r.source}/results.md)."]))
+    (here / "results.md").write_text(fmt.results_markdown(
+        summary, [f"The tables of the trials: [v{r.source}/results.md](v{r.source}/results.md)."]))
     led = ledger.read_ledger(path)
     done = [run for run in led[exp_id][str(r.source)].get("runs", []) if run.get("outcome") == "completed"]
     if done:  # the run the source summary comes from: its summary is now kept under v<source>/
@@ -101,7 +100,8 @@ def rejudge(exp_id: str, root: Union[str, Path] = ".", verbose: bool = True) -> 
     ledger.add_run(path, exp_id, new.version, {
         "kind": "rejudged", "from": r.source, "revision": env["git_revision"], "git_dirty": env["git_dirty"],
         "trials_revision": moved["trials_revision"], "anchor_format": _format(src, root), "started": started, "ended": ledger.now(),
-        "outcome": "completed", "summary": f"benchmarks/results/{exp_id}/summary.json", "note": f"re-judged from v{r.source}'s trials, no retraining"})
+        "outcome": "completed", "summary": f"benchmarks/results/{exp_id}/summary.json",
+        "note": f"re-judged from v{r.source}'s trials, no retraining"})
     if verbose:
         print(f"[{exp_id}] v{new.version} {new.hash()} re-judged from v{r.source}: shared {fmt.verdict_word(summary['supported'])}, "
               f"tuned {fmt.verdict_word(summary.get('supported_tuned'))}")

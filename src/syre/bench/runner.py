@@ -25,11 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import syre
 
-from . import fmt, stats, tuning
+from . import fmt, ledger as ledger_, stats, tuning
 from .arms import GAMMA_CONVENTION, resolve_arm_sigma0, sigma0_label
-from .power import plan
-from . import ledger as ledger_
 from .context import Context, Progress, pyplot  # noqa: F401  (kept importable from here)
+from .power import plan
 from .protocol import Cell, Protocol, apply, canonical, register, seeds_for
 from .registry import Experiment, get_experiment
 from .runenv import _anchor_format, environment, json_safe  # noqa: F401  (kept importable from here)

@@ -90,7 +90,8 @@ def trial(cfg: Dict[str, Any], arm, seed: int) -> Dict[str, Any]:
         return {"mirror_distance": trap_distance(seed, float(cfg["d_spread"]), cfg)}
     if arm.tag == "spread":
         tcfg = {**_target_cfg({**cfg, "gamma": cfg["spread_gamma"]}, "e5"), "d_spread": float(cfg["d_spread"])}
-        return _scalars(get_experiment("e5").trial(tcfg, ARMS["syre_ar"].with_name("syre_ar", sigma0=f"lecun:{cfg['study_scale']!r}"), seed))
+        return _scalars(get_experiment("e5").trial(
+            tcfg, ARMS["syre_ar"].with_name("syre_ar", sigma0=f"lecun:{cfg['study_scale']!r}"), seed))
     exp_id = cfg["experiment"]
     tcfg = _target_cfg(cfg, exp_id)
     with capture() as seen:
@@ -131,7 +132,8 @@ def design(cfg: Dict[str, Any]) -> Design:
                 raise ValueError(f"Invalid gammas: no entry for {e!r}; set gammas={{\"{e}\": [...]}}")
             cells.append(cell("none", experiment=e, gamma=0.0))
             for g in cfg["gammas"][e]:
-                cells += [cell("wd", experiment=e, gamma=float(g))] + [cell(_scale_arm(s).name, experiment=e, gamma=float(g)) for s in scales]
+                cells += ([cell("wd", experiment=e, gamma=float(g))]
+                          + [cell(_scale_arm(s).name, experiment=e, gamma=float(g)) for s in scales])
                 for s in scales:
                     c = cell(_scale_arm(s).name, experiment=e, gamma=float(g))
                     side = "greater" if exp.better == "max" else "less"
@@ -210,7 +212,8 @@ def report(ctx) -> Dict[str, Any]:
     scales = [float(s) for s in cfg["scales"]]
     for e in cfg["experiments"] if "scale" in cfg["parts"] else []:
         exp = get_experiment(e)
-        rows = [["0", "no decay"] + [fmt.ms(ctx.values("none", m, experiment=e, gamma=0.0)) for m in (exp.perf, exp.rank)] + ["-", "-", "-"]]
+        rows = [["0", "no decay"] + [fmt.ms(ctx.values("none", m, experiment=e, gamma=0.0)) for m in (exp.perf, exp.rank)]
+                + ["-", "-", "-"]]
         for g in cfg["gammas"][e]:
             p = dict(experiment=e, gamma=float(g))
             rows.append([f"{g:g}", "wd (0)"] + [fmt.ms(ctx.values("wd", m, **p)) for m in (exp.perf, exp.rank)] + ["0", "-", "-"])
@@ -231,7 +234,8 @@ def report(ctx) -> Dict[str, Any]:
                       + fmt.md_table(["rule"] + list(cols), rows))
     if "spread" in cfg["parts"]:
         rows = [[f"{float(e):g}", fmt.ms(ctx.values("trap", "mirror_distance", d_spread=float(e))),
-                 fmt.ms(ctx.values("spread", "test_acc", d_spread=float(e))), fmt.ms(ctx.values("spread", "eff_rank_last", d_spread=float(e)))]
+                 fmt.ms(ctx.values("spread", "test_acc", d_spread=float(e))),
+                 fmt.ms(ctx.values("spread", "eff_rank_last", d_spread=float(e)))]
                 for e in cfg["spreads"]]
         tables.append(f"### d_spread: rotation trap (distance from the mirror after {cfg['trap_steps']} steps) and E5 at gamma "
                       f"{cfg['spread_gamma']:g}, scale {cfg['study_scale']:g}\n\n" + fmt.md_table(
