@@ -39,11 +39,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import syre  # noqa: E402
-from syre.kernels import _triton as T  # noqa: E402
+from syre import anchors as A, functional as F  # noqa: E402
+from syre.kernels import _triton as T, fused as FU  # noqa: E402
 from syre.rng import _triton as RT  # noqa: E402
-from syre import anchors as A  # noqa: E402
-from syre import functional as F  # noqa: E402
-from syre.kernels import fused as FU  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZES = {"10M": 10_000_000, "100M": 100_000_000, "1B": 1_000_000_000}

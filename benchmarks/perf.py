@@ -38,10 +38,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import syre  # noqa: E402
-from syre.rng import _format1 as V1  # noqa: E402
-from syre.rng import _format2 as V2  # noqa: E402
 from syre import functional as F  # noqa: E402
 from syre.kernels import fused as FU  # noqa: E402
+from syre.rng import _format1 as V1, _format2 as V2  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -147,7 +146,8 @@ def run_size(label: str, width: int, depth: int, reps: int) -> dict:
                             "ar kernel": sum(s for s in sizes if s >= FU.FUSED_MIN)},
            "ratio": {k: paired(step, k, BASE) for k in step},
            "persistent_bytes_per_param": {k: s.anchor_nbytes() / n for k, s in syres.items()}}
-    del opts, syres
+    opts.clear()  # drop the optimizers and their state before the next size
+    syres.clear()
     gc.collect()
     return res
 

@@ -73,7 +73,7 @@ def test_init_rules_follow_the_fan_in_and_torch_for_biases_and_norms():
 # ----------------------------------------------------------------------------- targets
 @pytest.mark.parametrize("d_spread", [0.0, 0.2])
 def test_target_init_seeded_keeps_nothing_and_equals_the_stored_copy_bitwise(d_spread):
-    from test_perf_kernels import _syre_tensors
+    from syre_state import syre_tensors as _syre_tensors
 
     base = _mlp()
     I.init_(base, seed=3)

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 import syre
-from syre import reference as ref
-from syre import fused as FU
+from syre import fused as FU, reference as ref
 
 #: Stated agreement of one fused fp32 step with the float64 equations applied to the same
 #: (p, grad, m, v): |difference| <= ATOL + RTOL |p|, at every one of 20 steps.

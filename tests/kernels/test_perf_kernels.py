@@ -9,14 +9,10 @@ import torch
 from torch import nn
 
 import syre
-from syre import _compile as C
-from syre import reference as ref
-from syre import anchors as A
-from syre.rng import _format1 as V1
-from syre.rng import _format2 as V2
-from syre import functional as F
-
 from small_models import batches
+from syre import _compile as C, anchors as A, functional as F, reference as ref
+from syre.rng import _format1 as V1, _format2 as V2
+from syre_state import syre_tensors as _syre_tensors
 
 DTYPES = [torch.float32, torch.float64]
 KINDS = [(True, True), (False, True), (True, False), (False, False)]
@@ -230,34 +226,6 @@ def test_eager_fallback_gives_the_same_anchors_and_steps(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- seeded mode
-def _syre_tensors(s):
-    """Every tensor reachable from the Syre object's own state (not the model's or optimizer's)."""
-    found, seen = [], set()
-    # references to the user's objects; ``_cache`` holds the step's lists of the parameters and of the
-    # store's own anchors (references, checked below to be those and nothing else)
-    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info", "_cache", "_infos", "_mapping")
-
-    def walk(obj, depth=0):
-        if id(obj) in seen or depth > 6:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, torch.Tensor):
-            found.append(obj)
-        elif isinstance(obj, dict):
-            for v in obj.values():
-                walk(v, depth + 1)
-        elif isinstance(obj, (list, tuple)):
-            for v in obj:
-                walk(v, depth + 1)
-        elif type(obj).__module__.startswith("syre") and hasattr(obj, "__dict__"):
-            for k, v in vars(obj).items():
-                if k not in SKIP:
-                    walk(v, depth + 1)
-
-    walk({k: v for k, v in vars(s).items() if k not in SKIP})
-    return found
-
-
 class _Wide(nn.Module):
     def __init__(self):
         super().__init__()

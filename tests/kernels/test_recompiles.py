@@ -10,9 +10,8 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import syre
+from syre.kernels import functional as F, fused as FU
 from syre.rng import _format2 as V2
-from syre.kernels import functional as F
-from syre.kernels import fused as FU
 
 pytestmark = pytest.mark.slow  # builds the kernels afresh: ~10-30 s on 2 CPU cores
 

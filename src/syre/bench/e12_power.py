@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from . import pilots
+from . import fmt, pilots
 from .arms import arms as get_arms
 from .e12 import DEFAULTS, QUICK, trial
 from .power import TARGET_POWER, n_needed, power_t
@@ -46,6 +46,16 @@ def plan(pilot, design_, exp, quick) -> Dict[str, Any]:
                          f"900-902) gives the test power >= {TARGET_POWER:g} (E12 v1 ran 10: power {power_t(eff, sd, 10):.2f})"}
 
 
+def report(ctx) -> Dict[str, Any]:
+    """The headline: the two cells' mean accuracy and embedding rank."""
+    g = float(ctx.config["gamma"])
+    keys = [cell(a, gamma=g).key for a in ("syre", "wd")]
+    head = "; ".join(f"{fmt.md_cell(k)} acc {fmt.num(ctx.arms[k]['test_acc']['mean'])}, emb rank "
+                     f"{fmt.num(ctx.arms[k]['emb_rank']['mean'])}" for k in keys)
+    return {"findings": {"headline": head}}
+
+
 EXPERIMENT = Experiment(id="e12-power", title="E12's underpowered accuracy test at adequate power (GCN on SBM graphs, gamma 10)",
-                        claim=CLAIM, trial=trial, design=design, defaults=DEFAULTS, quick={k: v for k, v in QUICK.items() if k in DEFAULTS},
+                        claim=CLAIM, trial=trial, design=design, report=report, defaults=DEFAULTS,
+                        quick={k: v for k, v in QUICK.items() if k in DEFAULTS},
                         perf="test_acc", better="max", n_min=5, n_max=100, seed_range="sweep", plan=plan)
