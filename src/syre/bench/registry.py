@@ -36,6 +36,7 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e11": "syre.bench.e11",
     "e12": "syre.bench.e12",
     "e13": "syre.bench.e13",
+    "e14": "syre.bench.e14",
     "sigma-sweep": "syre.bench.sigma_sweep",
     "default-scale": "syre.bench.default_scale",
 }
