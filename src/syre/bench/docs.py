@@ -22,7 +22,7 @@ from .doc_blocks import BLOCKS
 
 __all__ = ["DOCS", "BLOCKS", "load", "render", "write", "check", "blocks_in"]
 
-DOCS = ("README.md", "benchmarks/README.md", "benchmarks/README_e6_e9.md", "benchmarks/README_e10_e13.md", "docs/defaults.md")
+DOCS = ("README.md", "benchmarks/README.md", "benchmarks/README_e6_e9.md", "benchmarks/README_e10_e13.md", "benchmarks/README_e14.md", "docs/defaults.md")
 RESULTS = "benchmarks/results"
 _BLOCK = re.compile(r"<!-- bench:begin (\S+)([^>]*?) -->\n(.*?)<!-- bench:end \1 -->", re.S)
 

@@ -160,17 +160,22 @@ def design(cfg: Dict[str, Any]) -> Design:
                          margin=cfg["noninferior_margin"], tuned_arms=tun.arms)
     tests += [dataclasses.replace(t, role="secondary") if t.metric == "eff_rank_last" else t for t in held]  # rank: not the task metric
     return Design(arms=[ARMS14[n] for n in names], cells=[c(n) for n in names] + tuned_cells(tun), tests=tests, tuning=tun, notes=[
-        f"{cfg['tasks']} tasks, each a fresh random labelling ({cfg['classes']} classes) of the same {cfg['n_images']} Fashion-MNIST images "
+        (f"{cfg['tasks']} tasks, each a fresh random labelling ({cfg['classes']} classes) of the same {cfg['n_images']} Fashion-MNIST images "
         f"({cfg['size']}x{cfg['size']}); MLP {cfg['size'] ** 2}-{cfg['width']}-{cfg['width']}-{cfg['classes']} (ReLU; wd_ln: LayerNorm before "
         f"each ReLU), Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} epochs per task; shared gamma {cfg['gamma']:g} "
         f"(decoupled); Shrink and Perturb noise {cfg['sp_noise']:g} x init std per step; syre arms keep their own sigma0 when tuned "
         "(only gamma is tuned); the effective-rank held-out test is secondary (the rank of features near a random anchor "
-        "is high by construction)."])
+        "is high by construction).")])
 
 
 def plan(pilot, design_: Design, exp: Experiment, quick: bool) -> Dict[str, Any]:
     """The power rule over every primary test (shared, tuned and held-out), from the pilot."""
-    out = power.plan(pilot, [t for t in design_.tests if t.role == "primary"], n_min=exp.n_min, n_max=exp.n_max)
+    prim = [t for t in design_.tests if t.role == "primary"]
+    out = power.plan(pilot, prim, n_min=exp.n_min, n_max=exp.n_max)
+    if not out["tests"]:  # no pilot (a quick run): every primary test is still listed, its power not estimated
+        out["tests"] = {t.name: {"family": t.family, "power": None, "note": "no pilot: power not estimated"} for t in prim}
+    for t in prim:
+        out["tests"][t.name]["family"] = t.family
     if pilot:
         out["pilot"].update({key: pilot.get(key) for key in ("selection_seeds", "plasticity_loss")})
     return out
@@ -184,8 +189,12 @@ def pilot(exp: Experiment, *, n: int = power.PILOT_SEEDS, verbose: bool = True, 
     seeds = seeds_for("pilot", n + 1)
     proto = Protocol(experiment=exp.id, version=exp.version, changes="pilot", claim=exp.claim, design=exp.design(cfg),
                      evaluation_seeds=seeds[1:], selection_seeds=seeds[:1], power={}, config=canonical(cfg))
-    t0 = time.perf_counter()
-    s = _run(exp, proto, False, Path(out or tempfile.mkdtemp(prefix="pilot-e14-")), verbose, ["pilot"], False, jobs)
+    t0, threads = time.perf_counter(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = _run(exp, proto, False, Path(out or tempfile.mkdtemp(prefix="pilot-e14-")), verbose, ["pilot"], False, jobs)
+    finally:
+        torch.set_num_threads(threads)
     rec = power.pilot_record(s["tests"], seeds[1:], time.perf_counter() - t0, environment().get("git_revision"), time.strftime("%Y-%m-%d"))
     return {**rec, "selection_seeds": seeds[:1], "plasticity_loss": s["plasticity_loss"]}
 
@@ -205,7 +214,7 @@ def report(ctx) -> Dict[str, Any]:
                          [[a] + [_ci(A[a].get(m)) for m in metrics] for a in keys]) + "\nmean [95% t-interval] over the evaluation seeds.\n"
     prim = [t for t in ctx.tests if t["role"] == "primary"]
     by = {v: [t for t in prim if t["passed"] is v] for v in (False, None, True)}
-    brief = lambda t: f"{t['name']} ({fmt.num(t.get('mean_a'))} vs {fmt.num(t.get('mean_b'))}, {fmt.pval(t.get('p'))})"  # noqa: E731
+    brief = lambda t: f"{t['name']} ({fmt.num(t.get('mean_a'))} vs {fmt.num(t.get('mean_b'))}, {fmt.pval(t.get('p'))})"
     loss = A["none"]["plasticity_loss"]["mean"] if "none" in A else None
     head = " ".join(f"{label}: {'; '.join(brief(t) for t in by[v])}." for v, label in (
         (False, "Where syre does not help (failed primary tests)"), (None, "Undecided"), (True, "Where it helps (passed)")) if by[v])
