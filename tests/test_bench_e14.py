@@ -41,8 +41,8 @@ def test_quick_summary_records_plasticity_loss_and_power_per_primary_test(quick)
     assert set(per) == set(prim)
     assert all("power" in v and v["family"] == prim[name] for name, v in per.items())
     # the arms that were asked for, each tuned one with a tuned cell
-    assert {"none", "wd", "wd_ln", "l2init", "sp", "syre", "syre_ar", "syre_lecun", "syre_ar_lecun"} <= set(s["arms"])
-    assert {f"{a}@tuned" for a in ARMS14 if a != "none"} <= set(s["arms"])
+    assert set(s["arms"]) == {"none", "wd", "syre", "syre@wd-gamma"} | {f"{a}@tuned" for a in ARMS14 if a != "none"}
+    assert set(ARMS14) == {"none", "wd", "wd_ln", "l2init", "sp", "syre", "syre_ar", "syre_lecun", "syre_ar_lecun"}
     assert s["sigma0"]["arms"]["syre"]["spec"] == "match" and s["sigma0"]["arms"]["syre_lecun"]["spec"] == "lecun:1"
     assert "library default" not in s["sigma0"]["arms"]["syre_lecun"]["meaning"]  # "lecun" is no longer the default
     assert s["plots"] and all((out / p).is_file() for p in s["plots"])
@@ -109,7 +109,8 @@ def test_labels_are_shared_by_the_arms_and_fit_from_scratch_beats_chance():
 
 @pytest.mark.parametrize("key,value,match", [
     ("tasks", 1, "tasks"), ("last_tasks", 0, "last_tasks"), ("classes", 1, "classes"), ("lr", 0.0, "lr"),
-    ("batch", 0, "batch"), ("arms", ["none", "adamw"], "arms"), ("sp_noise", -1.0, "sp_noise")])
+    ("batch", 0, "batch"), ("arms", ["none", "adamw"], "arms"), ("sp_noise", -1.0, "sp_noise"),
+    ("shared_arms", ["none", "adamw"], "shared_arms")])
 def test_bad_configuration_is_refused_naming_the_key(key, value, match):
     exp = get_experiment("e14")
     cfg = exp.config(quick=True, overrides={key: value})
