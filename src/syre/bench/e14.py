@@ -196,13 +196,13 @@ def pilot(exp: Experiment, *, n: int = power.PILOT_SEEDS, verbose: bool = True, 
     seeds = seeds_for("pilot", n + 1)
     proto = Protocol(experiment=exp.id, version=exp.version, changes="pilot", claim=exp.claim, design=exp.design(cfg),
                      evaluation_seeds=seeds[1:], selection_seeds=seeds[:1], power={}, config=canonical(cfg))
-    t0, threads = time.perf_counter(), torch.get_num_threads()
+    t0, threads, rev = time.perf_counter(), torch.get_num_threads(), environment().get("git_revision")  # the code the pilot runs
     torch.set_num_threads(1)
     try:
         s = _run(exp, proto, False, Path(out or tempfile.mkdtemp(prefix="pilot-e14-")), verbose, ["pilot"], False, jobs)
     finally:
         torch.set_num_threads(threads)
-    rec = power.pilot_record(s["tests"], seeds[1:], time.perf_counter() - t0, environment().get("git_revision"), time.strftime("%Y-%m-%d"))
+    rec = power.pilot_record(s["tests"], seeds[1:], time.perf_counter() - t0, rev, time.strftime("%Y-%m-%d"))
     return {**rec, "selection_seeds": seeds[:1], "plasticity_loss": s["plasticity_loss"]}
 
 
