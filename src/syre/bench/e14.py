@@ -232,8 +232,16 @@ def report(ctx) -> dict[str, Any]:
     power_text = "; ".join(f"{name}: {fmt.num(v['power'], 2) if v.get('power') is not None else v.get('note') or 'not estimated'}"
                            for name, v in pw.items()) or ctx.protocol.power.get("statement", "")
     _plot(ctx, keys)
+    grid, edge = list(ctx.protocol.design.tuning.gammas), []
+    for arm in ctx.protocol.design.tuning.arms:
+        score = {g: np.mean([r["acc_last"] for r in ctx.selection_records if r["arm"] == arm and r["point"]["gamma"] == g]) for g in grid}
+        best = max(grid, key=lambda g: score[g])  # the tuning rule: best mean, ties to the first in grid order
+        if len(grid) > 1 and best in (min(grid), max(grid)):
+            edge.append(f"{arm} (gamma {best:g})")
+    tuning_text = (f"Chosen at an edge of the gamma grid {', '.join(f'{g:g}' for g in grid)} (its best gamma may lie beyond it): "
+                   f"{', '.join(edge)}." if edge else "Every chosen gamma lies inside the grid." if len(grid) > 1 else "The grid has one gamma.")
     return {"tables": ["## Accuracy and rank with 95% intervals\n\n" + table], "summary": {"plasticity_loss": loss},
-            "findings": {"headline": head, "table": "late-task accuracy, online accuracy and effective rank per cell:\n\n" + table, "power": f"Power of each primary test at n = "
+            "findings": {"headline": head, "tuning": tuning_text, "table": "late-task accuracy, online accuracy and effective rank per cell:\n\n" + table, "power": f"Power of each primary test at n = "
                          f"{len(ctx.protocol.evaluation_seeds)} (pilot effect sizes): {power_text}."}}
 
 
