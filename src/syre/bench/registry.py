@@ -37,6 +37,7 @@ EXPERIMENT_MODULES: Dict[str, str] = {
     "e12": "syre.bench.e12",
     "e12-power": "syre.bench.e12_power",
     "e13": "syre.bench.e13",
+    "e14": "syre.bench.e14",
     "sigma-sweep": "syre.bench.sigma_sweep",
     "default-scale": "syre.bench.default_scale_report",
 }
