@@ -19,9 +19,9 @@ Arms: ``none``, ``wd``, ``wd_ln`` (weight decay + LayerNorm before each ReLU: th
 ``l2init`` (``target="init"``), ``sp`` (Shrink and Perturb through ``syre.shrink_perturb_``, as in E8), syre
 basic and AR at the library default sigma0 (``"match"``, the tensor's own RMS; ``syre``, ``syre_ar``) and at
 ``"lecun"`` (``syre_lecun``, ``syre_ar_lecun``; spelled ``"lecun:1"``: the same anchors, a label that does not call it
-the library default, which it was for E0-E13). Every decay acts on every parameter (LayerNorm's too). Every arm is tuned (gamma only: syre arms keep
-their sigma0); at the shared gamma only ``shared_arms`` run (no decay, weight decay, syre: the shared and held-out
-tests need no more). Primary
+the library default, which it was for E0-E13). Every decay acts on every parameter (LayerNorm's too). Every arm is
+tuned (gamma only: syre arms keep their sigma0); at the shared gamma only ``shared_arms`` run (no decay, weight
+decay, syre: the shared and held-out tests need no more). Primary
 tests read the task metric (late-task and online accuracy); effective rank is secondary. The power of every
 primary test (shared, tuned and held-out) comes from a pilot that is a small run of the whole design on pilot
 seeds (selection on one, evaluation on three: ``pilot``).
@@ -42,8 +42,7 @@ from torch import nn
 from syre.diagnostics.metrics import effective_rank
 
 from . import fmt, heldout, power, stats
-from .arms import ARM_DEFAULTS, Arm, apply_arm
-from .arms import arms as get_arms
+from .arms import ARM_DEFAULTS, Arm, apply_arm, arms as get_arms
 from .common import MLP, dataset, hidden_features, lecun_init_, trial_rng, tuned_cells
 from .e8 import SP_ARM, _add_perturb
 from .protocol import Design, Protocol, Test, Tuning, canonical, cell, seeds_for
@@ -144,14 +143,16 @@ def design(cfg: dict[str, Any]) -> Design:
     _check(cfg)
     names, shared, k = list(cfg["arms"]), list(cfg["shared_arms"]), cfg["last_tasks"]
     tun = Tuning(metric="acc_last", better="max", arms=tuple(a for a in cfg["tune_arms"] if a in names and a != "none"),
-                 gammas=tuple(cfg["tune_gammas"]), sigma0s=(None,), also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
+                 gammas=tuple(cfg["tune_gammas"]), sigma0s=(None,),
+                 also=(("syre", "wd"),) if {"syre", "wd"} <= set(cfg["tune_arms"]) else ())
     c, late, onl = cell, f"accuracy on the last {k} tasks", "online accuracy over all tasks"
     tests: list[Test] = []
     if "none" in shared:
         tests.append(Test(f"no decay loses plasticity: {late} below the first {k}", "acc_last", c("none"), c("none"), metric_b="acc_first",
                           direction="less", role="secondary"))
     for a in [n for n in shared if n != "none"]:
-        tests += [Test(f"{a} at the shared gamma: {m} above no decay's", key, c(a), c("none"), role="primary" if a == "syre" else "secondary")
+        tests += [Test(f"{a} at the shared gamma: {m} above no decay's", key, c(a), c("none"),
+                       role="primary" if a == "syre" else "secondary")
                   for m, key in ((late, "acc_last"), (onl, "acc_online")) if "none" in shared]
     if "syre" in tun.arms:
         for ref in [r for r in RIVALS if r in tun.arms] + (["none"] if "none" in shared else []):
@@ -167,10 +168,12 @@ def design(cfg: dict[str, Any]) -> Design:
                          margin=cfg["noninferior_margin"], tuned_arms=tun.arms) if {"syre", "wd"} <= set(shared) else []
     tests += [dataclasses.replace(t, role="secondary") if t.metric == "eff_rank_last" else t for t in held]  # rank: not the task metric
     return Design(arms=[ARMS14[n] for n in names], cells=[c(n) for n in shared] + tuned_cells(tun), tests=tests, tuning=tun, notes=[
-        (f"{cfg['tasks']} tasks, each a fresh random labelling ({cfg['classes']} classes) of the same {cfg['n_images']} Fashion-MNIST images "
-        f"({cfg['size']}x{cfg['size']}); MLP {cfg['size'] ** 2}-{cfg['width']}-{cfg['width']}-{cfg['classes']} (ReLU; wd_ln: LayerNorm before "
-        f"each ReLU), Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} epochs per task; shared gamma {cfg['gamma']:g} "
-        f"(decoupled) for {', '.join(shared)}, every other arm at its tuned gamma only; Shrink and Perturb noise {cfg['sp_noise']:g} x init std per step; syre arms keep their own sigma0 when tuned "
+        (f"{cfg['tasks']} tasks, each a fresh random labelling ({cfg['classes']} classes) of the same {cfg['n_images']} "
+         f"Fashion-MNIST images ({cfg['size']}x{cfg['size']}); MLP {cfg['size'] ** 2}-{cfg['width']}-{cfg['width']}-"
+         f"{cfg['classes']} (ReLU; wd_ln: LayerNorm before each ReLU), Adam lr {cfg['lr']:g}, batch {cfg['batch']}, "
+         f"{cfg['epochs']} epochs per task; shared gamma {cfg['gamma']:g} (decoupled) for {', '.join(shared)}, every other arm "
+         f"at its tuned gamma only; Shrink and Perturb noise {cfg['sp_noise']:g} x init std per step; syre arms keep their own "
+         "sigma0 when tuned "
         "(only gamma is tuned); the effective-rank held-out test is secondary (the rank of features near a random anchor "
         "is high by construction).")])
 
@@ -238,10 +241,13 @@ def report(ctx) -> dict[str, Any]:
         best = max(grid, key=lambda g: score[g])  # the tuning rule: best mean, ties to the first in grid order
         if len(grid) > 1 and best in (min(grid), max(grid)):
             edge.append(f"{arm} (gamma {best:g})")
-    tuning_text = (f"Chosen at an edge of the gamma grid {', '.join(f'{g:g}' for g in grid)} (its best gamma may lie beyond it): "
-                   f"{', '.join(edge)}." if edge else "Every chosen gamma lies inside the grid." if len(grid) > 1 else "The grid has one gamma.")
+    tuning_text = (f"Chosen at an edge of the gamma grid {', '.join(f'{g:g}' for g in grid)} (its best gamma may lie beyond "
+                   f"it): {', '.join(edge)}." if edge else "Every chosen gamma lies inside the grid." if len(grid) > 1
+                   else "The grid has one gamma.")
     return {"tables": ["## Accuracy and rank with 95% intervals\n\n" + table], "summary": {"plasticity_loss": loss},
-            "findings": {"headline": head, "tuning": tuning_text, "table": "late-task accuracy, online accuracy and effective rank per cell:\n\n" + table, "power": f"Power of each primary test at n = "
+            "findings": {"headline": head, "tuning": tuning_text,
+                         "table": "late-task accuracy, online accuracy and effective rank per cell:\n\n" + table,
+                         "power": f"Power of each primary test at n = "
                          f"{len(ctx.protocol.evaluation_seeds)} (pilot effect sizes): {power_text}."}}
 
 
