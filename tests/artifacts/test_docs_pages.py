@@ -146,6 +146,17 @@ def test_the_readmes_short_answer_agrees_with_the_committed_results():
     assert "had the better mean in about half of them" in text
     l2_better = [(l2 < syre) == (p["direction"] == "less") for _, p, l2, syre in cells if l2 is not None and l2 != syre]
     assert len(l2_better) >= 5 and 0.35 <= sum(l2_better) / len(l2_better) <= 0.65
+    # the plasticity stream (E14): the loss of no decay, syre against each tuned rival on both task metrics
+    e14 = S["e14"]
+    loss = e14["plasticity_loss"]
+    assert f"plain training lost {round(100 * loss)} points of accuracy" in text
+    tuned14 = {(t["b"].split("@")[0], t["metric"]): t for t in e14["tests"] if t["family"] == "tuned" and t["role"] == "primary"}
+    assert "beat the tuned weight decay, weight decay + LayerNorm and shrink-and-perturb on both task metrics" in text
+    assert all(tuned14[(r, m)]["passed"] for r in ("wd", "wd_ln", "sp") for m in ("acc_last", "acc_online"))
+    assert "but not L2-Init, which tied on late-task accuracy and did better on online accuracy" in text
+    late, online = tuned14[("l2init", "acc_last")], tuned14[("l2init", "acc_online")]
+    assert late["passed"] is False and abs(late["mean_a"] - late["mean_b"]) < 0.01
+    assert online["passed"] is False and online["mean_a"] < online["mean_b"]
 
 
 # ----------------------------------------------------------------------------- generated text
