@@ -42,6 +42,7 @@ from syre.rng import _format1 as V1  # noqa: E402
 from syre.rng import _format2 as V2  # noqa: E402
 from syre import functional as F  # noqa: E402
 from syre.kernels import fused as FU  # noqa: E402
+from syre.kernels import _seeded as SD  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -222,7 +223,9 @@ def build_kernels() -> dict:
                         ("fused AdamW basic", lambda: FU._ADAMW.get(1 << 30, (torch.float32, False))),
                         ("fused AdamW AR", lambda: FU._ADAMW.get(1 << 30, (torch.float32, True))),
                         ("fused SGD basic", lambda: FU._SGD.get(1 << 30, (torch.float32, False))),
-                        ("AR decay", lambda: F._AR_FUSED.get(1 << 30, torch.float32))):
+                        ("AR decay", lambda: F._AR_FUSED.get(1 << 30, torch.float32)),
+                        ("seeded decay basic", lambda: SD._KERNELS["basic"].get(1 << 30, torch.float32)),
+                        ("seeded decay AR", lambda: SD._KERNELS["ar"].get(1 << 30, torch.float32))):
         t0 = time.perf_counter()
         ok = build() is not None
         out[name] = {"ok": ok, "build_s": time.perf_counter() - t0}
