@@ -39,7 +39,7 @@ from torch import nn  # noqa: E402
 
 import syre  # noqa: E402
 from syre import functional as F  # noqa: E402
-from syre.kernels import fused as FU  # noqa: E402
+from syre.kernels import _seeded as SD, fused as FU  # noqa: E402
 from syre.rng import _format1 as V1, _format2 as V2  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -222,7 +222,9 @@ def build_kernels() -> dict:
                         ("fused AdamW basic", lambda: FU._ADAMW.get(1 << 30, (torch.float32, False))),
                         ("fused AdamW AR", lambda: FU._ADAMW.get(1 << 30, (torch.float32, True))),
                         ("fused SGD basic", lambda: FU._SGD.get(1 << 30, (torch.float32, False))),
-                        ("AR decay", lambda: F._AR_FUSED.get(1 << 30, torch.float32))):
+                        ("AR decay", lambda: F._AR_FUSED.get(1 << 30, torch.float32)),
+                        ("seeded decay basic", lambda: SD._KERNELS["basic"].get(1 << 30, torch.float32)),
+                        ("seeded decay AR", lambda: SD._KERNELS["ar"].get(1 << 30, torch.float32))):
         t0 = time.perf_counter()
         ok = build() is not None
         out[name] = {"ok": ok, "build_s": time.perf_counter() - t0}

@@ -10,7 +10,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import syre
-from syre.kernels import functional as F, fused as FU
+from syre.kernels import _seeded as SD, functional as F, fused as FU
 from syre.rng import _format2 as V2
 
 pytestmark = pytest.mark.slow  # builds the kernels afresh: ~10-30 s on 2 CPU cores
@@ -45,7 +45,7 @@ def fresh(monkeypatch):
         return real(gm, *args, **kwargs)
 
     monkeypatch.setattr(CF, "compile_fx", counting)
-    kernels = (FU._ADAMW, FU._SGD, F._AR_FUSED, F._AR0_FUSED, V2._THETA, V2._XI)
+    kernels = (FU._ADAMW, FU._SGD, F._AR_FUSED, F._AR0_FUSED, V2._THETA, V2._XI, *SD._KERNELS.values())
     for k in kernels:
         k.reset()
     torch._dynamo.reset()
@@ -97,3 +97,12 @@ def test_fused_sgd_and_the_hooks_ar_kernel_build_once_over_an_lr_schedule(fresh)
     _, after = _run(lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1), fresh, d_spread=0.1)
     assert after == [after[0]] * STEPS, after
     assert F._AR_FUSED._state  # built and used (not the blocked fallback)
+
+
+@pytest.mark.parametrize("d_spread", [0.0, 0.1])
+def test_the_hooks_seeded_kernel_builds_once_over_an_lr_schedule(fresh, d_spread):
+    # seeded mode under torch's AdamW: the one-pass seeded decay, lr * gamma a tensor argument, two sizes
+    _, after = _run(lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1), fresh, d_spread=d_spread,
+                    mode="seeded")
+    assert after[0][0] > 0 and after == [after[0]] * STEPS, after
+    assert SD._KERNELS["basic" if d_spread == 0.0 else "ar"]._state  # built and used

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..kernels import functional
+from ..kernels import _seeded, functional
 from ..rng import anchors
 from ._plan import Entry
 
@@ -286,6 +286,9 @@ class SeededStore(AnchorStore):
 
                     _triton.seeded_decay(flat, anchors.stream_key(self.seed, e.name), start, e.sigma0, self.d_spread, weight)
                     continue
+                if self.version == 2 and local.device.type == "cpu" and _seeded.seeded_decay(
+                        flat, anchors.stream_key(self.seed, e.name), start, e.sigma0, self.d_spread, weight):
+                    continue  # one compiled pass (the same bits as the blocks below)
                 for lo, hi, t, x in anchors._blocks(self.seed, e.name, start, stop, e.sigma0, self.d_spread,
                                               anchor_dtype(local), local.device, self.version):
                     functional.decay_([flat[lo - start : hi - start]], [t], [x], weight=weight, foreach=False)

@@ -8,8 +8,9 @@ nothing else; both anchor formats read this one stream (``syre.rng._format1``, `
 
 ``philox4x32`` works on int64 tensors holding 32-bit unsigned values (exact on every device:
 products of two 32-bit words wrap modulo 2**64, whose halves are Philox's ``mulhi``/``mullo``);
-``philox4x32_i32`` is the same function on int32 bit patterns with 16-bit limbs, for compiled
-kernels whose vector units lack 64-bit multiplies.
+``philox4x32_rk`` is that arithmetic with the round keys as a tensor (``round_keys``), for
+compiled kernels (one graph for every key); ``philox4x32_i32`` is the same function on int32 bit
+patterns with 16-bit limbs, for compiled kernels whose vector units lack 64-bit multiplies.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import torch
 
 from .._validate import check_seed
 
-__all__ = ["MASK32", "PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1", "philox4x32", "philox4x32_i32", "round_keys", "stream_key"]
+__all__ = ["MASK32", "PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1", "philox4x32", "philox4x32_i32", "philox4x32_rk",
+           "round_keys", "stream_key"]
 
 MASK32 = 0xFFFFFFFF
 #: Philox4x32's multipliers and Weyl key increments (Salmon et al. 2011), shared with ``syre.optax``.
@@ -108,6 +110,22 @@ def round_keys(key: Tuple[int, int], rounds: int = 10) -> list:
     """
     k0, k1 = key
     return [as_i32(k0 + r * PHILOX_W0) for r in range(rounds)] + [as_i32(k1 + r * PHILOX_W1) for r in range(rounds)]
+
+
+def philox4x32_rk(c0, c1, c2, c3, rk: torch.Tensor, rounds: int = 10):
+    """``philox4x32`` on int64 tensors of 32-bit words with ``rk`` the ``round_keys`` as int64 words.
+
+    ``rk = torch.tensor(round_keys(key), dtype=torch.int64) & MASK32``. The product of two words
+    below 2**32 wraps in int64, but its low 64 bits are exact, so ``(prod >> 32) & MASK32`` and
+    ``prod & MASK32`` are Philox's ``mulhi``/``mullo``: the bits of ``philox4x32``.
+    """
+    for r in range(rounds):
+        p0 = c0 * PHILOX_M0
+        p1 = c2 * PHILOX_M1
+        hi0 = (p0 >> 32) & MASK32
+        hi1 = (p1 >> 32) & MASK32
+        c0, c1, c2, c3 = (hi1 ^ c1) ^ rk[r], p1 & MASK32, (hi0 ^ c3) ^ rk[rounds + r], p0 & MASK32
+    return c0, c1, c2, c3
 
 
 def philox4x32_i32(c0, c1, c2, c3, rk: torch.Tensor, rounds: int = 10):
