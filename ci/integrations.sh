@@ -10,7 +10,8 @@
 # tests/core/test_error_table.py, tests/kernels/test_triton.py under Triton's interpreter on CPU, and
 # tests/integrations/test_deepspeed.py, ZeRO 0-3 on 2 gloo processes; none may skip: the frameworks are
 # installed here), tests/artifacts/test_docs_pages.py (the generated blocks rendered with
-# myst-parser's markdown-it) and builds docs/ with docs/build.sh.
+# myst-parser's markdown-it), tests/core/test_public_paths.py (the integrations' documented names) and builds
+# docs/ with docs/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -48,7 +49,7 @@ FRAMEWORK_TESTS=(
   tests/integrations/test_lightning.py tests/integrations/test_transformers.py tests/integrations/test_sb3.py
   tests/integrations/test_optax.py tests/integrations/test_default_scale_gpt2.py tests/integrations/test_deepspeed.py
   tests/core/test_error_table.py tests/core/test_default_sigma0.py tests/core/test_step_closure.py
-  tests/kernels/test_triton.py tests/artifacts/test_docs_pages.py
+  tests/kernels/test_triton.py tests/artifacts/test_docs_pages.py tests/core/test_public_paths.py
 )
 "$PY" -m pytest -q -p no:cacheprovider -rs "${FRAMEWORK_TESTS[@]}" 2>&1 | tee "$report"
 status=${PIPESTATUS[0]}
