@@ -39,7 +39,7 @@ from torch import nn  # noqa: E402
 
 import syre  # noqa: E402
 from syre import functional as F  # noqa: E402
-from syre.kernels import _seeded as SD, fused as FU  # noqa: E402
+from syre.kernels import _native as NK, _seeded as SD, fused as FU  # noqa: E402
 from syre.rng import _format1 as V1, _format2 as V2  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +50,7 @@ SIZES = {"1M": (512, 4), "10M": (1600, 4), "50M": (3584, 4)}  # depth Linear(w, 
 REPS_SCALE = {"1M": 5, "10M": 2, "50M": 1}
 GAMMA, LR, D_SPREAD = 0.1, 1e-4, 0.1
 BASE = "fused_adamw"
+NATIVE = NK.lib() is not None  # the native CPU kernels built and checked here (``syre.kernels._native``)
 
 
 def log(msg: str) -> None:
@@ -125,6 +126,8 @@ def run_size(label: str, width: int, depth: int, reps: int) -> dict:
     add(BASE, torch.optim.AdamW(params, lr=LR, weight_decay=GAMMA, fused=True))
     for kind, ds in (("basic", 0.0), ("ar", D_SPREAD)):
         add(f"fused path: syre.AdamW {kind}", syre.AdamW(params, lr=LR, weight_decay=0.0), d_spread=ds)
+        if NATIVE:  # the same, with the native kernels off: the compiled kernel (and, basic, the folded route)
+            add(f"fused path, native off: syre.AdamW {kind}", syre.AdamW(params, lr=LR, weight_decay=0.0), d_spread=ds)
         add(f"hook: AdamW {kind}", torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True), d_spread=ds)
         add(f"hook: SGD momentum {kind}", torch.optim.SGD(params, lr=LR, momentum=0.9, foreach=True), d_spread=ds)
         add(f"hook: Adam {kind}", torch.optim.Adam(params, lr=LR, fused=True), d_spread=ds)
@@ -136,20 +139,35 @@ def run_size(label: str, width: int, depth: int, reps: int) -> dict:
     for o in opts.values():  # state exists before timing (the first SGD step has no momentum buffer)
         o.step()
     with torch.no_grad():
-        step = bench({k: o.step for k, o in opts.items()}, reps, label=label)
+        step = bench({k: (native_off(o.step) if "native off" in k else o.step) for k, o in opts.items()}, reps, label=label)
     sizes = [p.numel() for p in params]
     res = {"params": n, "width": width, "depth": depth, "step": step,
-           # syre.AdamW basic: tensors below FOLD_MAX fold the decay into torch's fused AdamW, the rest
-           # take the compiled kernel (as does AR, on tensors of at least FUSED_MIN elements)
-           "fused_routes": {"basic folded": sum(s for s in sizes if s < FU.FOLD_MAX),
-                            "basic kernel": sum(s for s in sizes if s >= FU.FOLD_MAX),
-                            "ar kernel": sum(s for s in sizes if s >= FU.FUSED_MIN)},
+           # syre.AdamW: with the native kernels on, every tensor takes them (one call per group); off, basic
+           # tensors below FOLD_MAX fold the decay into torch's fused AdamW, the rest take the compiled kernel
+           # (as does AR, on tensors of at least FUSED_MIN elements)
+           "fused_routes": {"native kernel (basic and AR)": n if NATIVE else 0,
+                            "native off: basic folded": sum(s for s in sizes if s < FU.FOLD_MAX),
+                            "native off: basic compiled kernel": sum(s for s in sizes if s >= FU.FOLD_MAX),
+                            "native off: ar compiled kernel": sum(s for s in sizes if s >= FU.FUSED_MIN)},
            "ratio": {k: paired(step, k, BASE) for k in step},
            "persistent_bytes_per_param": {k: s.anchor_nbytes() / n for k, s in syres.items()}}
     opts.clear()  # drop the optimizers and their state before the next size
     syres.clear()
     gc.collect()
     return res
+
+
+def native_off(step):
+    """``step`` with the native kernels off for its duration (``syre.kernels._native.on`` answering False)."""
+    def run():
+        real = NK.on
+        NK.on = lambda: False
+        try:
+            step()
+        finally:
+            NK.on = real
+
+    return run
 
 
 def hook_overhead(n_tensors: int, d_spread: float, reps: int) -> dict:
@@ -217,7 +235,8 @@ def attach_time(model: nn.Module, reps: int = 3) -> dict:
 
 def build_kernels() -> dict:
     out = {}
-    for name, build in (("anchor generator v2", lambda: V2._THETA.get(1 << 30, torch.float32) and V2._XI.get(1 << 30, torch.float32)),
+    for name, build in (("native CPU kernels", lambda: NK.lib()),
+                        ("anchor generator v2", lambda: V2._THETA.get(1 << 30, torch.float32) and V2._XI.get(1 << 30, torch.float32)),
                         ("anchor generator v1", lambda: V1._UNIFORMS.get(1 << 30)),
                         ("fused AdamW basic", lambda: FU._ADAMW.get(1 << 30, (torch.float32, False))),
                         ("fused AdamW AR", lambda: FU._ADAMW.get(1 << 30, (torch.float32, True))),

@@ -107,7 +107,7 @@ def report(res: dict, gpu=None) -> str:
         f"{m.get('load_average_end')} at the end (a shared machine: read the ratios, measured side by side).",
         f"MLPs of depth 4 (Linear(w, w) + GELU); gamma={c['gamma']}, lr={c['lr']}, d_spread={c['d_spread']} for AR; "
         f"medians over {c['reps']} (x5 at 1M, x2 at 10M) interleaved repetitions; ratios paired per repetition.",
-        "", "Compiled kernels (one-off per process, cached on disk by torch): " + ", ".join(
+        "", "Compiled kernels (one-off per process, cached on disk: the native ones by syre, the rest by torch): " + ", ".join(
             f"{k} {'yes' if v['ok'] else 'NO'} ({v['build_s']:.1f} s)" for k, v in res["build"].items()) + ".",
         "", readme_table(res), "",
         "| every variant: median ms (x fused AdamW) | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1),
@@ -132,9 +132,11 @@ def report(res: dict, gpu=None) -> str:
             lines.append(f"| {k} | {v['params']:,} | {v['tensors']} | {v['adamw_us']:.0f} | {v['with_syre_us']:.0f} | "
                          f"{v['overhead_us']:.0f} | {v.get('overhead_min_us', float('nan')):.0f} |")
     if "fused_routes" in next(iter(sizes.values())):
-        lines += ["", "Routes of `syre.AdamW` (parameters per route): basic syre on tensors below `FOLD_MAX` folds the decay "
-                  "into torch's fused AdamW (`weight_decay` chosen so p is scaled by (1 - lr gamma)(1 - lr wd), then one "
-                  "`_foreach_add_` of lr gamma (1 - lr wd) theta0); larger tensors, and AR, take the compiled kernel.", "",
+        lines += ["", "Routes of `syre.AdamW` (parameters per route): with the native CPU kernels on (`syre.kernels._native`, "
+                  "built with the system C compiler), every tensor takes them, one call per group. With them off, basic syre "
+                  "on tensors below `FOLD_MAX` folds the decay into torch's fused AdamW (`weight_decay` chosen so p is scaled "
+                  "by (1 - lr gamma)(1 - lr wd), then one `_foreach_add_` of lr gamma (1 - lr wd) theta0); larger tensors, and "
+                  "AR, take the compiled kernel (the rows \"native off\" above).", "",
                   "| route | " + " | ".join(sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
         for k in next(iter(sizes.values()))["fused_routes"]:
             lines.append(f"| {k} | " + " | ".join(f"{sizes[s]['fused_routes'][k]:,}" for s in sizes) + " |")

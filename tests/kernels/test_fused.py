@@ -55,9 +55,32 @@ def _groups(model, lr):
     return [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.02, "lr": lr * 0.5}]
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    calls = []
+class Calls(list):
+    """The sizes of the tensors the fused kernel took, one entry per tensor per step; ``route`` says which kernel."""
+
+    def __init__(self, route):
+        super().__init__()
+        self.route = route
+
+
+@pytest.fixture(params=["native", "compiled"])
+def spy(request, monkeypatch):
+    """Each fused route in turn: the native C kernels (one call per group, every size), and -- with those off --
+    the compiled kernel (one call per tensor of at least FUSED_MIN elements)."""
+    calls = Calls(request.param)
+    if request.param == "native":
+        if FU._native.lib() is None:
+            pytest.skip(f"the native kernels are off here: {FU._native.disable_reason()}")
+        for name in ("adamw", "sgd"):
+            orig_native = getattr(FU._native, name)
+
+            def counting_native(ps, *rest, _orig=orig_native):
+                calls.extend(p.numel() for p in ps)
+                return _orig(ps, *rest)
+
+            monkeypatch.setattr(FU._native, name, counting_native)
+        return calls
+    monkeypatch.setattr(FU._native, "on", lambda: False)
     orig = FU._kernel
 
     def counting(lazy, p, ar):
@@ -73,7 +96,9 @@ def spy(monkeypatch):
 
 @pytest.fixture
 def folds(monkeypatch):
-    """The sizes of the tensors whose basic decay is folded into torch's fused AdamW, per call."""
+    """The sizes of the tensors whose basic decay is folded into torch's fused AdamW, per call (the route where
+    the native kernels are off)."""
+    monkeypatch.setattr(FU._native, "on", lambda: False)
     calls = []
     orig = FU._folded
 
@@ -126,9 +151,13 @@ def test_adamw_fused_matches_the_equations_with_a_schedule_and_groups(spy, d_spr
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 / (1 + 0.05 * k))
     worst = []
     _train_checked(model, opt, s, data, sched, worst)
-    assert spy and set(spy) == {76800}  # the big weight went through the fused kernel at every step
+    assert spy.count(76800) == len(data)  # the big weight went through the fused kernel at every step
+    if spy.route == "native":
+        assert sorted(set(spy)) == [8, 256, 2048, 76800]  # and every other tensor, small ones included
+    else:
+        assert set(spy) == {76800}
+        assert FU._ADAMW._direct[(torch.float32, d_spread != 0.0)].__name__ == "call"  # called past dynamo's wrapper
     assert isinstance(opt, torch.optim.AdamW)
-    assert FU._ADAMW._direct[(torch.float32, d_spread != 0.0)].__name__ == "call"  # called past dynamo's wrapper
     assert max(worst) < 2e-7  # measured 1.1e-7: two fp32 ulps of the largest weights
     # and against the separate pass, over the whole run: torch's AdamW with syre's hook
     hook_model = copy.deepcopy(model0)
@@ -199,11 +228,11 @@ def test_add_param_group_is_fused_from_the_next_step(spy):
     opt = syre.AdamW(model.b.parameters(), lr=0.01, weight_decay=0.1)
     syre.attach(opt, model, strict=False, seed=1)
     _train(model, opt, data[:2])
-    assert not spy  # only small tensors so far
+    assert 76800 not in spy  # only the small tensors of model.b so far
     opt.add_param_group({"params": list(model.a.parameters()) + list(model.norm.parameters()), "weight_decay": 0.1})
     before = model.a.weight.detach().clone()
     _train(model, opt, data[2:])
-    assert spy == [76800] * 4 and not torch.equal(before, model.a.weight)
+    assert spy.count(76800) == 4 and not torch.equal(before, model.a.weight)
 
 
 def test_without_syre_it_is_torch_adamw_bitwise():
@@ -223,7 +252,8 @@ def test_sgd_momentum_fused_matches_the_equations(spy, d_spread):
     opt = syre.SGD(model.parameters(), lr=0.05, momentum=0.9)
     s = syre.attach(opt, model, gamma=0.2, d_spread=d_spread, seed=2)
     _train(model, opt, data)
-    assert len(spy) == len(data) - 1  # the first step has no momentum buffer: the separate pass
+    assert spy.count(76800) == len(data) - 1  # the first step has no momentum buffer: the separate pass
+    assert len(spy) == (len(data) - 1) * (6 if spy.route == "native" else 1)
     sig = {r["name"]: r["sigma0"] for r in s.coverage()}
     ref_model = copy.deepcopy(model0).double()
     bufs = {}

@@ -10,7 +10,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import syre
-from syre.kernels import _seeded as SD, functional as F, fused as FU
+from syre.kernels import _native as N, _seeded as SD, functional as F, fused as FU
 from syre.rng import _format2 as V2
 
 pytestmark = pytest.mark.slow  # builds the kernels afresh: ~10-30 s on 2 CPU cores
@@ -31,8 +31,10 @@ class Net(nn.Module):
 
 @pytest.fixture
 def fresh(monkeypatch):
-    """Every LazyKernel built from scratch at first use in this test; graphs handed to inductor counted."""
+    """Every LazyKernel built from scratch at first use in this test; graphs handed to inductor counted. The native
+    CPU kernels (C, no graphs) are off: the compiled kernels are the route they replace."""
     monkeypatch.setenv("SYRE_COMPILE", "1")
+    monkeypatch.setattr(N, "on", lambda: False)
     monkeypatch.setattr(FU, "FOLD_MAX", 0)  # basic syre takes the kernel too
     monkeypatch.setattr(F, "_FUSED_MIN", 1000)  # the hook's AR decay kernel on these small tensors
     from torch._inductor import compile_fx as CF

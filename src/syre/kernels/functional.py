@@ -36,6 +36,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from .._compile import LazyKernel, is_compiling
+from . import _native
 
 __all__ = ["apply_buckets", "buckets", "decay_", "penalty", "stalled_pull"]
 
@@ -139,8 +140,17 @@ def buckets(params, anchors, spreads, foreach: Optional[bool] = None) -> list:
         dest[0].append(p)
         dest[1].append(t)
         dest[2].append(x)
-    result = [(k[2],) + v for k, v in out.items()]
+    result = [_native_bucket(k[2], *v) for k, v in out.items()]
     return result + ([("loop",) + loop] if loop[0] else [])
+
+
+def _native_bucket(kind: str, ps, ts, xs) -> tuple:
+    """``(kind, ps, ts, xs)``, or ``("native", ps, ts, xs, (batch, kind))`` where the native kernels take the bucket
+    (CPU fp32/fp64, everything contiguous; ``syre.kernels._native``): one call for it, bitwise the same values."""
+    if kind == "mul" or not _native.Batch.fits(ps, None if kind.startswith("ar0") else ts, None if kind == "lerp" else xs):
+        return (kind, ps, ts, xs)
+    batch = _native.Batch(ps, None if kind.startswith("ar0") else ts, None if kind == "lerp" else xs)
+    return ("native", ps, ts, xs, (batch, kind))
 
 
 def apply_buckets(bs: list, weight) -> None:
@@ -150,7 +160,12 @@ def apply_buckets(bs: list, weight) -> None:
     no host synchronisation; then advanced removal rounds ``weight * diff`` separately).
     """
     tensor = isinstance(weight, torch.Tensor)
-    for kind, ps, ts, xs in bs:
+    for kind, ps, ts, xs, *native in bs:
+        if kind == "native":
+            batch, kind = native[0]
+            if not (tensor or is_compiling()) and batch(weight):
+                continue
+            # a parameter's storage was replaced by one the batch cannot take, or a tensor weight: torch's calls
         if kind == "loop":
             for p, t, x in zip(ps, ts, xs):
                 _decay_one(p, t, x, weight)

@@ -19,20 +19,23 @@ reads ``p, grad, exp_avg, exp_avg_sq, theta0 (, xi)`` once and writes ``p, exp_a
 
 (``syre.SGD`` with momentum: the decay, then ``b <- momentum b + (1 - dampening) g``, ``p <- p - lr b``).
 
-``syre.AdamW`` takes one of two routes per tensor. Basic syre (``d_spread = 0``, a float lr) on tensors
-below ``FOLD_MAX`` elements is **folded** into torch's fused AdamW: Adam's update does not depend on
-``p``, so the decay, then AdamW, is torch's fused AdamW with the weight decay that scales ``p`` by
-``(1 - w)(1 - lr wd)``, then ``p += w (1 - lr wd) theta0`` in one ``_foreach_add_`` -- two calls for all
-those tensors of a group, where a compiled call per tensor costs more than it saves below ~1M
-elements. Larger tensors, and AR, take the **fused kernel**: ``torch.compile``d on CPU (one build per
-dtype and kind, cached on disk by torch; ``lr`` and every other scalar enter as one tensor, so a
-learning-rate schedule does not recompile) and the Triton kernel of ``syre.kernels._triton`` on CUDA.
-Everything else -- AR tensors below ``FUSED_MIN`` elements, fp16/bf16, amsgrad, maximize, capturable
-or differentiable groups, Nesterov, a coupled ``weight_decay`` on SGD, the first SGD step (no momentum
-buffer yet), or no compiler -- takes the separate pass: syre's decay, then torch's own step on those
-tensors (with syre attached, torch's fused implementation where the group leaves ``fused`` and
-``foreach`` unset). In seeded mode each fused tensor's anchor is generated right before its kernel (scratch the
-size of that one parameter), so stored and seeded give identical parameters.
+``syre.AdamW`` takes one of three routes per tensor. On CPU, fp32/fp64 contiguous tensors take the
+**native kernel** (``syre.kernels._native``: a C loop built with the system compiler on first use, one
+call for all such tensors of a group, every size, basic and AR) -- about torch's fused AdamW's own speed
+per byte, so the step costs the anchor's extra read and little else. Where the native kernels are off
+(``SYRE_NATIVE=0``, no C compiler), basic syre (``d_spread = 0``, a float lr) on tensors below
+``FOLD_MAX`` elements is **folded** into torch's fused AdamW: Adam's update does not depend on ``p``, so
+the decay, then AdamW, is torch's fused AdamW with the weight decay that scales ``p`` by
+``(1 - w)(1 - lr wd)``, then ``p += w (1 - lr wd) theta0`` in one ``_foreach_add_``; larger tensors, and
+AR, take the **compiled kernel**: ``torch.compile``d on CPU (one build per dtype and kind, cached on disk
+by torch; ``lr`` and every other scalar enter as one tensor, so a learning-rate schedule does not
+recompile) and the Triton kernel of ``syre.kernels._triton`` on CUDA. Everything else -- AR tensors
+below ``FUSED_MIN`` elements without the native kernels, fp16/bf16, amsgrad, maximize, capturable or
+differentiable groups, Nesterov, a coupled ``weight_decay`` on SGD, the first SGD step (no momentum
+buffer yet), or no compiler at all -- takes the separate pass: syre's decay, then torch's own step on
+those tensors (with syre attached, torch's fused implementation where the group leaves ``fused`` and
+``foreach`` unset). In seeded mode each fused tensor's anchor is generated right before its kernel
+(scratch the size of that one parameter), so stored and seeded give identical parameters.
 
 The step asks the attached ``Syre`` for its work (``Syre._take_work``, made by syre's step
 pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``GradScaler`` calls
@@ -40,8 +43,8 @@ pre-hook); nothing is written onto the optimizer. Under AMP (``fused=True``: ``G
 before the kernel, as torch's fused kernels do, and a step with inf/NaN gradients is skipped
 whole: no decay, no update, no step counted.
 
-Agreement: neither route is bitwise "decay, then torch's AdamW" (torch's kernels contract some
-products into FMAs, the compiled one others; the folded route rounds ``(1 - w) p`` and ``w theta0``
+Agreement: no route is bitwise "decay, then torch's AdamW" (torch's kernels contract some products
+into FMAs, the native and compiled ones others; the folded route rounds ``(1 - w) p`` and ``w theta0``
 separately); ``tests/kernels/test_fused.py`` bounds the difference of each route against the equations
 (``syre.reference.adamw_step``) over many steps, with the same tolerance.
 """
@@ -53,6 +56,7 @@ import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
 
+from . import _native
 from ._fused_kernels import _ADAMW, _SGD, FUSED_MIN, _adamw_kernel, _kernel, _sgd_kernel  # noqa: F401 (the eager definitions, read here by the tests)
 
 __all__ = ["AdamW", "FOLD_MAX", "FUSABLE", "FUSED_MIN", "SGD", "Work"]
@@ -109,6 +113,11 @@ class Work:
             out.append(t if t.dtype == p.dtype else t.to(p.dtype))
         return out
 
+    def native_pair(self, e, p: torch.Tensor):
+        """``(theta0, xi)`` of ``e`` contiguous in ``p``'s dtype, as stored where they are (no copy)."""
+        return tuple(t if t is None or (t.dtype is p.dtype and t.is_contiguous()) else t.to(p.dtype).contiguous()
+                     for t in self.store.pair(e))
+
     def pair(self, e, p: torch.Tensor):
         """``(theta0, xi)`` of ``e`` flat, in ``p``'s dtype (generated now in seeded mode)."""
         t, x = self.store.pair(e)
@@ -147,8 +156,8 @@ class AdamW(torch.optim.AdamW):
                           or has_complex or torch.is_tensor(group["betas"][0]))
             # torch's fused AdamW for syre's tensors, unless the group asks for another implementation
             may_fuse = simple and group["fused"] is not False and not group["foreach"]
-            kernel, folded, rest = _routes(work, gi, params, grads, m, v, simple, may_fuse, float(group["lr"])
-                                           if not torch.is_tensor(group["lr"]) else None)
+            native, kernel, folded, rest = _routes(work, gi, params, grads, m, v, simple, may_fuse, float(group["lr"])
+                                                   if not torch.is_tensor(group["lr"]) else None)
             if rest:
                 fuse = (work is not None and gi in work.groups and may_fuse
                         and _torch_fusable([params[i] for i in rest]))
@@ -157,6 +166,8 @@ class AdamW(torch.optim.AdamW):
                 _folded(self, work, group, folded, params, grads, m, v, steps)
             if kernel:
                 _kernels(self, work, group, kernel, params, grads, m, v, steps)
+            if native:
+                _natives(self, work, group, native, params, grads, m, v, steps)
         return loss
 
     def _torch_adamw(self, group, idx, params, grads, m, v, vmax, steps, has_complex, fuse=False) -> None:
@@ -178,23 +189,28 @@ def _torch_fusable(params) -> bool:
 
 
 def _routes(work, gi, params, grads, m, v, simple, may_fuse, lr):
-    """``(kernel, folded, rest)``: ``(i, w, entry)`` of the tensors the fused kernel takes, ``(i, w, entry)`` of
+    """``(native, kernel, folded, rest)``: ``(i, w, entry)`` of the tensors the native kernel takes
+    (``syre.kernels._native``, CPU), of those the compiled or Triton kernel takes, ``(i, w, entry)`` of
     those whose decay is folded into torch's fused AdamW, and the indices torch's AdamW takes as they are
     (their syre decay, if any, applied now, separately)."""
     got = work.groups.get(gi) if work is not None else None
     if got is None:
-        return [], [], list(range(len(params)))
+        return [], [], [], list(range(len(params)))
     w, by_id = got
     store = work.store
     ar = store.d_spread != 0.0
     # Folding needs a float lr * gamma and lr (a tensor lr keeps everything on the device, unread).
     fold = may_fuse and not ar and lr and not isinstance(w, torch.Tensor)
-    kernel, folded, rest, separate = [], [], [], []
+    native, kernel, folded, rest, separate = [], [], [], [], []
     kernels = {}
+    on = simple and _native.on()
     for i, p in enumerate(params):
         e = by_id.get(id(p))
         if e is None:
             rest.append(i)
+            continue
+        if on and store.has_theta0(e) and _native.fits(p, grads[i], m[i], v[i]):
+            native.append((i, w, e))  # the native kernel: every size, one call for the group
             continue
         if simple and store.has_theta0(e) and _fusable(p, (grads[i], m[i], v[i]), 1):
             if fold and p.numel() < FOLD_MAX:
@@ -213,7 +229,7 @@ def _routes(work, gi, params, grads, m, v, simple, may_fuse, lr):
         separate.append(e)
     if separate:
         store.decay(separate, w, work.foreach)
-    return kernel, folded, rest
+    return native, kernel, folded, rest
 
 
 def _folded(opt, work, group, todo, params, grads, m, v, steps) -> None:
@@ -254,6 +270,30 @@ def _kernels(opt, work, group, todo, params, grads, m, v, steps) -> None:
         _kernel(_ADAMW, p, xi is not None)(p.view(-1), grads[i].view(-1), m[i].view(-1), v[i].view(-1), theta0, xi, s)
 
 
+def _natives(opt, work, group, todo, params, grads, m, v, steps) -> None:
+    """The native AdamW + syre kernel: one call per step count and dtype (stored anchors), or one per tensor in
+    seeded mode (each anchor generated right before its call)."""
+    idx = [i for i, _, _ in todo]
+    work_steps = [steps[i] for i in idx]
+    _amp(opt, [grads[i] for i in idx])
+    torch._foreach_add_(work_steps, 1)
+    beta1, beta2 = (float(b) for b in group["betas"])
+    lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+    w = float(todo[0][1])
+    calls = {}
+    for (i, _, e), step in zip(todo, map(float, work_steps)):
+        calls.setdefault((step, params[i].dtype), []).append((i, e))
+    seeded = work.store.mode == "seeded"
+    for (step, _), items in calls.items():
+        bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
+        s = [w, 1.0 - lr * wd, 1.0 - beta1, beta2, 1.0 - beta2, lr / bc1, bc2**0.5, eps]
+        for part in ([[it] for it in items] if seeded else [items]):
+            pairs = [work.native_pair(e, params[i]) for i, e in part]
+            ids = [i for i, _ in part]
+            _native.adamw([params[i] for i in ids], [grads[i] for i in ids], [m[i] for i in ids], [v[i] for i in ids],
+                          [t for t, _ in pairs], None if pairs[0][1] is None else [x for _, x in pairs], s)
+
+
 class SGD(torch.optim.SGD):
     """``torch.optim.SGD`` that applies an attached syre's decay inside its own pass (module doc)."""
 
@@ -273,8 +313,10 @@ class SGD(torch.optim.SGD):
 
             def ok(p, _i=index):
                 i = _i[id(p)]
-                return simple and bufs[i] is not None and _fusable(p, (grads[i], bufs[i])) \
-                    and _kernel(_SGD, p, work.store.d_spread != 0.0) is not None
+                if not (simple and bufs[i] is not None and _fusable(p, (grads[i], bufs[i]), 1)):
+                    return False
+                return _native.available(p) or (p.numel() >= FUSED_MIN
+                                                and _kernel(_SGD, p, work.store.d_spread != 0.0) is not None)
 
             todo = work.take(gi, params, ok) if work is not None else [None] * len(params)
             rest = [i for i, t in enumerate(todo) if t is None]
@@ -289,12 +331,25 @@ class SGD(torch.optim.SGD):
                         self.state[params[i]]["momentum_buffer"] = b
             fused = [i for i, t in enumerate(todo) if t is not None]
             _amp(self, [grads[i] for i in fused])
+            vals = None
+            native = []
             for i in fused:
                 w, e = todo[i]
+                vals = [float(w), float(group["momentum"]), 1.0 - float(group["dampening"]), float(group["lr"])]
+                if _native.available(params[i]) and work.store.mode != "seeded":
+                    native.append(i)  # stored anchors: one call for the group
+                    continue
                 theta0, xi = work.pair(e, params[i])
+                if _native.available(params[i]):
+                    _native.sgd([params[i]], [grads[i]], [bufs[i]], [theta0], None if xi is None else [xi], vals)
+                    continue
                 s = torch.tensor([float(w), float(group["momentum"]), 1.0 - float(group["dampening"]), float(group["lr"])],
                                  dtype=params[i].dtype, device=params[i].device)
                 _kernel(_SGD, params[i], xi is not None)(params[i].view(-1), grads[i].view(-1), bufs[i].view(-1), theta0, xi, s)
+            if native:
+                pairs = [work.pair(todo[i][1], params[i]) for i in native]
+                _native.sgd([params[i] for i in native], [grads[i] for i in native], [bufs[i] for i in native],
+                            [t for t, _ in pairs], None if pairs[0][1] is None else [x for _, x in pairs], vals)
         return loss
 
 
