@@ -1,8 +1,8 @@
 """Tables from ``benchmarks/results/perf.json`` (written by ``benchmarks/perf.py``).
 
 ``python benchmarks/perf_table.py`` regenerates ``benchmarks/perf.md`` (the cost tables docs/cost.md
-links to) from the committed JSON, with the GPU table of ``benchmarks/results/gpu_check.json`` when
-a GPU run exists; ``--check`` exits 1 when perf.md differs (``tests/artifacts/test_perf_table.py`` runs that
+links to) and the summary block of ``docs/cost.md`` from the committed JSON, with the GPU table of ``benchmarks/results/gpu_check.json`` when
+a GPU run exists; ``--check`` exits 1 when either differs (``tests/artifacts/test_perf_table.py`` runs that
 check).
 """
 from __future__ import annotations
@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 JSON = ROOT / "benchmarks" / "results" / "perf.json"
 GPU_JSON = ROOT / "benchmarks" / "results" / "gpu_check.json"
 MD = ROOT / "benchmarks" / "perf.md"
+#: docs/cost.md carries the summary table and the targets between these markers (``cost_block``).
+COST = ROOT / "docs" / "cost.md"
+BEGIN, END = "<!-- perf:begin benchmarks/results/perf.json -->", "<!-- perf:end -->"
 
 #: The last line of the report: where the cost of the other anchor targets is measured.
 TARGETS_NOTE = (
@@ -150,6 +153,24 @@ def report(res: dict, gpu=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cost_block(res: dict) -> str:
+    """The block of docs/cost.md: the summary table, what the hook adds at small models, and the targets."""
+    lines = [readme_table(res), ""]
+    for kind, h in res.get("hook_vs_adamw", {}).items():
+        lines.append(f"- The hook ({kind}) adds {h['overhead_us']:.0f} us to a {h['adamw_us']:.0f} us step of torch's "
+                     f"fused AdamW at {h['tensors']} small tensors ({h['params']:,} parameters), kernels included.")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {got} | {'yes' if ok else 'no'} |" for name, got, ok in targets(res)]
+    return "\n".join(lines) + "\n"
+
+
+def with_cost_block(text: str, res: dict) -> str:
+    """``text`` (docs/cost.md) with its perf block regenerated from ``res``."""
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{cost_block(res)}{END}{tail}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if benchmarks/perf.md is not what the JSON gives")
@@ -157,13 +178,15 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     res = json.loads(JSON.read_text())
     md = report(res, gpu_results())
+    cost = with_cost_block(COST.read_text(), res)
     if args.check:
-        if MD.read_text() != md:
-            print("benchmarks/perf.md differs from benchmarks/results/perf.json; run python benchmarks/perf_table.py",
-                  file=sys.stderr)
+        if MD.read_text() != md or COST.read_text() != cost:
+            print("benchmarks/perf.md or docs/cost.md differs from benchmarks/results/perf.json; run python "
+                  "benchmarks/perf_table.py", file=sys.stderr)
             return 1
         return 0
     MD.write_text(md)
+    COST.write_text(cost)
     return 0
 
 

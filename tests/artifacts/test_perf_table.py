@@ -1,5 +1,5 @@
 """benchmarks/perf.md (the cost tables docs/cost.md links to) is the report benchmarks/perf_table.py
-renders from the committed benchmarks/results/perf.json (regenerate with ``python
+renders from the committed benchmarks/results/perf.json, as is docs/cost.md's block (regenerate with ``python
 benchmarks/perf_table.py``), and its target lines follow from the numbers."""
 import json
 import sys
@@ -16,6 +16,9 @@ def test_perf_md_is_the_report_of_the_committed_json():
     pt = _module()
     res = json.loads(pt.JSON.read_text())
     assert pt.MD.read_text() == pt.report(res, pt.gpu_results())
+    # docs/cost.md's block: the summary table and the targets, from the same JSON
+    assert pt.COST.read_text() == pt.with_cost_block(pt.COST.read_text(), res)
+    assert pt.cost_block(res) in pt.COST.read_text()
     table = pt.readme_table(res)
     assert "syre.AdamW" in table and all(s in table for s in res["sizes"])
     for _, key in pt.ROWS:  # every row is a measured variant, at every size
