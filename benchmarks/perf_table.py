@@ -1,9 +1,9 @@
 """Tables from ``benchmarks/results/perf.json`` (written by ``benchmarks/perf.py``).
 
 ``python benchmarks/perf_table.py`` regenerates ``benchmarks/perf.md`` (the cost tables docs/cost.md
-links to) and the summary block of ``docs/cost.md`` from the committed JSON, with the GPU table of ``benchmarks/results/gpu_check.json`` when
-a GPU run exists; ``--check`` exits 1 when either differs (``tests/artifacts/test_perf_table.py`` runs that
-check).
+links to) and the summary block of ``docs/cost.md`` from the committed JSON, with the GPU table of
+``benchmarks/results/gpu_check.json`` when a GPU run exists; ``--check`` exits 1 when either differs
+(``tests/artifacts/test_perf_table.py`` runs that check).
 """
 from __future__ import annotations
 
