@@ -184,6 +184,13 @@ def test_built_into_the_cache_dir_and_off_without_a_compiler_or_by_setting(tmp_p
     assert on and reason is None and warned == 0
     assert [p.name for p in (tmp_path / "cache" / "native").iterdir()] and \
         all(p.name.startswith("syre_native_") and p.suffix == ".so" for p in (tmp_path / "cache" / "native").iterdir())
+    # a cached library that does not load (truncated): built again, silently
+    (lib,) = (tmp_path / "cache" / "native").iterdir()
+    size = lib.stat().st_size
+    lib.write_bytes(lib.read_bytes()[:100])
+    (on, reason, warned, _), again = _run(tmp_path, "again", {})
+    assert on and reason is None and warned == 0 and lib.stat().st_size == size
+    assert all(torch.equal(a, b) for a, b in zip(built, again))
     (on, reason, warned, _), off = _run(tmp_path, "off", {"SYRE_NATIVE": "0"})
     assert not on and reason == "SYRE_NATIVE=0" and warned == 0  # asked for: no warning
     # no compiler: one warning naming why and the remedy, and the torch paths (the same trajectory, within tolerance)

@@ -237,21 +237,18 @@ def _build() -> ctypes.CDLL:
                                         platform.machine()]).encode()).hexdigest()[:16]
         path = os.path.join(out_dir, f"syre_native_{key}.so")
         if not os.path.exists(path):
-            fd, src = tempfile.mkstemp(suffix=".c", dir=out_dir)
-            with os.fdopen(fd, "w") as f:
-                f.write(_SOURCE)
-            tmp = src[:-2] + ".so"
-            try:
-                done = subprocess.run([cc, *flags, "-o", tmp, src, "-lm"], capture_output=True, text=True, timeout=120)
-                if done.returncode != 0:
-                    errors.append(f"{' '.join(extra) or 'plain'}: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
-                    continue
-                os.replace(tmp, path)
-            finally:
-                for leftover in (src, tmp):
-                    if os.path.exists(leftover):
-                        os.remove(leftover)
-        lib = ctypes.CDLL(path)
+            err = _compile(cc, flags, path)
+            if err:
+                errors.append(f"{' '.join(extra) or 'plain'}: {err}")
+                continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:  # a cached file that does not load (truncated by a full disk, another libc): built again
+            os.remove(path)
+            err = _compile(cc, flags, path)
+            if err:
+                raise RuntimeError(f"the cached {path} did not load, and rebuilding it failed: {err}") from None
+            lib = ctypes.CDLL(path)
         lib.syre_native_abi.restype = ctypes.c_int
         if lib.syre_native_abi() != 1:
             raise RuntimeError(f"{path} is not this version's library")
@@ -259,6 +256,25 @@ def _build() -> ctypes.CDLL:
         _declare(lib)
         return lib
     raise RuntimeError("the C compiler refused the kernels: " + "; ".join(errors))
+
+
+def _compile(cc: str, flags: List[str], path: str) -> Optional[str]:
+    """Build the library at ``path`` (written under a temporary name, then renamed); the compiler's error, or None."""
+    out_dir = os.path.dirname(path)
+    fd, src = tempfile.mkstemp(suffix=".c", dir=out_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(_SOURCE)
+    tmp = src[:-2] + ".so"
+    try:
+        done = subprocess.run([cc, *flags, "-o", tmp, src, "-lm"], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        os.replace(tmp, path)
+        return None
+    finally:
+        for leftover in (src, tmp):
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
 
 def _declare(lib) -> None:
