@@ -200,6 +200,8 @@ class Syre(Checkpointing, Reporting):
         self._removed = False
         self._pending: Optional[dict] = None
         self._work: Optional[Work] = None
+        self._ids: dict = {}  # group -> {id(param): entry} of the plan keyed by _ids_key (the fused path's lookups)
+        self._ids_key = None
         self._held = None  # syre.core._multi._Held of a MultiSyre
         self._before_load: list = []
         self._precision = PrecisionCheck()
@@ -238,6 +240,16 @@ class Syre(Checkpointing, Reporting):
         if got is None:
             row = plan.by_group[gi]
             got = self._cache[gi] = ([e.param for e in row], self._store.buckets(row, self._config.foreach))
+        return got
+
+    def _by_id(self, plan, gi: int) -> dict:
+        """``{id(param): entry}`` of group ``gi``'s entries, made once per plan (and store state, as ``_buckets``)."""
+        key = (id(plan), self._store.generation)
+        if self._ids_key != key:
+            self._ids, self._ids_key = {}, key
+        got = self._ids.get(gi)
+        if got is None:
+            got = self._ids[gi] = {id(e.param): e for e in plan.by_group[gi]}
         return got
 
     # ------------------------------------------------------------------ the step
@@ -283,8 +295,8 @@ class Syre(Checkpointing, Reporting):
         self._rt.step += 1  # the one step count (the store's rounding stream reads step - 1 during the step)
         if isinstance(optimizer, FUSABLE):
             # syre.AdamW / syre.SGD: their step asks for this (``_take_work``) and decays in its own pass.
-            groups = {gi: (weights[gi], {id(e.param): e for e in row if e.param.grad is not None})
-                      for gi, row in enumerate(rows) if row and _nonzero(weights[gi])}
+            # (the optimizer's pass walks the parameters that have a gradient: the entries are looked up by id)
+            groups = {gi: (weights[gi], self._by_id(plan, gi)) for gi, row in enumerate(rows) if row and _nonzero(weights[gi])}
             self._work = Work(groups, self._store, self._config.foreach)
             return
         for gi, w in enumerate(weights):

@@ -406,19 +406,29 @@ class Batch:
         return True
 
 
+def _packed(lists) -> tuple:
+    """One pointer array for several equal-length tensor lists: ``(array, address of each list's part)``."""
+    n = len(lists[0])
+    arr = (ctypes.c_void_p * (n * len(lists)))(*[t.data_ptr() for ts in lists for t in ts])
+    base, width = ctypes.addressof(arr), n * ctypes.sizeof(ctypes.c_void_p)
+    return arr, [base + i * width for i in range(len(lists))]
+
+
 def adamw(ps, gs, ms, vs, ts, xs, s: Sequence[float]) -> None:
     """The fused AdamW + syre step (``_fused_kernels._adamw_kernel``'s equations) on same-dtype contiguous CPU
     tensors, one call; ``xs`` None for basic syre; ``s`` the kernel's eight scalars."""
     fn = getattr(_state["lib"], f"syre_adamw_{_SUFFIX[ps[0].dtype]}")
-    fn(len(ps), _ptrs(ps), _ptrs(gs), _ptrs(ms), _ptrs(vs), _ptrs(ts), None if xs is None else _ptrs(xs), _sizes(ps),
-       (ctypes.c_double * 8)(*s), _threads(), PARALLEL_MIN)
+    arr, (p, g, m, v, t, *x) = _packed((ps, gs, ms, vs, ts) if xs is None else (ps, gs, ms, vs, ts, xs))
+    fn(len(ps), p, g, m, v, t, x[0] if x else None, _sizes(ps), (ctypes.c_double * 8)(*s), _threads(), PARALLEL_MIN)
+    del arr  # alive through the call
 
 
 def sgd(ps, gs, bs, ts, xs, s: Sequence[float]) -> None:
     """The fused SGD-momentum + syre step (``_fused_kernels._sgd_kernel``'s equations), one call."""
     fn = getattr(_state["lib"], f"syre_sgd_{_SUFFIX[ps[0].dtype]}")
-    fn(len(ps), _ptrs(ps), _ptrs(gs), _ptrs(bs), _ptrs(ts), None if xs is None else _ptrs(xs), _sizes(ps),
-       (ctypes.c_double * 4)(*s), _threads(), PARALLEL_MIN)
+    arr, (p, g, b, t, *x) = _packed((ps, gs, bs, ts) if xs is None else (ps, gs, bs, ts, xs))
+    fn(len(ps), p, g, b, t, x[0] if x else None, _sizes(ps), (ctypes.c_double * 4)(*s), _threads(), PARALLEL_MIN)
+    del arr
 
 
 # ----------------------------------------------------------------------------- the checks before first use

@@ -115,8 +115,12 @@ class Work:
 
     def native_pair(self, e, p: torch.Tensor):
         """``(theta0, xi)`` of ``e`` contiguous in ``p``'s dtype, as stored where they are (no copy)."""
-        return tuple(t if t is None or (t.dtype is p.dtype and t.is_contiguous()) else t.to(p.dtype).contiguous()
-                     for t in self.store.pair(e))
+        t, x = self.store.pair(e)
+        if t is not None and (t.dtype is not p.dtype or not t.is_contiguous()):
+            t = t.to(p.dtype).contiguous()
+        if x is not None and (x.dtype is not p.dtype or not x.is_contiguous()):
+            x = x.to(p.dtype).contiguous()
+        return t, x
 
     def pair(self, e, p: torch.Tensor):
         """``(theta0, xi)`` of ``e`` flat, in ``p``'s dtype (generated now in seeded mode)."""
