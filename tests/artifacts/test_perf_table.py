@@ -35,3 +35,18 @@ def test_targets_are_judged_from_the_numbers():
     worse = json.loads(json.dumps(res))
     worse["sizes"]["10M"]["ratio"]["fused path: syre.AdamW basic"] = 9.0
     assert dict((n, ok) for n, _, ok in pt.targets(worse))["syre.AdamW basic <= 1.25x fused AdamW at 10M"] is False
+
+
+def test_the_changelog_states_the_committed_numbers():
+    """The changelog's cost entry quotes the committed run: each ratio and the hook's added microseconds."""
+    pt = _module()
+    res = json.loads(pt.JSON.read_text())
+    text = " ".join((ROOT / "CHANGELOG.md").read_text().split())
+    entry = text[text.index("Measured side by side (`benchmarks/perf.py`"):]
+    entry = entry[: entry.index("###")]
+    for key, label in (("fused path: syre.AdamW basic", "basic"), ("fused path: syre.AdamW ar", "AR"),
+                       ("fused path: syre.SGD momentum basic", "`syre.SGD`")):
+        quoted = " / ".join(f"{res['sizes'][s]['ratio'][key]:.2f}x" for s in ("1M", "10M", "50M"))
+        assert f"{label} {quoted}" in entry, (label, quoted)
+    h = res["hook_vs_adamw"]
+    assert f"{h['basic']['overhead_us']:.0f} us basic, {h['ar']['overhead_us']:.0f} us AR" in entry
