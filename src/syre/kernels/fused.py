@@ -164,7 +164,7 @@ class AdamW(torch.optim.AdamW):
                                                    if not torch.is_tensor(group["lr"]) else None)
             if rest:
                 fuse = (work is not None and gi in work.groups and may_fuse
-                        and _torch_fusable([params[i] for i in rest]))
+                        and _torch_fusable([(params[i], grads[i], m[i], v[i]) for i in rest]))
                 self._torch_adamw(group, rest, params, grads, m, v, vmax, steps, has_complex, fuse)
             if folded:
                 _folded(self, work, group, folded, params, grads, m, v, steps)
@@ -186,10 +186,14 @@ class AdamW(torch.optim.AdamW):
              found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=True)
 
 
-def _torch_fusable(params) -> bool:
-    """Whether torch's fused AdamW takes these tensors (real floating point, CPU or CUDA, plain tensors)."""
+def _torch_fusable(tensors) -> bool:
+    """Whether torch's fused AdamW takes these ``(param, grad, exp_avg, exp_avg_sq)``: real floating point, CPU or
+    CUDA, plain tensors, all four contiguous. Its kernels pair the four by position in memory, so a parameter whose
+    storage was replaced by a transposed one (beside a contiguous state) would be updated with another element's
+    moments: such tensors take torch's multi-tensor or for-loop AdamW, which index them logically."""
     return all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and p.device.type in ("cpu", "cuda")
-               and type(p.data) is torch.Tensor for p in params)
+               and type(p.data) is torch.Tensor and p.is_contiguous() and g.is_contiguous() and a.is_contiguous()
+               and b.is_contiguous() for p, g, a, b in tensors)
 
 
 def _routes(work, gi, params, grads, m, v, simple, may_fuse, lr):
