@@ -319,3 +319,27 @@ def test_a_parameter_given_a_transposed_storage_mid_run_is_stepped_right(d_sprea
         runs.append([p.detach().clone() for p in model.parameters()])
     for p, q in zip(*runs):
         torch.testing.assert_close(p, q, rtol=TRAJ_RTOL, atol=TRAJ_ATOL)
+
+
+@pytest.mark.parametrize("cls,torch_cls,kw", [(syre.AdamW, torch.optim.AdamW, dict(lr=0.01, weight_decay=0.1)),
+                                              (syre.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9))])
+@pytest.mark.parametrize("mode", ["stored", "seeded"])
+def test_a_group_of_fp32_and_fp64_parameters_is_stepped_per_dtype(cls, torch_cls, kw, mode):
+    """One param group holding fp32 and fp64 parameters: each dtype takes its own kernel call, and the run equals
+    torch's optimizer with syre's hook to the fused route's tolerance."""
+    torch.manual_seed(0)
+    base = nn.ModuleDict({"a": nn.Linear(20, 10), "b": nn.Linear(10, 3).double()})
+    gamma = None if "weight_decay" in kw else 0.2
+    runs = []
+    for c in (cls, torch_cls):
+        m = copy.deepcopy(base)
+        o = c(m.parameters(), **kw)
+        syre.attach(o, m, gamma=gamma, d_spread=0.1, seed=2, mode=mode)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(5):
+            o.zero_grad()
+            m["b"](m["a"](torch.randn(8, 20, generator=g)).double()).pow(2).mean().backward()
+            o.step()
+        runs.append([p.detach().clone() for p in m.parameters()])
+    for p, q in zip(*runs):
+        torch.testing.assert_close(p, q, rtol=TRAJ_RTOL, atol=TRAJ_ATOL)

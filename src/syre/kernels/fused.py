@@ -288,18 +288,28 @@ def _natives(opt, work, group, todo, params, grads, m, v, steps) -> None:
     beta1, beta2 = (float(b) for b in group["betas"])
     lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
     w = float(todo[0][1])
-    calls = {}
+    by_step = {}
     for (i, _, e), step in zip(todo, map(float, work_steps)):
-        calls.setdefault((step, params[i].dtype), []).append((i, e))
-    seeded = work.store.mode == "seeded"
-    for (step, _), items in calls.items():
+        by_step.setdefault(step, []).append((i, e))
+    for step, items in by_step.items():
         bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
         s = [w, 1.0 - lr * wd, 1.0 - beta1, beta2, 1.0 - beta2, lr / bc1, bc2**0.5, eps]
-        for part in ([[it] for it in items] if seeded else [items]):
-            pairs = [work.native_pair(e, params[i]) for i, e in part]
-            ids = [i for i, _ in part]
+        for ids, ts, xs in _native_calls(work, items, params):
             _native.adamw([params[i] for i in ids], [grads[i] for i in ids], [m[i] for i in ids], [v[i] for i in ids],
-                          [t for t, _ in pairs], None if pairs[0][1] is None else [x for _, x in pairs], s)
+                          ts, xs, s)
+
+
+def _native_calls(work, items, params):
+    """The native kernel's calls for ``items`` (``(index, entry)``): ``(indices, theta0s, xis or None)``, one per dtype
+    (a call's tensors share one), or one per tensor in seeded mode (each anchor generated right before its call)."""
+    by_dtype = {}
+    for i, e in items:
+        by_dtype.setdefault(params[i].dtype, []).append((i, e))
+    seeded = work.store.mode == "seeded"
+    for group in by_dtype.values():
+        for part in ([[it] for it in group] if seeded else [group]):
+            pairs = [work.native_pair(e, params[i]) for i, e in part]
+            yield [i for i, _ in part], [t for t, _ in pairs], None if pairs[0][1] is None else [x for _, x in pairs]
 
 
 class SGD(torch.optim.SGD):
@@ -339,25 +349,21 @@ class SGD(torch.optim.SGD):
                         self.state[params[i]]["momentum_buffer"] = b
             fused = [i for i, t in enumerate(todo) if t is not None]
             _amp(self, [grads[i] for i in fused])
-            vals = None
             native = []
             for i in fused:
                 w, e = todo[i]
-                vals = [float(w), float(group["momentum"]), 1.0 - float(group["dampening"]), float(group["lr"])]
-                if _native.available(params[i]) and work.store.mode != "seeded":
-                    native.append(i)  # stored anchors: one call for the group
+                if _native.available(params[i]):
+                    native.append((i, e))  # one call per dtype (per tensor in seeded mode)
                     continue
                 theta0, xi = work.pair(e, params[i])
-                if _native.available(params[i]):
-                    _native.sgd([params[i]], [grads[i]], [bufs[i]], [theta0], None if xi is None else [xi], vals)
-                    continue
                 s = torch.tensor([float(w), float(group["momentum"]), 1.0 - float(group["dampening"]), float(group["lr"])],
                                  dtype=params[i].dtype, device=params[i].device)
                 _kernel(_SGD, params[i], xi is not None)(params[i].view(-1), grads[i].view(-1), bufs[i].view(-1), theta0, xi, s)
             if native:
-                pairs = [work.pair(todo[i][1], params[i]) for i in native]
-                _native.sgd([params[i] for i in native], [grads[i] for i in native], [bufs[i] for i in native],
-                            [t for t, _ in pairs], None if pairs[0][1] is None else [x for _, x in pairs], vals)
+                vals = [float(todo[native[0][0]][0]), float(group["momentum"]), 1.0 - float(group["dampening"]),
+                        float(group["lr"])]
+                for ids, ts, xs in _native_calls(work, native, params):
+                    _native.sgd([params[i] for i in ids], [grads[i] for i in ids], [bufs[i] for i in ids], ts, xs, vals)
         return loss
 
 
