@@ -9,7 +9,8 @@ repetition, to fused ``torch.optim.AdamW(weight_decay=gamma)``):
   basic and AR; seeded mode (anchor format 2) with AdamW, basic and AR;
 * the hook's own Python at 8 and 24 small tensors (the hook with its multi-tensor calls made no-ops), and
   what the hook adds to torch's fused AdamW at 24 small tensors (~50k parameters), kernels included,
-  timed interleaved with AdamW alone;
+  timed interleaved with AdamW alone, the hook with its checks in Python, and the floor of any hook
+  (a pre-hook running only the native decay kernel);
 * attach time: stored anchors of the largest model, and of a model of 20,000 small tensors.
 
 One command (about 5-8 minutes on 2 cores; progress on stderr). Writes JSON (machine, torch version,
@@ -39,7 +40,7 @@ from torch import nn  # noqa: E402
 
 import syre  # noqa: E402
 from syre import functional as F  # noqa: E402
-from syre.kernels import _native as NK, _seeded as SD, fused as FU  # noqa: E402
+from syre.kernels import _native as NK, _scan as SC, _seeded as SD, fused as FU  # noqa: E402
 from syre.rng import _format1 as V1, _format2 as V2  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -172,8 +173,8 @@ def native_off(step):
 
 def hook_overhead(n_tensors: int, d_spread: float, reps: int) -> dict:
     """Microseconds of syre's step hook on a model of small tensors: in all, and its own Python (the
-    hook with its multi-tensor calls made no-ops). Minimum over repetitions: the overhead is a floor,
-    and a shared machine only adds to it."""
+    hook with its kernels made no-ops: the multi-tensor calls and the native batches). Minimum over
+    repetitions: the overhead is a floor, and a shared machine only adds to it."""
     import timeit
 
     model = nn.Sequential(*[nn.Linear(16, 16) for _ in range(n_tensors // 2)])
@@ -183,20 +184,25 @@ def hook_overhead(n_tensors: int, d_spread: float, reps: int) -> dict:
     s = syre.attach(opt, model, d_spread=d_spread)
     hook = lambda: s._pre_step(opt, (opt,), {})  # noqa: E731
     hook()
+    hook()  # the second step runs as every later one (the first builds the one-call check)
     total = min(timeit.repeat(hook, number=100, repeat=reps)) / 100
-    real = F.apply_buckets
-    F.apply_buckets = lambda buckets, weight: None
+    real, real_run = F.apply_buckets, NK.Batch.run
+    F.apply_buckets, NK.Batch.run = (lambda buckets, weight: None), (lambda self, weight, *a: None)
     try:
         own = min(timeit.repeat(hook, number=100, repeat=reps)) / 100
     finally:
-        F.apply_buckets = real
-    return {"hook_us": 1e6 * total, "kernel_us": 1e6 * (total - own), "own_us": 1e6 * own}
+        F.apply_buckets, NK.Batch.run = real, real_run
+    return {"hook_us": 1e6 * total, "kernel_us": 1e6 * (total - own), "own_us": 1e6 * own,
+            "one_call_check": s._steady is not None}
 
 
 def hook_vs_adamw(n_tensors: int, d_spread: float, reps: int, inner: int = 20) -> dict:
     """Microseconds syre's hook adds to a step of torch's fused AdamW on a model of small tensors, kernels
     included: AdamW alone and AdamW + syre timed interleaved (``inner`` steps per sample, no cache
-    flush: the small model stays in cache, as in training), median of the paired differences."""
+    flush: the small model stays in cache, as in training), median of the paired differences. Beside
+    them, timed in the same rotation: the hook with its checks in Python (the one-call check of
+    ``syre.kernels._scan`` off), and the floor of any hook: a step pre-hook that runs only the native decay
+    kernel over the same sizes (no checks, no Python of syre's)."""
     def model():
         torch.manual_seed(0)
         m = nn.Sequential(*[nn.Linear(64, 64) for _ in range(n_tensors // 2)])  # 24 tensors: 49,920 params
@@ -204,18 +210,51 @@ def hook_vs_adamw(n_tensors: int, d_spread: float, reps: int, inner: int = 20) -
             p.grad = torch.randn_like(p) * 1e-3
         return m
 
-    alone, hooked = model(), model()
-    a = torch.optim.AdamW(alone.parameters(), lr=LR, weight_decay=GAMMA, fused=True)
-    b = torch.optim.AdamW(hooked.parameters(), lr=LR, weight_decay=GAMMA, fused=True)
-    syre.attach(b, hooked, d_spread=d_spread)
+    alone, hooked, checked, floor = model(), model(), model(), model()
+    opts = {"alone": torch.optim.AdamW(alone.parameters(), lr=LR, weight_decay=GAMMA, fused=True),
+            "hooked": torch.optim.AdamW(hooked.parameters(), lr=LR, weight_decay=GAMMA, fused=True),
+            "python check": torch.optim.AdamW(checked.parameters(), lr=LR, weight_decay=GAMMA, fused=True)}
+    syre.attach(opts["hooked"], hooked, d_spread=d_spread)
+    python_check = syre.attach(opts["python check"], checked, d_spread=d_spread)
+    steps = {k: o.step for k, o in opts.items()}
+    steps["python check"] = _python_check(python_check, opts["python check"])
+    if NATIVE:
+        ps = list(floor.parameters())
+        batch = NK.Batch(ps, [torch.randn_like(p) for p in ps], None if not d_spread else [torch.rand_like(p) * 0.2 - 0.1 for p in ps])
+        opts["kernel only"] = torch.optim.AdamW(ps, lr=LR, weight_decay=0.0, fused=True)
+        opts["kernel only"].register_step_pre_hook(lambda *_: batch.run(LR * GAMMA))
+        batch(LR * GAMMA)
+        steps["kernel only"] = opts["kernel only"].step
     with torch.no_grad():
-        t = bench({"alone": a.step, "hooked": b.step}, reps, flush=False, inner=inner)
-    diff = [y - x for x, y in zip(t["alone"]["times_ms"], t["hooked"]["times_ms"])]
+        for o in opts.values():
+            o.step()
+            o.step()
+        t = bench(steps, reps, flush=False, inner=inner)
+
+    def added(k):
+        return 1e3 * statistics.median(y - x for x, y in zip(t["alone"]["times_ms"], t[k]["times_ms"]))
+
     return {"params": sum(p.numel() for p in alone.parameters()), "tensors": n_tensors,
             "adamw_us": 1e3 * t["alone"]["median_ms"], "with_syre_us": 1e3 * t["hooked"]["median_ms"],
-            "overhead_us": 1e3 * statistics.median(diff),
+            "overhead_us": added("hooked"),
             # the floor: a shared machine only adds to either side
-            "overhead_min_us": 1e3 * (t["hooked"]["min_ms"] - t["alone"]["min_ms"])}
+            "overhead_min_us": 1e3 * (t["hooked"]["min_ms"] - t["alone"]["min_ms"]),
+            "python_check_us": added("python check"),
+            "kernel_only_us": added("kernel only") if NATIVE else None}
+
+
+def _python_check(s, opt):
+    """``opt.step`` with syre's one-call check off for its duration (``syre.kernels._scan.lib`` answering None)."""
+    def run():
+        real = SC.lib
+        SC.lib = lambda wait=False: None
+        s._steady = None
+        try:
+            opt.step()
+        finally:
+            SC.lib = real
+
+    return run
 
 
 def attach_time(model: nn.Module, reps: int = 3) -> dict:
@@ -236,6 +275,7 @@ def attach_time(model: nn.Module, reps: int = 3) -> dict:
 def build_kernels() -> dict:
     out = {}
     for name, build in (("native CPU kernels", lambda: NK.lib()),
+                        ("hook's one-call check (C++)", lambda: NK.lib() and SC.lib(wait=True)),
                         ("anchor generator v2", lambda: V2._THETA.get(1 << 30, torch.float32) and V2._XI.get(1 << 30, torch.float32)),
                         ("anchor generator v1", lambda: V1._UNIFORMS.get(1 << 30)),
                         ("fused AdamW basic", lambda: FU._ADAMW.get(1 << 30, (torch.float32, False))),

@@ -3,12 +3,13 @@
 timings with a CPU clock, the JSON and its table) and every check passes."""
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from repo import clean_env
 
 pytest.importorskip("triton")
 pytestmark = pytest.mark.slow  # Triton's interpreter: ~40 s
@@ -19,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def dry(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "gpu_check.json"
-    env = dict(os.environ)
+    env = clean_env()
     env.pop("TRITON_INTERPRET", None)  # the script sets it itself for --dry-run
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
                          env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads(out.read_text()), run.stdout
 
 

@@ -18,3 +18,11 @@ def load_script(relpath: str, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def clean_env() -> dict:
+    """``os.environ`` for a child process, without what torch's inductor set in this one for itself (its cache
+    directory and the address of a function of this process): a child starts as a user's process would."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("_TORCHINDUCTOR", "TORCHINDUCTOR_CACHE_DIR"))}

@@ -33,6 +33,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
+from .._compile import no_grad
 from .._validate import stacklevel
 from ..kernels import functional
 from ._plan import Entry
@@ -151,19 +152,23 @@ class PullProbe:
         """name -> pull / update (the breaking force) of the parameters with an anchor (sigma0 > 0)."""
         return {n: r["pull"] for n, r in self.ratios.items() if r["anchor"] > 0.0}
 
-    @torch.no_grad()
     def _pre(self, optimizer, args, kwargs) -> None:
-        if self.done:
-            return
+        if not self.done:  # idle after the probe steps (the hook stays registered: see the class doc)
+            self._take_snapshot()
+
+    @no_grad
+    def _take_snapshot(self) -> None:
         self._snap = {
             id(e): e.local().detach().reshape(-1)[:PROBE_ELEMENTS].to(anchor_dtype(e.param), copy=True)
             for e, _ in self._probed()
         }
 
-    @torch.no_grad()
     def _post(self, optimizer, args, kwargs) -> None:
-        if self._concluded:
-            return
+        if not self._concluded:
+            self._measure()
+
+    @no_grad
+    def _measure(self) -> None:
         if self._start is None:  # read here, after the step counted itself (the decay may run inside a closure)
             self._start = self._rt.step - 1
         for e, weight in self._probed():

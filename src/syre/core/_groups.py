@@ -40,6 +40,8 @@ DIVERGES = 2.0
 #: A device (non-CPU) tensor ``lr`` is read back to check ``lr * gamma`` this often (steps).
 DEVICE_LR_CHECK_EVERY = 100
 
+_DEFAULT = object()  # no GROUP_KEY in a group
+
 
 class DecaySettingWarning(UserWarning):
     """A param group's settings conflict with syre's decay, or changed under it (issued once per case)."""
@@ -269,11 +271,25 @@ class Groups:
         A float per group, or a 0-d tensor on the lr's device where ``lr`` is a non-CPU tensor.
         """
         groups = self.optimizer.param_groups
-        new = range(self._known, len(groups))  # add_param_group since the last step
+        known = self._known
+        new = range(known, len(groups))  # add_param_group since the last step
         due = self.takeover_due(new) if len(new) else {}
         out, rescheduled = [], {}
+        takeover, zeros, default = self.takeover, self._zeros, self.gamma_default
         for gi, group in enumerate(groups):
             wd = group.get("weight_decay")
+            lr = group["lr"]
+            # The common case first, with the same result as the rules below: a known group, a float lr, its
+            # weight_decay as syre left it (its own 0 where taken over, else 0 or absent), a valid float gamma,
+            # lr * gamma <= 1.
+            if gi < known and type(lr) is float and (wd is None or type(wd) is float or type(wd) is int) \
+                    and ((wd is not None and wd is zeros.get(gi)) if gi in takeover else not wd):
+                gamma = group.get(GROUP_KEY, _DEFAULT)
+                if gamma is _DEFAULT:
+                    gamma = 0.0 if default is None else default
+                if type(gamma) is float and 0.0 <= gamma < math.inf and lr * gamma <= OVERSHOOT:
+                    out.append(lr * gamma)
+                    continue
             wd = 0.0 if wd is None else as_float(wd)
             if gi in self.takeover and self._written(gi, group):
                 # A weight-decay schedule wrote the group's weight_decay (0 included): it becomes syre's gamma.
@@ -282,7 +298,6 @@ class Groups:
                 gamma = due[gi] if gi in due else self.gamma(gi)
                 if wd != 0.0 and gamma > 0.0 and gi not in due and self.covers(gi):
                     self._warn_origin(gi, wd, stacklevel=stacklevel())
-            lr = group["lr"]
             if isinstance(lr, torch.Tensor) and lr.device.type != "cpu":
                 # A device lr (CUDA graphs, capturable optimizers): lr * gamma stays on the device, so
                 # the step makes no host sync; its value is checked at the first step and every

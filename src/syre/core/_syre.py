@@ -37,16 +37,17 @@ from __future__ import annotations
 
 import operator
 from itertools import repeat
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from .. import _dist
+from .._compile import no_grad
 from .._live import attached, register
 from ..config import DEFAULT_D_SPREAD, Config, refuse_unknown_keywords
 from ..forms._scale_check import AnchorScaleCheck
-from ..kernels import functional
+from ..kernels import _scan, functional
 from ..kernels.fused import FUSABLE, Work
 from ..rng.anchors import Anchor
 from ..select import check_rules_match, collect, unwrap_model
@@ -61,7 +62,17 @@ from ._targets import make_target
 
 __all__ = ["Syre", "attach_syre"]
 
+#: Builds of the one-call step check per plan and store state: a check that keeps failing (a gradient left
+#: None, a storage replaced at every step) leaves those steps to the Python check.
+_STEADY_TRIES = 3
+
 _GRAD = operator.attrgetter("grad")
+
+
+class _Steady(NamedTuple):
+    plan: Any
+    generation: int
+    check: "_scan.Steady"
 
 
 def _nonzero(w) -> bool:
@@ -197,6 +208,8 @@ class Syre(Checkpointing, Reporting):
                 self._target.take(e)
         self._cache: Dict[int, tuple] = {}
         self._cache_key: Optional[tuple] = None
+        self._steady: Optional[_Steady] = None  # the step's check in one call, while nothing changed (_make_steady)
+        self._steady_tries: list = [None, None, 0]  # (plan, store generation, builds for them)
         self._removed = False
         self._pending: Optional[dict] = None
         self._work: Optional[Work] = None
@@ -277,12 +290,16 @@ class Syre(Checkpointing, Reporting):
             return args, dict(kwargs, closure=closure_then_decay)
         return (args[0], closure_then_decay) + tuple(args[2:]), kwargs
 
-    @torch.no_grad()
+    @no_grad
     def _decay(self, optimizer) -> None:
         self._work = None
         if self._held is not None:
             self._held.at_step()  # MultiSyre: each parameter held by one optimizer, as the groups are now
-        plan = self._refresh()
+        steady = self._steady
+        if steady is not None and (steady.plan is not self._plan or steady.generation != self._store.generation
+                                   or steady.check.same(optimizer) != 0):
+            steady = None  # something changed since it was built: this step checks in Python, and builds it again
+        plan = self._plan if steady is not None else self._refresh()  # steady: the fingerprint is as it was
         if plan.orphans:
             plan.check_orphans(self._model)
         weights = self._groups.weights()  # validated; raises before anything changes
@@ -299,6 +316,14 @@ class Syre(Checkpointing, Reporting):
             groups = {gi: (weights[gi], self._by_id(plan, gi)) for gi, row in enumerate(rows) if row and _nonzero(weights[gi])}
             self._work = Work(groups, self._store, self._config.foreach)
             return
+        if steady is not None and not any(isinstance(w, torch.Tensor) for w in weights):
+            # every decayed parameter has its gradient and its storage: the native batches, as apply_buckets runs them
+            for gi, batches in steady.check.batches.items():
+                w = weights[gi]
+                if w != 0.0:
+                    for batch in batches:
+                        batch.run(w)
+            return
         for gi, w in enumerate(weights):
             if not rows[gi] or not _nonzero(w):
                 continue
@@ -310,6 +335,36 @@ class Syre(Checkpointing, Reporting):
                 live = [e for e, g in zip(rows[gi], grads) if g is not None]
                 if live:
                     self._store.decay(live, w, self._config.foreach)
+        self._steady = self._make_steady(optimizer, plan)
+
+    def _make_steady(self, optimizer, plan) -> Optional["_Steady"]:
+        """The next steps' check in one call (``syre.kernels._scan``), where every covered group decays through
+        native batches that ran at this step and the step check's module is loaded; None otherwise."""
+        key = (plan, self._store.generation)
+        tries = self._steady_tries
+        if tries[0] is not plan or tries[1] != key[1]:
+            tries = self._steady_tries = [plan, key[1], 0]
+        if tries[2] >= _STEADY_TRIES or plan.orphans or self._held is not None:
+            return None
+        batches = {}
+        for gi, row in enumerate(plan.by_group):
+            if not row:
+                continue
+            buckets = self._buckets(plan, gi)[1]
+            if not buckets or any(b[0] != "native" or b[4][0]._seen is None for b in buckets):
+                return None
+            batches[gi] = [b[4][0] for b in buckets]
+        if not batches:
+            return None
+        mod = _scan.lib()  # None while it builds (in the background) or where it cannot
+        if mod is None:
+            return None
+        tries[2] += 1
+        try:
+            check = _scan.Steady(mod, optimizer, batches)
+        except ValueError:
+            return None
+        return _Steady(plan, key[1], check)
 
     def _take_work(self) -> Optional["Work"]:
         """The decay this step hands ``syre.AdamW`` / ``syre.SGD`` (made by the step pre-hook; None: none)."""

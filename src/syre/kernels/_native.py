@@ -246,6 +246,7 @@ class Batch:
         self._n = _sizes(ps)
         self._nt = len(ps)
         self._numels = [p.numel() for p in ps]
+        self._total = sum(self._numels)
         self._seen: Optional[list] = None
         self._p = None
 
@@ -273,12 +274,18 @@ class Batch:
             if not ok:
                 return False
             self._seen, self._p = ptrs, (ctypes.c_void_p * self._nt)(*ptrs)
-        threads = _threads() if threads is None else threads
+        self.run(weight, threads, parallel_min)
+        return True
+
+    def run(self, weight: float, threads: Optional[int] = None, parallel_min: int = PARALLEL_MIN) -> None:
+        """The decay through the pointers of the last call, not read again (``syre.kernels._scan.Steady`` checked
+        that they still hold)."""
+        if threads is None:  # below parallel_min elements the kernels run on one thread whatever this says
+            threads = 1 if self._total < parallel_min else _threads()
         if self._x is None:
             self._fn(self._nt, self._p, self._a, self._n, weight, threads, parallel_min)
         else:
             self._fn(self._nt, self._p, self._a, self._x, self._n, weight, threads, parallel_min)
-        return True
 
 
 def _packed(lists) -> tuple:

@@ -56,6 +56,7 @@ import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
 
+from .._compile import no_grad
 from . import _native
 from ._fused_kernels import _ADAMW, _SGD, FUSED_MIN, _adamw_kernel, _kernel, _sgd_kernel  # noqa: F401 (the eager definitions, read here by the tests)
 
@@ -146,7 +147,7 @@ def _amp(opt, grads: List[torch.Tensor]) -> None:
 class AdamW(torch.optim.AdamW):
     """``torch.optim.AdamW`` that applies an attached syre's decay inside its own pass (module doc)."""
 
-    @torch.no_grad()
+    @no_grad
     def step(self, closure=None):
         loss = None
         if closure is not None:
@@ -315,7 +316,7 @@ def _native_calls(work, items, params):
 class SGD(torch.optim.SGD):
     """``torch.optim.SGD`` that applies an attached syre's decay inside its own pass (module doc)."""
 
-    @torch.no_grad()
+    @no_grad
     def step(self, closure=None):
         loss = None
         if closure is not None:
