@@ -50,3 +50,5 @@ def test_the_changelog_states_the_committed_numbers():
         assert f"{label} {quoted}" in entry, (label, quoted)
     h = res["hook_vs_adamw"]
     assert f"{h['basic']['overhead_us']:.0f} us basic, {h['ar']['overhead_us']:.0f} us AR" in entry
+    assert f"{h['basic']['python_check_us']:.0f} and {h['ar']['python_check_us']:.0f} us with its checks in Python" in entry
+    assert f"adds {h['basic']['kernel_only_us']:.0f} and {h['ar']['kernel_only_us']:.0f} us on this machine" in entry
