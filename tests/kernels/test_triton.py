@@ -39,5 +39,9 @@ def test_seeded_decay_kernel_is_bitwise_stored_mode(result):
 
 
 def test_fused_optimizer_kernels_agree_to_float32_rounding(result):
-    """Not bitwise: the compiled CPU kernel and the Triton one may round AdamW's own update differently."""
-    assert result["fused"] and max(result["fused"].values()) <= 4.8e-7, result
+    """Not bitwise: the Triton kernel and the eager CPU equations may round AdamW's own update differently. Against
+    the equations in float64, each element within 4.8e-7 (two float32 ulps at the inputs' size) or no farther than
+    the eager float32 path is there, doubled (torch's float32 sqrt is within an ulp, not correctly rounded)."""
+    fused = result["fused"]
+    assert len(fused) == 4 and all(r["ok"] for r in fused.values()), fused
+    assert max(r["triton_err"] for r in fused.values()) < 1e-4, fused  # and never far, whatever the eager path did
