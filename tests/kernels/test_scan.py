@@ -149,3 +149,19 @@ def test_without_the_check_the_hook_checks_in_python(monkeypatch):
     monkeypatch.setenv("SYRE_NATIVE", "0")
     monkeypatch.setattr(S, "_state", {})
     assert S.lib(wait=True) is None and S.disable_reason() == "SYRE_NATIVE=0"
+
+
+def test_without_a_cxx_compiler_one_warning_names_why_and_the_hook_checks_in_python(monkeypatch):
+    monkeypatch.delenv("SYRE_NATIVE", raising=False)
+    monkeypatch.setattr(S, "_state", {})
+    monkeypatch.setattr(S, "_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="step check is off .*no C\\+\\+ compiler"):
+        assert S.lib(wait=True) is None
+    assert "no C++ compiler" in S.disable_reason()
+    m = _model()
+    o = torch.optim.SGD(m.parameters(), lr=0.1, weight_decay=0.1)
+    s = syre.attach(o, m)
+    for _ in range(3):
+        m(torch.ones(2, 6)).sum().backward()
+        o.step()
+    assert s._steady is None  # every step checked in Python

@@ -40,7 +40,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -74,6 +74,19 @@ def _cache_dir() -> str:
     return os.path.join(base, "native")
 
 
+def build_dir() -> str:
+    """Where built libraries are kept: the cache directory, or a per-user temporary one where it cannot be written."""
+    out_dir = _cache_dir()
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out_dir, delete=True)
+        probe.close()
+    except OSError:
+        out_dir = os.path.join(tempfile.gettempdir(), f"syre-native-{os.getuid() if hasattr(os, 'getuid') else 0}")
+        os.makedirs(out_dir, exist_ok=True)
+    return out_dir
+
+
 def _compiler() -> Optional[str]:
     for cand in (os.environ.get("CC", "").split(" ")[0], "cc", "gcc", "clang"):
         if cand and shutil.which(cand):
@@ -97,53 +110,56 @@ def _build() -> ctypes.CDLL:
     if cc is None:
         raise RuntimeError("no C compiler found ($CC, cc, gcc or clang)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
-    out_dir = _cache_dir()
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out_dir, delete=True)
-        probe.close()
-    except OSError:
-        out_dir = os.path.join(tempfile.gettempdir(), f"syre-native-{os.getuid() if hasattr(os, 'getuid') else 0}")
-        os.makedirs(out_dir, exist_ok=True)
+    out_dir = build_dir()
     errors = []
     for extra in _FLAG_SETS:
         flags = _BASE_FLAGS + extra
         key = hashlib.sha256("\0".join([_SOURCE, cc, version, " ".join(flags), _cpu_flags(),
                                         platform.machine()]).encode()).hexdigest()[:16]
-        path = os.path.join(out_dir, f"syre_native_{key}.so")
-        if not os.path.exists(path):
-            err = _compile(cc, flags, path)
-            if err:
-                errors.append(f"{' '.join(extra) or 'plain'}: {err}")
-                continue
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:  # a cached file that does not load (truncated by a full disk, another libc): built again
-            os.remove(path)
-            err = _compile(cc, flags, path)
-            if err:
-                raise RuntimeError(f"the cached {path} did not load, and rebuilding it failed: {err}") from None
-            lib = ctypes.CDLL(path)
+        lib, err = build_cached(os.path.join(out_dir, f"syre_native_{key}.so"), ctypes.CDLL, lambda path, flags=flags: compile_source(
+            _SOURCE, path, ".c", lambda src, out: [cc, *flags, "-o", out, src, "-lm"], timeout=120))
+        if err:
+            errors.append(f"{' '.join(extra) or 'plain'}: {err}")
+            continue
         lib.syre_native_abi.restype = ctypes.c_int
         if lib.syre_native_abi() != 1:
-            raise RuntimeError(f"{path} is not this version's library")
+            raise RuntimeError("the cached library is not this version's")
         lib.threads = "-fopenmp" in extra
         _declare(lib)
         return lib
     raise RuntimeError("the C compiler refused the kernels: " + "; ".join(errors))
 
 
-def _compile(cc: str, flags: List[str], path: str) -> Optional[str]:
-    """Build the library at ``path`` (written under a temporary name, then renamed); the compiler's error, or None."""
-    out_dir = os.path.dirname(path)
-    fd, src = tempfile.mkstemp(suffix=".c", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(_SOURCE)
-    tmp = src[:-2] + ".so"
+def build_cached(path: str, load: Callable, compile_to: Callable[[str], Optional[str]]):
+    """``(load(path), None)``, building ``path`` first with ``compile_to(path)`` where it is missing, and again where a
+    cached file does not load (truncated by a full disk, built for another libc); ``(None, the compiler's error)``
+    where the compiler refuses the source."""
+    if not os.path.exists(path):
+        err = compile_to(path)
+        if err:
+            return None, err
     try:
-        done = subprocess.run([cc, *flags, "-o", tmp, src, "-lm"], capture_output=True, text=True, timeout=120)
+        return load(path), None
+    except (OSError, ImportError):
+        os.remove(path)
+        err = compile_to(path)
+        if err:
+            raise RuntimeError(f"the cached {path} did not load, and rebuilding it failed: {err}") from None
+        return load(path), None
+
+
+def compile_source(source: str, path: str, suffix: str, argv: Callable[[str, str], List[str]], timeout: int) -> Optional[str]:
+    """Build ``path`` from ``source`` with the command ``argv(source file, output)``, written under a temporary name and
+    renamed (concurrent processes never load half a file); the compiler's first error line, or None."""
+    fd, src = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
+    tmp = src[: -len(suffix)] + ".so"
+    try:
+        done = subprocess.run(argv(src, tmp), capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            lines = done.stderr.strip().splitlines()
+            return next((ln.strip() for ln in lines if "error" in ln), lines[-1] if lines else f"exit status {done.returncode}")
         os.replace(tmp, path)
         return None
     finally:

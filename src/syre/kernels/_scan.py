@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import warnings
 from typing import Dict, List, Optional
@@ -174,48 +173,20 @@ def _build():
     if not os.path.exists(os.path.join(includes[0], "torch", "csrc", "autograd", "python_variable.h")):
         raise RuntimeError(f"torch's C++ headers are not installed ({includes[0]})")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
-    out_dir = _native._cache_dir()
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = _native.build_dir()
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     errors = []
     for std in _STD:
         flags = _flags(std)
         key = hashlib.sha256("\0".join([SOURCE, cxx, version, " ".join(flags), torch.__version__,
                                         str(getattr(torch.version, "git_version", "")), sys.version]).encode()).hexdigest()[:16]
-        path = os.path.join(out_dir, f"syre_scan_{key}{suffix}")
-        if not os.path.exists(path):
-            err = _compile(cxx, flags, path)
-            if err:
-                errors.append(f"{std}: {err}")
-                continue
-        try:
-            return _load(path)
-        except ImportError:  # a cached file that does not load (truncated): built again
-            os.remove(path)
-            err = _compile(cxx, flags, path)
-            if err:
-                raise RuntimeError(f"the cached {path} did not load, and rebuilding it failed: {err}") from None
-            return _load(path)
+        mod, err = _native.build_cached(os.path.join(out_dir, f"syre_scan_{key}{suffix}"), _load, lambda path, flags=flags: (
+            _native.compile_source(SOURCE, path, ".cpp", lambda src, out: [cxx, src, "-o", out, *flags], timeout=600)))
+        if err:
+            errors.append(f"{std}: {err}")
+            continue
+        return mod
     raise RuntimeError("the C++ compiler refused the step check: " + "; ".join(errors))
-
-
-def _compile(cxx: str, flags: List[str], path: str) -> Optional[str]:
-    """Build the module at ``path`` (under a temporary name, then renamed); the compiler's error, or None."""
-    fd, src = tempfile.mkstemp(suffix=".cpp", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        f.write(SOURCE)
-    tmp = src[:-4] + ".so"
-    try:
-        done = subprocess.run([cxx, src, "-o", tmp, *flags], capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            return next((ln.strip() for ln in lines if "error" in ln), lines[-1] if lines else f"exit status {done.returncode}")
-        os.replace(tmp, path)
-        return None
-    finally:
-        for leftover in (src, tmp):
-            if os.path.exists(leftover):
-                os.remove(leftover)
 
 
 def _run_build() -> None:
