@@ -34,10 +34,11 @@ def _steady(model, opt):
     ps = list(opt.param_groups[0]["params"])
     for p in ps:
         p.grad = torch.zeros_like(p)
-    batch = N.Batch(ps, [torch.zeros_like(p).detach() for p in ps], None)
+    ts = [torch.zeros_like(p).detach() for p in ps]
+    batch = N.Batch(ps, ts, None)
     with torch.no_grad():
         assert batch(0.0)
-    return S.Steady(S.lib(), opt, {0: [batch]})
+    return S.Steady(S.lib(), opt, {0: [("native", ps, ts, [None] * len(ps), (batch, "lerp"))]})
 
 
 class _Sub(nn.Parameter):
@@ -82,11 +83,11 @@ def test_the_check_sees_each_change_the_python_fingerprint_sees(name):
     assert (fingerprint(o) != before) == (code == 1 and name != "a group's params made a tuple")
 
 
-def _train(steps, change_at, change, use_scan, monkeypatch, ds):
+def _train(steps, change_at, change, use_scan, monkeypatch, ds, dtype=torch.float32):
     """Parameters after each step of SGD + syre (hook path; SGD keeps no state, so the model may be cast), with
     ``change`` made before step ``change_at``."""
     monkeypatch.setattr(S, "lib", S.lib if use_scan else (lambda wait=False: None))
-    m = _model(1)
+    m = _model(1).to(dtype)
     o = torch.optim.SGD(m.parameters(), lr=0.05, weight_decay=0.2)
     s = syre.attach(o, m, d_spread=ds)
     g = torch.Generator().manual_seed(3)
@@ -134,11 +135,12 @@ MID_RUN = {"none": lambda m, o: None, "gradient None": _grad_none, "model.double
 
 @needs_scan
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # native batches; torch's multi-tensor calls
 @pytest.mark.parametrize("ds", [0.0, 0.1])
 @pytest.mark.parametrize("name", list(MID_RUN))
-def test_a_hook_with_the_one_call_check_gives_the_python_checks_parameters_bitwise(name, ds, monkeypatch):
-    fast, engaged = _train(10, 5, MID_RUN[name], True, monkeypatch, ds)
-    slow, none = _train(10, 5, MID_RUN[name], False, monkeypatch, ds)
+def test_a_hook_with_the_one_call_check_gives_the_python_checks_parameters_bitwise(name, ds, dtype, monkeypatch):
+    fast, engaged = _train(10, 5, MID_RUN[name], True, monkeypatch, ds, dtype)
+    slow, none = _train(10, 5, MID_RUN[name], False, monkeypatch, ds, dtype)
     assert engaged >= 5 and none == 0  # the one-call check ran (and the reference never did)
     for step, (a, b) in enumerate(zip(fast, slow)):
         for x, y in zip(a, b):
@@ -165,3 +167,29 @@ def test_without_a_cxx_compiler_one_warning_names_why_and_the_hook_checks_in_pyt
         m(torch.ones(2, 6)).sum().backward()
         o.step()
     assert s._steady is None  # every step checked in Python
+
+
+@needs_scan
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_tensor_weight_takes_the_multi_tensor_calls_as_apply_buckets_does(dtype):
+    """A 0-d tensor ``lr * gamma`` (a device lr): the one-call path runs every bucket through ``apply_buckets``."""
+    from syre.kernels import functional as F
+
+    m = _model().to(dtype)
+    o = torch.optim.SGD(m.parameters(), lr=0.1, weight_decay=0.1)
+    s = syre.attach(o, m, d_spread=0.1)
+    for _ in range(3):
+        m(torch.ones(2, 6, dtype=dtype)).sum().backward()
+        o.step()
+    assert s._steady is not None
+    w = torch.tensor(0.01)
+    buckets = s._buckets(s._plan, 0)[1]
+    before = [p.detach().clone() for p in m.parameters()]
+    with torch.no_grad():
+        s._steady.check.run(0, w)
+        got = [p.detach().clone() for p in m.parameters()]
+        for p, b in zip(m.parameters(), before):
+            p.copy_(b)
+        F.apply_buckets(buckets, w)
+    assert all(torch.equal(a, p) for a, p in zip(got, m.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(got, before))  # it decayed

@@ -316,13 +316,11 @@ class Syre(Checkpointing, Reporting):
             groups = {gi: (weights[gi], self._by_id(plan, gi)) for gi, row in enumerate(rows) if row and _nonzero(weights[gi])}
             self._work = Work(groups, self._store, self._config.foreach)
             return
-        if steady is not None and not any(isinstance(w, torch.Tensor) for w in weights):
-            # every decayed parameter has its gradient and its storage: the native batches, as apply_buckets runs them
-            for gi, batches in steady.check.batches.items():
-                w = weights[gi]
-                if w != 0.0:
-                    for batch in batches:
-                        batch.run(w)
+        if steady is not None:
+            # every decayed parameter has its gradient (and the native batches their storage): the buckets, as below
+            for gi in steady.check.runs:
+                if _nonzero(weights[gi]):
+                    steady.check.run(gi, weights[gi])
             return
         for gi, w in enumerate(weights):
             if not rows[gi] or not _nonzero(w):
@@ -338,31 +336,32 @@ class Syre(Checkpointing, Reporting):
         self._steady = self._make_steady(optimizer, plan)
 
     def _make_steady(self, optimizer, plan) -> Optional["_Steady"]:
-        """The next steps' check in one call (``syre.kernels._scan``), where every covered group decays through
-        native batches that ran at this step and the step check's module is loaded; None otherwise."""
+        """The next steps' check in one call (``syre.kernels._scan``), where every covered group's decay is decided
+        once (its buckets, over the parameters themselves; the native batches among them have run) and the step
+        check's module is loaded; None otherwise."""
         key = (plan, self._store.generation)
         tries = self._steady_tries
         if tries[0] is not plan or tries[1] != key[1]:
             tries = self._steady_tries = [plan, key[1], 0]
         if tries[2] >= _STEADY_TRIES or plan.orphans or self._held is not None:
             return None
-        batches = {}
+        decided = {}
         for gi, row in enumerate(plan.by_group):
             if not row:
                 continue
             buckets = self._buckets(plan, gi)[1]
-            if not buckets or any(b[0] != "native" or b[4][0]._seen is None for b in buckets):
+            if buckets is None:  # decided at each step (stochastic rounding)
                 return None
-            batches[gi] = [b[4][0] for b in buckets]
-        if not batches:
+            decided[gi] = buckets
+        if not decided:
             return None
         mod = _scan.lib()  # None while it builds (in the background) or where it cannot
         if mod is None:
             return None
         tries[2] += 1
         try:
-            check = _scan.Steady(mod, optimizer, batches)
-        except ValueError:
+            check = _scan.Steady(mod, optimizer, decided)
+        except ValueError:  # a DTensor's local shard, a native batch not run yet
             return None
         return _Steady(plan, key[1], check)
 

@@ -15,8 +15,8 @@ and Python's ABI. It builds in a background thread the first time a hook asks (`
 waits for it; until it is loaded, and wherever it cannot be built, the hook checks in Python: the same
 facts, the same decisions, the same values, only slower. ``lib(wait=True)`` builds and waits.
 
-Off. ``SYRE_NATIVE=0`` (it serves the native batches only); a failed build turns it off for the process
-with one warning.
+Off. ``SYRE_NATIVE=0`` (with the native kernels); a failed build turns it off for the process with one
+warning.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from typing import Dict, List, Optional
 import torch
 
 from . import _native
+from .functional import apply_buckets as _apply_buckets
 
 __all__ = ["SOURCE", "Steady", "disable_reason", "lib"]
 
@@ -72,7 +73,8 @@ static PyObject* codes(PyObject*, PyObject* args) {
 /* same(groups, group_refs, flat, types, sizes, codes, decayed, ptrs) -> 0 as it was; 1 the groups, a
    parameter, its Python type, requires_grad, dtype or device changed; 2 a decayed parameter has no
    gradient; 3 a decayed parameter's storage moved. ``sizes``: int64 per group; ``codes``: int64 per
-   parameter of ``flat``; ``decayed``: (index into flat, pointer) int64 pairs. Reads only. */
+   parameter of ``flat``; ``decayed``: (index into flat, pointer) int64 pairs, pointer -1 where the decay holds
+   the tensor itself rather than its address (torch's multi-tensor calls). Reads only. */
 static PyObject* same(PyObject*, PyObject* args) {
   PyObject *groups, *group_refs, *flat, *types;
   unsigned long long sizes_addr, codes_addr, decayed_addr; Py_ssize_t n_decayed;
@@ -104,7 +106,7 @@ static PyObject* same(PyObject*, PyObject* args) {
     for (Py_ssize_t j = 0; j < n_decayed; j++) {
       const at::Tensor& t = THPVariable_Unpack(PyTuple_GET_ITEM(flat, decayed[2 * j]));
       if (!t.grad().defined()) return PyLong_FromLong(2);
-      if ((int64_t)(uintptr_t)t.data_ptr() != decayed[2 * j + 1]) return PyLong_FromLong(3);
+      if (decayed[2 * j + 1] != -1 && (int64_t)(uintptr_t)t.data_ptr() != decayed[2 * j + 1]) return PyLong_FromLong(3);
     }
   } catch (...) {
     return PyLong_FromLong(1);
@@ -232,16 +234,18 @@ def _int64s(values) -> ctypes.Array:
 
 
 class Steady:
-    """What a step of the hook checks in one call, and the native batches it then runs.
+    """What a step of the hook checks in one call, and the decay it then runs.
 
-    Built from the optimizer's groups and, per group index, the ``_native.Batch`` es that decay it (each
-    called at least once, so its pointers are known); ``same(optimizer)`` is 0 while every group, parameter,
-    its type, ``requires_grad``, dtype and device are as they were at the build, every decayed parameter has a
-    gradient, and no decayed storage moved. It holds references to the groups and parameters it compares
-    (identity is then safe: none of them can be freed and its address reused while it lives).
+    Built from the optimizer's groups and, per group index, the buckets that decay it (``syre.kernels.functional
+    .buckets``, over the parameters themselves; a native batch among them called at least once, so its pointers
+    are known); ``same(optimizer)`` is 0 while every group, parameter, its type, ``requires_grad``, dtype and device
+    are as they were at the build, every decayed parameter has a gradient, and no storage a native batch writes
+    through moved. ``run(gi, weight)`` is then the group's decay, as ``functional.apply_buckets`` would make it,
+    with the native batches' pointers not read again. It holds references to the groups and parameters it
+    compares (identity is then safe: none of them can be freed and its address reused while it lives).
     """
 
-    def __init__(self, mod, optimizer: torch.optim.Optimizer, batches: Dict[int, List["_native.Batch"]]):
+    def __init__(self, mod, optimizer: torch.optim.Optimizer, buckets: Dict[int, list]):
         groups = optimizer.param_groups
         flat = tuple(p for g in groups for p in g["params"])
         self._mod, self._refs, self._flat, self._types = mod, tuple(groups), flat, tuple(map(type, flat))
@@ -250,19 +254,33 @@ class Steady:
         if mod.codes(flat, ctypes.addressof(self._codes)) != 0:
             raise ValueError("a parameter is not a tensor")
         where = {id(p): k for k, p in enumerate(flat)}
-        pairs = []
-        for bs in batches.values():
+        pairs: List[int] = []
+        self.runs: Dict[int, list] = {}
+        for gi, bs in buckets.items():
+            runs = self.runs[gi] = []
             for b in bs:
-                if b._seen is None:
-                    raise ValueError("a batch that has not run yet")
-                if any(id(p) not in where for p in b.ps):
-                    raise ValueError("a batch tensor that is not a parameter of the groups (a local shard)")
-                pairs += [v for p, ptr in zip(b.ps, b._seen) for v in (where[id(p)], ptr)]
+                ps, batch = b[1], (b[4][0] if b[0] == "native" else None)
+                if any(id(p) not in where for p in ps):
+                    raise ValueError("a bucket tensor that is not a parameter of the groups (a local shard)")
+                if batch is not None and batch._seen is None:
+                    raise ValueError("a native batch that has not run yet")
+                ptrs = batch._seen if batch is not None else [-1] * len(ps)
+                pairs += [v for p, ptr in zip(ps, ptrs) for v in (where[id(p)], ptr)]
+                runs.append((batch, [b]))
         self._decayed, self._n = _int64s(pairs), len(pairs) // 2
         self._args = (self._refs, flat, self._types, ctypes.addressof(self._sizes), ctypes.addressof(self._codes),
                       ctypes.addressof(self._decayed), self._n)
-        self.batches = batches
 
     def same(self, optimizer: torch.optim.Optimizer) -> int:
         """0: as at the build; else why not (see the C++ ``same``). Reads only."""
         return self._mod.same(optimizer.param_groups, *self._args)
+
+    def run(self, gi: int, weight) -> None:
+        """Group ``gi``'s decay by ``weight`` (a float, or a 0-d tensor: then every bucket through
+        ``apply_buckets``, which takes tensor weights); ``same`` said 0 at this step."""
+        tensor = isinstance(weight, torch.Tensor)
+        for batch, bucket in self.runs[gi]:
+            if batch is not None and not tensor:
+                batch.run(weight)
+            else:
+                _apply_buckets(bucket, weight)
