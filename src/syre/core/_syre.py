@@ -297,7 +297,7 @@ class Syre(Checkpointing, Reporting):
             self._held.at_step()  # MultiSyre: each parameter held by one optimizer, as the groups are now
         steady = self._steady
         if steady is not None and (steady.plan is not self._plan or steady.generation != self._store.generation
-                                   or steady.check.same(optimizer) != 0):
+                                   or self._held is not None or steady.check.same(optimizer) != 0):
             steady = None  # something changed since it was built: this step checks in Python, and builds it again
         plan = self._plan if steady is not None else self._refresh()  # steady: the fingerprint is as it was
         if plan.orphans:
