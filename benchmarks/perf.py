@@ -193,7 +193,7 @@ def hook_overhead(n_tensors: int, d_spread: float, reps: int) -> dict:
     finally:
         F.apply_buckets, NK.Batch.run = real, real_run
     return {"hook_us": 1e6 * total, "kernel_us": 1e6 * (total - own), "own_us": 1e6 * own,
-            "one_call_check": s._steady is not None}
+            "one_call_check": s._one_call.current is not None}
 
 
 def hook_vs_adamw(n_tensors: int, d_spread: float, reps: int, inner: int = 20) -> dict:
@@ -248,7 +248,7 @@ def _python_check(s, opt):
     def run():
         real = SC.lib
         SC.lib = lambda wait=False: None
-        s._steady = None
+        s._one_call.drop()
         try:
             opt.step()
         finally:

@@ -267,8 +267,8 @@ def test_seeded_mode_is_bitwise_stored_and_keeps_no_per_parameter_tensors(reques
         cached = [t for params, buckets in s._cache.values() for t in params]
         cached += [t for params, buckets in s._cache.values() for b in (buckets or []) for ts in b[1:4] for t in ts if t is not None]
         assert cached and all(id(t) in own for t in cached)
-        if s._steady is not None:  # the one-call check: the optimizer's parameters and the buckets of _cache
-            check = s._steady.check
+        check = s._one_call.current
+        if check is not None:  # the one-call check: the optimizer's parameters and the buckets of _cache
             decided = {id(b) for params, buckets in s._cache.values() for b in buckets or []}
             assert all(id(bucket[0]) in decided for runs in check.runs.values() for _, bucket in runs)
             assert {id(p) for p in check._flat} <= {id(p) for p in m.parameters()}

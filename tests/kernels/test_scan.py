@@ -101,7 +101,7 @@ def _train(steps, change_at, change, use_scan, monkeypatch, ds, dtype=torch.floa
         if step == change_at and change is _grad_none:
             m[2].weight.grad = None
         o.step()
-        engaged += s._steady is not None
+        engaged += s._one_call.current is not None
         out.append([p.detach().clone() for p in m.parameters()])
     return out, engaged
 
@@ -166,7 +166,7 @@ def test_without_a_cxx_compiler_one_warning_names_why_and_the_hook_checks_in_pyt
     for _ in range(3):
         m(torch.ones(2, 6)).sum().backward()
         o.step()
-    assert s._steady is None  # every step checked in Python
+    assert s._one_call.current is None  # every step checked in Python
 
 
 @needs_scan
@@ -181,12 +181,12 @@ def test_a_tensor_weight_takes_the_multi_tensor_calls_as_apply_buckets_does(dtyp
     for _ in range(3):
         m(torch.ones(2, 6, dtype=dtype)).sum().backward()
         o.step()
-    assert s._steady is not None
+    assert s._one_call.current is not None
     w = torch.tensor(0.01)
     buckets = s._buckets(s._plan, 0)[1]
     before = [p.detach().clone() for p in m.parameters()]
     with torch.no_grad():
-        s._steady.check.run(0, w)
+        s._one_call.current.run(0, w)
         got = [p.detach().clone() for p in m.parameters()]
         for p, b in zip(m.parameters(), before):
             p.copy_(b)

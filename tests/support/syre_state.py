@@ -6,10 +6,9 @@ def syre_tensors(s):
     """Every tensor reachable from the Syre object's own state (not the model's or optimizer's)."""
     found, seen = [], set()
     # references to the user's objects; ``_cache`` holds the step's lists of the parameters and of the
-    # store's own anchors, ``_steady`` the one-call check over the same parameters and ``_cache``'s batches
+    # store's own anchors, ``_one_call`` the one-call check over the same parameters and ``_cache``'s buckets
     # (references, checked by the callers to be those and nothing else)
-    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info", "_cache", "_infos", "_mapping", "_steady",
-            "_steady_tries")
+    SKIP = ("_optimizer", "optimizer", "_model", "_handles", "info", "_cache", "_infos", "_mapping", "_one_call")
 
     def walk(obj, depth=0):
         if id(obj) in seen or depth > 6:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import operator
 from itertools import repeat
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ from .._compile import no_grad
 from .._live import attached, register
 from ..config import DEFAULT_D_SPREAD, Config, refuse_unknown_keywords
 from ..forms._scale_check import AnchorScaleCheck
-from ..kernels import _scan, functional
+from ..kernels import functional
 from ..kernels.fused import FUSABLE, Work
 from ..rng.anchors import Anchor
 from ..select import check_rules_match, collect, unwrap_model
@@ -57,22 +57,13 @@ from ._groups import Groups, as_float
 from ._plan import EXCLUDED, LAZY, build_plan, fingerprint
 from ._report import Reporting
 from ._state import Checkpointing, Runtime
+from ._steady import OneCall
 from ._store import anchor_dtype, make_store
 from ._targets import make_target
 
 __all__ = ["Syre", "attach_syre"]
 
-#: Builds of the one-call step check per plan and store state: a check that keeps failing (a gradient left
-#: None, a storage replaced at every step) leaves those steps to the Python check.
-_STEADY_TRIES = 3
-
 _GRAD = operator.attrgetter("grad")
-
-
-class _Steady(NamedTuple):
-    plan: Any
-    generation: int
-    check: "_scan.Steady"
 
 
 def _nonzero(w) -> bool:
@@ -208,8 +199,7 @@ class Syre(Checkpointing, Reporting):
                 self._target.take(e)
         self._cache: Dict[int, tuple] = {}
         self._cache_key: Optional[tuple] = None
-        self._steady: Optional[_Steady] = None  # the step's check in one call, while nothing changed (_make_steady)
-        self._steady_tries: list = [None, None, 0]  # (plan, store generation, builds for them)
+        self._one_call = OneCall()  # the step's check in one call, while nothing changed (syre.core._steady)
         self._removed = False
         self._pending: Optional[dict] = None
         self._work: Optional[Work] = None
@@ -295,10 +285,8 @@ class Syre(Checkpointing, Reporting):
         self._work = None
         if self._held is not None:
             self._held.at_step()  # MultiSyre: each parameter held by one optimizer, as the groups are now
-        steady = self._steady
-        if steady is not None and (steady.plan is not self._plan or steady.generation != self._store.generation
-                                   or self._held is not None or steady.check.same(optimizer) != 0):
-            steady = None  # something changed since it was built: this step checks in Python, and builds it again
+        # None where something changed since the last step checked in Python: this one checks in Python too
+        steady = None if self._held is not None else self._one_call.get(optimizer, self._plan, self._store.generation)
         plan = self._plan if steady is not None else self._refresh()  # steady: the fingerprint is as it was
         if plan.orphans:
             plan.check_orphans(self._model)
@@ -318,9 +306,9 @@ class Syre(Checkpointing, Reporting):
             return
         if steady is not None:
             # every decayed parameter has its gradient (and the native batches their storage): the buckets, as below
-            for gi in steady.check.runs:
+            for gi in steady.runs:
                 if _nonzero(weights[gi]):
-                    steady.check.run(gi, weights[gi])
+                    steady.run(gi, weights[gi])
             return
         for gi, w in enumerate(weights):
             if not rows[gi] or not _nonzero(w):
@@ -333,37 +321,8 @@ class Syre(Checkpointing, Reporting):
                 live = [e for e, g in zip(rows[gi], grads) if g is not None]
                 if live:
                     self._store.decay(live, w, self._config.foreach)
-        self._steady = self._make_steady(optimizer, plan)
-
-    def _make_steady(self, optimizer, plan) -> Optional["_Steady"]:
-        """The next steps' check in one call (``syre.kernels._scan``), where every covered group's decay is decided
-        once (its buckets, over the parameters themselves; the native batches among them have run) and the step
-        check's module is loaded; None otherwise."""
-        key = (plan, self._store.generation)
-        tries = self._steady_tries
-        if tries[0] is not plan or tries[1] != key[1]:
-            tries = self._steady_tries = [plan, key[1], 0]
-        if tries[2] >= _STEADY_TRIES or plan.orphans or self._held is not None:
-            return None
-        decided = {}
-        for gi, row in enumerate(plan.by_group):
-            if not row:
-                continue
-            buckets = self._buckets(plan, gi)[1]
-            if buckets is None:  # decided at each step (stochastic rounding)
-                return None
-            decided[gi] = buckets
-        if not decided:
-            return None
-        mod = _scan.lib()  # None while it builds (in the background) or where it cannot
-        if mod is None:
-            return None
-        tries[2] += 1
-        try:
-            check = _scan.Steady(mod, optimizer, decided)
-        except ValueError:  # a DTensor's local shard, a native batch not run yet
-            return None
-        return _Steady(plan, key[1], check)
+        if self._held is None:
+            self._one_call.rebuild(optimizer, plan, self._store.generation, lambda gi: self._buckets(plan, gi)[1])
 
     def _take_work(self) -> Optional["Work"]:
         """The decay this step hands ``syre.AdamW`` / ``syre.SGD`` (made by the step pre-hook; None: none)."""
