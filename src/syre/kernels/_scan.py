@@ -204,8 +204,8 @@ def _run_build() -> None:
 
 
 def lib(wait: bool = False):
-    """The loaded module; None while it builds (in a background thread, started here) or where it is off.
-    ``wait=True`` builds in this thread, or waits for the build under way."""
+    """The loaded module; None while it builds (in a background thread, started by the first call) or where it
+    is off. ``wait=True`` waits for the build."""
     got = _state.get("lib", False)
     if got is not False:
         return got
