@@ -193,3 +193,44 @@ def test_a_tensor_weight_takes_the_multi_tensor_calls_as_apply_buckets_does(dtyp
         F.apply_buckets(buckets, w)
     assert all(torch.equal(a, p) for a, p in zip(got, m.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(got, before))  # it decayed
+
+
+PATHS = {  # name: (attach keywords, optimizer, dtype, whether the one-call check serves it)
+    "stored, AdamW": ({}, lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0), torch.float32, True),
+    "target pretrained, AR": ({"target": "pretrained", "d_spread": 0.1}, lambda p: torch.optim.SGD(p, lr=0.01),
+                              torch.float32, True),
+    "target init, SGD momentum": ({"target": "init"}, lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), torch.float32, True),
+    "seeded": ({"mode": "seeded"}, lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0), torch.float32, False),
+    "syre.AdamW (its own step decays)": ({}, lambda p: syre.AdamW(p, lr=0.01, weight_decay=0), torch.float32, False),
+    "bf16, stochastic rounding": ({"rounding": "stochastic"}, lambda p: torch.optim.SGD(p, lr=0.01), torch.bfloat16, False),
+}
+
+
+def _run_path(kw, make, dtype, use_scan, monkeypatch):
+    monkeypatch.setattr(S, "lib", S.lib if use_scan else (lambda wait=False: None))
+    torch.manual_seed(0)
+    m = _model().to(dtype)
+    o = make(m.parameters())
+    s = syre.attach(o, m, gamma=0.1, **kw)
+    g, engaged = torch.Generator().manual_seed(1), 0
+    for step in range(8):
+        if step == 4:  # the optimizer's state saved and loaded (new group dicts), then an lr schedule
+            o.load_state_dict(o.state_dict())
+            for group in o.param_groups:
+                group["lr"] *= 0.5
+        o.zero_grad()
+        m(torch.randn(5, 6, generator=g, dtype=dtype)).square().mean().backward()
+        o.step()
+        engaged += s._one_call.current is not None
+    return [p.detach().clone() for p in m.parameters()], engaged
+
+
+@needs_scan
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", list(PATHS))
+def test_every_path_gives_the_same_parameters_with_the_check_and_only_decided_decays_take_it(name, monkeypatch):
+    kw, make, dtype, served = PATHS[name]
+    fast, engaged = _run_path(kw, make, dtype, True, monkeypatch)
+    slow, _ = _run_path(kw, make, dtype, False, monkeypatch)
+    assert (engaged > 0) == served
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
